@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "iobuf",
+      "sources": [
+        "native/addon.cc",
+        "native/errors.cc",
+        "native/memory.cc",
+        "native/os-linux.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "ldflags": ["-Wl,-z,nodelete"]
+    }
+  ]
+}

@@ -1,0 +1,91 @@
+// One error class for every state and OS failure, with a stable `code`.
+// Argument errors are TypeError/RangeError with Node's own codes and a message
+// of the form "Expected X for Y but received Z".
+
+/** Every `code` iobuf itself defines. OS failures use the errno name ("ENOMEM"). */
+export type IobufErrorCode =
+  | 'ERR_IOBUF_DOUBLE_FREE'
+  | 'ERR_IOBUF_FOREIGN_BUFFER'
+  | 'ERR_IOBUF_DETACHED'
+  | 'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE'
+  | 'ERR_IOBUF_UNSUPPORTED';
+
+export class IobufError extends Error {
+  /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */
+  code!: string;
+  /** Negative errno, as Node reports it, when the kernel refused. */
+  errno?: number;
+  /** The syscall the kernel refused. */
+  syscall?: string;
+
+  constructor(message: string, code?: string) {
+    super(message);
+    this.name = 'IobufError';
+    if (code !== undefined) this.code = code;
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return `function ${value.name || '<anonymous>'}`;
+  if (typeof value === 'object') {
+    const name = (value as object).constructor?.name;
+    return name ? `an instance of ${name}` : 'an object';
+  }
+  return String(value);
+}
+
+function argumentError<E extends Error>(Kind: new (message: string) => E, code: string,
+  expected: string, name: string, value: unknown): E {
+  const error = new Kind(`Expected ${expected} for ${name} but received ${describe(value)}`);
+  (error as E & { code: string }).code = code;
+  return error;
+}
+
+/** An integer in [min, max]; TypeError for a non-number, RangeError otherwise. */
+export function validateInteger(value: unknown, name: string, min: number, max: number): asserts value is number {
+  if (typeof value !== 'number') {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'an integer', name, value);
+  }
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `an integer from ${min} to ${max}`, name, value);
+  }
+}
+
+/** A power of two in [min, max]. */
+export function validatePowerOfTwo(value: unknown, name: string, min: number, max: number): asserts value is number {
+  if (typeof value !== 'number') {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'a power of two', name, value);
+  }
+  // Numbers above 2^31 cannot use bit tricks; Math.log2 is exact for powers of two.
+  if (!Number.isInteger(value) || value < min || value > max || !Number.isInteger(Math.log2(value))) {
+    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `a power of two from ${min} to ${max}`, name, value);
+  }
+}
+
+export function validateBoolean(value: unknown, name: string): asserts value is boolean {
+  if (typeof value !== 'boolean') {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'a boolean', name, value);
+  }
+}
+
+export function validateOneOf<T extends string>(value: unknown, name: string, choices: readonly T[]): asserts value is T {
+  if (!choices.includes(value as T)) {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_VALUE', `one of ${choices.map((c) => `'${c}'`).join(', ')}`, name, value);
+  }
+}
+
+/** `undefined` or a plain options object. */
+export function validateOptions(value: unknown, name: string): asserts value is object | undefined {
+  if (value !== undefined && (value === null || typeof value !== 'object')) {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'an object', name, value);
+  }
+}
+
+export function validateView(value: unknown, name: string): asserts value is ArrayBufferView {
+  if (!ArrayBuffer.isView(value)) {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'a Buffer, TypedArray or DataView', name, value);
+  }
+}

@@ -1,0 +1,178 @@
+// The memory part's native side. lib/memory.ts validates every argument
+// before calling in here; these functions trust sizes and alignments.
+#include "memory.h"
+
+#include <cerrno>
+#include <mutex>
+#include <unordered_map>
+
+#include "addon.h"
+#include "errors.h"
+#include "os.h"
+
+namespace iobuf {
+namespace {
+
+// ---------------------------------------------------------------------------
+// Registry of live mappings, keyed by the address JS sees as the ArrayBuffer's
+// data. Process-wide (workers share the address space); guarded by a mutex.
+// A record outlives its mapping until the Buffer's finalizer deletes it.
+// ---------------------------------------------------------------------------
+
+struct Allocation {
+  os::Mapping mapping;
+  bool freed = false;  // set by Free(); touched only on the owning JS thread
+};
+
+std::mutex registryMutex;
+std::unordered_map<void*, Allocation*>* registry = new std::unordered_map<void*, Allocation*>();
+
+void Register(Allocation* allocation) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  (*registry)[allocation->mapping.base] = allocation;
+}
+
+Allocation* Unregister(void* data) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  auto found = registry->find(data);
+  if (found == registry->end()) return nullptr;
+  Allocation* allocation = found->second;
+  registry->erase(found);
+  return allocation;
+}
+
+void FinalizeAllocation(Napi::Env, uint8_t*, Allocation* allocation) {
+  if (!allocation->freed) {
+    Unregister(allocation->mapping.base);
+    os::Unmap(allocation->mapping);
+  }
+  delete allocation;
+}
+
+// Applies lock/dontFork/dontDump and wraps the mapping in a Buffer of exactly
+// `size` bytes. On failure the mapping is unmapped before the error is thrown.
+Napi::Value Publish(Napi::Env env, const os::Mapping& mapping, size_t size, unsigned flags) {
+  os::Failure failure;
+  if ((flags & kDontFork) != 0 && !failure) failure = os::AdviseDontFork(mapping);
+  if ((flags & kDontDump) != 0 && !failure) failure = os::AdviseDontDump(mapping);
+  if ((flags & kLock) != 0 && !failure) failure = os::Lock(mapping);
+  if (failure) {
+    os::Unmap(mapping);
+    std::string detail = failure.error == ENOMEM && (flags & kLock) != 0
+                             ? "locking beyond RLIMIT_MEMLOCK needs CAP_IPC_LOCK"
+                             : "";
+    throw MakeErrnoError(env, failure.error, failure.syscall, nullptr, detail);
+  }
+  auto* allocation = new Allocation{mapping};
+  Register(allocation);
+  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(mapping.base), size,
+                                    FinalizeAllocation, allocation);
+}
+
+size_t SizeArgument(const Napi::CallbackInfo& info, size_t index) {
+  return static_cast<size_t>(info[index].As<Napi::Number>().Int64Value());
+}
+
+// ---------------------------------------------------------------------------
+// Bindings
+// ---------------------------------------------------------------------------
+
+// mapAligned(size, alignment, flags) -> Buffer over a fresh, zeroed mapping.
+Napi::Value MapAligned(const Napi::CallbackInfo& info) {
+  size_t size = SizeArgument(info, 0);
+  size_t alignment = SizeArgument(info, 1);
+  unsigned flags = info[2].As<Napi::Number>().Uint32Value();
+  if (alignment < os::PageSize()) alignment = os::PageSize();
+  os::Mapping mapping;
+  if (os::Failure failure = os::MapAligned(size, alignment, &mapping)) {
+    throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
+  }
+  return Publish(info.Env(), mapping, size, flags);
+}
+
+// mapHuge(size, fallback, flags) -> Buffer: hugetlb, else THP, else normal
+// pages, as far as `fallback` allows.
+Napi::Value MapHuge(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  size_t size = SizeArgument(info, 0);
+  auto fallback = static_cast<HugeFallback>(info[1].As<Napi::Number>().Int32Value());
+  unsigned flags = info[2].As<Napi::Number>().Uint32Value();
+
+  os::Mapping mapping;
+  os::Failure hugetlb = os::MapHugetlb(size, &mapping);
+  if (!hugetlb) return Publish(env, mapping, size, flags);
+  if (fallback == HugeFallback::kNone) {
+    throw MakeErrnoError(env, hugetlb.error, hugetlb.syscall, "ERR_IOBUF_HUGE_PAGES_UNAVAILABLE",
+                         "no hugetlb pages free; reserve them in /proc/sys/vm/nr_hugepages");
+  }
+  const bool transparent = os::TransparentHugePagesEnabled();
+  if (!transparent && fallback == HugeFallback::kTransparent) {
+    throw MakeErrnoError(env, hugetlb.error, hugetlb.syscall, "ERR_IOBUF_HUGE_PAGES_UNAVAILABLE",
+                         "no hugetlb pages free and transparent huge pages are disabled");
+  }
+  // THP needs a huge-page-aligned region; normal pages are the same mapping
+  // without the advice.
+  const size_t huge = os::HugePageSize();
+  size_t length = (size + huge - 1) & ~(huge - 1);
+  if (os::Failure failure = os::MapAligned(length, huge, &mapping)) {
+    throw MakeErrnoError(env, failure.error, failure.syscall);
+  }
+  if (transparent) {
+    if (os::Failure failure = os::AdviseHugePages(mapping)) {
+      os::Unmap(mapping);
+      throw MakeErrnoError(env, failure.error, failure.syscall);
+    }
+  }
+  return Publish(env, mapping, size, flags);
+}
+
+// addressOf(arrayBuffer) -> number: the data address, 0 when detached.
+// Addresses fit in 47 bits, so a double holds them exactly.
+Napi::Value AddressOf(const Napi::CallbackInfo& info) {
+  void* data = info[0].As<Napi::ArrayBuffer>().Data();
+  return Napi::Number::New(info.Env(), static_cast<double>(reinterpret_cast<uintptr_t>(data)));
+}
+
+// free(arrayBuffer): detaches it (every view reads as empty from now on) and,
+// for a native mapping, unmaps it at once. Heap-backed ArrayBuffers are freed
+// by V8 when detached. The caller (lib/memory.ts) has checked that the
+// ArrayBuffer is one of ours and still attached.
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  Napi::ArrayBuffer arrayBuffer = info[0].As<Napi::ArrayBuffer>();
+  Allocation* allocation = Unregister(arrayBuffer.Data());
+  arrayBuffer.Detach();
+  if (allocation != nullptr) {
+    // Order matters: detach first, so no JS view can reach the pages we unmap.
+    os::Unmap(allocation->mapping);
+    allocation->freed = true;
+  }
+  return info.Env().Undefined();
+}
+
+// pageKind(address) -> 'hugetlb' | 'thp' | 'normal' | 'unknown'
+Napi::Value PageKind(const Napi::CallbackInfo& info) {
+  auto address = static_cast<uintptr_t>(info[0].As<Napi::Number>().DoubleValue());
+  const char* kind = "unknown";
+  switch (os::QueryPageKind(address)) {
+    case os::PageKind::kHugetlb: kind = "hugetlb"; break;
+    case os::PageKind::kTransparentHuge: kind = "thp"; break;
+    case os::PageKind::kNormal: kind = "normal"; break;
+    case os::PageKind::kUnknown: break;
+  }
+  return Napi::String::New(info.Env(), kind);
+}
+
+}  // namespace
+
+void InitMemory(Napi::Env env, Napi::Object exports) {
+  exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(os::PageSize())));
+  exports.Set("hugePageSize", Napi::Number::New(env, static_cast<double>(os::HugePageSize())));
+  exports.Set("cacheLineSize", Napi::Number::New(env, static_cast<double>(os::CacheLineSize())));
+  exports.Set("mapAligned", Napi::Function::New(env, MapAligned, "mapAligned"));
+  exports.Set("mapHuge", Napi::Function::New(env, MapHuge, "mapHuge"));
+  exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
+  exports.Set("free", Napi::Function::New(env, Free, "free"));
+  exports.Set("pageKind", Napi::Function::New(env, PageKind, "pageKind"));
+}
+
+}  // namespace iobuf

@@ -1,0 +1,151 @@
+// Linux implementation of os.h.
+#include "os.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+namespace iobuf::os {
+
+namespace {
+
+// Reads the first number that follows `key` in a small text file such as
+// /proc/meminfo; returns `fallback` when the file or the key is missing.
+size_t ReadNumberAfter(const char* path, const char* key, size_t fallback) {
+  FILE* file = fopen(path, "re");
+  if (file == nullptr) return fallback;
+  char line[256];
+  size_t result = fallback;
+  size_t keyLength = strlen(key);
+  while (fgets(line, sizeof line, file) != nullptr) {
+    if (strncmp(line, key, keyLength) == 0) {
+      unsigned long long value;
+      if (sscanf(line + keyLength, " %llu", &value) == 1) result = value;
+      break;
+    }
+  }
+  fclose(file);
+  return result;
+}
+
+Failure Fail(const char* syscall) { return Failure{syscall, errno}; }
+
+Failure Advise(const Mapping& mapping, int advice) {
+  if (madvise(mapping.base, mapping.mapLength, advice) != 0) return Fail("madvise");
+  return {};
+}
+
+}  // namespace
+
+size_t PageSize() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+size_t HugePageSize() {
+  static const size_t size = [] {
+    size_t kib = ReadNumberAfter("/proc/meminfo", "Hugepagesize:", 0);
+    if (kib != 0) return kib * 1024;
+    return ReadNumberAfter("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "",
+                           size_t{2} << 20);
+  }();
+  return size;
+}
+
+size_t CacheLineSize() {
+  static const size_t size = [] {
+    long line = sysconf(_SC_LEVEL1_DCACHE_LINESIZE);
+    if (line > 0) return static_cast<size_t>(line);
+    return ReadNumberAfter("/sys/devices/system/cpu/cpu0/cache/index0/coherency_line_size",
+                           "", 64);
+  }();
+  return size;
+}
+
+Failure MapAligned(size_t size, size_t alignment, Mapping* out) {
+  const size_t page = PageSize();
+  const size_t length = (size + page - 1) & ~(page - 1);
+  const size_t slack = alignment > page ? alignment : 0;
+  void* raw = mmap(nullptr, length + slack, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return Fail("mmap");
+  uintptr_t start = reinterpret_cast<uintptr_t>(raw);
+  uintptr_t aligned = (start + alignment - 1) & ~(uintptr_t{alignment} - 1);
+  // Trim: [start, aligned) and [aligned + length, start + length + slack).
+  if (aligned > start) munmap(raw, aligned - start);
+  uintptr_t end = start + length + slack;
+  if (end > aligned + length) munmap(reinterpret_cast<void*>(aligned + length), end - aligned - length);
+  out->base = reinterpret_cast<void*>(aligned);
+  out->mapLength = length;
+  return {};
+}
+
+Failure MapHugetlb(size_t size, Mapping* out) {
+  const size_t huge = HugePageSize();
+  const size_t length = (size + huge - 1) & ~(huge - 1);
+  void* raw = mmap(nullptr, length, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+  if (raw == MAP_FAILED) return Fail("mmap");
+  out->base = raw;
+  out->mapLength = length;
+  return {};
+}
+
+bool TransparentHugePagesEnabled() {
+  FILE* file = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "re");
+  if (file == nullptr) return false;
+  char text[128] = {0};
+  size_t read = fread(text, 1, sizeof text - 1, file);
+  fclose(file);
+  text[read] = '\0';
+  // The selected mode is in brackets: "always [madvise] never".
+  return strstr(text, "[never]") == nullptr && strchr(text, '[') != nullptr;
+}
+
+Failure AdviseHugePages(const Mapping& mapping) { return Advise(mapping, MADV_HUGEPAGE); }
+Failure AdviseDontFork(const Mapping& mapping) { return Advise(mapping, MADV_DONTFORK); }
+Failure AdviseDontDump(const Mapping& mapping) { return Advise(mapping, MADV_DONTDUMP); }
+
+Failure Lock(const Mapping& mapping) {
+  if (mlock(mapping.base, mapping.mapLength) != 0) return Fail("mlock");
+  return {};
+}
+
+void Unmap(const Mapping& mapping) {
+  if (mapping.base != nullptr) munmap(mapping.base, mapping.mapLength);
+}
+
+PageKind QueryPageKind(uintptr_t address) {
+  FILE* file = fopen("/proc/self/smaps", "re");
+  if (file == nullptr) return PageKind::kUnknown;
+  // smaps is a sequence of blocks: a header line "start-end perms ..." and
+  // then "Key: value kB" lines. Find the block whose range holds `address`.
+  char line[512];
+  bool inside = false;
+  size_t kernelPageKib = 0;
+  size_t anonHugeKib = 0;
+  while (fgets(line, sizeof line, file) != nullptr) {
+    uintptr_t start, end;
+    // Only header lines parse as "hex-hex" ("AnonHugePages:" stops after "A").
+    if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR, &start, &end) == 2) {
+      if (inside) break;  // left the block we wanted
+      inside = address >= start && address < end;
+      continue;
+    }
+    if (!inside) continue;
+    unsigned long long value;
+    if (sscanf(line, "KernelPageSize: %llu kB", &value) == 1) kernelPageKib = value;
+    if (sscanf(line, "AnonHugePages: %llu kB", &value) == 1) anonHugeKib = value;
+  }
+  fclose(file);
+  if (!inside) return PageKind::kUnknown;
+  if (kernelPageKib * 1024 > PageSize()) return PageKind::kHugetlb;
+  if (anonHugeKib > 0) return PageKind::kTransparentHuge;
+  return PageKind::kNormal;
+}
+
+}  // namespace iobuf::os

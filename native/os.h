@@ -1,0 +1,56 @@
+// The OS layer: every syscall the memory part makes goes through this header.
+// Nothing here knows about Node-API; failures return a negative errno so the
+// callers can turn them into JS errors with `code`, `errno` and `syscall`.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace iobuf::os {
+
+size_t PageSize();
+size_t HugePageSize();   // the PMD size used by hugetlb and THP (2 MiB on x86-64)
+size_t CacheLineSize();
+
+// One anonymous mapping. `base`/`mapLength` is what munmap must be given;
+// `data` is the first usable byte (== base once the mapping has been trimmed).
+struct Mapping {
+  void* base = nullptr;
+  size_t mapLength = 0;
+};
+
+// A failed call: the syscall's name and its errno (positive, as in <errno.h>).
+struct Failure {
+  const char* syscall = nullptr;
+  int error = 0;
+  explicit operator bool() const { return syscall != nullptr; }
+};
+
+// Anonymous read/write mapping of at least `size` bytes whose start is a
+// multiple of `alignment` (a power of two >= the page size). Over-maps by
+// `alignment` and unmaps the unaligned head and the tail.
+Failure MapAligned(size_t size, size_t alignment, Mapping* out);
+
+// Explicit huge pages (MAP_HUGETLB); `size` is rounded up to the huge page
+// size. Fails with ENOMEM when the kernel has too few hugetlb pages reserved.
+Failure MapHugetlb(size_t size, Mapping* out);
+
+// True when the kernel may back MADV_HUGEPAGE regions with transparent huge
+// pages (/sys/kernel/mm/transparent_hugepage/enabled is not "never").
+bool TransparentHugePagesEnabled();
+
+Failure AdviseHugePages(const Mapping& mapping);   // madvise(MADV_HUGEPAGE)
+Failure AdviseDontFork(const Mapping& mapping);    // madvise(MADV_DONTFORK)
+Failure AdviseDontDump(const Mapping& mapping);    // madvise(MADV_DONTDUMP)
+Failure Lock(const Mapping& mapping);              // mlock
+void Unmap(const Mapping& mapping);                // munmap; cannot fail for a mapping we made
+
+enum class PageKind { kNormal, kTransparentHuge, kHugetlb, kUnknown };
+
+// What the kernel reports (in /proc/self/smaps) for the mapping that holds
+// `address`: hugetlb when its KernelPageSize is above the base page size,
+// transparent-huge when it holds AnonHugePages, normal otherwise. kUnknown
+// when no mapping holds the address or smaps cannot be read.
+PageKind QueryPageKind(uintptr_t address);
+
+}  // namespace iobuf::os
