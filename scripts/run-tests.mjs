@@ -1,0 +1,39 @@
+// `npm test`: compile the TypeScript (worker-thread tests and the package test
+// load dist/), run vitest, and end with the plain line "N passed, N failed"
+// that CI reads. Extra arguments go to vitest (e.g. `npm test -- test/memory`).
+import { spawnSync } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const bin = (name) => path.join(root, 'node_modules', '.bin', name);
+const run = (command, args) => spawnSync(command, args, { cwd: root, stdio: 'inherit' }).status ?? 1;
+
+if (run(bin('tsc'), ['-p', 'tsconfig.build.json']) !== 0) {
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+
+const results = path.join(root, '.vitest-results.json');
+rmSync(results, { force: true });
+const status = run(bin('vitest'), [
+  'run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...process.argv.slice(2),
+]);
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+try {
+  const report = JSON.parse(readFileSync(results, 'utf8'));
+  passed = report.numPassedTests;
+  failed = report.numFailedTests;
+  skipped = report.numPendingTests + report.numTodoTests;
+  // A file that failed to load has no tests in the count: count it as a failure.
+  failed += report.testResults.filter((file) => file.status === 'failed' && file.assertionResults.length === 0).length;
+} catch {
+  failed = Math.max(failed, 1);
+}
+if (status !== 0 && failed === 0) failed = 1;
+console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+process.exit(status === 0 && failed === 0 ? 0 : 1);
