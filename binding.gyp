@@ -6,7 +6,8 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/memory.cc",
-        "native/os-linux.cc"
+        "native/os-linux.cc",
+        "native/pool.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -20,6 +20,11 @@ export interface NativeBinding {
   /** Detach, and unmap when the memory is a native mapping. */
   free(arrayBuffer: ArrayBuffer): void;
   pageKind(address: number): 'hugetlb' | 'thp' | 'normal' | 'unknown';
+
+  // pool (native/pool.cc)
+  /** A Buffer with an ArrayBuffer of its own over slab bytes [offset, offset + length). */
+  viewOf(slab: ArrayBuffer, offset: number, length: number): Buffer;
+  detach(arrayBuffer: ArrayBuffer): void;
 }
 
 // IOBUF_ADDON_PATH loads a specific build (the sanitizer build uses it).

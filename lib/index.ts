@@ -5,3 +5,8 @@ export {
 export type { AllocAlignedOptions, AllocHugeOptions, HugePageFallback, PageKind } from './memory';
 export { IobufError } from './errors';
 export type { IobufErrorCode } from './errors';
+export { BufferPool } from './pool';
+export type {
+  BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
+  LeakReport, PoolStats, SizeClassStats,
+} from './pool';
