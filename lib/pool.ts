@@ -34,7 +34,7 @@ export interface BufferPoolOptions {
   strict?: boolean;
   /** Fill released buffers with this byte (true: 0xA5) to surface use after release. Default false. */
   poison?: boolean | number;
-  /** 'sample' (default) tracks 1 acquire in 128, 'full' tracks every acquire with its stack. */
+  /** 'sample' (default) tracks 1 acquire in 256, 'full' tracks every acquire with its stack. */
   leakDetection?: LeakDetection;
   /** Called for each leak found; default: a process warning with code IOBUF_LEAK. */
   onLeak?: (leak: LeakReport) => void;
@@ -115,24 +115,62 @@ const kSlot = Symbol('iobuf.slot');
 const TRACKED = Symbol('iobuf.tracked');
 /** On a strict-mode view's own ArrayBuffer: the slab's ArrayBuffer, kept reachable. */
 const kSlabKeepAlive = Symbol('iobuf.slabKeepAlive');
-const SAMPLE_INTERVAL = 128;
+const SAMPLE_INTERVAL = 256;
 
 /** Every view the pool hands out carries its slot: one property load finds it again (see release). */
 type PooledView = Buffer & { [kSlot]?: Slot };
 
+
+/**
+ * One size class as this thread sees it. The counters are plain fields (the
+ * cheapest thing to bump); housekeeping() copies them into this thread's
+ * region of the shared block, where stats() in any thread reads them.
+ */
+class SizeClass {
+  /** Free slots, used as a stack (the last released is the warmest); null for the oversize row. */
+  readonly free: Slot[] | null;
+  acquires = 0;
+  releases = 0;
+  misses = 0;
+  leaks = 0;
+  /** Buffers that were out when close({ force: true }) freed the memory. */
+  forced = 0;
+  osBytes = 0;
+  /** Oversize row only: bytes of slots out, and of slots released but not yet unmapped. */
+  oversizeInUseBytes = 0;
+  oversizeIdleBytes = 0;
+  /** Waiters on this thread that a released slot of this class may go to directly. */
+  waiting = 0;
+
+  constructor(
+    readonly row: number,
+    readonly size: number,      // Infinity for the oversize row
+    readonly stride: number,    // bytes between slots (0 for the oversize row: per slab)
+    readonly slabBytes: number,
+  ) {
+    this.free = Number.isFinite(size) ? [] : null;
+  }
+
+  get inUse(): number {
+    return this.acquires - this.releases - this.leaks - this.forced;
+  }
+}
+
 interface Slab {
   readonly pool: BufferPool;
   readonly arrayBuffer: ArrayBuffer;
-  readonly row: number;          // size class index, or the oversize row
+  readonly sizeClass: SizeClass;
   readonly stride: number;       // bytes between slots
   readonly slots: Slot[];
   readonly bytes: number;        // bytes mapped (a multiple of the page size)
-  free: number;                  // slots not handed out
+  /** Slots not handed out; kept up to date for oversize slabs only (others count in trim()). */
+  free: number;
   unmapped: boolean;
 }
 
 interface Slot {
   readonly pool: BufferPool;
+  readonly sizeClass: SizeClass;
   readonly slab: Slab;
   readonly offset: number;
   /** The view handed out last; handed out again when the size matches (never in strict mode). */
@@ -143,7 +181,7 @@ interface Slot {
   owner: Buffer | null | typeof TRACKED;
   tracked: WeakRef<Buffer> | null;
   stack: string | undefined;
-  /** Bumped at every hand-out, so a late leak report for an earlier owner is ignored. */
+  /** Bumped whenever the slot is tracked, so a late leak report for an earlier owner is ignored. */
   generation: number;
 }
 
@@ -151,9 +189,9 @@ interface Waiter {
   ticket: number;
   size: number;
   count: number;   // > 1 for acquireMany
-  row: number;     // the class row its memory comes from
-  /** The row whose released slots may go straight to it; -1 for acquireMany. */
-  handoffRow: number;
+  sizeClass: SizeClass;
+  /** Whether a released slot of its class may go straight to it (not for acquireMany). */
+  takesHandoff: boolean;
   start: number;
   resolve(value: Buffer | Buffer[]): void;
   reject(error: Error): void;
@@ -238,30 +276,27 @@ export class BufferPool {
   private readonly shared: SharedState;
   private readonly control: Int32Array;
   /** This thread's statistics region in the shared block. */
-  private readonly counters: Float64Array;
-  /** Free slots per size class, used as stacks (the most recently released slot is the warmest); null for the oversize row. */
-  private readonly freeSlots: (Slot[] | null)[];
-  private readonly strides: number[];
-  private readonly slabBytes: number[];
+  private readonly region: Float64Array;
+  /** The size classes, then the oversize row. */
+  private readonly classes: SizeClass[];
+  private readonly oversize: SizeClass;
   private readonly largest: number;
   /** log2 of the smallest class when the ladder is consecutive powers of two, else -1. */
   private readonly powerShift: number;
-  /** The statistics row of dedicated allocations above the largest class. */
-  private readonly oversizeRow: number;
   private readonly hugePages: boolean;
   private readonly poisonByte: number;
   private readonly leakDetection: LeakDetection;
   private readonly onLeak: ((leak: LeakReport) => void) | undefined;
   private readonly leakRegistry: FinalizationRegistry<{ slot: Slot; generation: number }> | null;
+  /** Counts acquires down to the next leak-tracked one; never reaches 0 with detection off. */
   private leakCountdown: number;
+  /** Housekeeping (publishing counters, trimming idle memory) runs once per event-loop turn with releases. */
+  private housekeepingScheduled = false;
   private readonly slabs = new Set<Slab>();
   /** This thread's waiters, in ticket order. */
   private readonly waiters: Waiter[] = [];
-  private readonly waitingByRow: Int32Array;
-  private idleBytes = 0;
-  /** No waiters on this thread and not closing: release() pushes straight onto a free list. */
-  private quiet = true;
-  private trimScheduled = false;
+  /** True while release() may push straight onto a free list: no waiters here, not closing, no strict/poison work. */
+  private quiet: boolean;
   private watching = false;
   private closing: Promise<void> | null = null;
   private drained: (() => void) | null = null;
@@ -276,7 +311,7 @@ export class BufferPool {
     this.control = this.shared.control;
     const region = this.shared.claimRegion();
     if (region < 0) throw new IobufError(`A pool is shared by at most ${MAX_THREADS} threads`, 'ERR_IOBUF_UNSUPPORTED');
-    this.counters = this.shared.region(region);
+    this.region = this.shared.region(region);
     Atomics.add(this.control, Word.THREADS, 1);
 
     this.sizeClasses = Object.freeze([...sizeClasses]);
@@ -285,6 +320,7 @@ export class BufferPool {
     this.strict = strict;
     this.hugePages = hugePages;
     this.poisonByte = poison === true ? 0xa5 : poison === false ? -1 : poison;
+    this.quiet = !strict && this.poisonByte < 0;
     this.leakDetection = leakDetection;
     this.onLeak = options.onLeak;
     this.leakCountdown = leakDetection === 'full' ? 1 : leakDetection === 'sample' ? SAMPLE_INTERVAL : -1;
@@ -292,19 +328,18 @@ export class BufferPool {
       ? null
       : new FinalizationRegistry((held) => this.leaked(held.slot, held.generation));
     this.largest = sizeClasses[sizeClasses.length - 1];
-    this.oversizeRow = sizeClasses.length;
-    this.freeSlots = [...sizeClasses.map(() => []), null];
-    this.waitingByRow = new Int32Array(sizeClasses.length + 1);
-    // Slots of a page and more start on page boundaries (O_DIRECT); smaller
-    // ones on cache-line boundaries once they are that big.
-    this.strides = sizeClasses.map((size) => (size >= pageSize ? roundUp(size, pageSize) : size >= 64 ? roundUp(size, 64) : size));
-    // A slab holds SLOTS_PER_SLAB slots, from 64 KiB up to one huge page, and
-    // at most an eighth of the budget unless a single slot needs more.
-    this.slabBytes = this.strides.map((stride) => {
+    this.classes = sizeClasses.map((size, row) => {
+      // Slots of a page and more start on page boundaries (O_DIRECT); smaller
+      // ones on cache-line boundaries once they are that big.
+      const stride = size >= pageSize ? roundUp(size, pageSize) : size >= 64 ? roundUp(size, 64) : size;
+      // A slab holds SLOTS_PER_SLAB slots, from 64 KiB up to one huge page, and
+      // at most an eighth of the budget unless a single slot needs more.
       const wanted = Math.min(Math.max(stride * SLOTS_PER_SLAB, SMALL_SLAB), hugePageSize);
       const capped = Math.max(stride, Math.min(wanted, Math.floor(this.maxMemory / 8)));
-      return roundUp(Math.floor(capped / stride) * stride, pageSize);
+      return new SizeClass(row, size, stride, roundUp(Math.floor(capped / stride) * stride, pageSize));
     });
+    this.oversize = new SizeClass(sizeClasses.length, Infinity, 0, 0);
+    this.classes.push(this.oversize);
     const powers = sizeClasses.every((size, i) => Number.isInteger(Math.log2(size)) && (i === 0 || size === sizeClasses[i - 1] * 2));
     this.powerShift = powers ? Math.log2(sizeClasses[0]) : -1;
   }
@@ -334,12 +369,12 @@ export class BufferPool {
   /** A Buffer of exactly `size` bytes, or null when the budget is spent. Never waits. */
   tryAcquire(size: number): Buffer | null {
     if (this.control[Word.CLOSED] !== 0) throw closedError();
-    const row = this.rowOf(size);
-    if (row >= 0) {
-      const slot = this.freeSlots[row]!.pop();
-      if (slot !== undefined) return this.handOut(slot, size, row);
+    const sizeClass = this.classOf(size);
+    if (sizeClass !== undefined) {
+      const slot = sizeClass.free!.pop();
+      if (slot !== undefined) return this.handOut(slot, size);
     }
-    return this.acquireNew(size, row, -1, 1) as Buffer | null;
+    return this.acquireNew(size, sizeClass, -1, 1) as Buffer | null;
   }
 
   /** Gives `buffer` back. It must be the very Buffer an acquire returned, not a slice of it. */
@@ -351,82 +386,33 @@ export class BufferPool {
     }
     const owned = slot!;
     owned.owner = null;
-    if (this.strict) {
-      native.detach(buffer.buffer as ArrayBuffer);
-      owned.view = null;
-    } else if (this.poisonByte >= 0) {
-      buffer.fill(this.poisonByte);
-    }
-    this.counters[owned.slab.row * Field.CLASS_FIELDS + Field.RELEASES]++;
-    this.returnSlot(owned);
+    const sizeClass = owned.sizeClass;
+    sizeClass.releases++;
+    const free = sizeClass.free;
+    if (this.quiet && free !== null) free.push(owned);
+    else this.releaseSlowly(owned, buffer);
+    if (!this.housekeepingScheduled) this.scheduleHousekeeping();
   }
 
-  /** Accounts a slot coming back and passes it on: to a free list, a waiter, or the OS. */
-  private returnSlot(slot: Slot): void {
-    const slab = slot.slab;
-    const row = slab.row;
-    this.counters[row * Field.CLASS_FIELDS + Field.IN_USE]--;
-    this.idleBytes += slab.stride;
-    slab.free++;
-    const list = this.freeSlots[row];
-    if (this.quiet && list !== null) list.push(slot);
-    else this.returnSlotSlowly(slot, row, list);
-    if (this.idleBytes > this.retainIdle || this.control[Word.WAITERS] !== 0) this.scheduleTrim();
-  }
-
-  /** returnSlot while this thread has waiters or is closing, or for an oversize slot. */
-  private returnSlotSlowly(slot: Slot, row: number, list: Slot[] | null): void {
-    const slab = slot.slab;
-    if (this.waitingByRow[row] !== 0) {
-      this.handToWaiter(slot, row);
-    } else if (list === null) {
-      const base = row * Field.CLASS_FIELDS;
-      this.counters[base + Field.IN_USE_BYTES] -= slab.stride;
-      this.counters[base + Field.IDLE_BYTES] += slab.stride;  // (ordinary rows derive both in stats())
-      if (slab.free === slab.slots.length) this.unmap(slab);
-    } else {
-      list.push(slot);
-    }
-    if (this.drained !== null && this.inUseHere() === 0) this.drained();
-  }
-
-  private handOut(slot: Slot, size: number, row: number): Buffer {
+  private handOut(slot: Slot, size: number): Buffer {
     let view = slot.view;
     if (view === null || slot.viewLength !== size) view = this.makeView(slot, size);
-    const counters = this.counters;
-    const base = row * Field.CLASS_FIELDS;
-    counters[base + Field.ACQUIRES]++;
-    counters[base + Field.IN_USE]++;
-    this.idleBytes -= slot.slab.stride;
-    slot.slab.free--;
-    // With leak detection off the countdown starts below zero and never reaches it.
+    slot.sizeClass.acquires++;
     if (--this.leakCountdown === 0) this.track(slot, view);
     else slot.owner = view;
     return view;
   }
 
-  /** Buffers this thread has out. */
-  private inUseHere(): number {
-    let inUse = 0;
-    for (let row = 0; row <= this.oversizeRow; row++) inUse += this.counters[row * Field.CLASS_FIELDS + Field.IN_USE];
-    return inUse;
-  }
-
-  /** Whether release() can take the plain path: no waiters here and not closing. */
-  private updateQuiet(): void {
-    this.quiet = this.waiters.length === 0 && this.drained === null;
-  }
-
-  /** The size-class row for `size`, or -1 when `size` needs the slow path (oversize or invalid). */
-  private rowOf(size: number): number {
-    if ((size | 0) !== size || size <= 0 || size > this.largest) return -1;
-    const classes = this.sizeClasses;
+  /** The size class for `size`, or undefined when `size` needs the slow path (oversize or invalid). */
+  private classOf(size: number): SizeClass | undefined {
+    if ((size | 0) !== size || size <= 0 || size > this.largest) return undefined;
+    const classes = this.classes;
     if (this.powerShift >= 0) {
-      return size <= classes[0] ? 0 : 32 - Math.clz32(size - 1) - this.powerShift;
+      return classes[size <= this.sizeClasses[0] ? 0 : 32 - Math.clz32(size - 1) - this.powerShift];
     }
     let row = 0;
-    while (classes[row] < size) row++;
-    return row;
+    while (classes[row].size < size) row++;
+    return classes[row];
   }
 
   private makeView(slot: Slot, size: number): Buffer {
@@ -448,35 +434,63 @@ export class BufferPool {
   }
 
   // -------------------------------------------------------------------------
-  // Slow path: new slabs, oversize allocations, misuse
+  // Slow path: releases with work to do, new slabs, oversize allocations, misuse
   // -------------------------------------------------------------------------
 
+  /** release() for strict or poisoning pools, oversize slots, and while waiters or close() wait. */
+  private releaseSlowly(slot: Slot, buffer: Buffer): void {
+    if (this.strict) {
+      native.detach(buffer.buffer as ArrayBuffer);
+      slot.view = null;
+    } else if (this.poisonByte >= 0) {
+      buffer.fill(this.poisonByte);
+    }
+    this.returnSlot(slot);
+  }
+
+  /** A slot is back (released, or reclaimed from a leak): to a waiter, a free list, or the OS. */
+  private returnSlot(slot: Slot): void {
+    const sizeClass = slot.sizeClass;
+    if (sizeClass.waiting !== 0) {
+      this.handToWaiter(slot, sizeClass);
+    } else if (sizeClass.free === null) {
+      const slab = slot.slab;
+      slab.free++;
+      sizeClass.oversizeInUseBytes -= slab.stride;
+      sizeClass.oversizeIdleBytes += slab.stride;
+      if (slab.free === slab.slots.length) this.unmap(slab);
+    } else {
+      sizeClass.free.push(slot);
+    }
+    if (this.drained !== null && this.inUseHere() === 0) this.drained();
+  }
+
   /**
-   * Maps new memory for `count` buffers of `size` bytes (row -1: validate
-   * `size` first). `ticket` is the caller's place in the waiting queue, -1
-   * for a caller that does not wait. Returns null when the budget does not
-   * allow it now; nothing is counted then.
+   * Maps new memory for `count` buffers of `size` bytes (`sizeClass`
+   * undefined: validate `size` first). `ticket` is the caller's place in the
+   * waiting queue, -1 for a caller that does not wait. Returns null when the
+   * budget does not allow it now; nothing is counted then.
    */
-  private acquireNew(size: number, row: number, ticket: number, count: number): Buffer | Buffer[] | null {
-    if (row < 0) {
+  private acquireNew(size: number, sizeClass: SizeClass | undefined, ticket: number, count: number): Buffer | Buffer[] | null {
+    if (sizeClass === undefined) {
       validateInteger(size, 'size', 1, this.maxMemory);
-      row = this.rowFor(size);
+      sizeClass = this.classFor(size);
     }
     if (this.freed) throw closedError();
-    const oversize = row === this.oversizeRow;
+    const oversize = sizeClass === this.oversize;
     if (!oversize && count === 1) {
-      const slot = this.freeSlots[row]!.pop();
-      if (slot !== undefined) return this.handOut(slot, size, row);
+      const slot = sizeClass.free!.pop();
+      if (slot !== undefined) return this.handOut(slot, size);
     }
     if (!this.shared.mayTakeBudget(ticket)) return null;
-    const stride = oversize ? roundUp(size, pageSize) : this.strides[row];
-    const bytes = count > 1 || oversize ? roundUp(stride * count, pageSize) : this.slabBytes[row];
+    const stride = oversize ? roundUp(size, pageSize) : sizeClass.stride;
+    const bytes = count > 1 || oversize ? roundUp(stride * count, pageSize) : sizeClass.slabBytes;
     if (bytes > this.maxMemory) {
       throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${this.maxMemory} bytes (options.maxMemory) for count × size but received ${stride * count}`);
     }
     const pages = bytes / pageSize;
     if (!this.shared.reserve(pages)) {
-      this.trim(0, row);  // this thread's idle slabs of other classes are budget too
+      this.trim(0, sizeClass);  // this thread's idle slabs of other classes are budget too
       if (!this.shared.reserve(pages)) return null;
     }
     let arrayBuffer: ArrayBuffer;
@@ -489,26 +503,27 @@ export class BufferPool {
       this.shared.unreserve(pages);
       throw error;
     }
-    const slab: Slab = { pool: this, arrayBuffer, row, stride, slots: [], bytes, free: 0, unmapped: false };
+    const slab: Slab = { pool: this, arrayBuffer, sizeClass, stride, slots: [], bytes, free: 0, unmapped: false };
     const slotCount = count > 1 || oversize ? count : Math.floor(bytes / stride);
     for (let i = 0; i < slotCount; i++) {
-      slab.slots.push({ pool: this, slab, offset: i * stride, view: null, viewLength: 0, owner: null, tracked: null, stack: undefined, generation: 0 });
+      slab.slots.push({
+        pool: this, sizeClass, slab, offset: i * stride, view: null, viewLength: 0, owner: null,
+        tracked: null, stack: undefined, generation: 0,
+      });
     }
-    slab.free = slotCount;
     this.slabs.add(slab);
-    const base = row * Field.CLASS_FIELDS;
-    this.counters[base + Field.OS_BYTES] += bytes;
-    this.counters[base + Field.MISSES] += count;
-    if (oversize) this.counters[base + Field.IN_USE_BYTES] += count * stride;
-    this.idleBytes += slotCount * stride;
-    // Hand out the first `count` slots; the rest (of a shared slab) are free, highest last out.
-    for (let i = slotCount - 1; i >= count; i--) this.freeSlots[row]!.push(slab.slots[i]);
-    const views = slab.slots.slice(0, count).map((slot) => this.handOut(slot, size, row));
+    sizeClass.osBytes += bytes;
+    sizeClass.misses += count;
+    if (oversize) sizeClass.oversizeInUseBytes += count * stride;
+    // Hand out the first `count` slots; the rest (of a shared slab) are free, lowest on top.
+    for (let i = slotCount - 1; i >= count; i--) sizeClass.free!.push(slab.slots[i]);
+    const views = slab.slots.slice(0, count).map((slot) => this.handOut(slot, size));
+    this.publish();
     return count > 1 ? views : views[0];
   }
 
-  private rowFor(size: number): number {
-    return size > this.largest ? this.oversizeRow : this.rowOf(size);
+  private classFor(size: number): SizeClass {
+    return size > this.largest ? this.oversize : this.classOf(size)!;
   }
 
   /** Throws the right error for a release that failed the fast checks, unless it is a leak-tracked buffer. */
@@ -523,12 +538,12 @@ export class BufferPool {
         slot.tracked = null;
         slot.stack = undefined;
         slot.view = buffer;
-        slot.viewLength = buffer.length;
         slot.owner = buffer;
         return;
       }
-      const detached = buffer.buffer.byteLength === 0;
-      if ((this.strict && detached) || (!this.strict && slot.owner === null && buffer.byteOffset === slot.offset)) {
+      // (In the default mode the same Buffer object is handed out again, so a
+      // second release is recognised only while its slot is still free.)
+      if (slot.owner === null || (this.strict && buffer.buffer.byteLength === 0)) {
         throw new IobufError('This buffer was released already', 'ERR_IOBUF_DOUBLE_RELEASE');
       }
     }
@@ -536,43 +551,87 @@ export class BufferPool {
   }
 
   // -------------------------------------------------------------------------
-  // Idle memory
+  // Housekeeping: counters to the shared block, idle memory back to the OS
   // -------------------------------------------------------------------------
 
-  /** Trims once per event-loop turn at most, off the release path. */
-  private scheduleTrim(): void {
-    if (this.trimScheduled) return;
-    this.trimScheduled = true;
+  private scheduleHousekeeping(): void {
+    this.housekeepingScheduled = true;
     setImmediate(() => {
-      this.trimScheduled = false;
-      if (!this.freed) this.trim(this.control[Word.WAITERS] !== 0 ? 0 : this.retainIdle, -1);
+      this.housekeepingScheduled = false;
+      if (!this.freed) this.housekeeping();
     });
   }
 
-  /** Unmaps wholly idle slabs, except of row `keepRow`, until at most `retain` idle bytes are left. */
-  private trim(retain: number, keepRow: number): void {
-    for (const slab of this.slabs) {
-      if (this.idleBytes <= retain) break;
-      if (slab.free !== slab.slots.length || slab.row === keepRow) continue;
-      const list = this.freeSlots[slab.row];
-      if (list !== null) {
-        let kept = 0;
-        for (let i = 0; i < list.length; i++) if (list[i].slab !== slab) list[kept++] = list[i];
-        list.length = kept;
-      }
+  /** Publishes this thread's counters; gives idle slabs back when over retainIdle or other threads wait. */
+  private housekeeping(): void {
+    this.publish();
+    const waiting = this.control[Word.WAITERS] !== 0;
+    if (waiting || this.idleHere() > this.retainIdle) this.trim(waiting ? 0 : this.retainIdle, undefined);
+  }
+
+  private publish(): void {
+    const region = this.region;
+    for (const sizeClass of this.classes) {
+      const base = sizeClass.row * Field.CLASS_FIELDS;
+      const oversize = sizeClass === this.oversize;
+      region[base + Field.ACQUIRES] = sizeClass.acquires;
+      region[base + Field.RELEASES] = sizeClass.releases;
+      region[base + Field.MISSES] = sizeClass.misses;
+      region[base + Field.IN_USE] = sizeClass.inUse;
+      region[base + Field.IN_USE_BYTES] = oversize ? sizeClass.oversizeInUseBytes : sizeClass.inUse * sizeClass.size;
+      region[base + Field.OS_BYTES] = sizeClass.osBytes;
+      region[base + Field.IDLE_BYTES] = oversize ? sizeClass.oversizeIdleBytes : sizeClass.osBytes - sizeClass.inUse * sizeClass.stride;
+      region[base + Field.LEAKS] = sizeClass.leaks;
+    }
+  }
+
+  /** Buffers this thread has out. */
+  private inUseHere(): number {
+    let inUse = 0;
+    for (const sizeClass of this.classes) inUse += sizeClass.inUse;
+    return inUse;
+  }
+
+  /** Bytes this thread has mapped and not handed out. */
+  private idleHere(): number {
+    let idle = this.oversize.oversizeIdleBytes;
+    for (const sizeClass of this.classes) {
+      if (sizeClass !== this.oversize) idle += sizeClass.osBytes - sizeClass.inUse * sizeClass.stride;
+    }
+    return idle;
+  }
+
+  /** Unmaps wholly idle slabs, except of `keep`, until at most `retain` idle bytes are left. */
+  private trim(retain: number, keep: SizeClass | undefined): void {
+    let idle = this.idleHere();
+    if (idle <= retain) return;
+    // Free slots per slab, counted here rather than on every acquire and release.
+    const freeCounts = new Map<Slab, number>();
+    for (const sizeClass of this.classes) {
+      if (sizeClass === keep || sizeClass.free === null) continue;
+      for (const slot of sizeClass.free) freeCounts.set(slot.slab, (freeCounts.get(slot.slab) ?? 0) + 1);
+    }
+    for (const [slab, free] of freeCounts) {
+      if (idle <= retain) break;
+      if (free !== slab.slots.length) continue;
+      const list = slab.sizeClass.free!;
+      let kept = 0;
+      for (let i = 0; i < list.length; i++) if (list[i].slab !== slab) list[kept++] = list[i];
+      list.length = kept;
+      slab.free = free;
+      idle -= slab.bytes;
       this.unmap(slab);
     }
   }
 
   private unmap(slab: Slab): void {
-    const base = slab.row * Field.CLASS_FIELDS;
-    const idle = slab.free * slab.stride;
-    this.counters[base + Field.OS_BYTES] -= slab.bytes;
-    if (slab.row === this.oversizeRow) this.counters[base + Field.IDLE_BYTES] -= idle;
-    this.idleBytes -= idle;
+    const sizeClass = slab.sizeClass;
+    sizeClass.osBytes -= slab.bytes;
+    if (sizeClass === this.oversize) sizeClass.oversizeIdleBytes -= slab.free * slab.stride;
     this.slabs.delete(slab);
     slab.unmapped = true;
     native.free(slab.arrayBuffer);
+    this.publish();
     this.shared.unreserve(slab.bytes / pageSize);
     this.serveWaiters();
   }
@@ -605,7 +664,7 @@ export class BufferPool {
       const buffer = this.tryAcquire(size);
       return buffer === null ? null : [buffer];
     }
-    return this.acquireNew(size, this.rowFor(size), -1, count) as Buffer[] | null;
+    return this.acquireNew(size, this.classFor(size), -1, count) as Buffer[] | null;
   }
 
   private enqueue(size: number, count: number, options: AcquireOptions = {}): Promise<Buffer | Buffer[]> {
@@ -623,10 +682,10 @@ export class BufferPool {
       if (ticket < 0) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
       return new Promise((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
-        const row = this.rowFor(size);
+        const sizeClass = this.classFor(size);
         const waiter: Waiter = {
-          ticket, size, count, row, handoffRow: count === 1 ? row : -1, start: performance.now(),
-          resolve, reject,
+          ticket, size, count, sizeClass, takesHandoff: count === 1 && sizeClass !== this.oversize,
+          start: performance.now(), resolve, reject,
           cleanup: () => {
             if (timer !== undefined) clearTimeout(timer);
             signal?.removeEventListener('abort', onAbort);
@@ -641,8 +700,8 @@ export class BufferPool {
         }
         signal?.addEventListener('abort', onAbort, { once: true });
         this.waiters.push(waiter);
+        if (waiter.takesHandoff) sizeClass.waiting++;
         this.updateQuiet();
-        if (waiter.handoffRow >= 0) this.waitingByRow[waiter.handoffRow]++;
         this.serveWaiters();
         this.watch();
       });
@@ -651,13 +710,18 @@ export class BufferPool {
     }
   }
 
+  /** Whether release() can take the plain path. */
+  private updateQuiet(): void {
+    this.quiet = this.waiters.length === 0 && this.drained === null && !this.strict && this.poisonByte < 0;
+  }
+
   /** Takes `waiter` out of the queue; false when it was served or removed already. */
   private removeWaiter(waiter: Waiter): boolean {
     const index = this.waiters.indexOf(waiter);
     if (index < 0) return false;
     this.waiters.splice(index, 1);
+    if (waiter.takesHandoff) waiter.sizeClass.waiting--;
     this.updateQuiet();
-    if (waiter.handoffRow >= 0) this.waitingByRow[waiter.handoffRow]--;
     waiter.cleanup();
     this.shared.finishTicket(waiter.ticket);
     return true;
@@ -670,21 +734,21 @@ export class BufferPool {
   }
 
   private recordWait(milliseconds: number): void {
-    const counters = this.counters;
-    const base = (this.oversizeRow + 1) * Field.CLASS_FIELDS;
-    counters[base + ThreadField.WAITS]++;
-    counters[base + ThreadField.WAIT_TOTAL_MS] += milliseconds;
-    if (milliseconds > counters[base + ThreadField.WAIT_MAX_MS]) counters[base + ThreadField.WAIT_MAX_MS] = milliseconds;
-    const next = counters[base + ThreadField.WAIT_SAMPLE_NEXT];
-    counters[base + ThreadField.WAIT_SAMPLES_START + next] = milliseconds;
-    counters[base + ThreadField.WAIT_SAMPLE_NEXT] = (next + 1) % ThreadField.WAIT_SAMPLE_COUNT;
-    counters[base + ThreadField.WAIT_SAMPLES] = Math.min(counters[base + ThreadField.WAIT_SAMPLES] + 1, ThreadField.WAIT_SAMPLE_COUNT);
+    const region = this.region;
+    const base = this.classes.length * Field.CLASS_FIELDS;
+    region[base + ThreadField.WAITS]++;
+    region[base + ThreadField.WAIT_TOTAL_MS] += milliseconds;
+    if (milliseconds > region[base + ThreadField.WAIT_MAX_MS]) region[base + ThreadField.WAIT_MAX_MS] = milliseconds;
+    const next = region[base + ThreadField.WAIT_SAMPLE_NEXT];
+    region[base + ThreadField.WAIT_SAMPLES_START + next] = milliseconds;
+    region[base + ThreadField.WAIT_SAMPLE_NEXT] = (next + 1) % ThreadField.WAIT_SAMPLE_COUNT;
+    region[base + ThreadField.WAIT_SAMPLES] = Math.min(region[base + ThreadField.WAIT_SAMPLES] + 1, ThreadField.WAIT_SAMPLE_COUNT);
   }
 
   /** A released slot goes straight to this thread's earliest waiter of its class. */
-  private handToWaiter(slot: Slot, row: number): void {
-    const waiter = this.waiters.find((candidate) => candidate.handoffRow === row)!;
-    this.settle(waiter, this.handOut(slot, waiter.size, row));
+  private handToWaiter(slot: Slot, sizeClass: SizeClass): void {
+    const waiter = this.waiters.find((candidate) => candidate.takesHandoff && candidate.sizeClass === sizeClass)!;
+    this.settle(waiter, this.handOut(slot, waiter.size));
   }
 
   /** Serves this thread's waiters in ticket order for as long as memory allows. */
@@ -693,7 +757,7 @@ export class BufferPool {
       const waiter = this.waiters[0];
       let value: Buffer | Buffer[] | null;
       try {
-        value = this.acquireNew(waiter.size, waiter.row, waiter.ticket, waiter.count);
+        value = this.acquireNew(waiter.size, waiter.sizeClass, waiter.ticket, waiter.count);
       } catch (error) {
         if (this.removeWaiter(waiter)) waiter.reject(error as Error);
         continue;
@@ -714,7 +778,7 @@ export class BufferPool {
       else this.serveWaiters();
       this.watch();
     };
-    if (result.async) result.value.then(again);
+    if (result.async) void result.value.then(again);
     else queueMicrotask(again);
   }
 
@@ -746,12 +810,12 @@ export class BufferPool {
     const ticket = this.shared.takeTicket();
     if (ticket < 0) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
     const start = performance.now();
-    const row = this.rowFor(size);
+    const sizeClass = this.classFor(size);
     try {
       for (;;) {
         const epoch = Atomics.load(this.control, Word.EPOCH);
         if (this.control[Word.CLOSED] !== 0) throw closedError();
-        const buffer = this.acquireNew(size, row, ticket, 1) as Buffer | null;
+        const buffer = this.acquireNew(size, sizeClass, ticket, 1) as Buffer | null;
         if (buffer !== null) {
           this.recordWait(performance.now() - start);
           return buffer;
@@ -810,11 +874,12 @@ export class BufferPool {
     if (slot.owner !== TRACKED || slot.generation !== generation || slot.slab.unmapped) return;
     const report: LeakReport = { size: slot.viewLength };
     if (slot.stack !== undefined) report.stack = slot.stack;
-    this.counters[slot.slab.row * Field.CLASS_FIELDS + Field.LEAKS]++;
+    slot.sizeClass.leaks++;
     slot.owner = null;
     slot.tracked = null;
     slot.stack = undefined;
     this.returnSlot(slot);
+    this.publish();
     if (this.onLeak !== undefined) {
       this.onLeak(report);
     } else {
@@ -827,27 +892,28 @@ export class BufferPool {
   // Statistics and close
   // -------------------------------------------------------------------------
 
-  /** Counters for the whole pool (every thread sharing it), in total and per size class. */
+  /**
+   * Counters for the whole pool (every thread sharing it), in total and per
+   * size class. This thread's are exact; another thread's are as of the end
+   * of its last event-loop turn (or its last miss, wait or close).
+   */
   stats(): PoolStats {
+    this.publish();
     const shared = this.shared;
-    const classes: SizeClassStats[] = [];
-    for (let row = 0; row <= this.oversizeRow; row++) {
-      const field = (name: number) => shared.sum(name, row);
+    const classes: SizeClassStats[] = this.classes.map((sizeClass) => {
+      const field = (name: number) => shared.sum(name, sizeClass.row);
       const acquires = field(Field.ACQUIRES);
       const misses = field(Field.MISSES);
-      const inUse = field(Field.IN_USE);
-      const osBytes = field(Field.OS_BYTES);
-      classes.push({
-        size: row < this.oversizeRow ? this.sizeClasses[row] : Infinity,
+      return {
+        size: sizeClass.size,
         acquires, releases: field(Field.RELEASES), recycles: acquires - misses, misses,
         recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
-        inUse, inUseBytes: row < this.oversizeRow ? inUse * this.sizeClasses[row] : field(Field.IN_USE_BYTES),
-        idleBytes: row < this.oversizeRow ? osBytes - inUse * this.strides[row] : field(Field.IDLE_BYTES),
-        osBytes, leaks: field(Field.LEAKS),
-      });
-    }
+        inUse: field(Field.IN_USE), inUseBytes: field(Field.IN_USE_BYTES),
+        idleBytes: field(Field.IDLE_BYTES), osBytes: field(Field.OS_BYTES), leaks: field(Field.LEAKS),
+      };
+    });
     const total = (key: keyof SizeClassStats) => classes.reduce((sum, row) => sum + (row[key] as number), 0);
-    const threadRow = this.oversizeRow + 1;
+    const threadRow = this.classes.length;
     const regions = Math.min(Atomics.load(this.control, Word.REGIONS), MAX_THREADS);
     const samples: number[] = [];
     let waitTimeMaxMs = 0;
@@ -864,8 +930,7 @@ export class BufferPool {
       maxMemory: this.maxMemory,
       acquires, releases: total('releases'), recycles: acquires - misses, misses,
       recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
-      inUse: total('inUse'), inUseBytes: total('inUseBytes'),
-      idleBytes: total('idleBytes'),
+      inUse: total('inUse'), inUseBytes: total('inUseBytes'), idleBytes: total('idleBytes'),
       osBytes: Atomics.load(this.control, Word.RESERVED_PAGES) * pageSize,
       highWaterBytes: Atomics.load(this.control, Word.HIGH_WATER_PAGES) * pageSize,
       leaks: total('leaks'),
@@ -931,23 +996,24 @@ export class BufferPool {
     let pages = 0;
     for (const slab of this.slabs) {
       slab.unmapped = true;
-      if (this.strict) {
-        for (const slot of slab.slots) if (slot.view !== null) native.detach(slot.view.buffer as ArrayBuffer);
+      for (const slot of slab.slots) {
+        // Strict views have ArrayBuffers of their own; the others die with the slab's.
+        if (this.strict && slot.view !== null) native.detach(slot.view.buffer as ArrayBuffer);
+        if (slot.owner === TRACKED) this.leakRegistry!.unregister(slot);
+        slot.owner = null;  // a release after this finds no owner: ERR_IOBUF_POOL_CLOSED
       }
-      native.free(slab.arrayBuffer);  // detaches every non-strict view of the slab
+      native.free(slab.arrayBuffer);
       pages += slab.bytes / pageSize;
     }
     this.slabs.clear();
-    for (const list of this.freeSlots) if (list !== null) list.length = 0;
-    const counters = this.counters;
-    for (let row = 0; row <= this.oversizeRow; row++) {
-      const base = row * Field.CLASS_FIELDS;
-      counters[base + Field.IN_USE] = 0;
-      counters[base + Field.IN_USE_BYTES] = 0;
-      counters[base + Field.OS_BYTES] = 0;
-      counters[base + Field.IDLE_BYTES] = 0;
+    for (const sizeClass of this.classes) {
+      sizeClass.forced += sizeClass.inUse;
+      sizeClass.osBytes = 0;
+      sizeClass.oversizeInUseBytes = 0;
+      sizeClass.oversizeIdleBytes = 0;
+      if (sizeClass.free !== null) sizeClass.free.length = 0;
     }
-    this.idleBytes = 0;
+    this.publish();
     Atomics.sub(this.control, Word.THREADS, 1);
     if (pages > 0) this.shared.unreserve(pages);
     if (this.drained !== null) this.drained();
