@@ -8,7 +8,12 @@ export type IobufErrorCode =
   | 'ERR_IOBUF_FOREIGN_BUFFER'
   | 'ERR_IOBUF_DETACHED'
   | 'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE'
-  | 'ERR_IOBUF_UNSUPPORTED';
+  | 'ERR_IOBUF_UNSUPPORTED'
+  | 'ERR_IOBUF_POOL_CLOSED'
+  | 'ERR_IOBUF_BUDGET_TIMEOUT'
+  | 'ERR_IOBUF_CLOSE_TIMEOUT'
+  | 'ERR_IOBUF_DOUBLE_RELEASE'
+  | 'ERR_IOBUF_WOULD_DEADLOCK';
 
 export class IobufError extends Error {
   /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */
