@@ -389,7 +389,7 @@ export class BufferPool {
     const sizeClass = owned.sizeClass;
     sizeClass.releases++;
     const free = sizeClass.free;
-    if (this.quiet && free !== null) free.push(owned);
+    if (this.quiet && free !== null && this.control[Word.WAITERS] === 0) free.push(owned);
     else this.releaseSlowly(owned, buffer);
     if (!this.housekeepingScheduled) this.scheduleHousekeeping();
   }
@@ -437,7 +437,7 @@ export class BufferPool {
   // Slow path: releases with work to do, new slabs, oversize allocations, misuse
   // -------------------------------------------------------------------------
 
-  /** release() for strict or poisoning pools, oversize slots, and while waiters or close() wait. */
+  /** release() for strict or poisoning pools, oversize slots, and while waiters (in any thread) or close() wait. */
   private releaseSlowly(slot: Slot, buffer: Buffer): void {
     if (this.strict) {
       native.detach(buffer.buffer as ArrayBuffer);
@@ -446,6 +446,9 @@ export class BufferPool {
       buffer.fill(this.poisonByte);
     }
     this.returnSlot(slot);
+    // Another thread waits for budget: if this release left its slab wholly
+    // idle, unmap it now rather than at the end of the turn.
+    if (this.control[Word.WAITERS] !== 0 && this.waiters.length === 0) this.trim(0, undefined);
   }
 
   /** A slot is back (released, or reclaimed from a leak): to a waiter, a free list, or the OS. */
