@@ -223,6 +223,12 @@ function abortError(signal: AbortSignal): Error {
   return error;
 }
 
+/** The caller's stack, without the pool's own frames. */
+function acquireStack(): string {
+  const lines = (new Error('acquired here').stack ?? '').split('\n');
+  return [lines[0], ...lines.slice(1).filter((line) => !line.includes(__filename))].join('\n');
+}
+
 function argumentError<E extends Error>(Kind: new (message: string) => E, code: string, message: string): E {
   return Object.assign(new Kind(message), { code });
 }
@@ -864,7 +870,7 @@ export class BufferPool {
     slot.generation++;
     slot.view = null;
     slot.tracked = new WeakRef(view);
-    slot.stack = this.leakDetection === 'full' ? new Error('acquired here').stack : undefined;
+    slot.stack = this.leakDetection === 'full' ? acquireStack() : undefined;
     this.leakRegistry!.register(view, { slot, generation: slot.generation }, slot);
   }
 
