@@ -307,8 +307,13 @@ export class BufferPool {
   private closing: Promise<void> | null = null;
   private drained: (() => void) | null = null;
   private freed = false;
+  /** close() was called on this pool object (in this thread). */
+  private closedHere = false;
+  /** Made by `new BufferPool` (its close() closes the pool for every thread), not by attach(). */
+  private readonly owner: boolean;
 
   constructor(options: BufferPoolOptions = {}) {
+    this.owner = attaching === null;
     const handle = attaching ?? createHandle(options);
     attaching = null;
     const { sizeClasses, retainIdle, hugePages, strict, poison, leakDetection } = handle.options;
@@ -468,7 +473,7 @@ export class BufferPool {
       sizeClass.oversizeInUseBytes -= slab.stride;
       sizeClass.oversizeIdleBytes += slab.stride;
       if (slab.free === slab.slots.length) this.unmap(slab);
-    } else {
+    } else if (!this.closedHere) {
       sizeClass.free.push(slot);
     }
     if (this.drained !== null && this.inUseHere() === 0) this.drained();
@@ -485,7 +490,7 @@ export class BufferPool {
       validateInteger(size, 'size', 1, this.maxMemory);
       sizeClass = this.classFor(size);
     }
-    if (this.freed) throw closedError();
+    if (this.closedHere) throw closedError();
     const oversize = sizeClass === this.oversize;
     if (!oversize && count === 1) {
       const slot = sizeClass.free!.pop();
@@ -721,7 +726,7 @@ export class BufferPool {
 
   /** Whether release() can take the plain path. */
   private updateQuiet(): void {
-    this.quiet = this.waiters.length === 0 && this.drained === null && !this.strict && this.poisonByte < 0;
+    this.quiet = this.waiters.length === 0 && !this.closedHere && !this.strict && this.poisonByte < 0;
   }
 
   /** Takes `waiter` out of the queue; false when it was served or removed already. */
@@ -954,11 +959,13 @@ export class BufferPool {
   }
 
   /**
-   * Closes the pool for every thread: from now on acquires throw
-   * ERR_IOBUF_POOL_CLOSED and pending waiters reject with it. Resolves once
-   * every buffer this thread handed out is released and its memory unmapped.
-   * `force` unmaps at once and detaches every outstanding buffer (they read as
-   * empty), so no view can reach freed memory.
+   * Closes the pool: from now on acquires throw ERR_IOBUF_POOL_CLOSED and
+   * pending waiters reject with it — in every thread when called on the pool
+   * made with `new`, in this thread only when called on an attached one
+   * (which so leaves the pool). Resolves once every buffer this thread handed
+   * out is released and its memory unmapped. `force` unmaps at once and
+   * detaches every outstanding buffer (they read as empty), so no view can
+   * reach freed memory.
    */
   close(options: CloseOptions = {}): Promise<void> {
     try {
@@ -966,7 +973,10 @@ export class BufferPool {
       const { timeout, force = false } = options;
       if (timeout !== undefined) validateInteger(timeout, 'options.timeout', 0, 2 ** 31 - 1);
       validateBoolean(force, 'options.force');
-      Atomics.store(this.control, Word.CLOSED, 1);
+      if (this.owner) Atomics.store(this.control, Word.CLOSED, 1);
+      this.closedHere = true;
+      for (const sizeClass of this.classes) if (sizeClass.free !== null) sizeClass.free.length = 0;
+      this.updateQuiet();
       this.rejectWaiters();
       this.shared.wake();
       if (force || this.inUseHere() === 0) {
@@ -979,7 +989,6 @@ export class BufferPool {
           this.freeAll();
           resolve();
         };
-        this.updateQuiet();
       });
       if (timeout === undefined) return this.closing;
       return new Promise<void>((resolve, reject) => {
