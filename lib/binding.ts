@@ -6,6 +6,8 @@ import { IobufError } from './errors';
 
 export interface NativeBinding {
   setErrorClass(errorClass: typeof IobufError): void;
+  /** Sanitizer builds only (IOBUF_ASAN): run LeakSanitizer now; nonzero = leaks found. */
+  leakCheck?(): number;
 
   // memory (native/memory.cc)
   readonly pageSize: number;

@@ -1,0 +1,142 @@
+// The published package: `npm pack` (prepack builds prebuilds/ with
+// prebuildify), install the tarball into a scratch project with no compiler on
+// PATH, and load it in a child process. This is what `npm install iobuf` does
+// for a user, so it must work from the prebuilt binary alone.
+//
+// Other test files load the repo's build/Release/iobuf.node while this runs,
+// so packing happens in a scratch copy of the repository (tracked and
+// untracked-but-not-ignored files, node_modules symlinked): prebuildify's
+// build/ and prebuilds/ are written there, never in the repo.
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+const repo = path.resolve(__dirname, '..');
+const SETUP_TIMEOUT = 90_000;  // measured: ~20 s alone, ~30 s beside the other test files
+
+// Children get a clean environment: no sanitizer preload or sanitizer addon
+// (npm, node-gyp and g++ would run under ASan and the installed package would
+// load build-asan/), and no npm_* variables from an enclosing `npm test`.
+function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (/^(LD_PRELOAD|[A-Z]+SAN_OPTIONS|IOBUF_.*|NODE_OPTIONS|INIT_CWD)$/.test(name)) continue;
+    if (/^npm_/i.test(name)) continue;
+    env[name] = value;
+  }
+  return { ...env, ...extra };
+}
+
+// Runs a command and returns its stdout; any other exit is an error that shows the output.
+function run(command: string, args: string[], options: SpawnSyncOptions & { cwd: string }): string {
+  const result = spawnSync(command, args, { encoding: 'utf8', env: childEnv(), ...options });
+  if (result.error) throw result.error;
+  if (result.status !== 0) {
+    throw new Error(`\`${command} ${args.join(' ')}\` in ${options.cwd} exited with ` +
+      `${result.status ?? result.signal}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`);
+  }
+  return String(result.stdout);
+}
+
+describe('npm package', () => {
+  let scratch = '';
+  let tarball = '';
+  let tarballFiles: string[] = [];
+  let installed = '';  // <app>/node_modules/iobuf
+  let app = '';
+  let noCompilerPath = '';
+
+  beforeAll(() => {
+    scratch = mkdtempSync(path.join(os.tmpdir(), 'iobuf-package-test-'));
+
+    // 1. A copy of the working tree, without build/, dist/, prebuilds/ (all ignored).
+    const source = path.join(scratch, 'source');
+    const listed = run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo });
+    for (const file of new Set(listed.split('\0').filter(Boolean))) {
+      if (file === 'node_modules' || !existsSync(path.join(repo, file))) continue;  // (deleted in the working tree)
+      mkdirSync(path.dirname(path.join(source, file)), { recursive: true });
+      cpSync(path.join(repo, file), path.join(source, file));
+    }
+    symlinkSync(path.join(repo, 'node_modules'), path.join(source, 'node_modules'), 'dir');
+
+    // 2. Pack it: prepack builds prebuilds/ and dist/ in the copy.
+    const packed = path.join(scratch, 'packed');
+    mkdirSync(packed);
+    run('npm', ['pack', '--pack-destination', packed], { cwd: source });
+    const tarballs = readdirSync(packed);
+    expect(tarballs).toEqual([expect.stringMatching(/^iobuf-.*\.tgz$/)]);
+    tarball = path.join(packed, tarballs[0]);
+    tarballFiles = run('tar', ['-tzf', tarball], { cwd: scratch }).split('\n').filter(Boolean);
+
+    // 3. A PATH with node, npm and sh (npm runs install scripts with `sh -c`)
+    // and nothing else: no cc, c++, g++, make, python.
+    noCompilerPath = path.join(scratch, 'bin');
+    mkdirSync(noCompilerPath);
+    symlinkSync(process.execPath, path.join(noCompilerPath, 'node'));
+    const npm = run('sh', ['-c', 'command -v npm'], { cwd: scratch }).trim();
+    symlinkSync(realpathSync(npm), path.join(noCompilerPath, 'npm'));
+    symlinkSync('/bin/sh', path.join(noCompilerPath, 'sh'));
+
+    // 4. Install the tarball into a fresh project.
+    app = path.join(scratch, 'app');
+    mkdirSync(app);
+    writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+    run('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund'], {
+      cwd: app,
+      env: childEnv({ PATH: noCompilerPath }),
+    });
+    installed = path.join(app, 'node_modules', 'iobuf');
+  }, SETUP_TIMEOUT);
+
+  afterAll(() => {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('the scratch PATH holds no compiler', () => {
+    expect(readdirSync(noCompilerPath).sort()).toEqual(['node', 'npm', 'sh']);
+    for (const tool of ['cc', 'c++', 'gcc', 'g++', 'make', 'python3']) {
+      const found = spawnSync('/bin/sh', ['-c', `command -v ${tool}`], { env: { PATH: noCompilerPath } });
+      expect(found.status, `${tool} is on the scratch PATH`).not.toBe(0);
+    }
+  });
+
+  it('the tarball holds dist/, the linux-x64 prebuild and no build/', () => {
+    expect(tarballFiles).toContain('package/package.json');
+    expect(tarballFiles).toContain('package/dist/index.js');
+    expect(tarballFiles).toContain('package/dist/index.d.ts');
+    expect(tarballFiles).toContain('package/binding.gyp');
+    expect(tarballFiles.filter((file) => file.endsWith('.node'))).toEqual(['package/prebuilds/linux-x64/iobuf.node']);
+    expect(tarballFiles.filter((file) => file.startsWith('package/build/'))).toEqual([]);
+    expect(tarballFiles.filter((file) => file.startsWith('package/build-asan/'))).toEqual([]);
+  });
+
+  it('installs without building: no build/ in the installed package', () => {
+    expect(existsSync(path.join(installed, 'prebuilds', 'linux-x64', 'iobuf.node'))).toBe(true);
+    expect(existsSync(path.join(installed, 'build'))).toBe(false);
+  });
+
+  it('loads the prebuilt binary and allocates page-aligned memory', () => {
+    const script = `
+      const iobuf = require('iobuf');
+      const buffer = iobuf.allocAligned(4096);
+      console.log(JSON.stringify({
+        length: buffer.length,
+        isBuffer: Buffer.isBuffer(buffer),
+        offsetInPage: String(iobuf.addressOf(buffer) % 4096n),
+        addons: Object.keys(require.cache).filter((file) => file.endsWith('.node')),
+      }));
+    `;
+    const stdout = run(path.join(noCompilerPath, 'node'), ['-e', script], {
+      cwd: app,
+      env: childEnv({ PATH: noCompilerPath }),
+    });
+    expect(JSON.parse(stdout)).toEqual({
+      length: 4096,
+      isBuffer: true,
+      offsetInPage: '0',
+      addons: [realpathSync(path.join(installed, 'prebuilds', 'linux-x64', 'iobuf.node'))],
+    });
+  });
+});
