@@ -1,0 +1,156 @@
+// close(): waits for outstanding buffers, timeout, force (outstanding views read
+// as empty), and idle memory beyond retainIdle going back to the OS.
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BufferPool, addressOf } from '../lib/index';
+import { KiB, MiB, expectCode, rejection, settled, thrown, turns } from './fixtures/pool-helpers';
+
+const pools: BufferPool[] = [];
+function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
+  const pool = new BufferPool(options);
+  pools.push(pool);
+  return pool;
+}
+afterEach(async () => {
+  for (const pool of pools.splice(0)) await pool.close({ force: true });
+});
+
+/** Whether `address` lies in any mapping of this process (/proc/self/maps). */
+function isMapped(address: bigint): boolean {
+  for (const line of readFileSync('/proc/self/maps', 'latin1').split('\n')) {
+    const match = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+    if (match && BigInt(`0x${match[1]}`) <= address && address < BigInt(`0x${match[2]}`)) return true;
+  }
+  return false;
+}
+
+function rss(): number {
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]) * KiB;
+}
+
+describe('BufferPool close', () => {
+  it('waits until every outstanding buffer is released, then unmaps', async () => {
+    const pool = makePool({ maxMemory: 16 * MiB });
+    const a = pool.tryAcquire(4096)!;
+    const b = pool.tryAcquire(5 * MiB)!;  // oversize
+    const c = pool.tryAcquire(100)!;
+    const address = addressOf(a);
+    const closing = pool.close();
+    // Closed at once for new acquires, but the memory stays while buffers are out.
+    expectCode(thrown(() => pool.tryAcquire(4096)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expect(await settled(closing)).toBe(false);
+    a.fill(7);
+    expect(a[4095]).toBe(7);
+    pool.release(a);
+    expect(await settled(closing)).toBe(false);
+    expect(pool.stats().inUse).toBe(2);
+    pool.release(b);
+    expect(await settled(closing)).toBe(false);
+    expect(isMapped(address)).toBe(true);
+    pool.release(c);
+    await closing;
+    expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, idleBytes: 0, acquires: 3, releases: 3 });
+    expect(isMapped(address)).toBe(false);
+  });
+
+  it('a close with nothing out resolves at once and unmaps the idle slabs', async () => {
+    const pool = makePool({ maxMemory: 16 * MiB });
+    const a = pool.tryAcquire(65536)!;
+    const address = addressOf(a);
+    pool.release(a);
+    await turns();
+    expect(pool.stats().osBytes).toBeGreaterThan(0);
+    expect(isMapped(address)).toBe(true);
+    await pool.close();
+    expect(pool.stats().osBytes).toBe(0);
+    expect(isMapped(address)).toBe(false);
+  });
+
+  it('times out with ERR_IOBUF_CLOSE_TIMEOUT; then force detaches outstanding buffers', async () => {
+    const pool = makePool({ maxMemory: 16 * MiB });
+    const held = [pool.tryAcquire(4096)!, pool.tryAcquire(300)!, pool.tryAcquire(5 * MiB)!];
+    held.forEach((buffer) => buffer.fill(9));
+    const slice = held[0].subarray(10, 20);
+    const address = addressOf(held[0]);
+    expectCode(await rejection(pool.close({ timeout: 5 })), 'IobufError', 'ERR_IOBUF_CLOSE_TIMEOUT');
+    expect(pool.stats()).toMatchObject({ inUse: 3 });
+    expect(held.every((buffer) => buffer.length > 0 && buffer[0] === 9)).toBe(true);
+    await pool.close({ force: true });
+    // No view can reach the freed memory: each reads as empty, a slice too.
+    for (const buffer of held) {
+      expect(buffer.length).toBe(0);
+      expect(buffer.byteLength).toBe(0);
+      expect(buffer[0]).toBeUndefined();
+    }
+    expect(slice.length).toBe(0);
+    expect(isMapped(address)).toBe(false);
+    expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, inUseBytes: 0 });
+    // Releasing one of them now is a clear error, not a crash or a count change.
+    expectCode(thrown(() => pool.release(held[0])), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('a pending close resolves when force-closed meanwhile', async () => {
+    const pool = makePool({ maxMemory: MiB });
+    const a = pool.tryAcquire(4096)!;
+    const waiting = pool.close();
+    expect(await settled(waiting)).toBe(false);
+    await pool.close({ force: true });
+    await expect(waiting).resolves.toBeUndefined();
+    expect(a.length).toBe(0);
+  });
+
+  it('Symbol.dispose force-closes', async () => {
+    const pool = makePool({ maxMemory: MiB });
+    const a = pool.tryAcquire(4096)!;
+    pool[Symbol.dispose]();
+    await turns();
+    expect(a.length).toBe(0);
+    expectCode(thrown(() => pool.tryAcquire(1)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
+  });
+});
+
+describe('BufferPool retainIdle', () => {
+  it('unmaps idle slabs beyond retainIdle after release (gone from /proc/self/maps, osBytes drops)', async () => {
+    // 1 MiB class: slabs of 2 MiB (two slots) capped at maxMemory / 8 = 1 MiB here: one slot per slab.
+    const pool = makePool({ sizeClasses: [4096, MiB], maxMemory: 8 * MiB, retainIdle: MiB, hugePages: false });
+    const held = Array.from({ length: 4 }, () => pool.tryAcquire(MiB)!);
+    const addresses = held.map((b) => addressOf(b));
+    expect(pool.stats().osBytes).toBe(4 * MiB);
+    for (const address of addresses) expect(isMapped(address)).toBe(true);
+    for (const buffer of held) pool.release(buffer);
+    await turns(3);
+    const stats = pool.stats();
+    expect(stats.osBytes).toBe(MiB);
+    expect(stats.idleBytes).toBe(MiB);
+    expect(addresses.filter((address) => isMapped(address))).toHaveLength(1);
+    // The retained slab is the one handed out next (a recycle, not a miss).
+    const again = pool.tryAcquire(MiB)!;
+    expect(addresses).toContain(addressOf(again));
+    expect(pool.stats().classes[1]).toMatchObject({ misses: 4, recycles: 1 });
+    pool.release(again);
+  });
+
+  it('keeps idle slabs mapped within retainIdle', async () => {
+    const pool = makePool({ sizeClasses: [4096, MiB], maxMemory: 8 * MiB, retainIdle: 8 * MiB, hugePages: false });
+    const held = Array.from({ length: 4 }, () => pool.tryAcquire(MiB)!);
+    const addresses = held.map((b) => addressOf(b));
+    for (const buffer of held) pool.release(buffer);
+    await turns(3);
+    expect(pool.stats()).toMatchObject({ osBytes: 4 * MiB, idleBytes: 4 * MiB });
+    expect(addresses.every((address) => isMapped(address))).toBe(true);
+  });
+
+  it('gives touched memory back to the OS: RSS drops with retainIdle 0', async () => {
+    const pool = makePool({ sizeClasses: [4 * MiB], maxMemory: 64 * MiB, retainIdle: 0 });
+    const held = Array.from({ length: 8 }, () => pool.tryAcquire(4 * MiB)!);
+    for (const buffer of held) buffer.fill(0x77);
+    const touched = rss();
+    for (const buffer of held) pool.release(buffer);
+    await turns(3);
+    expect(pool.stats()).toMatchObject({ osBytes: 0, idleBytes: 0, inUse: 0 });
+    const after = rss();
+    expect(touched - after).toBeGreaterThan(24 * MiB);
+  });
+});
