@@ -159,6 +159,8 @@ class SizeClass {
 interface Slab {
   readonly pool: BufferPool;
   readonly arrayBuffer: ArrayBuffer;
+  /** The slab's first byte in this process (pointers fit in a double: < 2^53). */
+  readonly address: number;
   readonly sizeClass: SizeClass;
   readonly stride: number;       // bytes between slots
   readonly slots: Slot[];
@@ -517,7 +519,10 @@ export class BufferPool {
       this.shared.unreserve(pages);
       throw error;
     }
-    const slab: Slab = { pool: this, arrayBuffer, sizeClass, stride, slots: [], bytes, free: 0, unmapped: false };
+    const slab: Slab = {
+      pool: this, arrayBuffer, address: native.addressOf(arrayBuffer), sizeClass, stride, slots: [], bytes,
+      free: 0, unmapped: false,
+    };
     const slotCount = count > 1 || oversize ? count : Math.floor(bytes / stride);
     for (let i = 0; i < slotCount; i++) {
       slab.slots.push({
@@ -1043,4 +1048,27 @@ export class BufferPool {
     this.rejectWaiters();
     this.freeAll();
   }
+}
+
+// ---------------------------------------------------------------------------
+// For the other parts (iovec, gather, frames): no native call needed
+// ---------------------------------------------------------------------------
+
+/**
+ * The address of view[0] when `view` is a Buffer that a BufferPool in this
+ * thread handed out and that is still out (not released, pool not freed);
+ * -1 otherwise (a slice of a pooled Buffer, a foreign view, a released one).
+ * A property load and a few compares, no allocation: the parts that take
+ * pooled buffers use it instead of a native call.
+ */
+export function pooledAddressOf(view: ArrayBufferView): number {
+  const slot = (view as PooledView)[kSlot];
+  if (slot === undefined || slot.slab.unmapped) return -1;
+  if (slot.owner !== view && !(slot.owner === TRACKED && slot.tracked!.deref() === view)) return -1;
+  return slot.slab.address + slot.offset;
+}
+
+/** The pool that handed `view` out, or null when it is not a pooled Buffer that is still out. */
+export function poolOf(view: ArrayBufferView): BufferPool | null {
+  return pooledAddressOf(view) < 0 ? null : (view as PooledView)[kSlot]!.pool;
 }
