@@ -214,6 +214,22 @@ function roundUp(value: number, multiple: number): number {
   return Math.ceil(value / multiple) * multiple;
 }
 
+const slotAddress = (slot: Slot) => slot.slab.address + slot.offset;
+const byAddressDescending = (a: Slot, b: Slot) => slotAddress(b) - slotAddress(a);
+
+/** Puts `slot` into a free list kept in descending address order (pop() takes the lowest). */
+function insertByAddress(free: Slot[], slot: Slot): void {
+  const address = slotAddress(slot);
+  let low = 0;
+  let high = free.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (slotAddress(free[middle]) > address) low = middle + 1;
+    else high = middle;
+  }
+  free.splice(low, 0, slot);
+}
+
 function closedError(): IobufError {
   return new IobufError('The pool is closed', 'ERR_IOBUF_POOL_CLOSED');
 }
@@ -306,6 +322,8 @@ export class BufferPool {
   /** True while release() may push straight onto a free list: no waiters here, not closing, no strict/poison work. */
   private quiet: boolean;
   private watching = false;
+  /** An Atomics.waitAsync on the epoch is armed because this thread holds idle slabs (see watchIdle). */
+  private watchingIdle = false;
   private closing: Promise<void> | null = null;
   private drained: (() => void) | null = null;
   private freed = false;
@@ -418,7 +436,8 @@ export class BufferPool {
 
   /** The size class for `size`, or undefined when `size` needs the slow path (oversize or invalid). */
   private classOf(size: number): SizeClass | undefined {
-    if ((size | 0) !== size || size <= 0 || size > this.largest) return undefined;
+    // typeof first: `size | 0` throws a code-less TypeError for a BigInt.
+    if (typeof size !== 'number' || (size | 0) !== size || size <= 0 || size > this.largest) return undefined;
     const classes = this.classes;
     if (this.powerShift >= 0) {
       return classes[size <= this.sizeClasses[0] ? 0 : 32 - Math.clz32(size - 1) - this.powerShift];
@@ -474,9 +493,15 @@ export class BufferPool {
       slab.free++;
       sizeClass.oversizeInUseBytes -= slab.stride;
       sizeClass.oversizeIdleBytes += slab.stride;
-      if (slab.free === slab.slots.length) this.unmap(slab);
+      if (slab.free === slab.slots.length) {
+        this.unmap(slab);
+        this.serveWaiters();
+      }
     } else if (!this.closedHere) {
-      sizeClass.free.push(slot);
+      // Someone waits for budget: reuse lowest addresses first, so that
+      // the slabs at the top drain under churn and can be given back.
+      if (this.control[Word.WAITERS] !== 0) insertByAddress(sizeClass.free, slot);
+      else sizeClass.free.push(slot);
     }
     if (this.drained !== null && this.inUseHere() === 0) this.drained();
   }
@@ -585,7 +610,38 @@ export class BufferPool {
   private housekeeping(): void {
     this.publish();
     const waiting = this.control[Word.WAITERS] !== 0;
-    if (waiting || this.idleHere() > this.retainIdle) this.trim(waiting ? 0 : this.retainIdle, undefined);
+    if (waiting) this.orderFreeLists();
+    if ((waiting || this.idleHere() > this.retainIdle) && this.trim(waiting ? 0 : this.retainIdle, undefined)) {
+      this.serveWaiters();
+    }
+    this.watchIdle();
+  }
+
+  /**
+   * While this thread keeps idle slabs (within retainIdle), a waiter in
+   * another thread may need that budget, and this thread may have nothing
+   * else to do (no release, so no housekeeping). So it waits, asynchronously,
+   * on the epoch word that every new waiter bumps, and gives its wholly idle
+   * slabs back when someone waits. The epoch moves only when budget is
+   * returned or a waiter comes or goes, never per acquire/release.
+   */
+  private watchIdle(): void {
+    if (this.watchingIdle || this.freed || this.idleHere() === 0) return;
+    this.watchingIdle = true;
+    const result = Atomics.waitAsync(this.control, Word.EPOCH, Atomics.load(this.control, Word.EPOCH));
+    const again = () => {
+      this.watchingIdle = false;
+      if (this.freed) return;
+      if (this.control[Word.WAITERS] !== 0 && this.waiters.length === 0) this.trim(0, undefined);
+      this.watchIdle();
+    };
+    if (result.async) void result.value.then(again);
+    else queueMicrotask(again);
+  }
+
+  /** Orders every free list so that pop() takes the lowest address (see returnSlot). */
+  private orderFreeLists(): void {
+    for (const sizeClass of this.classes) sizeClass.free?.sort(byAddressDescending);
   }
 
   private publish(): void {
@@ -620,10 +676,16 @@ export class BufferPool {
     return idle;
   }
 
-  /** Unmaps wholly idle slabs, except of `keep`, until at most `retain` idle bytes are left. */
-  private trim(retain: number, keep: SizeClass | undefined): void {
+  /**
+   * Unmaps wholly idle slabs, except of `keep`, until at most `retain` idle
+   * bytes are left; true when it unmapped any. It serves no waiter itself
+   * (callers do, once it returns): serving from inside the loop would re-enter
+   * acquireNew → trim while this loop still holds its list of slabs.
+   */
+  private trim(retain: number, keep: SizeClass | undefined): boolean {
     let idle = this.idleHere();
-    if (idle <= retain) return;
+    if (idle <= retain) return false;
+    let unmapped = false;
     // Free slots per slab, counted here rather than on every acquire and release.
     const freeCounts = new Map<Slab, number>();
     for (const sizeClass of this.classes) {
@@ -640,7 +702,9 @@ export class BufferPool {
       slab.free = free;
       idle -= slab.bytes;
       this.unmap(slab);
+      unmapped = true;
     }
+    return unmapped;
   }
 
   private unmap(slab: Slab): void {
@@ -652,7 +716,6 @@ export class BufferPool {
     native.free(slab.arrayBuffer);
     this.publish();
     this.shared.unreserve(slab.bytes / pageSize);
-    this.serveWaiters();
   }
 
   // -------------------------------------------------------------------------
@@ -699,6 +762,8 @@ export class BufferPool {
       if (ready !== null) return Promise.resolve(ready);
       const ticket = this.shared.takeTicket();
       if (ticket < 0) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
+      this.orderFreeLists();
+      this.shared.wake();  // threads holding idle slabs look again (watchIdle)
       return new Promise((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
         const sizeClass = this.classFor(size);
@@ -828,6 +893,8 @@ export class BufferPool {
     }
     const ticket = this.shared.takeTicket();
     if (ticket < 0) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
+    this.orderFreeLists();
+    this.shared.wake();  // threads holding idle slabs look again (watchIdle)
     const start = performance.now();
     const sizeClass = this.classFor(size);
     try {

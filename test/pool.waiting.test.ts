@@ -81,25 +81,36 @@ describe('BufferPool waiting order', () => {
   });
 
   it('a large request is not starved by a steady stream of small acquire/release cycles', async () => {
+    // 4 KiB slots in 64 KiB slabs (16 each), a 512 KiB budget: 8 small slabs fill it.
     const pool = makePool({ sizeClasses: [4096, 262144], maxMemory: 512 * KiB, retainIdle: 0 });
-    const small: Buffer[] = [];
-    for (let b = pool.tryAcquire(4096); b !== null; b = pool.tryAcquire(4096)) small.push(b);
+    const all: Buffer[] = [];
+    for (let b = pool.tryAcquire(4096); b !== null; b = pool.tryAcquire(4096)) all.push(b);
+    expect(all).toHaveLength(128);
+    // Keep every other buffer: 64 small users, every slab half used, nothing to unmap.
+    const small = all.filter((_, i) => i % 2 === 0);
+    for (const buffer of all.filter((_, i) => i % 2 === 1)) pool.release(buffer);
     let bigServedAtRound = -1;
     let round = 0;
     const big = pool.acquire(262144).then((buffer) => { bigServedAtRound = round; return buffer; });
-    // 128 small users keep cycling: each releases its buffer and asks for a new one.
-    // FIFO means the large request (queued first) gets budget as slabs empty, long before the stream ends.
+    await turns();
+    expect(pool.stats()).toMatchObject({ waiters: 1, osBytes: 512 * KiB, inUse: 64 });
+    // The users keep cycling: each releases its buffer and takes another, so
+    // 64 buffers are out at all times: half the budget. Reusing the slot just
+    // released (LIFO) would keep all eight slabs half used forever; reusing
+    // the lowest free address lets the upper slabs drain and be given back.
     const ROUNDS = 512;
-    for (; round < ROUNDS; round++) {
+    for (; round < ROUNDS && bigServedAtRound < 0; round++) {
       const index = round % small.length;
       pool.release(small[index]);
       small[index] = await pool.acquire(4096);
       await turns(1);
     }
-    for (const buffer of small) pool.release(buffer);
-    const bigBuffer = await big;
     expect(bigServedAtRound, 'round at which the large request was served').toBeGreaterThanOrEqual(0);
     expect(bigServedAtRound).toBeLessThan(ROUNDS);
+    // Every small buffer is still distinct memory.
+    expect(new Set(small.map((buffer) => addressOf(buffer))).size).toBe(64);
+    const bigBuffer = await big;
+    for (const buffer of small) pool.release(buffer);
     pool.release(bigBuffer);
     expect(pool.stats()).toMatchObject({ inUse: 0, waiters: 0 });
   });
