@@ -846,8 +846,18 @@ export class BufferPool {
         if (this.removeWaiter(waiter)) waiter.reject(error as Error);
         continue;
       }
-      if (value === null) return;
+      if (value === null) break;
       this.settle(waiter, value);
+    }
+    // The head waits for new budget; free slots need none, and go to the
+    // earliest waiter of their class behind it (a newcomer would otherwise
+    // take them first).
+    for (let i = 1; i < this.waiters.length; i++) {
+      const waiter = this.waiters[i];
+      const free = waiter.sizeClass.free;
+      if (!waiter.takesHandoff || free === null || free.length === 0) continue;
+      this.settle(waiter, this.handOut(free.pop()!, waiter.size));
+      i--;  // settle() took it out of the queue
     }
   }
 
