@@ -4,12 +4,12 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { addressOf, allocAligned, allocHuge, free } from '../lib/index';
-import { MiB, distDir, isRoot, lastJsonLine, runFixture, statusBytes, vmaAt } from './helpers/memory-proc';
+import { MiB, distDir, isRoot, lastJsonLine, runFixture, sanitized, statusBytes, vmaAt } from './helpers/memory-proc';
 
 const NOBODY = 65534;
 
 describe('lock', () => {
-  test.skipIf(!isRoot)('lock: true as root: VmLck grows by at least the size and falls back after free', () => {
+  test.skipIf(!isRoot || sanitized)('lock: true as root: VmLck grows by at least the size and falls back after free', () => {
     // (skipped without root: RLIMIT_MEMLOCK here is 8 MiB)
     const size = 16 * MiB;
     const before = statusBytes('VmLck');
@@ -24,7 +24,7 @@ describe('lock', () => {
     expect(locked - statusBytes('VmLck')).toBeGreaterThanOrEqual(size);
   });
 
-  test.skipIf(!isRoot)('allocHuge with lock: true locks too', () => {
+  test.skipIf(!isRoot || sanitized)('allocHuge with lock: true locks too', () => {
     const before = statusBytes('VmLck');
     const buffer = allocHuge(4 * MiB, { lock: true, fallback: 'normal' });
     expect(statusBytes('VmLck') - before).toBeGreaterThanOrEqual(4 * MiB);
@@ -32,7 +32,7 @@ describe('lock', () => {
     expect(statusBytes('VmLck')).toBe(before);
   });
 
-  test('beyond RLIMIT_MEMLOCK as an unprivileged user (nobody when we are root): ENOMEM, errno -12, syscall mlock', () => {
+  test.skipIf(sanitized)('beyond RLIMIT_MEMLOCK as an unprivileged user (nobody when we are root): ENOMEM, errno -12, syscall mlock', () => {
     // As root the child runs as uid/gid 65534 (the spawn option needs root);
     // otherwise it runs as we do, which is unprivileged already. The nobody
     // child must be able to read dist/ and the addon.
