@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
+        "native/iovec.cc",
         "native/memory.cc",
         "native/os-linux.cc",
         "native/pool.cc"

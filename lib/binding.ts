@@ -27,6 +27,24 @@ export interface NativeBinding {
   /** A Buffer with an ArrayBuffer of its own over slab bytes [offset, offset + length). */
   viewOf(slab: ArrayBuffer, offset: number, length: number): Buffer;
   detach(arrayBuffer: ArrayBuffer): void;
+
+  // iovec (native/iovec.cc)
+  /** IOV_MAX: the most entries one readv/writev takes. */
+  readonly iovMax: number;
+  /** sizeof(struct iovec): 16 on 64-bit platforms. */
+  readonly iovecEntryBytes: number;
+  /** [entries, private bounds, handle, address of entries] for a new array of `capacity` entries. */
+  iovecCreate(capacity: number): [ArrayBuffer, ArrayBuffer, object, number];
+  /** Detaches both buffers and frees the native blocks now. */
+  iovecClose(handle: object, entries: ArrayBuffer, bounds: ArrayBuffer): void;
+  /** Checks entries [0, count) against their bounds, then one transfer (op: native/iovec.h IoVecOp). */
+  iovecTransfer(handle: object, op: number, fd: number, count: number, position: number): number;
+  /** The same, checked and snapshotted now, run on the libuv thread pool. */
+  iovecTransferAsync(handle: object, op: number, fd: number, count: number, position: number): Promise<number>;
+  /** The address of a TypedArray's or DataView's first byte (0 when detached). */
+  viewAddress(view: ArrayBufferView): number;
+  /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */
+  adviseDontFork(arrayBuffer: ArrayBuffer): void;
 }
 
 // IOBUF_ADDON_PATH loads a specific build (the sanitizer build uses it).

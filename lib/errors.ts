@@ -13,7 +13,11 @@ export type IobufErrorCode =
   | 'ERR_IOBUF_BUDGET_TIMEOUT'
   | 'ERR_IOBUF_CLOSE_TIMEOUT'
   | 'ERR_IOBUF_DOUBLE_RELEASE'
-  | 'ERR_IOBUF_WOULD_DEADLOCK';
+  | 'ERR_IOBUF_WOULD_DEADLOCK'
+  | 'ERR_IOBUF_IOVEC_INVALID'
+  | 'ERR_IOBUF_IOVEC_CLOSED'
+  | 'ERR_IOBUF_IOVEC_FULL'
+  | 'ERR_IOBUF_IOVEC_BUSY';
 
 export class IobufError extends Error {
   /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */

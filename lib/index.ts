@@ -10,3 +10,9 @@ export type {
   BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
   LeakReport, PoolStats, SizeClassStats,
 } from './pool';
+export {
+  IoVecArray, IOV_MAX, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY,
+  readvSync, writevSync, preadvSync, pwritevSync, writevAllSync, pwritevAllSync,
+  readv, writev, preadv, pwritev, writevAll, pwritevAll,
+} from './iovec';
+export type { IoVecWriteError } from './iovec';

@@ -32,6 +32,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   InitMemory(env, exports);
   InitPool(env, exports);
+  InitIoVec(env, exports);
   return exports;
 }
 

@@ -16,5 +16,6 @@ struct AddonData {
 // One Init per part; each adds its functions to `exports`.
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
+void InitIoVec(Napi::Env env, Napi::Object exports);
 
 }  // namespace iobuf

@@ -1,10 +1,13 @@
 // Linux implementation of os.h.
 #include "os.h"
 
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -146,6 +149,62 @@ PageKind QueryPageKind(uintptr_t address) {
   if (kernelPageKib * 1024 > PageSize()) return PageKind::kHugetlb;
   if (anonHugeKib > 0) return PageKind::kTransparentHuge;
   return PageKind::kNormal;
+}
+
+// ---------------------------------------------------------------------------
+// Vectored I/O
+// ---------------------------------------------------------------------------
+
+namespace {
+
+// Runs `call` again while it fails with EINTR; returns its result or -errno.
+template <typename Call>
+long RetryInterrupted(Call call) {
+  for (;;) {
+    ssize_t result = call();
+    if (result >= 0) return static_cast<long>(result);
+    if (errno != EINTR) return -errno;
+  }
+}
+
+}  // namespace
+
+int IoVecMax() {
+  static const int max = [] {
+    long value = sysconf(_SC_IOV_MAX);
+    return value > 0 ? static_cast<int>(value) : IOV_MAX;
+  }();
+  return max;
+}
+
+long ReadV(int fd, const struct iovec* entries, int count) {
+  return RetryInterrupted([&] { return readv(fd, entries, count); });
+}
+
+long WriteV(int fd, const struct iovec* entries, int count) {
+  return RetryInterrupted([&] { return writev(fd, entries, count); });
+}
+
+long PreadV(int fd, const struct iovec* entries, int count, int64_t position) {
+  return RetryInterrupted([&] { return preadv(fd, entries, count, static_cast<off_t>(position)); });
+}
+
+long PwriteV(int fd, const struct iovec* entries, int count, int64_t position) {
+  return RetryInterrupted([&] { return pwritev(fd, entries, count, static_cast<off_t>(position)); });
+}
+
+int WaitWritable(int fd) {
+  struct pollfd entry = {fd, POLLOUT, 0};
+  for (;;) {
+    int ready = poll(&entry, 1, -1);
+    if (ready > 0) return 0;  // writable, or POLLERR/POLLHUP: the next write reports it
+    if (ready < 0 && errno != EINTR) return -errno;
+  }
+}
+
+Failure AdviseDontFork(void* address, size_t length) {
+  if (madvise(address, length, MADV_DONTFORK) != 0) return Fail("madvise");
+  return {};
 }
 
 }  // namespace iobuf::os

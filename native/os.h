@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+struct iovec;
+
 namespace iobuf::os {
 
 size_t PageSize();
@@ -52,5 +54,24 @@ enum class PageKind { kNormal, kTransparentHuge, kHugetlb, kUnknown };
 // transparent-huge when it holds AnonHugePages, normal otherwise. kUnknown
 // when no mapping holds the address or smaps cannot be read.
 PageKind QueryPageKind(uintptr_t address);
+
+// ---------------------------------------------------------------------------
+// Vectored I/O (the iovec part). Each returns the bytes transferred (>= 0) or
+// a negative errno; EINTR is retried here, so it never reaches a caller.
+// `count` must not exceed IoVecMax(); the kernel says EINVAL otherwise.
+// ---------------------------------------------------------------------------
+
+int IoVecMax();   // IOV_MAX: the most entries one readv/writev takes (1024 on Linux)
+long ReadV(int fd, const struct iovec* entries, int count);
+long WriteV(int fd, const struct iovec* entries, int count);
+long PreadV(int fd, const struct iovec* entries, int count, int64_t position);
+long PwriteV(int fd, const struct iovec* entries, int count, int64_t position);
+
+// Blocks until `fd` is writable (poll POLLOUT), for callers that were told
+// EAGAIN on a non-blocking fd and must deliver every byte. 0 or a negative errno.
+int WaitWritable(int fd);
+
+// madvise(MADV_DONTFORK) over [address, address + length), which must be page-aligned.
+Failure AdviseDontFork(void* address, size_t length);
 
 }  // namespace iobuf::os

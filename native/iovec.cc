@@ -1,0 +1,363 @@
+// The iovec part's native side (layout and checks: iovec.h). lib/iovec.ts
+// validates every argument, keeps the views alive and checks that they are
+// still attached; this file checks the entries against their bounds and makes
+// the syscalls, on the JS thread (sync) or on the libuv thread pool (async).
+#include "iovec.h"
+
+#include <cerrno>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "addon.h"
+#include "errors.h"
+#include "os.h"
+
+namespace iobuf {
+namespace {
+
+// ---------------------------------------------------------------------------
+// State: allocation, shared ownership, close
+// ---------------------------------------------------------------------------
+
+void FreeBlocks(IoVecState* state) {
+  free(state->entries);
+  free(state->bounds);
+  state->entries = nullptr;
+  state->bounds = nullptr;
+}
+
+// Finalizer of either ArrayBuffer: the second one frees the state.
+void DropReference(napi_env, void*, void* hint) {
+  auto* state = static_cast<IoVecState*>(hint);
+  if (--state->references == 0) {
+    FreeBlocks(state);
+    delete state;
+  }
+}
+
+void* AllocateZeroed(size_t bytes) {
+  void* memory = nullptr;
+  // A cache line: entries never straddle one, and the kernel copies them in one go.
+  if (posix_memalign(&memory, 64, bytes) != 0) return nullptr;
+  memset(memory, 0, bytes);
+  return memory;
+}
+
+// iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer, handle, address]
+// Precondition (lib/iovec.ts): 1 <= capacity <= 2^24.
+Napi::Value Create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t capacity = info[0].As<Napi::Number>().Uint32Value();
+  auto* state = new IoVecState();
+  state->capacity = capacity;
+  state->entries = static_cast<struct iovec*>(AllocateZeroed(capacity * sizeof(struct iovec)));
+  state->bounds = static_cast<IoVecBounds*>(AllocateZeroed(capacity * sizeof(IoVecBounds)));
+  if (state->entries == nullptr || state->bounds == nullptr) {
+    FreeBlocks(state);
+    delete state;
+    throw MakeErrnoError(env, ENOMEM, "posix_memalign");
+  }
+  // Raw Node-API: node-addon-api's external ArrayBuffer finalizers want one
+  // owner per buffer; here the two share one state.
+  napi_value entries;
+  napi_value bounds;
+  napi_status status = napi_create_external_arraybuffer(env, state->entries,
+      capacity * sizeof(struct iovec), DropReference, state, &entries);
+  if (status != napi_ok) {
+    FreeBlocks(state);
+    delete state;
+    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+  }
+  status = napi_create_external_arraybuffer(env, state->bounds,
+      capacity * sizeof(IoVecBounds), DropReference, state, &bounds);
+  if (status != napi_ok) {
+    // The entries buffer holds one reference and will drop it when collected.
+    state->references--;
+    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+  }
+  Napi::Array result = Napi::Array::New(env, 4);
+  result.Set(0u, Napi::Value(env, entries));
+  result.Set(1u, Napi::Value(env, bounds));
+  result.Set(2u, Napi::External<IoVecState>::New(env, state));
+  result.Set(3u, Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(state->entries))));
+  return result;
+}
+
+// iovecClose(handle, entries, bounds): detach both ArrayBuffers (no view can
+// reach the blocks any more), then free the blocks. The state itself lives on
+// until both finalizers have run.
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  auto* state = info[0].As<Napi::External<IoVecState>>().Data();
+  info[1].As<Napi::ArrayBuffer>().Detach();
+  info[2].As<Napi::ArrayBuffer>().Detach();
+  FreeBlocks(state);
+  return info.Env().Undefined();
+}
+
+// ---------------------------------------------------------------------------
+// Checks
+// ---------------------------------------------------------------------------
+
+// Index of the first entry in [0, count) that does not lie inside its bounds,
+// or -1 when all do. Compared in unsigned 64-bit arithmetic; the bounds are
+// integers below 2^53 (lib/iovec.ts writes them from addresses and lengths).
+int64_t FirstInvalid(const IoVecState* state, uint32_t count) {
+  for (uint32_t i = 0; i < count; i++) {
+    auto base = reinterpret_cast<uint64_t>(state->entries[i].iov_base);
+    uint64_t length = state->entries[i].iov_len;
+    auto start = static_cast<uint64_t>(state->bounds[i].start);
+    auto end = static_cast<uint64_t>(state->bounds[i].end);
+    if (base < start || base > end || length > end - base) return i;
+  }
+  return -1;
+}
+
+Napi::Error InvalidEntry(Napi::Env env, const IoVecState* state, int64_t index) {
+  const struct iovec& entry = state->entries[index];
+  char message[256];
+  snprintf(message, sizeof message,
+           "iovec entry %" PRId64 " (base 0x%" PRIxPTR ", length %zu) is not inside the view it was "
+           "made from [0x%" PRIx64 ", 0x%" PRIx64 "); no syscall was made",
+           index, reinterpret_cast<uintptr_t>(entry.iov_base), entry.iov_len,
+           static_cast<uint64_t>(state->bounds[index].start),
+           static_cast<uint64_t>(state->bounds[index].end));
+  return MakeError(env, "ERR_IOBUF_IOVEC_INVALID", message);
+}
+
+// ---------------------------------------------------------------------------
+// The transfers (any thread; no Node-API in here)
+// ---------------------------------------------------------------------------
+
+struct Outcome {
+  long bytes = 0;          // transferred before the error, if any
+  int error = 0;           // positive errno, 0 on success
+  const char* syscall = nullptr;
+};
+
+const char* SyscallName(IoVecOp op) {
+  switch (op) {
+    case IoVecOp::kReadv: return "readv";
+    case IoVecOp::kWritev: case IoVecOp::kWritevAll: return "writev";
+    case IoVecOp::kPreadv: return "preadv";
+    case IoVecOp::kPwritev: case IoVecOp::kPwritevAll: return "pwritev";
+  }
+  return "?";
+}
+
+bool WritesAll(IoVecOp op) { return op == IoVecOp::kWritevAll || op == IoVecOp::kPwritevAll; }
+
+// One syscall over at most IOV_MAX entries: a call over more transfers the
+// first IOV_MAX (a short transfer, which every caller must handle anyway).
+long TransferOnce(IoVecOp op, int fd, const struct iovec* entries, uint32_t count, int64_t position) {
+  int n = count > static_cast<uint32_t>(os::IoVecMax()) ? os::IoVecMax() : static_cast<int>(count);
+  switch (op) {
+    case IoVecOp::kReadv: return os::ReadV(fd, entries, n);
+    case IoVecOp::kWritev: case IoVecOp::kWritevAll: return os::WriteV(fd, entries, n);
+    case IoVecOp::kPreadv: return os::PreadV(fd, entries, n, position);
+    case IoVecOp::kPwritev: case IoVecOp::kPwritevAll: return os::PwriteV(fd, entries, n, position);
+  }
+  return -EINVAL;
+}
+
+// writev/pwritev until every byte of entries[0, count) is out. Precondition:
+// `entries` is the caller's own copy; it is advanced in place (whole entries
+// dropped, the first trimmed) after each short write. On a non-blocking fd,
+// EAGAIN waits in poll() for room: this blocks the calling thread (the JS
+// thread for the sync calls, a libuv pool thread for the promise ones).
+Outcome WriteAll(IoVecOp op, int fd, struct iovec* entries, uint32_t count, int64_t position) {
+  Outcome outcome;
+  const char* name = SyscallName(op);
+  while (count > 0 && entries->iov_len == 0) entries++, count--;
+  while (count > 0) {
+    long written = TransferOnce(op, fd, entries, count,
+                                op == IoVecOp::kPwritevAll ? position + outcome.bytes : 0);
+    if (written == -EAGAIN || written == -EWOULDBLOCK) {
+      if (int waited = os::WaitWritable(fd); waited < 0) return {outcome.bytes, -waited, "poll"};
+      continue;
+    }
+    if (written < 0) return {outcome.bytes, static_cast<int>(-written), name};
+    if (written == 0) return {outcome.bytes, EIO, name};  // no progress and no error: never spin
+    outcome.bytes += written;
+    auto left = static_cast<size_t>(written);
+    while (count > 0 && left >= entries->iov_len) {
+      left -= entries->iov_len;
+      entries++, count--;
+    }
+    if (count > 0) {
+      entries->iov_base = static_cast<uint8_t*>(entries->iov_base) + left;
+      entries->iov_len -= left;
+      while (count > 0 && entries->iov_len == 0) entries++, count--;
+    }
+  }
+  return outcome;
+}
+
+Outcome Transfer(IoVecOp op, int fd, struct iovec* entries, uint32_t count, int64_t position) {
+  if (WritesAll(op)) return WriteAll(op, fd, entries, count, position);
+  long result = TransferOnce(op, fd, entries, count, position);
+  if (result < 0) return {0, static_cast<int>(-result), SyscallName(op)};
+  return {result, 0, nullptr};
+}
+
+Napi::Error OutcomeError(Napi::Env env, IoVecOp op, const Outcome& outcome) {
+  Napi::Error error = MakeErrnoError(env, outcome.error, outcome.syscall);
+  if (WritesAll(op)) error.Set("bytesWritten", Napi::Number::New(env, static_cast<double>(outcome.bytes)));
+  return error;
+}
+
+// ---------------------------------------------------------------------------
+// Sync: iovecTransfer(handle, op, fd, count, position) -> bytes
+// ---------------------------------------------------------------------------
+
+// The hot path (writevSync over a prepared array): raw Node-API, fixed
+// argument slots, no allocation unless an All op needs a scratch copy.
+// Preconditions (lib/iovec.ts): the array is open, count <= capacity, fd is
+// an int32 >= 0, position an integer in [0, 2^53).
+napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
+  Napi::Env env(rawEnv);
+  try {
+    size_t argc = 5;
+    napi_value argv[5];
+    napi_get_cb_info(rawEnv, info, &argc, argv, nullptr, nullptr);
+    void* external = nullptr;
+    int32_t op = 0;
+    int32_t fd = 0;
+    uint32_t count = 0;
+    double position = 0;
+    napi_get_value_external(rawEnv, argv[0], &external);
+    napi_get_value_int32(rawEnv, argv[1], &op);
+    napi_get_value_int32(rawEnv, argv[2], &fd);
+    napi_get_value_uint32(rawEnv, argv[3], &count);
+    napi_get_value_double(rawEnv, argv[4], &position);
+    auto* state = static_cast<IoVecState*>(external);
+    auto kind = static_cast<IoVecOp>(op);
+
+    if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
+    Outcome outcome;
+    if (WritesAll(kind)) {
+      // WriteAll advances its entries: give it a copy, the array is advanced by lib/iovec.ts.
+      std::vector<struct iovec> scratch(state->entries, state->entries + count);
+      outcome = Transfer(kind, fd, scratch.data(), count, static_cast<int64_t>(position));
+    } else {
+      outcome = Transfer(kind, fd, state->entries, count, static_cast<int64_t>(position));
+    }
+    if (outcome.error != 0) throw OutcomeError(env, kind, outcome);
+    napi_value result;
+    napi_create_double(rawEnv, static_cast<double>(outcome.bytes), &result);
+    return result;
+  } catch (const Napi::Error& error) {
+    error.ThrowAsJavaScriptException();
+    return nullptr;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Async: iovecTransferAsync(handle, op, fd, count, position) -> Promise<bytes>
+// ---------------------------------------------------------------------------
+
+// Runs one transfer on the libuv thread pool. The entries are checked and
+// copied on the JS thread when the work is queued: what the kernel sees is
+// that snapshot, whatever JS writes into the array meanwhile. The views the
+// entries point into are kept reachable by lib/iovec.ts until the promise
+// settles (the array is lent to the call).
+class TransferWorker : public Napi::AsyncWorker {
+ public:
+  TransferWorker(Napi::Env env, IoVecOp op, int fd, std::vector<struct iovec> entries, int64_t position)
+      : Napi::AsyncWorker(env, "iobuf.iovec"), deferred_(Napi::Promise::Deferred::New(env)),
+        op_(op), fd_(fd), entries_(std::move(entries)), position_(position) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    outcome_ = Transfer(op_, fd_, entries_.data(), static_cast<uint32_t>(entries_.size()), position_);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (outcome_.error != 0) {
+      deferred_.Reject(OutcomeError(env, op_, outcome_).Value());
+    } else {
+      deferred_.Resolve(Napi::Number::New(env, static_cast<double>(outcome_.bytes)));
+    }
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  IoVecOp op_;
+  int fd_;
+  std::vector<struct iovec> entries_;
+  int64_t position_;
+  Outcome outcome_;
+};
+
+Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* state = info[0].As<Napi::External<IoVecState>>().Data();
+  auto op = static_cast<IoVecOp>(info[1].As<Napi::Number>().Int32Value());
+  int fd = info[2].As<Napi::Number>().Int32Value();
+  uint32_t count = info[3].As<Napi::Number>().Uint32Value();
+  auto position = static_cast<int64_t>(info[4].As<Napi::Number>().DoubleValue());
+  if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
+  auto* worker = new TransferWorker(env, op, fd,
+                                    std::vector<struct iovec>(state->entries, state->entries + count),
+                                    position);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------
+// Addresses and advice
+// ---------------------------------------------------------------------------
+
+// viewAddress(view) -> the address of the view's first byte (0 when its
+// buffer is detached). For a small typed array that V8 keeps inside its own
+// heap, asking for the data moves the bytes out to a backing store that
+// never moves again; the address stays true while the view is reachable.
+Napi::Value ViewAddress(const Napi::CallbackInfo& info) {
+  napi_env env = info.Env();
+  napi_value view = info[0];
+  void* data = nullptr;
+  bool isTypedArray = false;
+  napi_is_typedarray(env, view, &isTypedArray);
+  if (isTypedArray) {
+    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, view, nullptr, nullptr, &data, nullptr, nullptr),
+                         Napi::Value());
+  } else {
+    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, view, nullptr, &data, nullptr, nullptr),
+                         Napi::Value());
+  }
+  return Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(data)));
+}
+
+// adviseDontFork(arrayBuffer): MADV_DONTFORK over the whole (page-aligned)
+// ArrayBuffer, so that a fork() while io_uring holds the pages pinned does
+// not turn them copy-on-write under the ring.
+Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
+  auto arrayBuffer = info[0].As<Napi::ArrayBuffer>();
+  if (os::Failure failure = os::AdviseDontFork(arrayBuffer.Data(), arrayBuffer.ByteLength())) {
+    throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
+  }
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitIoVec(Napi::Env env, Napi::Object exports) {
+  exports.Set("iovMax", Napi::Number::New(env, os::IoVecMax()));
+  exports.Set("iovecEntryBytes", Napi::Number::New(env, static_cast<double>(sizeof(struct iovec))));
+  exports.Set("iovecCreate", Napi::Function::New(env, Create, "iovecCreate"));
+  exports.Set("iovecClose", Napi::Function::New(env, Close, "iovecClose"));
+  napi_value transfer;
+  NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, "iovecTransfer", NAPI_AUTO_LENGTH,
+                                                      TransferSync, nullptr, &transfer));
+  exports.Set("iovecTransfer", Napi::Value(env, transfer));
+  exports.Set("iovecTransferAsync", Napi::Function::New(env, TransferAsync, "iovecTransferAsync"));
+  exports.Set("viewAddress", Napi::Function::New(env, ViewAddress, "viewAddress"));
+  exports.Set("adviseDontFork", Napi::Function::New(env, AdviseDontFork, "adviseDontFork"));
+}
+
+}  // namespace iobuf

@@ -1,0 +1,167 @@
+// IoVecArray itself: the entry layout in `buffer`, push/set/clear/advance/
+// entries, capacity, close, and keeping pushed views reachable.
+import { describe, expect, it } from 'vitest';
+import {
+  BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, addressOf, allocAligned, free,
+} from '../lib/index';
+import { MiB, expectCode, thrown } from './fixtures/pool-helpers';
+
+/** Entry i of `iov.buffer` as [base, length]. */
+function rawEntry(iov: IoVecArray, index: number): [bigint, bigint] {
+  const words = new BigUint64Array(iov.buffer, index * IOVEC_ENTRY_BYTES, 2);
+  return [words[0], words[1]];
+}
+
+describe('IoVecArray layout', () => {
+  it('writes struct iovec entries (base, then length; 16 bytes each) into buffer', () => {
+    const iov = new IoVecArray(4);
+    expect(iov.capacity).toBe(4);
+    expect(iov.buffer.byteLength).toBe(4 * 16);
+    expect(IOVEC_ENTRY_BYTES).toBe(16);
+    const a = Buffer.from('abcdefgh');
+    const b = new Uint8Array(1000);
+    const c = new DataView(new ArrayBuffer(64), 8, 32);
+    expect(iov.push(a)).toBe(1);
+    expect(iov.push(b, 10, 20)).toBe(2);
+    expect(iov.push(c, 4)).toBe(3);
+    expect(iov.length).toBe(3);
+    expect(rawEntry(iov, 0)).toEqual([addressOf(a), 8n]);
+    expect(rawEntry(iov, 1)).toEqual([addressOf(b) + 10n, 20n]);
+    expect(rawEntry(iov, 2)).toEqual([addressOf(c) + 4n, 28n]);
+    expect(iov.byteLength).toBe(8 + 20 + 28);
+    // address is where entry 0 lives: typed-array views of `buffer` see the same memory.
+    expect(typeof iov.address).toBe('bigint');
+    expect(iov.address % 16n).toBe(0n);
+    expect(iov.address).toBe(addressOf(new Uint8Array(iov.buffer)));
+  });
+
+  it('a pooled Buffer gets the address the pool knows, with offset and length', () => {
+    const pool = new BufferPool({ maxMemory: 4 * MiB });
+    const buffer = pool.tryAcquire(4096)!;
+    const iov = new IoVecArray(2);
+    iov.push(buffer, 100, 200);
+    iov.push(buffer);
+    expect(rawEntry(iov, 0)).toEqual([addressOf(buffer) + 100n, 200n]);
+    expect(rawEntry(iov, 1)).toEqual([addressOf(buffer), 4096n]);
+    pool.release(buffer);
+    void pool.close({ force: true });
+  });
+
+  it('entries() gives views of what each entry holds, sharing memory', () => {
+    const a = Buffer.from('0123456789');
+    const b = Buffer.from('abcdefghij');
+    const iov = IoVecArray.from([a, b]);
+    iov.set(1, b, 2, 3);
+    const [ea, eb] = iov.entries();
+    expect(ea.toString()).toBe('0123456789');
+    expect(eb.toString()).toBe('cde');
+    eb[0] = 0x43;
+    expect(b.toString()).toBe('abCdefghij');
+  });
+
+  it('advance drops whole entries, then trims the first', () => {
+    const parts = ['aaaa', 'bbb', 'cc', 'd'].map((s) => Buffer.from(s));
+    const iov = IoVecArray.from(parts);
+    expect(iov.byteLength).toBe(10);
+    iov.advance(0);
+    expect(iov.entries().map(String)).toEqual(['aaaa', 'bbb', 'cc', 'd']);
+    iov.advance(2);
+    expect(iov.entries().map(String)).toEqual(['aa', 'bbb', 'cc', 'd']);
+    iov.advance(2);
+    expect(iov.length).toBe(3);
+    expect(iov.entries().map(String)).toEqual(['bbb', 'cc', 'd']);
+    iov.advance(4);
+    expect(iov.entries().map(String)).toEqual(['c', 'd']);
+    expect(rawEntry(iov, 0)).toEqual([addressOf(parts[2]) + 1n, 1n]);
+    expectCode(thrown(() => iov.advance(3)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    iov.advance(2);
+    expect(iov.length).toBe(0);
+    expect(iov.byteLength).toBe(0);
+  });
+
+  it('clear, set and argument errors', () => {
+    const iov = new IoVecArray(2);
+    const view = Buffer.alloc(10);
+    expectCode(thrown(() => iov.push('text' as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(thrown(() => iov.push(view, 11)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => iov.push(view, 5, 6)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => iov.push(view, 1.5)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expect(iov.length).toBe(0);
+    expectCode(thrown(() => iov.set(0, view)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    iov.push(view);
+    iov.set(0, view, 3);
+    expect(iov.byteLength).toBe(7);
+    iov.clear();
+    expect(iov.length).toBe(0);
+    expect(iov.entries()).toEqual([]);
+    expectCode(thrown(() => new IoVecArray(0)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => new IoVecArray(2 ** 24 + 1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => new IoVecArray('4' as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+  });
+
+  it('capacity overflow throws ERR_IOBUF_IOVEC_FULL and leaves the array as it was', () => {
+    const iov = new IoVecArray(3);
+    const view = Buffer.from('xyz');
+    for (let i = 0; i < 3; i++) iov.push(view, i, 1);
+    const error = thrown(() => iov.push(view));
+    expectCode(error, 'IobufError', 'ERR_IOBUF_IOVEC_FULL');
+    expect(iov.length).toBe(3);
+    expect(iov.entries().map(String)).toEqual(['x', 'y', 'z']);
+  });
+
+  it('a detached view cannot be pushed', () => {
+    const view = allocAligned(4096);
+    free(view);
+    const iov = new IoVecArray(1);
+    // A freed view reads as empty: pushing it makes an empty entry, pushing a range of it is out of range.
+    expectCode(thrown(() => iov.push(view, 0, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+  });
+
+  it('close() detaches buffer, lets the views go and refuses every later use', () => {
+    const iov = IoVecArray.from([Buffer.from('abc')]);
+    iov.close();
+    expect(iov.closed).toBe(true);
+    expect(iov.length).toBe(0);
+    expect(iov.buffer.byteLength).toBe(0);
+    for (const use of [
+      () => iov.push(Buffer.from('x')), () => iov.set(0, Buffer.from('x')), () => iov.clear(),
+      () => iov.advance(0), () => iov.entries(),
+    ]) {
+      expectCode(thrown(use), 'IobufError', 'ERR_IOBUF_IOVEC_CLOSED');
+    }
+    iov.close();  // idempotent
+    {
+      using scoped = new IoVecArray(1);
+      scoped.push(Buffer.from('x'));
+      expect(scoped.closed).toBe(false);
+    }
+  });
+});
+
+describe('IoVecArray keeps its views reachable', () => {
+  it('while an entry refers to a view, and not after', async () => {
+    if (typeof globalThis.gc !== 'function') throw new Error('needs --expose-gc (vitest.config.ts sets it)');
+    const iov = new IoVecArray(2);
+    // Made in a function of its own: a suspended async function's frame would hold it.
+    const pushNew = (): WeakRef<Uint8Array> => {
+      const view = new Uint8Array(1 << 20).fill(7);
+      iov.push(view);
+      return new WeakRef(view);
+    };
+    const ref = pushNew();
+    // (A deref() keeps its target alive until the current job ends: collect in a later one.)
+    const collect = async () => {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        globalThis.gc!();
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    };
+    await collect();
+    expect(ref.deref() !== undefined).toBe(true);
+    expect(iov.entries()[0][12345]).toBe(7);
+    iov.clear();
+    await collect();
+    expect(ref.deref() === undefined).toBe(true);
+  });
+});
