@@ -1,0 +1,962 @@
+// Gatherer: a scatter-gather writer. Small fields are written into pooled
+// scratch chunks, large blobs are held by reference, and the whole message
+// leaves in one vectored write (socket: cork + writes + uncork, which libuv
+// turns into one writev; fd: the native writev of the iovec part).
+//
+// The hot path (the put* methods) is plain JS on purpose: a put is a range
+// check, one compare against the chunk's limit and a DataView store — about a
+// nanosecond — where one native call would cost 10-20 ns (DESIGN.md).
+//
+// Layout. The message is an ordered list of segments, each (buffer, start,
+// end, kind):
+//   SCRATCH   bytes in a scratch chunk (pooled, owned by the gatherer)
+//   BORROWED  putBytes(): the caller's memory, never copied, never released
+//   OWNED     putOwned(): a pooled buffer handed over, released after the write
+// The last scratch segment is kept "open" outside the list, as
+// [segBegin, cursor) of `chunk`, so a put only moves `cursor`. It is closed
+// (flush) when a blob is added or the segments are read; a later put then
+// starts a new segment in the same chunk, and flush() joins two segments that
+// are adjacent both in the list and in memory, so the list stays minimal.
+//
+// Ownership. `held` lists every pooled buffer the gatherer owns (scratch
+// chunks and owned buffers) with the pool it came from. They are released
+// exactly once: when a write has completed (the kernel no longer reads
+// them), on reset(), or on a failed write once the socket is closed.
+import type { Writable } from 'node:stream';
+import type { BufferPool } from './pool';
+import { poolOf } from './pool';
+import {
+  IobufError, validateInteger, validateOneOf, validateOptions, validateView,
+} from './errors';
+
+export interface GathererOptions {
+  /** Where scratch memory comes from. */
+  pool: BufferPool;
+  /** Bytes of one scratch chunk (a larger put gets a chunk of its own size). Default 4096. */
+  chunkSize?: number;
+  /**
+   * When the pool's budget is spent and a put needs a new chunk: 'heap'
+   * (default) takes an unpooled Buffer.allocUnsafeSlow chunk so a put never
+   * fails; 'throw' throws ERR_IOBUF_BUDGET_EXHAUSTED (the put has no effect).
+   */
+  onBudgetExhausted?: 'heap' | 'throw';
+}
+
+/** What toIoVec() fills: the iovec part's IoVecArray (or anything with the same push). */
+export interface IoVecTarget {
+  push(view: ArrayBufferView, offset?: number, length?: number): unknown;
+}
+
+const SCRATCH = 0;
+const BORROWED = 1;
+const OWNED = 2;
+
+const OPEN = 0;
+const WRITING = 1;
+const SPENT = 2;
+
+const EMPTY = Buffer.alloc(0);
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
+const TWO_32 = 4294967296;
+
+/** A chunk's DataView, made once per Buffer object (the pool hands the same object out again). */
+const kDataView = Symbol('iobuf.gather.dataView');
+type ChunkBuffer = Buffer & { [kDataView]?: DataView };
+
+function dataViewOf(chunk: ChunkBuffer): DataView {
+  return chunk[kDataView] ??= new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
+// ---------------------------------------------------------------------------
+// Argument errors (off the hot path: a put calls these only when its one-line check failed)
+// ---------------------------------------------------------------------------
+
+function badInteger(value: unknown, min: number, max: number): never {
+  validateInteger(value, 'value', min, max);
+  throw new RangeError(`Expected an integer from ${min} to ${max} for value`);  // not reached
+}
+
+function check64(value: unknown, signed: boolean): void {
+  const min = signed ? -(2n ** 63n) : 0n;
+  const max = signed ? 2n ** 63n - 1n : 2n ** 64n - 1n;
+  if (typeof value === 'bigint') {
+    if (value >= min && value <= max) return;
+    throw Object.assign(new RangeError(`Expected a bigint from ${min} to ${max} for value but received ${value}n`), { code: 'ERR_OUT_OF_RANGE' });
+  }
+  if (typeof value !== 'number') {
+    throw Object.assign(new TypeError(`Expected a bigint or a safe integer for value but received ${describeType(value)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  if (!Number.isSafeInteger(value) || (!signed && value < 0)) {
+    const range = signed ? `${Number.MIN_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}` : `0 to ${Number.MAX_SAFE_INTEGER}`;
+    throw Object.assign(new RangeError(`Expected an integer from ${range} (a bigint for the full 64-bit range) for value but received ${value}`), { code: 'ERR_OUT_OF_RANGE' });
+  }
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === 'object') return `an instance of ${(value as object).constructor?.name ?? 'Object'}`;
+  return String(value);
+}
+
+function badFloat(value: unknown): never {
+  throw Object.assign(new TypeError(`Expected a number for value but received ${describeType(value)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+}
+
+function validateEncoding(encoding: unknown): asserts encoding is BufferEncoding {
+  if (typeof encoding !== 'string' || !Buffer.isEncoding(encoding)) {
+    validateOneOf(encoding, 'encoding', ['utf8', 'utf16le', 'latin1', 'ascii', 'base64', 'base64url', 'hex'] as const);
+  }
+}
+
+export class Gatherer {
+  readonly pool: BufferPool;
+  readonly chunkSize: number;
+  private readonly heapFallback: boolean;
+
+  // The open scratch segment: [segBegin, cursor) of `chunk`. `limit` is the
+  // chunk's length while the gatherer accepts puts and -1 otherwise, so the
+  // one fit check of every put also catches a put after writeTo began.
+  private chunk: ChunkBuffer = EMPTY;
+  private view: DataView = EMPTY_VIEW;
+  private segBegin = 0;
+  private cursor = 0;
+  private limit = 0;
+
+  // Closed segments, in order (parallel arrays: no object per segment).
+  private bufs: Buffer[] = [];
+  private starts: number[] = [];
+  private ends: number[] = [];
+  private kinds: number[] = [];
+  /** Bytes in the closed segments. */
+  private closedBytes = 0;
+  /** BORROWED and OWNED segments among the closed ones. */
+  private blobs = 0;
+
+  /** Pooled buffers this gatherer owns, and the pool each goes back to. */
+  private held: Buffer[] = [];
+  private heldPools: BufferPool[] = [];
+
+  /** reserve()d regions as absolute byte positions [start, end). */
+  private reservedStarts: number[] = [];
+  private reservedEnds: number[] = [];
+
+  private state = OPEN;
+
+  constructor(options: GathererOptions) {
+    validateOptions(options, 'options');
+    if (options === undefined || options.pool === null || typeof options.pool !== 'object' || typeof options.pool.tryAcquire !== 'function') {
+      throw Object.assign(new TypeError(`Expected a BufferPool for options.pool but received ${describeType(options?.pool)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+    }
+    const { chunkSize = 4096, onBudgetExhausted = 'heap' } = options;
+    validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
+    validateOneOf(onBudgetExhausted, 'options.onBudgetExhausted', ['heap', 'throw'] as const);
+    this.pool = options.pool;
+    this.chunkSize = chunkSize;
+    this.heapFallback = onBudgetExhausted === 'heap';
+  }
+
+  /** Bytes gathered so far. */
+  get byteLength(): number {
+    return this.closedBytes + this.cursor - this.segBegin;
+  }
+
+  /** True from writeTo()/writeToFd() until that write has settled. */
+  get writing(): boolean {
+    return this.state === WRITING;
+  }
+
+  // -------------------------------------------------------------------------
+  // Hot path: fixed-width puts straight into the open chunk
+  // -------------------------------------------------------------------------
+
+  putU8(value: number): this {
+    if ((value & 0xff) !== value) badInteger(value, 0, 0xff);
+    let at = this.cursor;
+    if (at + 1 > this.limit) at = this.grow(1);
+    this.chunk[at] = value;
+    this.cursor = at + 1;
+    return this;
+  }
+
+  putI8(value: number): this {
+    if (((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
+    let at = this.cursor;
+    if (at + 1 > this.limit) at = this.grow(1);
+    this.chunk[at] = value & 0xff;
+    this.cursor = at + 1;
+    return this;
+  }
+
+  putU16BE(value: number): this {
+    if ((value & 0xffff) !== value) badInteger(value, 0, 0xffff);
+    let at = this.cursor;
+    if (at + 2 > this.limit) at = this.grow(2);
+    this.view.setUint16(at, value);
+    this.cursor = at + 2;
+    return this;
+  }
+
+  putU16LE(value: number): this {
+    if ((value & 0xffff) !== value) badInteger(value, 0, 0xffff);
+    let at = this.cursor;
+    if (at + 2 > this.limit) at = this.grow(2);
+    this.view.setUint16(at, value, true);
+    this.cursor = at + 2;
+    return this;
+  }
+
+  putI16BE(value: number): this {
+    if (((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
+    let at = this.cursor;
+    if (at + 2 > this.limit) at = this.grow(2);
+    this.view.setInt16(at, value);
+    this.cursor = at + 2;
+    return this;
+  }
+
+  putI16LE(value: number): this {
+    if (((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
+    let at = this.cursor;
+    if (at + 2 > this.limit) at = this.grow(2);
+    this.view.setInt16(at, value, true);
+    this.cursor = at + 2;
+    return this;
+  }
+
+  putU32BE(value: number): this {
+    if ((value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
+    let at = this.cursor;
+    if (at + 4 > this.limit) at = this.grow(4);
+    this.view.setUint32(at, value);
+    this.cursor = at + 4;
+    return this;
+  }
+
+  putU32LE(value: number): this {
+    if ((value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
+    let at = this.cursor;
+    if (at + 4 > this.limit) at = this.grow(4);
+    this.view.setUint32(at, value, true);
+    this.cursor = at + 4;
+    return this;
+  }
+
+  putI32BE(value: number): this {
+    if ((value | 0) !== value) badInteger(value, -0x80000000, 0x7fffffff);
+    let at = this.cursor;
+    if (at + 4 > this.limit) at = this.grow(4);
+    this.view.setInt32(at, value);
+    this.cursor = at + 4;
+    return this;
+  }
+
+  putI32LE(value: number): this {
+    if ((value | 0) !== value) badInteger(value, -0x80000000, 0x7fffffff);
+    let at = this.cursor;
+    if (at + 4 > this.limit) at = this.grow(4);
+    this.view.setInt32(at, value, true);
+    this.cursor = at + 4;
+    return this;
+  }
+
+  /** A bigint from 0 to 2^64-1, or a number from 0 to Number.MAX_SAFE_INTEGER. */
+  putU64BE(value: bigint | number): this {
+    return this.put64(value, false, false);
+  }
+
+  putU64LE(value: bigint | number): this {
+    return this.put64(value, false, true);
+  }
+
+  /** A bigint from -2^63 to 2^63-1, or a safe integer. */
+  putI64BE(value: bigint | number): this {
+    return this.put64(value, true, false);
+  }
+
+  putI64LE(value: bigint | number): this {
+    return this.put64(value, true, true);
+  }
+
+  putF32BE(value: number): this {
+    if (typeof value !== 'number') badFloat(value);
+    let at = this.cursor;
+    if (at + 4 > this.limit) at = this.grow(4);
+    this.view.setFloat32(at, value);
+    this.cursor = at + 4;
+    return this;
+  }
+
+  putF32LE(value: number): this {
+    if (typeof value !== 'number') badFloat(value);
+    let at = this.cursor;
+    if (at + 4 > this.limit) at = this.grow(4);
+    this.view.setFloat32(at, value, true);
+    this.cursor = at + 4;
+    return this;
+  }
+
+  putF64BE(value: number): this {
+    if (typeof value !== 'number') badFloat(value);
+    let at = this.cursor;
+    if (at + 8 > this.limit) at = this.grow(8);
+    this.view.setFloat64(at, value);
+    this.cursor = at + 8;
+    return this;
+  }
+
+  putF64LE(value: number): this {
+    if (typeof value !== 'number') badFloat(value);
+    let at = this.cursor;
+    if (at + 8 > this.limit) at = this.grow(8);
+    this.view.setFloat64(at, value, true);
+    this.cursor = at + 8;
+    return this;
+  }
+
+  private put64(value: bigint | number, signed: boolean, littleEndian: boolean): this {
+    check64(value, signed);
+    let at = this.cursor;
+    if (at + 8 > this.limit) at = this.grow(8);
+    write64(this.view, at, value, signed, littleEndian);
+    this.cursor = at + 8;
+    return this;
+  }
+
+  // -------------------------------------------------------------------------
+  // Variable-length bytes
+  // -------------------------------------------------------------------------
+
+  /** Copies `view`'s bytes into scratch (for small bytes; see putBytes for large ones). */
+  putSlice(view: ArrayBufferView): this {
+    validateView(view, 'view');
+    const length = view.byteLength;
+    if (length === 0) return this.checkOpen();
+    const source = view instanceof Uint8Array ? view : new Uint8Array(view.buffer, view.byteOffset, length);
+    const at = this.allocate(length);
+    this.chunk.set(source, at);
+    return this;
+  }
+
+  /** Encodes `text` into scratch; the bytes are those of Buffer.from(text, encoding). */
+  putString(text: string, encoding: BufferEncoding = 'utf8'): this {
+    if (typeof text !== 'string') {
+      throw Object.assign(new TypeError(`Expected a string for text but received ${describeType(text)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+    }
+    if (encoding !== 'utf8') validateEncoding(encoding);
+    if (text.length === 0) return this.checkOpen();
+    // utf8 needs at most 3 bytes per UTF-16 unit: when that fits, write
+    // without measuring first (one pass over the text instead of two).
+    const room = this.limit - this.cursor;
+    const bound = encoding === 'utf8' && text.length * 3 <= room ? text.length * 3 : Buffer.byteLength(text, encoding);
+    const at = this.allocate(bound);
+    // `write` returns what it wrote, which for hex with a bad digit is less than the bound.
+    this.cursor = at + this.chunk.write(text, at, bound, encoding);
+    return this;
+  }
+
+  /**
+   * Adds `view` by reference: no byte is copied, and the memory stays the
+   * caller's. It must not change until the write has completed (or reset()).
+   */
+  putBytes(view: ArrayBufferView): this {
+    validateView(view, 'view');
+    this.checkOpen();
+    const length = view.byteLength;
+    if (length === 0) return this;
+    const buffer = Buffer.isBuffer(view) ? view : Buffer.from(view.buffer, view.byteOffset, length);
+    this.flush();
+    this.pushSegment(buffer, 0, length, BORROWED);
+    return this;
+  }
+
+  /**
+   * Adds a pooled Buffer (the very one an acquire returned) by reference and
+   * takes ownership of it: the gatherer releases it to its pool after the
+   * write, on reset(), or when compact() has copied it. If putOwned throws,
+   * the caller still owns the buffer.
+   */
+  putOwned(buffer: Buffer): this {
+    validateView(buffer, 'buffer');
+    this.checkOpen();
+    const pool = poolOf(buffer);
+    if (pool === null || !Buffer.isBuffer(buffer)) {
+      throw new IobufError('putOwned takes a pooled Buffer that is still out (the very Buffer an acquire returned, not a slice)', 'ERR_IOBUF_FOREIGN_BUFFER');
+    }
+    if (this.held.includes(buffer)) {
+      throw new IobufError('This buffer is owned by this gatherer already; a second putOwned would release it twice', 'ERR_IOBUF_DOUBLE_RELEASE');
+    }
+    this.flush();
+    this.pushSegment(buffer, 0, buffer.length, OWNED);
+    this.held.push(buffer);
+    this.heldPools.push(pool);
+    return this;
+  }
+
+  /**
+   * Appends everything `other` gathered and empties it (it stays open, as if
+   * reset). Blobs move by reference, and ownership of `other`'s scratch and
+   * owned buffers moves to this gatherer. When `other` holds only scratch
+   * bytes they are copied into this gatherer's scratch (one segment, not
+   * two) and `other`'s chunks go back to the pool. Reserved regions move
+   * along, at their new positions.
+   */
+  putGatherer(other: Gatherer): this {
+    if (!(other instanceof Gatherer)) {
+      throw Object.assign(new TypeError(`Expected a Gatherer for other but received ${describeType(other)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+    }
+    if (other === this) {
+      throw Object.assign(new TypeError('Expected another Gatherer for other but received this one'), { code: 'ERR_INVALID_ARG_VALUE' });
+    }
+    this.checkOpen();
+    other.checkOpen();
+    const base = this.byteLength;
+    const length = other.byteLength;
+    if (length === 0) {
+      other.reset();  // it may hold a chunk all the same (putString of bad hex writes nothing)
+      return this;
+    }
+    other.flush();
+    if (other.blobs === 0) {
+      const at = this.allocate(length);
+      let offset = at;
+      for (let i = 0; i < other.bufs.length; i++) {
+        other.bufs[i].copy(this.chunk, offset, other.starts[i], other.ends[i]);
+        offset += other.ends[i] - other.starts[i];
+      }
+      this.adoptReservations(other, base);
+      other.reset();
+      return this;
+    }
+    this.flush();
+    for (let i = 0; i < other.bufs.length; i++) {
+      this.bufs.push(other.bufs[i]);
+      this.starts.push(other.starts[i]);
+      this.ends.push(other.ends[i]);
+      this.kinds.push(other.kinds[i]);
+    }
+    this.closedBytes += other.closedBytes;
+    this.blobs += other.blobs;
+    for (let i = 0; i < other.held.length; i++) {
+      this.held.push(other.held[i]);
+      this.heldPools.push(other.heldPools[i]);
+    }
+    this.adoptReservations(other, base);
+    other.held = [];
+    other.heldPools = [];
+    other.clear();
+    return this;
+  }
+
+  // -------------------------------------------------------------------------
+  // Reserve now, patch later (length prefixes)
+  // -------------------------------------------------------------------------
+
+  /**
+   * Reserves `length` zeroed scratch bytes and returns their position (the
+   * byte offset from the start of the message), for patch*() once the value
+   * is known.
+   */
+  reserve(length: number): number {
+    validateInteger(length, 'length', 0, 2 ** 30);
+    const position = this.byteLength;
+    if (length === 0) {
+      this.checkOpen();
+      return position;
+    }
+    const at = this.allocate(length);
+    this.chunk.fill(0, at, at + length);
+    this.reservedStarts.push(position);
+    this.reservedEnds.push(position + length);
+    return position;
+  }
+
+  patchU8(at: number, value: number): this {
+    if ((value & 0xff) !== value) badInteger(value, 0, 0xff);
+    this.locate(at, 1).setUint8(this.patchOffset, value);
+    return this;
+  }
+
+  patchI8(at: number, value: number): this {
+    if (((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
+    this.locate(at, 1).setInt8(this.patchOffset, value);
+    return this;
+  }
+
+  patchU16BE(at: number, value: number): this { return this.patch16(at, value, false, false); }
+  patchU16LE(at: number, value: number): this { return this.patch16(at, value, false, true); }
+  patchI16BE(at: number, value: number): this { return this.patch16(at, value, true, false); }
+  patchI16LE(at: number, value: number): this { return this.patch16(at, value, true, true); }
+  patchU32BE(at: number, value: number): this { return this.patch32(at, value, false, false); }
+  patchU32LE(at: number, value: number): this { return this.patch32(at, value, false, true); }
+  patchI32BE(at: number, value: number): this { return this.patch32(at, value, true, false); }
+  patchI32LE(at: number, value: number): this { return this.patch32(at, value, true, true); }
+  patchU64BE(at: number, value: bigint | number): this { return this.patch64(at, value, false, false); }
+  patchU64LE(at: number, value: bigint | number): this { return this.patch64(at, value, false, true); }
+  patchI64BE(at: number, value: bigint | number): this { return this.patch64(at, value, true, false); }
+  patchI64LE(at: number, value: bigint | number): this { return this.patch64(at, value, true, true); }
+  patchF32BE(at: number, value: number): this { return this.patchFloat(at, value, 4, false); }
+  patchF32LE(at: number, value: number): this { return this.patchFloat(at, value, 4, true); }
+  patchF64BE(at: number, value: number): this { return this.patchFloat(at, value, 8, false); }
+  patchF64LE(at: number, value: number): this { return this.patchFloat(at, value, 8, true); }
+
+  private patch16(at: number, value: number, signed: boolean, littleEndian: boolean): this {
+    if (signed ? ((value << 16) >> 16) !== value : (value & 0xffff) !== value) {
+      badInteger(value, signed ? -0x8000 : 0, signed ? 0x7fff : 0xffff);
+    }
+    this.locate(at, 2).setUint16(this.patchOffset, value & 0xffff, littleEndian);
+    return this;
+  }
+
+  private patch32(at: number, value: number, signed: boolean, littleEndian: boolean): this {
+    if (signed ? (value | 0) !== value : (value >>> 0) !== value) {
+      badInteger(value, signed ? -0x80000000 : 0, signed ? 0x7fffffff : 0xffffffff);
+    }
+    this.locate(at, 4).setUint32(this.patchOffset, value >>> 0, littleEndian);
+    return this;
+  }
+
+  private patch64(at: number, value: bigint | number, signed: boolean, littleEndian: boolean): this {
+    check64(value, signed);
+    write64(this.locate(at, 8), this.patchOffset, value, signed, littleEndian);
+    return this;
+  }
+
+  private patchFloat(at: number, value: number, width: 4 | 8, littleEndian: boolean): this {
+    if (typeof value !== 'number') badFloat(value);
+    const view = this.locate(at, width);
+    if (width === 4) view.setFloat32(this.patchOffset, value, littleEndian);
+    else view.setFloat64(this.patchOffset, value, littleEndian);
+    return this;
+  }
+
+  /** Set by locate(): the byte offset, in the DataView it returned, of the position asked for. */
+  private patchOffset = 0;
+
+  /** The DataView over the scratch bytes at message position `at`, which must lie in one reserve()d region. */
+  private locate(at: number, width: number): DataView {
+    validateInteger(at, 'at', 0, Number.MAX_SAFE_INTEGER);
+    this.checkOpen();
+    let inside = false;
+    for (let i = this.reservedStarts.length - 1; i >= 0; i--) {
+      if (this.reservedStarts[i] <= at && at + width <= this.reservedEnds[i]) {
+        inside = true;
+        break;
+      }
+    }
+    if (!inside) {
+      throw Object.assign(new RangeError(`Expected the position of ${width} bytes inside a region reserve() returned for at but received ${at}`), { code: 'ERR_OUT_OF_RANGE' });
+    }
+    // A reserved region never straddles two segments: reserve() takes it in
+    // one piece, and compact() / putGatherer() only join segments.
+    if (at >= this.closedBytes) {
+      this.patchOffset = this.segBegin + at - this.closedBytes;
+      return this.view;
+    }
+    let position = 0;
+    for (let i = 0; ; i++) {
+      const length = this.ends[i] - this.starts[i];
+      if (at < position + length) {
+        this.patchOffset = this.starts[i] + at - position;
+        return dataViewOf(this.bufs[i]);
+      }
+      position += length;
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Reading the segments
+  // -------------------------------------------------------------------------
+
+  /**
+   * The message as Buffers, in order: views of the scratch bytes, and the
+   * caller's own Buffer for putBytes/putOwned (the very object, when a
+   * Buffer was passed). Valid until the write completes or reset().
+   */
+  segments(): Buffer[] {
+    if (this.state === OPEN) this.flush();
+    const count = this.bufs.length;
+    const out = new Array<Buffer>(count);
+    for (let i = 0; i < count; i++) out[i] = this.segment(i);
+    return out;
+  }
+
+  /** Number of segments (what segments().length would be). */
+  get segmentCount(): number {
+    return this.bufs.length + (this.cursor > this.segBegin ? 1 : 0);
+  }
+
+  /**
+   * Appends one entry per segment to `iov` (an IoVecArray). The memory stays
+   * this gatherer's: write with it before reset(), and do not put more into
+   * the gatherer while the iovec is in use.
+   */
+  toIoVec(iov: IoVecTarget): IoVecTarget {
+    if (iov === null || typeof iov !== 'object' || typeof iov.push !== 'function') {
+      throw Object.assign(new TypeError(`Expected an IoVecArray for iov but received ${describeType(iov)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+    }
+    if (this.state === OPEN) this.flush();
+    for (let i = 0; i < this.bufs.length; i++) iov.push(this.bufs[i], this.starts[i], this.ends[i] - this.starts[i]);
+    return iov;
+  }
+
+  private segment(i: number): Buffer {
+    const buffer = this.bufs[i];
+    const start = this.starts[i];
+    const end = this.ends[i];
+    return start === 0 && end === buffer.length && this.kinds[i] !== SCRATCH ? buffer : buffer.subarray(start, end);
+  }
+
+  /**
+   * Merges every run of two or more adjacent segments that are each shorter
+   * than `threshold` bytes into one scratch segment (a copy). Longer
+   * segments are not touched. Owned buffers whose bytes were copied go back
+   * to the pool at once. The bytes of the message do not change.
+   */
+  compact(threshold: number): this {
+    validateInteger(threshold, 'threshold', 0, 2 ** 30);
+    this.checkOpen();
+    this.flush();
+    const count = this.bufs.length;
+    if (count < 2) return this;
+    const { bufs, starts, ends, kinds } = this;
+    const newBufs: Buffer[] = [];
+    const newStarts: number[] = [];
+    const newEnds: number[] = [];
+    const newKinds: number[] = [];
+    const copiedOwned: Buffer[] = [];
+    let merged = false;
+    let i = 0;
+    while (i < count) {
+      let j = i;
+      let total = 0;
+      while (j < count && ends[j] - starts[j] < threshold) total += ends[j] - starts[j], j++;
+      if (j - i >= 2) {
+        // Scratch for the run comes from the open chunk like any put.
+        const at = this.allocate(total);
+        this.segBegin = this.cursor;  // the run is placed in the list here, not in the open segment
+        let offset = at;
+        for (let k = i; k < j; k++) {
+          bufs[k].copy(this.chunk, offset, starts[k], ends[k]);
+          offset += ends[k] - starts[k];
+          if (kinds[k] !== SCRATCH) this.blobs--;
+          if (kinds[k] === OWNED) copiedOwned.push(bufs[k]);
+        }
+        // Its own segment even when it lands right after a scratch segment
+        // in memory: segments of threshold bytes or more stay as they were.
+        newBufs.push(this.chunk);
+        newStarts.push(at);
+        newEnds.push(at + total);
+        newKinds.push(SCRATCH);
+        merged = true;
+        i = j;
+      } else {
+        const end = j === i ? i + 1 : j;
+        for (let k = i; k < end; k++) {
+          newBufs.push(bufs[k]);
+          newStarts.push(starts[k]);
+          newEnds.push(ends[k]);
+          newKinds.push(kinds[k]);
+        }
+        i = end;
+      }
+    }
+    if (!merged) return this;
+    this.bufs = newBufs;
+    this.starts = newStarts;
+    this.ends = newEnds;
+    this.kinds = newKinds;
+    this.releaseUnused(copiedOwned);
+    return this;
+  }
+
+  // -------------------------------------------------------------------------
+  // Writing
+  // -------------------------------------------------------------------------
+
+  /**
+   * Writes the message to a socket: cork, one write() per segment, uncork —
+   * libuv sends the segments with one writev and no copy. Resolves when the
+   * last write's callback has run (the bytes are with the kernel); then the
+   * scratch and owned buffers go back to the pool and the gatherer is spent
+   * until reset().
+   *
+   * Backpressure: when the socket already needs a 'drain' at the call, the
+   * write waits for it. The message itself is always written in full (a
+   * write() returning false does not split it), so the next writeTo() is
+   * the one that waits.
+   *
+   * A socket error or close before completion rejects (with the socket's
+   * error, else ERR_IOBUF_SOCKET_CLOSED), after the socket is destroyed and
+   * closed (libuv no longer reads the memory) and every pooled buffer is
+   * back in the pool.
+   */
+  writeTo(socket: Writable): Promise<void> {
+    if (socket === null || typeof socket !== 'object' || typeof (socket as Writable).write !== 'function') {
+      return Promise.reject(Object.assign(new TypeError(`Expected a net.Socket or stream.Writable for socket but received ${describeType(socket)}`), { code: 'ERR_INVALID_ARG_TYPE' }));
+    }
+    if (this.state !== OPEN) return Promise.reject(this.stateError());
+    this.flush();
+    this.state = WRITING;
+    this.limit = -1;
+    return new Promise<void>((resolve, reject) => this.startSocketWrite(socket, resolve, reject));
+  }
+
+  private startSocketWrite(socket: Writable, resolve: () => void, reject: (error: Error) => void): void {
+    if (socket.destroyed) {
+      // Nothing reaches libuv: the memory is free to go at once.
+      this.settle(socket.errored ?? new IobufError('The socket is destroyed', 'ERR_IOBUF_SOCKET_CLOSED'), resolve, reject);
+      return;
+    }
+    const count = this.bufs.length;
+    if (count === 0) {
+      this.settle(null, resolve, reject);
+      return;
+    }
+    let closed = false;
+    let failure: Error | null = null;
+    let done = false;
+    const cleanup = () => {
+      socket.removeListener('error', onError);
+      socket.removeListener('close', onClose);
+      socket.removeListener('drain', writeAll);
+    };
+    // Ends the write once it is safe to release: at success, or on failure
+    // once the socket has closed (its pending writes are finished or cancelled).
+    const finish = (error: Error | null) => {
+      if (done) return;
+      if (error !== null) {
+        failure ??= error;
+        if (!closed) {
+          if (!socket.destroyed) socket.destroy(failure);
+          return;  // onClose finishes
+        }
+      }
+      done = true;
+      cleanup();
+      this.settle(failure, resolve, reject);
+    };
+    const onError = (error: Error) => { failure ??= error; };
+    const onClose = () => {
+      closed = true;
+      finish(failure ?? socket.errored ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+    };
+    // A write callback after destroy() reports no error (Node's stream_base
+    // does that for cancelled writes), so a destroyed socket means failure.
+    const onWritten = (error?: Error | null) => {
+      if (error || socket.destroyed) finish(error ?? socket.errored ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+      else finish(null);
+    };
+    const writeAll = () => {
+      socket.removeListener('drain', writeAll);
+      socket.cork();
+      for (let i = 0; i < count - 1; i++) socket.write(this.segment(i));
+      socket.write(this.segment(count - 1), onWritten);
+      socket.uncork();
+    };
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    if (socket.writableNeedDrain) socket.on('drain', writeAll);
+    else writeAll();
+  }
+
+  /** The write is over: every pooled buffer back, the gatherer spent. */
+  private settle(error: Error | null, resolve: () => void, reject: (error: Error) => void): void {
+    let releaseError: Error | null = null;
+    try {
+      this.releaseAll();
+    } catch (caught) {
+      releaseError = caught as Error;
+    }
+    this.clear();
+    this.state = SPENT;
+    this.limit = -1;
+    const reason = error ?? releaseError;
+    if (reason === null) resolve();
+    else reject(reason);
+  }
+
+  // -------------------------------------------------------------------------
+  // Reuse
+  // -------------------------------------------------------------------------
+
+  /**
+   * Releases every pooled buffer and empties the gatherer, which accepts puts
+   * again. Throws ERR_IOBUF_GATHERER_BUSY while a write is in progress.
+   */
+  reset(): this {
+    if (this.state === WRITING) throw this.stateError();
+    try {
+      this.releaseAll();
+    } finally {
+      this.clear();
+      this.state = OPEN;
+    }
+    return this;
+  }
+
+  /** `using g = new Gatherer(…)`: reset at scope exit (a write in progress releases when it ends). */
+  [Symbol.dispose](): void {
+    if (this.state !== WRITING) this.reset();
+  }
+
+  // -------------------------------------------------------------------------
+  // Internals
+  // -------------------------------------------------------------------------
+
+  private checkOpen(): this {
+    if (this.state !== OPEN) throw this.stateError();
+    return this;
+  }
+
+  private stateError(): IobufError {
+    return this.state === WRITING
+      ? new IobufError('The gatherer is being written; wait for the write to finish, then reset() it', 'ERR_IOBUF_GATHERER_BUSY')
+      : new IobufError('The gatherer was written and is spent; reset() it to use it again', 'ERR_IOBUF_GATHERER_SPENT');
+  }
+
+  /** `length` contiguous scratch bytes at the cursor (a new chunk when they do not fit); returns their offset in `chunk`. */
+  private allocate(length: number): number {
+    let at = this.cursor;
+    if (at + length > this.limit) at = this.grow(length);
+    this.cursor = at + length;
+    return at;
+  }
+
+  /**
+   * A put did not fit (or the gatherer is not open): close the open segment
+   * and start a new chunk of at least `length` bytes. Returns the cursor (0).
+   */
+  private grow(length: number): number {
+    if (this.state !== OPEN) throw this.stateError();
+    this.flush();
+    const chunk = this.takeScratch(length > this.chunkSize ? length : this.chunkSize);
+    this.chunk = chunk;
+    this.view = dataViewOf(chunk);
+    this.segBegin = 0;
+    this.cursor = 0;
+    this.limit = chunk.length;
+    return 0;
+  }
+
+  private takeScratch(size: number): Buffer {
+    const buffer = this.pool.tryAcquire(size);
+    if (buffer !== null) {
+      this.held.push(buffer);
+      this.heldPools.push(this.pool);
+      return buffer;
+    }
+    if (!this.heapFallback) {
+      throw new IobufError(`The pool's budget is spent: no ${size}-byte scratch chunk (onBudgetExhausted: 'throw')`, 'ERR_IOBUF_BUDGET_EXHAUSTED');
+    }
+    return Buffer.allocUnsafeSlow(size);
+  }
+
+  /** Closes the open scratch segment into the list. */
+  private flush(): void {
+    const begin = this.segBegin;
+    const end = this.cursor;
+    if (end === begin) return;
+    this.closedBytes += end - begin;
+    this.segBegin = end;
+    const last = this.bufs.length - 1;
+    if (last >= 0 && this.bufs[last] === this.chunk && this.ends[last] === begin) this.ends[last] = end;
+    else this.pushSegment(this.chunk, begin, end, SCRATCH, false);
+  }
+
+  private pushSegment(buffer: Buffer, start: number, end: number, kind: number, count = true): void {
+    this.bufs.push(buffer);
+    this.starts.push(start);
+    this.ends.push(end);
+    this.kinds.push(kind);
+    if (count) this.closedBytes += end - start;
+    if (kind !== SCRATCH) this.blobs++;
+  }
+
+  private adoptReservations(other: Gatherer, base: number): void {
+    for (let i = 0; i < other.reservedStarts.length; i++) {
+      this.reservedStarts.push(base + other.reservedStarts[i]);
+      this.reservedEnds.push(base + other.reservedEnds[i]);
+    }
+  }
+
+  /** Releases `owned` (copied by compact) and every scratch chunk no segment uses any more. */
+  private releaseUnused(owned: Buffer[]): void {
+    const used = new Set<Buffer>(this.bufs);
+    used.add(this.chunk);
+    const held: Buffer[] = [];
+    const heldPools: BufferPool[] = [];
+    const free: Array<[Buffer, BufferPool]> = [];
+    for (let i = 0; i < this.held.length; i++) {
+      if (used.has(this.held[i]) && !owned.includes(this.held[i])) {
+        held.push(this.held[i]);
+        heldPools.push(this.heldPools[i]);
+      } else {
+        free.push([this.held[i], this.heldPools[i]]);
+      }
+    }
+    this.held = held;
+    this.heldPools = heldPools;
+    releaseEach(free);
+  }
+
+  private releaseAll(): void {
+    const free: Array<[Buffer, BufferPool]> = this.held.map((buffer, i) => [buffer, this.heldPools[i]]);
+    this.held = [];
+    this.heldPools = [];
+    releaseEach(free);
+  }
+
+  /** Forgets every segment, reservation and chunk (after they were released or handed on). */
+  private clear(): void {
+    this.chunk = EMPTY;
+    this.view = EMPTY_VIEW;
+    this.segBegin = 0;
+    this.cursor = 0;
+    this.limit = 0;
+    this.bufs = [];
+    this.starts = [];
+    this.ends = [];
+    this.kinds = [];
+    this.closedBytes = 0;
+    this.blobs = 0;
+    this.reservedStarts = [];
+    this.reservedEnds = [];
+  }
+}
+
+/**
+ * Releases every buffer, even when one release throws. A pool that was
+ * force-closed has freed the memory already (ERR_IOBUF_POOL_CLOSED): nothing
+ * to give back. Any other error is thrown after all the others are released.
+ */
+function releaseEach(buffers: Array<[Buffer, BufferPool]>): void {
+  let first: unknown = null;
+  for (const [buffer, pool] of buffers) {
+    try {
+      pool.release(buffer);
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') first ??= error;
+    }
+  }
+  if (first !== null) throw first;
+}
+
+/** Writes a validated 64-bit value: a bigint directly, a safe integer as two 32-bit halves (no BigInt made). */
+function write64(view: DataView, at: number, value: bigint | number, signed: boolean, littleEndian: boolean): void {
+  if (typeof value === 'bigint') {
+    if (signed) view.setBigInt64(at, value, littleEndian);
+    else view.setBigUint64(at, value, littleEndian);
+    return;
+  }
+  // Math.floor keeps the sign for negative values; `>>> 0` is value mod 2^32.
+  const high = Math.floor(value / TWO_32);
+  const low = value >>> 0;
+  if (littleEndian) {
+    view.setUint32(at, low, true);
+    view.setInt32(at + 4, high | 0, true);
+  } else {
+    view.setInt32(at, high | 0);
+    view.setUint32(at + 4, low);
+  }
+}
