@@ -17,7 +17,10 @@ export type IobufErrorCode =
   | 'ERR_IOBUF_IOVEC_INVALID'
   | 'ERR_IOBUF_IOVEC_CLOSED'
   | 'ERR_IOBUF_IOVEC_FULL'
-  | 'ERR_IOBUF_IOVEC_BUSY';
+  | 'ERR_IOBUF_IOVEC_BUSY'
+  | 'ERR_IOBUF_FRAME_TOO_LARGE'
+  | 'ERR_IOBUF_FRAME_TRUNCATED'
+  | 'ERR_IOBUF_FRAME_INVALID';
 
 export class IobufError extends Error {
   /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */

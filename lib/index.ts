@@ -16,3 +16,7 @@ export {
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
 } from './iovec';
 export type { IoVecWriteError } from './iovec';
+export { FrameAssembler, Frame, MAX_HEADER_LENGTH } from './frames';
+export type {
+  FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, LengthPrefix,
+} from './frames';
