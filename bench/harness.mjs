@@ -34,10 +34,16 @@ export const BENCH_DIR = path.dirname(HARNESS);
 export const ROOT = path.join(BENCH_DIR, '..');
 const RESULT_MARK = '@@bench-result ';
 
-/** The built package (dist/), loaded lazily so the parent never maps the addon. */
+/**
+ * The built package's directory: dist/, or IOBUF_BENCH_DIST to measure another
+ * build of it (e.g. a candidate change compiled elsewhere) with the same suites.
+ */
+export const DIST = path.resolve(process.env.IOBUF_BENCH_DIST ?? path.join(ROOT, 'dist'));
+
+/** The built package (DIST), loaded lazily so the parent never maps the addon. */
 let iobufModule;
 export function iobuf() {
-  iobufModule ??= createRequire(import.meta.url)('../dist/index.js');
+  iobufModule ??= createRequire(import.meta.url)(path.join(DIST, 'index.js'));
   return iobufModule;
 }
 

@@ -1,0 +1,469 @@
+// Benchmarks of the BufferPool (issue 3): the hot path (tryAcquire + release)
+// against a pure-JS free list, typedarray-pool and Buffer.allocUnsafe, one at a
+// time and in batches of 16; GCs in a steady state; two worker threads sharing
+// one pool; and how long a waiter takes to resume after a release in another
+// thread. The worker side is bench/workers/pool-worker.mjs.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { BENCH_DIR, formatBytes, formatNs, gcCounter, iobuf, median, timeOps } from './harness.mjs';
+
+const KiB = 1024;
+const WORKER = path.join(BENCH_DIR, 'workers', 'pool-worker.mjs');
+const now = process.hrtime.bigint;
+
+// Control words shared with the workers (same indices in pool-worker.mjs).
+const CONTROL = { READY: 0, GO: 1, DONE: 2, FLAG: 3, HELD: 4, WORDS: 8 };
+
+// ---------------------------------------------------------------------------
+// The competitors: each makes { acquire(size), release(buffer) } for one size
+// ---------------------------------------------------------------------------
+
+/** Baseline: an array used as a stack of pre-made Buffer views over one slab. */
+function freeList(size, count = 32) {
+  const slab = Buffer.allocUnsafeSlow(size * count).buffer;
+  const stack = [];
+  for (let i = 0; i < count; i++) stack.push(Buffer.from(slab, i * size, size));
+  return {
+    acquire: () => stack.pop() ?? null,
+    release: (buffer) => { stack.push(buffer); },
+  };
+}
+
+function bufferPool(options) {
+  const pool = new (iobuf().BufferPool)(options);
+  return {
+    acquire: (size) => pool.tryAcquire(size),
+    release: (buffer) => pool.release(buffer),
+  };
+}
+
+function typedarrayPool() {
+  const { mallocBuffer, freeBuffer } = createRequire(import.meta.url)('typedarray-pool');
+  return { acquire: mallocBuffer, release: freeBuffer };
+}
+
+const allocUnsafe = () => ({ acquire: (size) => Buffer.allocUnsafe(size), release: () => {} });
+
+const POOL = 'BufferPool';
+const POOL_NO_LEAKS = 'BufferPool (leakDetection: off)';
+const FREE_LIST = 'JS free list';
+const TYPEDARRAY_POOL = 'typedarray-pool';
+const ALLOC_UNSAFE = 'Buffer.allocUnsafe';
+
+const MAKERS = {
+  [FREE_LIST]: (size) => freeList(size),
+  [POOL]: () => bufferPool(),
+  [POOL_NO_LEAKS]: () => bufferPool({ leakDetection: 'off' }),
+  [TYPEDARRAY_POOL]: () => typedarrayPool(),
+  [ALLOC_UNSAFE]: () => allocUnsafe(),
+};
+
+// ---------------------------------------------------------------------------
+// acquire + release, one at a time and in batches of 16
+// ---------------------------------------------------------------------------
+
+const timing = (ctx) => (ctx.full ? { samples: 11, sampleMs: 20, warmupMs: 100 } : { samples: 7, sampleMs: 10, warmupMs: 40 });
+
+/** One pair per op. */
+const pairTrial = (name) => async (size, ctx) => {
+  const { acquire, release } = MAKERS[name](size);
+  return timeOps(() => {
+    const buffer = acquire(size);
+    release(buffer);
+    return buffer;
+  }, timing(ctx));
+};
+
+const BATCH = 16;
+
+/** BATCH acquires, then BATCH releases; reported per pair. */
+const batchTrial = (name) => async (size, ctx) => {
+  const { acquire, release } = MAKERS[name](size);
+  const held = new Array(BATCH).fill(null);
+  const result = await timeOps(() => {
+    for (let i = 0; i < BATCH; i++) held[i] = acquire(size);
+    for (let i = 0; i < BATCH; i++) release(held[i]);
+    return held[0];
+  }, timing(ctx));
+  const { exGcNs, scavenges, markSweeps, gcShare } = result.extras;
+  return {
+    value: result.value / BATCH,
+    extras: { exGcNs: exGcNs / BATCH, scavenges: scavenges / BATCH, markSweeps: markSweeps / BATCH, gcShare },
+  };
+};
+
+const HOT_COMPETITORS = [FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, ALLOC_UNSAFE];
+
+const ratioDetail = (cell, base) => `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}×`;
+const measured = (...cells) => cells.every((c) => c && !c.skip && Number.isFinite(c.value));
+
+/** The targets of issue 3 for the hot path, for a table whose rows are sizes. */
+function hotTargets(sizes, label) {
+  return [
+    {
+      name: `${label}: ${POOL} ≤ 2.5× ${FREE_LIST} at 64 KiB`,
+      check: (get) => {
+        const cell = get(POOL, 64 * KiB);
+        if (!measured(cell)) return { pass: null, detail: 'not measured' };
+        return { pass: cell.ratio <= 2.5, detail: ratioDetail(cell, get(FREE_LIST, 64 * KiB)) };
+      },
+    },
+    {
+      name: `${label}: ${POOL} faster than ${TYPEDARRAY_POOL} at every size`,
+      check: (get) => {
+        const parts = sizes.map((size) => {
+          const pool = get(POOL, size);
+          const peer = get(TYPEDARRAY_POOL, size);
+          return measured(pool, peer) ? { size, r: pool.value / peer.value } : null;
+        }).filter(Boolean);
+        if (parts.length === 0) return { pass: null, detail: 'not measured' };
+        return {
+          pass: parts.every((p) => p.r < 1),
+          detail: parts.map((p) => `${formatBytes(p.size)} ${p.r.toFixed(2)}×`).join(', ') + ` (${POOL} ÷ ${TYPEDARRAY_POOL})`,
+        };
+      },
+    },
+    {
+      name: `${label}: ${POOL} ≥ 30× faster than ${ALLOC_UNSAFE}(65536)`,
+      check: (get) => {
+        const pool = get(POOL, 64 * KiB);
+        const alloc = get(ALLOC_UNSAFE, 64 * KiB);
+        if (!measured(pool, alloc)) return { pass: null, detail: 'not measured' };
+        const speedup = alloc.value / pool.value;
+        return { pass: speedup >= 30, detail: `${formatNs(alloc.value)} vs ${formatNs(pool.value)} = ${speedup.toFixed(1)}× faster` };
+      },
+    },
+  ];
+}
+
+const HOT_EXTRAS = [
+  { key: 'scavenges', label: 'GC scavenges per 1000 pairs' },
+  { key: 'exGcNs', label: 'time per pair without the GC share', format: formatNs },
+];
+
+const PAIR_SIZES = { quick: [256, 4 * KiB, 64 * KiB, 1024 * KiB], full: [256, 2 * KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1024 * KiB] };
+const BATCH_SIZES = { quick: [4 * KiB, 64 * KiB], full: [256, 4 * KiB, 64 * KiB, 1024 * KiB] };
+
+const pairTable = {
+  id: 'acquire-release',
+  title: 'tryAcquire + release, one pair at a time',
+  unit: 'time per pair',
+  better: 'lower',
+  params: PAIR_SIZES,
+  paramLabel: formatBytes,
+  processes: { quick: 3, full: 7 },
+  nodeArgs: ['--expose-gc'],
+  baseline: FREE_LIST,
+  competitors: HOT_COMPETITORS.map((name) => ({ name, run: pairTrial(name) })),
+  extras: HOT_EXTRAS,
+  targets: hotTargets(PAIR_SIZES.full, 'one at a time'),
+};
+
+const batchTable = {
+  id: 'batch',
+  title: `tryAcquire ×${BATCH}, then release ×${BATCH}`,
+  unit: 'time per pair',
+  better: 'lower',
+  params: BATCH_SIZES,
+  paramLabel: formatBytes,
+  processes: { quick: 3, full: 7 },
+  nodeArgs: ['--expose-gc'],
+  baseline: FREE_LIST,
+  competitors: HOT_COMPETITORS.map((name) => ({ name, run: batchTrial(name) })),
+  extras: HOT_EXTRAS,
+  targets: hotTargets(BATCH_SIZES.full, `batches of ${BATCH}`),
+};
+
+// ---------------------------------------------------------------------------
+// Steady state: 1,000,000 pairs of 64 KiB, GCs counted
+// ---------------------------------------------------------------------------
+
+const STEADY_PAIRS = 1_000_000;
+
+const steadyTrial = (name) => async (size) => {
+  const { acquire, release } = MAKERS[name](size);
+  const loop = (count) => {
+    let last = null;
+    for (let i = 0; i < count; i++) {
+      last = acquire(size);
+      release(last);
+    }
+    return last;
+  };
+  loop(20_000); // slabs mapped, views made, code optimized
+  globalThis.gc?.();
+  const gc = gcCounter();
+  gc.start();
+  const start = now();
+  loop(STEADY_PAIRS);
+  const ns = Number(now() - start);
+  gc.stop();
+  const { scavenges, markSweeps, gcMs } = await gc.counts();
+  return { value: scavenges, extras: { markSweeps, totalMs: ns / 1e6, gcMs } };
+};
+
+const steadyTable = {
+  id: 'steady-gc',
+  title: `GCs during ${STEADY_PAIRS.toLocaleString('en')} acquire/release pairs`,
+  unit: 'GC scavenges',
+  better: 'lower',
+  format: (v) => (Number.isFinite(v) ? String(Math.round(v)) : '–'),
+  params: { quick: [64 * KiB], full: [64 * KiB] },
+  paramLabel: formatBytes,
+  processes: { quick: 3, full: 5 },
+  nodeArgs: ['--expose-gc'],
+  baseline: ALLOC_UNSAFE,
+  competitors: [ALLOC_UNSAFE, FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL].map((name) => ({ name, run: steadyTrial(name) })),
+  extras: [
+    { key: 'markSweeps', label: 'GC mark-sweeps', format: (v) => String(Math.round(v)) },
+    { key: 'totalMs', label: 'time for all the pairs', format: (v) => `${v.toFixed(1)} ms` },
+    { key: 'gcMs', label: 'time in GC', format: (v) => `${v.toFixed(1)} ms` },
+  ],
+  targets: [{
+    name: `${POOL}: 0 scavenges in ${STEADY_PAIRS.toLocaleString('en')} pairs of 64 KiB`,
+    check: (get) => {
+      const cell = get(POOL, 64 * KiB);
+      if (!measured(cell)) return { pass: null, detail: 'not measured' };
+      const runs = cell.runs.map((v) => Math.round(v)).join(', ');
+      return { pass: cell.runs.every((v) => v === 0), detail: `${runs} per process (${ALLOC_UNSAFE}: ${Math.round(get(ALLOC_UNSAFE, 64 * KiB).value)})` };
+    },
+  }],
+};
+
+// ---------------------------------------------------------------------------
+// Threads: N workers, each looping tryAcquire+release on one shared pool
+// ---------------------------------------------------------------------------
+
+const controlWords = () => new Int32Array(new SharedArrayBuffer(CONTROL.WORDS * 4));
+
+/** Resolves when ctrl[word] >= value; rejects after `ms` (a worker died or hangs). */
+async function reach(ctrl, word, value, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const seen = Atomics.load(ctrl, word);
+    if (seen >= value) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for control word ${word} to reach ${value}`);
+    const waiting = Atomics.waitAsync(ctrl, word, seen, 1000);
+    if (waiting.async) await waiting.value;
+  }
+}
+
+function startWorkers(count, data, failures) {
+  return Array.from({ length: count }, (_, index) => {
+    const worker = new Worker(WORKER, { workerData: { ...data, index } });
+    worker.on('error', (error) => failures.push(error));
+    return worker;
+  });
+}
+
+async function stopWorkers(workers, failures) {
+  await Promise.all(workers.map((w) => w.terminate()));
+  if (failures.length) throw failures[0];
+}
+
+const throughputTrial = (kind) => async (threads, ctx) => {
+  const size = 64 * KiB;
+  const rounds = ctx.full ? 9 : 5;
+  const count = ctx.full ? 4_000_000 : 2_000_000;
+  const ctrl = controlWords();
+  const times = new BigInt64Array(new SharedArrayBuffer(8 * 2 * threads * rounds));
+  const pool = kind === 'pool' ? new (iobuf().BufferPool)() : null;
+  const failures = [];
+  const workers = startWorkers(threads, {
+    role: 'throughput', kind, size, count, rounds, threads, warmup: 200_000,
+    handle: pool?.handle, ctrlBuffer: ctrl.buffer, timesBuffer: times.buffer,
+  }, failures);
+  const rates = [];
+  const perThread = [];
+  try {
+    for (let round = 0; round < rounds; round++) {
+      await reach(ctrl, CONTROL.READY, threads * (round + 1));  // every worker warmed up and at the barrier
+      Atomics.store(ctrl, CONTROL.GO, round + 1);
+      Atomics.notify(ctrl, CONTROL.GO);
+      await reach(ctrl, CONTROL.DONE, threads * (round + 1));
+      let first = Infinity;
+      let last = -Infinity;
+      for (let t = 0; t < threads; t++) {
+        const start = Number(times[(round * threads + t) * 2]);
+        const end = Number(times[(round * threads + t) * 2 + 1]);
+        first = Math.min(first, start);
+        last = Math.max(last, end);
+        perThread.push(count / ((end - start) / 1e3));
+      }
+      rates.push((threads * count) / ((last - first) / 1e3));  // pairs per µs = millions per second
+    }
+  } finally {
+    await stopWorkers(workers, failures);
+  }
+  return { value: median(rates), extras: { perThread: median(perThread) } };
+};
+
+const THREADS_POOL = 'BufferPool, one pool shared';
+const THREADS_FREE_LIST = 'JS free list, one per thread';
+
+const threadsTable = {
+  id: 'threads',
+  title: 'tryAcquire + release of 64 KiB in N worker threads at once',
+  unit: 'million pairs per second, all threads',
+  better: 'higher',
+  format: (v) => (Number.isFinite(v) ? `${v.toFixed(1)} M/s` : '–'),
+  params: { quick: [1, 2], full: [1, 2] },
+  paramLabel: (n) => `${n} thread${n > 1 ? 's' : ''}`,
+  processes: { quick: 3, full: 5 },
+  baseline: THREADS_FREE_LIST,
+  competitors: [
+    { name: THREADS_FREE_LIST, run: throughputTrial('freelist') },
+    { name: THREADS_POOL, run: throughputTrial('pool') },
+  ],
+  extras: [{ key: 'perThread', label: 'million pairs per second, each thread', format: (v) => `${v.toFixed(1)} M/s` }],
+  targets: [{
+    name: `${THREADS_POOL}: 2 threads ≥ 1.6× the throughput of 1`,
+    check: (get) => {
+      const one = get(THREADS_POOL, 1);
+      const two = get(THREADS_POOL, 2);
+      if (!measured(one, two)) return { pass: null, detail: 'not measured' };
+      const scaling = two.value / one.value;
+      const ceiling = get(THREADS_FREE_LIST, 2).value / get(THREADS_FREE_LIST, 1).value;
+      return { pass: scaling >= 1.6, detail: `${two.value.toFixed(1)} vs ${one.value.toFixed(1)} M/s = ${scaling.toFixed(2)}× (the machine's ceiling, per-thread JS free lists: ${ceiling.toFixed(2)}×)` };
+    },
+  }],
+};
+
+// ---------------------------------------------------------------------------
+// Waiting: from a release in one thread to the waiter resuming in another
+// ---------------------------------------------------------------------------
+
+/** Busy-waits `ms`, so the other thread is parked (futex or epoll) when we wake it. */
+function spin(ms) {
+  const end = now() + BigInt(Math.round(ms * 1e6));
+  while (now() < end);
+}
+
+/** A pool whose whole budget is one buffer of `size`: whoever holds it makes the other wait. */
+const onePoolOf = (size) => new (iobuf().BufferPool)({ maxMemory: size, retainIdle: 0, leakDetection: 'off' });
+
+function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil(sorted.length * p) - 1)];
+}
+
+/** Runs `rounds` of `round(r)`, which returns one latency in ns; reports median and p99. */
+async function latencyTrial(role, size, ctx, prepare, round) {
+  const rounds = ctx.full ? 1000 : 200;
+  const ctrl = controlWords();
+  const times = new BigInt64Array(new SharedArrayBuffer(8 * 2 * rounds));
+  const state = prepare?.(size) ?? {};
+  const failures = [];
+  const [worker] = startWorkers(1, { role, size, rounds, handle: state.pool?.handle, ctrlBuffer: ctrl.buffer, timesBuffer: times.buffer }, failures);
+  const latencies = [];
+  try {
+    for (let r = 0; r < rounds; r++) latencies.push(await round(r, { ctrl, times, size, ...state }));
+  } finally {
+    await stopWorkers([worker], failures);
+    await state.pool?.close({ force: true });
+  }
+  const warm = latencies.slice(Math.min(10, rounds >> 3));  // the first rounds compile code
+  return { value: median(warm), extras: { p99: percentile(warm, 0.99), rounds: warm.length } };
+}
+
+const signalWord = (ctrl, word, value) => {
+  Atomics.store(ctrl, word, value);
+  Atomics.notify(ctrl, word);
+};
+
+/** Main thread holds the budget; a worker blocks in acquireSync; the main thread releases. */
+const poolSyncWake = (size, ctx) => latencyTrial('poolSyncWaiter', size, ctx, (n) => ({ pool: onePoolOf(n) }),
+  async (r, { ctrl, times, pool }) => {
+    // Once the worker gave the budget back. Polled rather than `await
+    // pool.acquire()`, whose wake-up can be lost when the budget comes back
+    // while it looks (see docs/benchmark.md); this is set-up, not the measurement.
+    let buffer = pool.tryAcquire(size);
+    for (const deadline = Date.now() + 30_000; buffer === null; buffer = pool.tryAcquire(size)) {
+      if (Date.now() > deadline) throw new Error('the worker never gave the budget back');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    signalWord(ctrl, CONTROL.GO, r + 1);
+    const deadline = Date.now() + 30_000;
+    while (pool.stats().waiters === 0) {
+      if (Date.now() > deadline) throw new Error('the worker never waited');
+    }
+    spin(1);  // the worker is now asleep in Atomics.wait
+    const released = now();
+    pool.release(buffer);
+    await reach(ctrl, CONTROL.DONE, r + 1);
+    return Number(times[r * 2 + 1] - released);
+  });
+
+/** A worker holds the budget; the main thread awaits acquire(); the worker releases. */
+const poolAsyncWake = (size, ctx) => latencyTrial('poolReleaser', size, ctx, (n) => ({ pool: onePoolOf(n) }),
+  async (r, { ctrl, times, pool }) => {
+    await reach(ctrl, CONTROL.HELD, r + 1);
+    const pending = pool.acquire(size, { timeout: 30_000 });
+    signalWord(ctrl, CONTROL.GO, r + 1);
+    const buffer = await pending;
+    const resumed = now();
+    pool.release(buffer);  // the worker's next acquireSync gets it when this thread's housekeeping runs
+    return Number(resumed - times[r * 2]);
+  });
+
+/** Floor: a worker in Atomics.wait, woken by Atomics.notify from the main thread. */
+const floorSyncWake = (size, ctx) => latencyTrial('floorSyncWaiter', size, ctx, null,
+  async (r, { ctrl, times }) => {
+    await reach(ctrl, CONTROL.READY, r + 1);
+    spin(1);
+    const notified = now();
+    signalWord(ctrl, CONTROL.FLAG, r + 1);
+    await reach(ctrl, CONTROL.DONE, r + 1);
+    return Number(times[r * 2 + 1] - notified);
+  });
+
+/** Floor: the main thread awaiting Atomics.waitAsync, notified by a worker. */
+const floorAsyncWake = (size, ctx) => latencyTrial('floorNotifier', size, ctx, null,
+  async (r, { ctrl, times }) => {
+    const waiting = Atomics.waitAsync(ctrl, CONTROL.FLAG, r, 30_000);
+    signalWord(ctrl, CONTROL.GO, r + 1);
+    if (waiting.async) await waiting.value;
+    const resumed = now();
+    return Number(resumed - times[r * 2]);
+  });
+
+const FLOOR_SYNC = 'floor: Atomics.wait in a worker ← notify';
+const POOL_SYNC = 'acquireSync in a worker ← release on main';
+const FLOOR_ASYNC = 'floor: await waitAsync on main ← notify';
+const POOL_ASYNC = 'await acquire() on main ← release in a worker';
+
+const wakeTable = {
+  id: 'wake',
+  title: 'waiting: from a release (or notify) in one thread to the waiter running in another',
+  unit: 'latency',
+  better: 'lower',
+  params: { quick: [4 * KiB], full: [4 * KiB, 64 * KiB] },
+  paramLabel: (size) => `budget: one ${formatBytes(size)} buffer`,
+  processes: { quick: 3, full: 5 },
+  baseline: FLOOR_SYNC,
+  competitors: [
+    { name: FLOOR_SYNC, run: floorSyncWake },
+    { name: POOL_SYNC, run: poolSyncWake },
+    { name: FLOOR_ASYNC, run: floorAsyncWake },
+    { name: POOL_ASYNC, vs: FLOOR_ASYNC, run: poolAsyncWake },
+  ],
+  extras: [
+    { key: 'p99', label: 'p99', format: formatNs },
+    { key: 'rounds', label: 'wake-ups per process (after 10 warm-up rounds)', format: (v) => String(v) },
+  ],
+  targets: [POOL_SYNC, POOL_ASYNC].map((name) => ({
+    name: `${name}: median and p99 reported`,
+    check: (get) => {
+      const cell = get(name, 4 * KiB);
+      if (!measured(cell)) return { pass: null, detail: cell?.skip ?? 'not measured' };
+      return { pass: null, detail: `median ${formatNs(cell.value)}, p99 ${formatNs(cell.extras.p99)} (${cell.ratio.toFixed(1)}× its floor; no target in issue 3)` };
+    },
+  })),
+};
+
+export default {
+  name: 'pool',
+  title: 'BufferPool: hot path, GC, threads, waiting',
+  tables: [pairTable, batchTable, steadyTable, threadsTable, wakeTable],
+};
