@@ -171,7 +171,7 @@ export class Gatherer {
   // -------------------------------------------------------------------------
 
   putU8(value: number): this {
-    if ((value & 0xff) !== value) badInteger(value, 0, 0xff);
+    if (typeof value !== 'number' || (value & 0xff) !== value) badInteger(value, 0, 0xff);
     let at = this.cursor;
     if (at + 1 > this.limit) at = this.grow(1);
     this.chunk[at] = value;
@@ -180,7 +180,7 @@ export class Gatherer {
   }
 
   putI8(value: number): this {
-    if (((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
+    if (typeof value !== 'number' || ((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
     let at = this.cursor;
     if (at + 1 > this.limit) at = this.grow(1);
     this.chunk[at] = value & 0xff;
@@ -189,7 +189,7 @@ export class Gatherer {
   }
 
   putU16BE(value: number): this {
-    if ((value & 0xffff) !== value) badInteger(value, 0, 0xffff);
+    if (typeof value !== 'number' || (value & 0xffff) !== value) badInteger(value, 0, 0xffff);
     let at = this.cursor;
     if (at + 2 > this.limit) at = this.grow(2);
     this.view.setUint16(at, value);
@@ -198,7 +198,7 @@ export class Gatherer {
   }
 
   putU16LE(value: number): this {
-    if ((value & 0xffff) !== value) badInteger(value, 0, 0xffff);
+    if (typeof value !== 'number' || (value & 0xffff) !== value) badInteger(value, 0, 0xffff);
     let at = this.cursor;
     if (at + 2 > this.limit) at = this.grow(2);
     this.view.setUint16(at, value, true);
@@ -207,7 +207,7 @@ export class Gatherer {
   }
 
   putI16BE(value: number): this {
-    if (((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
+    if (typeof value !== 'number' || ((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
     let at = this.cursor;
     if (at + 2 > this.limit) at = this.grow(2);
     this.view.setInt16(at, value);
@@ -216,7 +216,7 @@ export class Gatherer {
   }
 
   putI16LE(value: number): this {
-    if (((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
+    if (typeof value !== 'number' || ((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
     let at = this.cursor;
     if (at + 2 > this.limit) at = this.grow(2);
     this.view.setInt16(at, value, true);
@@ -225,7 +225,7 @@ export class Gatherer {
   }
 
   putU32BE(value: number): this {
-    if ((value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
+    if (typeof value !== 'number' || (value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
     let at = this.cursor;
     if (at + 4 > this.limit) at = this.grow(4);
     this.view.setUint32(at, value);
@@ -234,7 +234,7 @@ export class Gatherer {
   }
 
   putU32LE(value: number): this {
-    if ((value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
+    if (typeof value !== 'number' || (value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
     let at = this.cursor;
     if (at + 4 > this.limit) at = this.grow(4);
     this.view.setUint32(at, value, true);
@@ -243,7 +243,7 @@ export class Gatherer {
   }
 
   putI32BE(value: number): this {
-    if ((value | 0) !== value) badInteger(value, -0x80000000, 0x7fffffff);
+    if (typeof value !== 'number' || (value | 0) !== value) badInteger(value, -0x80000000, 0x7fffffff);
     let at = this.cursor;
     if (at + 4 > this.limit) at = this.grow(4);
     this.view.setInt32(at, value);
@@ -252,7 +252,7 @@ export class Gatherer {
   }
 
   putI32LE(value: number): this {
-    if ((value | 0) !== value) badInteger(value, -0x80000000, 0x7fffffff);
+    if (typeof value !== 'number' || (value | 0) !== value) badInteger(value, -0x80000000, 0x7fffffff);
     let at = this.cursor;
     if (at + 4 > this.limit) at = this.grow(4);
     this.view.setInt32(at, value, true);
@@ -472,13 +472,13 @@ export class Gatherer {
   }
 
   patchU8(at: number, value: number): this {
-    if ((value & 0xff) !== value) badInteger(value, 0, 0xff);
+    if (typeof value !== 'number' || (value & 0xff) !== value) badInteger(value, 0, 0xff);
     this.locate(at, 1).setUint8(this.patchOffset, value);
     return this;
   }
 
   patchI8(at: number, value: number): this {
-    if (((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
+    if (typeof value !== 'number' || ((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
     this.locate(at, 1).setInt8(this.patchOffset, value);
     return this;
   }
@@ -501,7 +501,7 @@ export class Gatherer {
   patchF64LE(at: number, value: number): this { return this.patchFloat(at, value, 8, true); }
 
   private patch16(at: number, value: number, signed: boolean, littleEndian: boolean): this {
-    if (signed ? ((value << 16) >> 16) !== value : (value & 0xffff) !== value) {
+    if (typeof value !== 'number' || (signed ? ((value << 16) >> 16) !== value : (value & 0xffff) !== value)) {
       badInteger(value, signed ? -0x8000 : 0, signed ? 0x7fff : 0xffff);
     }
     this.locate(at, 2).setUint16(this.patchOffset, value & 0xffff, littleEndian);
@@ -509,7 +509,7 @@ export class Gatherer {
   }
 
   private patch32(at: number, value: number, signed: boolean, littleEndian: boolean): this {
-    if (signed ? (value | 0) !== value : (value >>> 0) !== value) {
+    if (typeof value !== 'number' || (signed ? (value | 0) !== value : (value >>> 0) !== value)) {
       badInteger(value, signed ? -0x80000000 : 0, signed ? 0x7fffffff : 0xffffffff);
     }
     this.locate(at, 4).setUint32(this.patchOffset, value >>> 0, littleEndian);

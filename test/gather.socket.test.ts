@@ -1,0 +1,237 @@
+// Gatherer.writeTo over real loopback TCP: the receiver gets exactly the
+// bytes, pooled memory is released only once the write completed, socket
+// backpressure is honoured, and a peer that resets mid-write leaves nothing
+// leaked (every pooled byte back in the pool, the promise rejected).
+import { once } from 'node:events';
+import { afterEach, describe, expect, it } from 'vitest';
+import { BufferPool } from '../lib/pool';
+import { Gatherer } from '../lib/gather';
+import { expectCode, rejection, settled } from './fixtures/pool-helpers';
+import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
+
+const MiB = 1 << 20;
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+function makePool(): BufferPool {
+  const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off' });
+  cleanups.push(() => pool.close({ force: true }));
+  return pool;
+}
+
+async function connected() {
+  const pair = await socketPair();
+  cleanups.push(() => pair.close());
+  return pair;
+}
+
+/** The seed case: a ~300-byte header (length prefix patched at the end) and a 500 KB blob by reference. */
+function seedMessage(gatherer: Gatherer, blob: Buffer): Buffer {
+  const at = gatherer.reserve(4);
+  gatherer.putU16BE(200).putU32BE(blob.length).putU64BE(0x0102030405060708n);
+  gatherer.putString(`content-type: application/octet-stream\r\nx-request-id: ${'7'.repeat(200)}\r\n`);
+  gatherer.putF64LE(Math.PI);
+  gatherer.putBytes(blob);
+  gatherer.patchU32BE(at, gatherer.byteLength - 4);
+
+  const header = Buffer.alloc(4 + 2 + 4 + 8);
+  header.writeUInt32BE(gatherer.byteLength - 4, 0);
+  header.writeUInt16BE(200, 4);
+  header.writeUInt32BE(blob.length, 6);
+  header.writeBigUInt64BE(0x0102030405060708n, 10);
+  const text = Buffer.from(`content-type: application/octet-stream\r\nx-request-id: ${'7'.repeat(200)}\r\n`);
+  const pi = Buffer.alloc(8);
+  pi.writeDoubleLE(Math.PI);
+  return Buffer.concat([header, text, pi, blob]);
+}
+
+describe('Gatherer.writeTo(socket)', () => {
+  it('sends the seed case (300-byte header + 500 KB blob) and the receiver gets exactly those bytes', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const blob = pattern(500_000, 7);
+    const gatherer = new Gatherer({ pool });
+    const expected = seedMessage(gatherer, blob);
+    expect(gatherer.byteLength).toBe(expected.length);
+    expect(expected.length - blob.length).toBeGreaterThan(280);
+    expect(gatherer.segments()).toHaveLength(2);
+
+    const received = readBytes(server, expected.length);
+    await gatherer.writeTo(client);
+    expect((await received).equals(expected)).toBe(true);
+    expect(pool.stats().inUse).toBe(0);
+    expect(gatherer.byteLength).toBe(0);
+  });
+
+  it('sends many messages back to back, each gatherer reset and reused, with owned buffers released after each write', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const gatherer = new Gatherer({ pool });
+    const expected: Buffer[] = [];
+    let total = 0;
+    for (let i = 0; i < 20; i++) total += 8 + 1000 * i + 3000;
+    const received = readBytes(server, total);
+    for (let i = 0; i < 20; i++) {
+      const owned = pool.tryAcquire(3000)!;
+      owned.fill(i);
+      const blob = pattern(1000 * i, i);
+      gatherer.reset().putU32BE(i).putU32LE(blob.length).putBytes(blob).putOwned(owned);
+      expected.push(Buffer.concat([Buffer.from([0, 0, 0, i, blob.length & 0xff, (blob.length >> 8) & 0xff, 0, 0]), blob, Buffer.alloc(3000, i)]));
+      await gatherer.writeTo(client);
+      expect(pool.stats().inUse).toBe(0);
+    }
+    expect((await received).equals(Buffer.concat(expected))).toBe(true);
+  });
+
+  it('keeps scratch and owned buffers out of the pool while the kernel may still read them', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    // More than the socket buffers hold while nobody reads: the write stays pending.
+    const blob = pattern(32 * MiB, 3);
+    const owned = pool.tryAcquire(64 * 1024)!;
+    owned.fill(0x42);
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU32BE(1).putBytes(blob).putOwned(owned).putU32BE(2);
+    // One scratch chunk (both u32s: the second continues it after the blobs) and the owned buffer.
+    const inUse = pool.stats().inUse;
+    expect(inUse).toBe(2);
+
+    const write = gatherer.writeTo(client);
+    expect(await settled(write)).toBe(false);
+    expect(gatherer.writing).toBe(true);
+    expect(pool.stats().inUse).toBe(inUse);
+    expect(client.writableLength).toBeGreaterThan(0);
+
+    const expected = Buffer.concat([Buffer.from([0, 0, 0, 1]), blob, Buffer.alloc(64 * 1024, 0x42), Buffer.from([0, 0, 0, 2])]);
+    const received = readBytes(server, expected.length);
+    await write;
+    expect(pool.stats().inUse).toBe(0);
+    expect((await received).equals(expected)).toBe(true);
+  });
+
+  it('rejects a put, a patch, compact and reset while the write is in progress (ERR_IOBUF_GATHERER_BUSY), and puts after it (ERR_IOBUF_GATHERER_SPENT)', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const gatherer = new Gatherer({ pool });
+    const at = gatherer.reserve(4);
+    gatherer.putBytes(pattern(16 * MiB, 1));
+    const write = gatherer.writeTo(client);
+    for (const attempt of [
+      () => gatherer.putU8(1), () => gatherer.putU32BE(1), () => gatherer.putF64BE(1), () => gatherer.putU64LE(1n),
+      () => gatherer.putString('x'), () => gatherer.putSlice(Buffer.from('x')), () => gatherer.putBytes(Buffer.from('x')),
+      () => gatherer.reserve(2), () => gatherer.patchU32BE(at, 1), () => gatherer.compact(100), () => gatherer.reset(),
+      () => gatherer.putGatherer(new Gatherer({ pool })),
+    ]) {
+      let error: any;
+      try { attempt(); } catch (caught) { error = caught; }
+      expectCode(error, 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
+    }
+    expectCode(await rejection(gatherer.writeTo(client)), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
+
+    const received = readBytes(server, 4 + 16 * MiB);
+    await write;
+    await received;
+    let error: any;
+    try { gatherer.putU8(1); } catch (caught) { error = caught; }
+    expectCode(error, 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+    expectCode(await rejection(gatherer.writeTo(client)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+    gatherer.reset().putU8(9);
+    expect(gatherer.byteLength).toBe(1);
+    gatherer.reset();
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('a peer that resets mid-write: the promise rejects with the socket error and every pooled buffer is back', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const owned = pool.tryAcquire(1 * MiB)!;
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU32BE(7).putString('header').putBytes(pattern(32 * MiB, 9)).putOwned(owned).putU8(1);
+    expect(pool.stats().inUse).toBe(2);  // one scratch chunk and the owned buffer
+
+    const write = gatherer.writeTo(client);
+    expect(await settled(write)).toBe(false);
+    // The peer reads a little, then resets the connection (RST).
+    server.resume();
+    await once(server, 'data');
+    server.resetAndDestroy();
+    const error = await rejection(write);
+    expect(['ECONNRESET', 'EPIPE']).toContain(error.code);
+    expect(client.destroyed).toBe(true);
+    expect(pool.stats().inUse).toBe(0);
+    expect(gatherer.writing).toBe(false);
+    expectCode(await rejection(gatherer.writeTo(client)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+    // The pool can close without force: nothing is out.
+    await pool.close({ timeout: 1000 });
+  });
+
+  it('a socket destroyed by the application mid-write: rejects, releases after close', async () => {
+    const pool = makePool();
+    const { client } = await connected();
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU32BE(1).putBytes(pattern(32 * MiB, 2)).putU32BE(2);
+    const write = gatherer.writeTo(client);
+    expect(await settled(write)).toBe(false);
+    client.destroy();
+    const error = await rejection(write);
+    expectCode(error, 'IobufError', 'ERR_IOBUF_SOCKET_CLOSED');
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('a socket destroyed before writeTo: rejects at once and releases', async () => {
+    const pool = makePool();
+    const { client } = await connected();
+    client.destroy();
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU32BE(1);
+    expectCode(await rejection(gatherer.writeTo(client)), 'IobufError', 'ERR_IOBUF_SOCKET_CLOSED');
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('waits for drain before writing when the socket already needs one', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    // Fill the socket until write() says to wait.
+    const filler = pattern(4 * MiB, 5);
+    let queued = 0;
+    while (client.write(filler)) queued += filler.length;
+    queued += filler.length;
+    expect(client.writableNeedDrain).toBe(true);
+
+    const gatherer = new Gatherer({ pool });
+    gatherer.putString('after-drain');
+    const pending = client.writableLength;
+    const write = gatherer.writeTo(client);
+    expect(await settled(write)).toBe(false);
+    // Nothing of the message was handed to the socket yet (nobody reads, so nothing drained either).
+    expect(client.writableLength).toBeLessThanOrEqual(pending);
+    expect(pool.stats().inUse).toBe(1);
+
+    const received = readBytes(server, queued + 11);
+    await write;
+    const all = await received;
+    expect(all.subarray(queued).toString()).toBe('after-drain');
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('an empty gatherer resolves without writing', async () => {
+    const pool = makePool();
+    const { client } = await connected();
+    const gatherer = new Gatherer({ pool });
+    await gatherer.writeTo(client);
+    expect(client.bytesWritten).toBe(0);
+    expect(client.writableLength).toBe(0);
+  });
+
+  it('rejects a non-socket with ERR_INVALID_ARG_TYPE and stays usable', async () => {
+    const pool = makePool();
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU8(1);
+    expectCode(await rejection(gatherer.writeTo({} as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    gatherer.putU8(2);
+    expect(gatherer.byteLength).toBe(2);
+    gatherer.reset();
+  });
+});
