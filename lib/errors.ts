@@ -20,7 +20,11 @@ export type IobufErrorCode =
   | 'ERR_IOBUF_IOVEC_BUSY'
   | 'ERR_IOBUF_FRAME_TOO_LARGE'
   | 'ERR_IOBUF_FRAME_TRUNCATED'
-  | 'ERR_IOBUF_FRAME_INVALID';
+  | 'ERR_IOBUF_FRAME_INVALID'
+  | 'ERR_IOBUF_GATHERER_BUSY'
+  | 'ERR_IOBUF_GATHERER_SPENT'
+  | 'ERR_IOBUF_SOCKET_CLOSED'
+  | 'ERR_IOBUF_BUDGET_EXHAUSTED';
 
 export class IobufError extends Error {
   /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */
