@@ -16,6 +16,7 @@ import { native } from './binding';
 import {
   IobufError, validateBoolean, validateInteger, validateOneOf, validateOptions,
 } from './errors';
+import { IoVecArray } from './iovec';
 import { hugePageSize, pageSize } from './memory';
 import { Field, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
 
@@ -694,7 +695,7 @@ export class BufferPool {
     }
     for (const [slab, free] of freeCounts) {
       if (idle <= retain) break;
-      if (free !== slab.slots.length) continue;
+      if (free !== slab.slots.length || this.registeredIndex?.has(slab)) continue;  // registered: pinned until freeAll
       const list = slab.sizeClass.free!;
       let kept = 0;
       for (let i = 0; i < list.length; i++) if (list[i].slab !== slab) list[kept++] = list[i];
@@ -1124,6 +1125,54 @@ export class BufferPool {
     if (this.freed) return;
     this.rejectWaiters();
     this.freeAll();
+  }
+
+  // -------------------------------------------------------------------------
+  // io_uring registration (the iovec part; docs/api.md "IoVecArray and vectored I/O")
+  // -------------------------------------------------------------------------
+
+  /**
+   * Slabs registered by registration(), in order: the value is the io_uring
+   * buffer index. Append-only; trim() skips these slabs, so they stay mapped
+   * at the same address until freeAll() (close). Oversize (dedicated) slabs
+   * are never registered: they are unmapped when their buffer is released.
+   */
+  private registeredIndex: Map<Slab, number> | null = null;
+
+  /**
+   * An IoVecArray with one entry per slab of this thread's size classes, in
+   * the form IORING_REGISTER_BUFFERS takes (pass `address` and `length`).
+   * Registers every slab mapped now that was not registered before: from
+   * now on it is never unmapped or moved until the pool is closed, and it is
+   * marked MADV_DONTFORK. Append-only: a later call returns the same entries
+   * at the same indices plus the slabs mapped since (for
+   * IORING_REGISTER_BUFFERS_UPDATE). May be empty when nothing is mapped yet.
+   */
+  registration(): IoVecArray {
+    if (this.freed || this.closedHere) throw closedError();
+    const index = (this.registeredIndex ??= new Map());
+    for (const slab of this.slabs) {
+      if (slab.sizeClass === this.oversize || index.has(slab)) continue;
+      native.adviseDontFork(slab.arrayBuffer);
+      index.set(slab, index.size);
+    }
+    const iov = new IoVecArray(Math.max(1, index.size));
+    for (const slab of index.keys()) iov.push(new Uint8Array(slab.arrayBuffer));
+    return iov;
+  }
+
+  /**
+   * Where a pooled buffer lies in the registration: `index` (the io_uring
+   * buffer index) and `offset` of buffer[0] from that buffer's start, for
+   * READ_FIXED/WRITE_FIXED. Null when `buffer` is not a Buffer this pool has
+   * out, or its slab was mapped after the last registration() call.
+   */
+  fixedBufferOf(buffer: Buffer): { index: number; offset: number } | null {
+    if (pooledAddressOf(buffer) < 0) return null;
+    const slot = (buffer as PooledView)[kSlot]!;
+    if (slot.pool !== this) return null;
+    const index = this.registeredIndex?.get(slot.slab);
+    return index === undefined ? null : { index, offset: slot.offset };
   }
 }
 
