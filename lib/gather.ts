@@ -28,6 +28,7 @@ import { poolOf } from './pool';
 import {
   IobufError, validateInteger, validateOneOf, validateOptions, validateView,
 } from './errors';
+import { IoVecArray, writevAll, writevAllSync } from './iovec';
 
 export interface GathererOptions {
   /** Where scratch memory comes from. */
@@ -42,10 +43,6 @@ export interface GathererOptions {
   onBudgetExhausted?: 'heap' | 'throw';
 }
 
-/** What toIoVec() fills: the iovec part's IoVecArray (or anything with the same push). */
-export interface IoVecTarget {
-  push(view: ArrayBufferView, offset?: number, length?: number): unknown;
-}
 
 const SCRATCH = 0;
 const BORROWED = 1;
@@ -142,6 +139,8 @@ export class Gatherer {
   private reservedEnds: number[] = [];
 
   private state = OPEN;
+  /** writeToFd's IoVecArray, made at the first fd write. */
+  private iov: IoVecArray | null = null;
 
   constructor(options: GathererOptions) {
     validateOptions(options, 'options');
@@ -591,11 +590,17 @@ export class Gatherer {
    * this gatherer's: write with it before reset(), and do not put more into
    * the gatherer while the iovec is in use.
    */
-  toIoVec(iov: IoVecTarget): IoVecTarget {
-    if (iov === null || typeof iov !== 'object' || typeof iov.push !== 'function') {
+  toIoVec(iov: IoVecArray): IoVecArray {
+    if (!(iov instanceof IoVecArray)) {
       throw Object.assign(new TypeError(`Expected an IoVecArray for iov but received ${describeType(iov)}`), { code: 'ERR_INVALID_ARG_TYPE' });
     }
     if (this.state === OPEN) this.flush();
+    if (iov.length + this.bufs.length > iov.capacity) {
+      throw new IobufError(`The IoVecArray has room for ${iov.capacity - iov.length} more entries; this gatherer has ${this.bufs.length} segments`, 'ERR_IOBUF_IOVEC_FULL');
+    }
+    // Scratch chunks and owned buffers are the very Buffers the pool handed
+    // out, passed with offset/length (not as subarrays): IoVecArray then finds
+    // their address without a native call, and would catch a release before the syscall.
     for (let i = 0; i < this.bufs.length; i++) iov.push(this.bufs[i], this.starts[i], this.ends[i] - this.starts[i]);
     return iov;
   }
@@ -762,6 +767,13 @@ export class Gatherer {
 
   /** The write is over: every pooled buffer back, the gatherer spent. */
   private settle(error: Error | null, resolve: () => void, reject: (error: Error) => void): void {
+    const reason = error ?? this.spend();
+    if (reason === null) resolve();
+    else reject(reason);
+  }
+
+  /** Releases everything and marks the gatherer spent; returns a release error (other than a closed pool), if any. */
+  private spend(): Error | null {
     let releaseError: Error | null = null;
     try {
       this.releaseAll();
@@ -771,9 +783,72 @@ export class Gatherer {
     this.clear();
     this.state = SPENT;
     this.limit = -1;
-    const reason = error ?? releaseError;
-    if (reason === null) resolve();
-    else reject(reason);
+    return releaseError;
+  }
+
+  /**
+   * Writes the message to a file descriptor with the iovec part's writevAll
+   * on the libuv thread pool: one writev(2) for the whole message (split only
+   * beyond IOV_MAX segments), continued after short writes, waiting in poll()
+   * on a full non-blocking fd. Resolves with the bytes written (byteLength)
+   * once every byte is out; then, or on an error (an IobufError with errno
+   * and `bytesWritten`), the pooled buffers go back and the gatherer is spent.
+   */
+  writeToFd(fd: number): Promise<number> {
+    let iov: IoVecArray | null;
+    try {
+      iov = this.beginFdWrite(fd);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (iov === null) return Promise.resolve(this.endFdWrite(null, null, 0));
+    const filled = iov;
+    return writevAll(fd, filled).then(
+      (written) => this.endFdWrite(filled, null, written),
+      (error: Error) => this.endFdWrite(filled, error, 0),
+    );
+  }
+
+  /** writeToFd on this thread (blocks it until every byte is out); returns the bytes written. */
+  writeToFdSync(fd: number): number {
+    const iov = this.beginFdWrite(fd);
+    if (iov === null) return this.endFdWrite(null, null, 0);
+    let written: number;
+    try {
+      written = writevAllSync(fd, iov);
+    } catch (error) {
+      return this.endFdWrite(iov, error as Error, 0);
+    }
+    return this.endFdWrite(iov, null, written);
+  }
+
+  /** Validates, marks the gatherer busy and fills its IoVecArray; null when there is nothing to write. */
+  private beginFdWrite(fd: number): IoVecArray | null {
+    validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
+    if (this.state !== OPEN) throw this.stateError();
+    this.flush();
+    const count = this.bufs.length;
+    if (count === 0) return null;
+    let iov = this.iov;
+    if (iov === null || iov.capacity < count) {
+      // One array per gatherer, grown to a power of two and kept across
+      // reset(): native memory of 16 bytes an entry, freed with the gatherer.
+      iov?.close();
+      iov = this.iov = new IoVecArray(Math.max(16, 2 ** Math.ceil(Math.log2(count))));
+    }
+    iov.clear();
+    this.toIoVec(iov);
+    this.state = WRITING;
+    this.limit = -1;
+    return iov;
+  }
+
+  private endFdWrite(iov: IoVecArray | null, error: Error | null, written: number): number {
+    iov?.clear();  // drop its references to the views before they go back to the pool
+    const releaseError = this.spend();
+    if (error !== null) throw error;
+    if (releaseError !== null) throw releaseError;
+    return written;
   }
 
   // -------------------------------------------------------------------------

@@ -1,0 +1,183 @@
+// Gatherer.writeToFd / writeToFdSync / toIoVec over real file descriptors: a
+// FIFO drained by `cat` in another process (short writes, EAGAIN, more
+// segments than IOV_MAX), a regular file, a reader that goes away (EPIPE),
+// a closed fd (EBADF) — and every pooled buffer back in the pool afterwards.
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BufferPool } from '../lib/pool';
+import { IOV_MAX, IoVecArray } from '../lib/iovec';
+import { Gatherer } from '../lib/gather';
+import { expectCode, rejection, settled, thrown } from './fixtures/pool-helpers';
+import { pattern } from './fixtures/gather-helpers';
+
+const MiB = 1 << 20;
+const { O_NONBLOCK, O_RDONLY, O_WRONLY } = fs.constants;
+let dir = '';
+let fifoCount = 0;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iobuf-gather-fd-'));
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off' });
+afterAll(() => pool.close({ force: true }));
+afterEach(() => expect(pool.stats().inUse).toBe(0));
+
+/** A FIFO opened at both ends, non-blocking (as libuv opens pipes). */
+function fifo(): { file: string; reader: number; writer: number } {
+  const file = path.join(dir, `fifo-${fifoCount++}`);
+  execFileSync('mkfifo', [file]);
+  const reader = fs.openSync(file, O_RDONLY | O_NONBLOCK);
+  const writer = fs.openSync(file, O_WRONLY | O_NONBLOCK);
+  return { file, reader, writer };
+}
+
+/** A message of scratch fields, a large blob by reference, an owned buffer and `small` tiny blobs; returns the reference bytes. */
+function buildMessage(gatherer: Gatherer, small: number): Buffer {
+  const parts: Buffer[] = [];
+  const at = gatherer.reserve(4);
+  parts.push(Buffer.alloc(4));
+  gatherer.putString('header\r\n');
+  parts.push(Buffer.from('header\r\n'));
+  const blob = pattern(4 * MiB + 123, 5);
+  gatherer.putBytes(blob);
+  parts.push(blob);
+  const owned = pool.tryAcquire(100_000)!;
+  pattern(100_000, 6).copy(owned);
+  gatherer.putOwned(owned);
+  parts.push(pattern(100_000, 6));
+  for (let i = 0; i < small; i++) {
+    const tiny = pattern(1 + (i % 7), i);
+    gatherer.putBytes(tiny).putU16BE(i);
+    const field = Buffer.alloc(2);
+    field.writeUInt16BE(i);
+    parts.push(tiny, field);
+  }
+  const expected = Buffer.concat(parts);
+  gatherer.patchU32BE(at, expected.length);
+  expected.writeUInt32BE(expected.length, 0);
+  return expected;
+}
+
+describe('Gatherer.writeToFd', () => {
+  it('delivers every byte through a full FIFO while cat drains it, across more segments than IOV_MAX', async () => {
+    const { file, reader, writer } = fifo();
+    const out = path.join(dir, 'cat-1.out');
+    const gatherer = new Gatherer({ pool });
+    const expected = buildMessage(gatherer, 600);
+    expect(gatherer.segmentCount).toBeGreaterThan(IOV_MAX);
+    const inUse = pool.stats().inUse;
+    expect(inUse).toBeGreaterThanOrEqual(2);
+
+    const write = gatherer.writeToFd(writer);
+    // Nobody reads yet: the pipe is full, the write waits (in a pool thread), and the memory stays out.
+    expect(await settled(write)).toBe(false);
+    expect(gatherer.writing).toBe(true);
+    expect(pool.stats().inUse).toBe(inUse);
+    expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
+
+    const cat = spawn('sh', ['-c', 'exec cat "$1" > "$2"', 'sh', file, out], { stdio: 'ignore' });
+    const exited = new Promise<number | null>((resolve) => cat.on('exit', resolve));
+    try {
+      expect(await write).toBe(expected.length);
+    } finally {
+      fs.closeSync(writer);
+      fs.closeSync(reader);
+    }
+    expect(await exited).toBe(0);
+    expect(fs.readFileSync(out).equals(expected)).toBe(true);
+    expect(pool.stats().inUse).toBe(0);
+    expect(gatherer.writing).toBe(false);
+    expectCode(await rejection(gatherer.writeToFd(1)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+  });
+
+  it('writeToFdSync writes a regular file; the gatherer is reusable after reset()', () => {
+    const file = path.join(dir, 'sync.out');
+    const fd = fs.openSync(file, 'w');
+    const gatherer = new Gatherer({ pool });
+    try {
+      const first = buildMessage(gatherer, 10);
+      expect(gatherer.writeToFdSync(fd)).toBe(first.length);
+      expect(pool.stats().inUse).toBe(0);
+      gatherer.reset().putString('second');
+      expect(gatherer.writeToFdSync(fd)).toBe(6);
+      expect(fs.readFileSync(file).equals(Buffer.concat([first, Buffer.from('second')]))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('a reader that goes away mid-write: EPIPE with bytesWritten, every pooled buffer back', async () => {
+    const { reader, writer } = fifo();
+    const gatherer = new Gatherer({ pool });
+    buildMessage(gatherer, 0);
+    const write = gatherer.writeToFd(writer);
+    expect(await settled(write)).toBe(false);
+    fs.closeSync(reader);
+    const error = await rejection(write) as Error & { code?: string; bytesWritten?: number };
+    fs.closeSync(writer);
+    expect(error.code).toBe('EPIPE');
+    expect(error.bytesWritten).toBeGreaterThan(0);
+    expect(error.bytesWritten).toBeLessThan(4 * MiB);
+    expect(pool.stats().inUse).toBe(0);
+    expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+  });
+
+  it('a closed fd: EBADF, released (promise and sync forms)', async () => {
+    const fd = fs.openSync(path.join(dir, 'closed.out'), 'w');
+    fs.closeSync(fd);
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU32BE(1).putOwned(pool.tryAcquire(10)!);
+    expect((await rejection(gatherer.writeToFd(fd))).code).toBe('EBADF');
+    expect(pool.stats().inUse).toBe(0);
+    gatherer.reset().putU32BE(1);
+    expect(thrown(() => gatherer.writeToFdSync(fd)).code).toBe('EBADF');
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('an empty gatherer writes nothing and resolves 0; a bad fd is a RangeError and changes nothing', async () => {
+    const gatherer = new Gatherer({ pool });
+    expect(await gatherer.writeToFd(1)).toBe(0);
+    gatherer.reset().putU8(1);
+    expectCode(await rejection(gatherer.writeToFd(-1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => gatherer.writeToFdSync('1' as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expect(gatherer.byteLength).toBe(1);
+    gatherer.reset();
+  });
+});
+
+describe('Gatherer.toIoVec', () => {
+  it('fills an IoVecArray with the segments: the same memory, in order', () => {
+    const gatherer = new Gatherer({ pool });
+    const blob = pattern(10_000, 1);
+    gatherer.putU32BE(5).putBytes(blob).putString('tail');
+    using iov = new IoVecArray(8);
+    iov.push(Buffer.from('before'));
+    expect(gatherer.toIoVec(iov)).toBe(iov);
+    expect(iov.length).toBe(4);
+    expect(iov.byteLength).toBe(6 + gatherer.byteLength);
+    const entries = iov.entries();
+    const segments = gatherer.segments();
+    for (let i = 0; i < segments.length; i++) {
+      expect(entries[i + 1].buffer).toBe(segments[i].buffer);
+      expect(entries[i + 1].byteOffset).toBe(segments[i].byteOffset);
+      expect(entries[i + 1].length).toBe(segments[i].length);
+    }
+    expect(entries[2].buffer).toBe(blob.buffer);  // the blob by reference
+    iov.clear();
+    gatherer.reset();
+  });
+
+  it('refuses an array without room for every segment (ERR_IOBUF_IOVEC_FULL), adding none', () => {
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU8(1).putBytes(Buffer.from('a')).putU8(2);
+    using iov = new IoVecArray(2);
+    expectCode(thrown(() => gatherer.toIoVec(iov)), 'IobufError', 'ERR_IOBUF_IOVEC_FULL');
+    expect(iov.length).toBe(0);
+    expectCode(thrown(() => gatherer.toIoVec([] as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    gatherer.reset();
+  });
+});
