@@ -13,6 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool, addressOf, writevSync } from '../lib/index';
 import { KiB, MiB, expectCode, thrown, turns } from './fixtures/pool-helpers';
 import { rawEntry } from './fixtures/iovec-helpers';
+import { distDir, isRoot, lastJsonLine, runFixture, sanitized } from './helpers/memory-proc';
+
+const NOBODY = 65534;
 
 interface Uring {
   create(entries: number): object | number;
@@ -40,6 +43,7 @@ beforeAll(() => {
     skipReason = `cannot build the io_uring test helper (needs cc and liburing-dev): ${String((error as { stderr?: Buffer }).stderr ?? error).split('\n')[0]}`;
     return;
   }
+  fs.chmodSync(dir, 0o755);  // the RLIMIT_MEMLOCK test's child runs as nobody and loads the helper
   uring = require(output) as Uring;
 });
 
@@ -180,5 +184,30 @@ describe('io_uring registration', () => {
     await pool.close();
     expectCode(thrown(() => writevSync(1, grown)), 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
     expectCode(thrown(() => pool.registration()), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+  });
+
+  // Skipped under ASan like test/memory.lock.test.ts: the preloaded runtime does not
+  // follow a child that drops to another user.
+  it.skipIf(sanitized)('RLIMIT_MEMLOCK: an unprivileged user registers 6 MiB of slabs, and gets ENOMEM for 12 MiB', (context) => {
+    if (uring === null) {
+      context.skip(skipReason);
+      return;
+    }
+    const limit = Number(/^Max locked memory\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1]);
+    expect(limit, 'RLIMIT_MEMLOCK must be 8 MiB for this test').toBe(8 * MiB);
+    if (isRoot) {
+      for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'iovec.js')]) {
+        expect((fs.statSync(file).mode & 0o004) !== 0, `${file} must be world-readable for the nobody child`).toBe(true);
+      }
+    }
+    const result = runFixture('iovec-memlock.js', [path.join(dir, 'iovec-uring.node')],
+      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/' } : {});
+    expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    const report = lastJsonLine<Record<string, unknown>>(result);
+    expect(report).toEqual({
+      uid: isRoot ? NOBODY : process.getuid!(), ring: 'ok',
+      smallBytes: 6 * MiB, small: 0, readFixed: true,
+      largeBytes: 12 * MiB, large: -12,
+    });
   });
 });
