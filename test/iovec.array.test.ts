@@ -1,5 +1,9 @@
 // IoVecArray itself: the entry layout in `buffer`, push/set/clear/advance/
 // entries, capacity, close, and keeping pushed views reachable.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import {
   BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, addressOf, allocAligned, free,
@@ -163,5 +167,40 @@ describe('IoVecArray keeps its views reachable', () => {
     iov.clear();
     await collect();
     expect(ref.deref() === undefined).toBe(true);
+  });
+});
+
+describe('IoVecArray with other views', () => {
+  it('offsets and lengths are in bytes for any TypedArray or DataView', () => {
+    const words = new Uint16Array([0x4241, 0x4443, 0x4645]);  // "ABCDEF" little-endian
+    const doubles = new Float64Array(2);
+    const view = new DataView(new ArrayBuffer(16), 4, 8);
+    const iov = new IoVecArray(3);
+    iov.push(words, 1, 4);
+    iov.push(doubles);
+    iov.push(view, 2, 3);
+    expect(rawEntry(iov, 0)).toEqual([addressOf(words) + 1n, 4n]);
+    expect(rawEntry(iov, 1)).toEqual([addressOf(doubles), 16n]);
+    expect(rawEntry(iov, 2)).toEqual([addressOf(view) + 2n, 3n]);
+    expect(iov.entries()[0].toString('latin1')).toBe('BCDE');
+    expectCode(thrown(() => new IoVecArray(1).push(words, 0, 7)), 'RangeError', 'ERR_OUT_OF_RANGE');
+  });
+
+  it('works in a worker thread, and arrays left open are freed when it exits', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iobuf-iovec-worker-'));
+    const file = path.join(dir, 'out.bin');
+    try {
+      const worker = new Worker(path.join(__dirname, 'fixtures', 'iovec-worker.js'), { workerData: { file } });
+      const message = await new Promise<{ written: number; inUse: number; left: number }>((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+      });
+      expect(await worker.terminate()).toBe(1);
+      const expected = Buffer.concat(Array.from({ length: 8 }, (_, i) => Buffer.alloc(1000 + i, 0x30 + i)));
+      expect(message).toEqual({ written: expected.length, inUse: 0, left: 100 });
+      expect(fs.readFileSync(file).equals(expected)).toBe(true);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

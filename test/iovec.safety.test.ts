@@ -145,6 +145,21 @@ describe('stale entries', () => {
     await expectAllRefuse(iov, 'ERR_IOBUF_IOVEC_INVALID');
   });
 
+  it('TypedArrays of any kind and DataViews detached after they were pushed are refused', async () => {
+    for (const make of [
+      (memory: Buffer) => new Uint32Array(memory.buffer, memory.byteOffset, 1024),
+      (memory: Buffer) => new DataView(memory.buffer, memory.byteOffset, 4096),
+    ]) {
+      const memory = allocAligned(4096);
+      const view = make(memory);
+      const iov = IoVecArray.from([Buffer.from('ok'), view]);
+      expect(pwritevSync(fd, iov, 0)).toBe(4098);
+      free(memory);
+      await expectAllRefuse(iov, 'ERR_IOBUF_IOVEC_INVALID');
+      expect(thrown(() => writevSync(fd, iov)).message).toContain('entry 1 is stale');
+    }
+  });
+
   it('a foreign view detached (freed) after it was pushed is refused', async () => {
     const view = allocAligned(8192);
     const iov = IoVecArray.from([Buffer.from('x'), view]);
