@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import {
   BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, addressOf, allocAligned, free,
 } from '../lib/index';
+import { native } from '../lib/binding';
 import { MiB, expectCode, thrown } from './fixtures/pool-helpers';
 
 /** Entry i of `iov.buffer` as [base, length]. */
@@ -49,6 +50,37 @@ describe('IoVecArray layout', () => {
     expect(rawEntry(iov, 1)).toEqual([addressOf(buffer), 4096n]);
     pool.release(buffer);
     void pool.close({ force: true });
+  });
+
+  it('pushing pooled Buffers makes no native call; a foreign view makes one', () => {
+    const pool = new BufferPool({ maxMemory: 4 * MiB });
+    const buffers = Array.from({ length: 16 }, () => pool.tryAcquire(4096)!);
+    const iov = new IoVecArray(17);
+    const calls: string[] = [];
+    const binding = native as unknown as Record<string, unknown>;
+    const originals = new Map<string, (...args: unknown[]) => unknown>();
+    for (const [name, value] of Object.entries(binding)) {
+      if (typeof value !== 'function') continue;
+      originals.set(name, value as (...args: unknown[]) => unknown);
+      binding[name] = (...args: unknown[]) => {
+        calls.push(name);
+        return (value as (...args: unknown[]) => unknown)(...args);
+      };
+    }
+    try {
+      for (const buffer of buffers) iov.push(buffer, 0, 4000);
+      iov.set(3, buffers[3]);
+      iov.clear();
+      for (const buffer of buffers) iov.push(buffer);
+      expect(calls).toEqual([]);
+      iov.push(Buffer.alloc(10));
+      expect(calls).toEqual(['viewAddress']);
+    } finally {
+      for (const [name, original] of originals) binding[name] = original;
+    }
+    expect(iov.byteLength).toBe(16 * 4096 + 10);
+    for (const buffer of buffers) pool.release(buffer);
+    void pool.close();
   });
 
   it('entries() gives views of what each entry holds, sharing memory', () => {
