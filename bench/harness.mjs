@@ -114,17 +114,31 @@ export function gcCounter() {
 
 let sink;
 
+// The loop that calls `op`, compiled afresh for every timeOps call (new
+// Function, not a closure: closures from one literal share type feedback). So
+// the warm-up and the samples run the very same optimized code, `op` is
+// inlined at one call site only, and V8's inlining budget for that loop (about
+// 920 bytes of bytecode) is spent on `op` alone — not halved between two
+// loops in timeOps, which left a large op out of line in some processes and
+// inlined in others (bimodal figures).
+const opLoopSource = 'let last; for (let i = 0; i < count; i++) last = op(); return last;';
+
 /**
  * Times `op` in a tight loop: warms it up for `warmupMs`, sizes the batch so a
  * sample lasts about `sampleMs`, takes `samples` samples and returns the median
- * ns per op, with GCs per 1000 ops and the share of time spent in GC.
+ * ns per op, with GCs per 1000 ops and the share of time spent in GC, and the
+ * median CPU time per op (extras.cpuNs: user + system time of the whole
+ * process, GC helper threads included; steadier than the wall clock when other
+ * processes compete for the cores, since time spent descheduled is left out).
  */
 export async function timeOps(op, { samples = 7, sampleMs = 20, warmupMs = 60 } = {}) {
+  // eslint-disable-next-line no-new-func
+  const loop = new Function('op', 'count', opLoopSource);
   let ops = 0;
   const warmupEnd = performance.now() + warmupMs;
   const warmupStart = performance.now();
   while (performance.now() < warmupEnd) {
-    for (let i = 0; i < 64; i++) sink = op();
+    sink = loop(op, 64);
     ops += 64;
   }
   const perOp = (performance.now() - warmupStart) / ops;
@@ -134,10 +148,14 @@ export async function timeOps(op, { samples = 7, sampleMs = 20, warmupMs = 60 } 
   const results = [];
   gc.start();
   const t0 = performance.now();
+  const cpu = [];
   for (let s = 0; s < samples; s++) {
+    const cpuStart = process.cpuUsage();
     const start = process.hrtime.bigint();
-    for (let i = 0; i < batch; i++) sink = op();
+    sink = loop(op, batch);
     results.push(Number(process.hrtime.bigint() - start) / batch);
+    const used = process.cpuUsage(cpuStart);
+    cpu.push(((used.user + used.system) * 1e3) / batch);
   }
   const elapsed = performance.now() - t0;
   gc.stop();
@@ -148,6 +166,7 @@ export async function timeOps(op, { samples = 7, sampleMs = 20, warmupMs = 60 } 
     value,
     extras: {
       exGcNs: value * Math.max(0, 1 - gcMs / elapsed),
+      cpuNs: median(cpu),
       scavenges: (scavenges * 1000) / total,
       markSweeps: (markSweeps * 1000) / total,
       gcShare: gcMs / elapsed,

@@ -86,16 +86,20 @@ const batchTrial = (name) => async (size, ctx) => {
     for (let i = 0; i < BATCH; i++) release(held[i]);
     return held[0];
   }, timing(ctx));
-  const { exGcNs, scavenges, markSweeps, gcShare } = result.extras;
+  const { exGcNs, cpuNs, scavenges, markSweeps, gcShare } = result.extras;
   return {
     value: result.value / BATCH,
-    extras: { exGcNs: exGcNs / BATCH, scavenges: scavenges / BATCH, markSweeps: markSweeps / BATCH, gcShare },
+    extras: { exGcNs: exGcNs / BATCH, cpuNs: cpuNs / BATCH, scavenges: scavenges / BATCH, markSweeps: markSweeps / BATCH, gcShare },
   };
 };
 
 const HOT_COMPETITORS = [FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, ALLOC_UNSAFE];
 
-const ratioDetail = (cell, base) => `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}×`;
+const cpuRatio = (cell, base) => {
+  const r = cell.extras.cpuNs / base.extras.cpuNs;
+  return Number.isFinite(r) ? ` (CPU time: ${r.toFixed(2)}×)` : '';
+};
+const ratioDetail = (cell, base) => `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}×${cpuRatio(cell, base)}`;
 const measured = (...cells) => cells.every((c) => c && !c.skip && Number.isFinite(c.value));
 
 /** The targets of issue 3 for the hot path, for a table whose rows are sizes. */
@@ -115,12 +119,12 @@ function hotTargets(sizes, label) {
         const parts = sizes.map((size) => {
           const pool = get(POOL, size);
           const peer = get(TYPEDARRAY_POOL, size);
-          return measured(pool, peer) ? { size, r: pool.value / peer.value } : null;
+          return measured(pool, peer) ? { size, r: pool.value / peer.value, cpu: pool.extras.cpuNs / peer.extras.cpuNs } : null;
         }).filter(Boolean);
         if (parts.length === 0) return { pass: null, detail: 'not measured' };
         return {
           pass: parts.every((p) => p.r < 1),
-          detail: parts.map((p) => `${formatBytes(p.size)} ${p.r.toFixed(2)}×`).join(', ') + ` (${POOL} ÷ ${TYPEDARRAY_POOL})`,
+          detail: parts.map((p) => `${formatBytes(p.size)} ${p.r.toFixed(2)}× (CPU ${p.cpu.toFixed(2)}×)`).join(', ') + ` (${POOL} ÷ ${TYPEDARRAY_POOL})`,
         };
       },
     },
@@ -138,6 +142,7 @@ function hotTargets(sizes, label) {
 }
 
 const HOT_EXTRAS = [
+  { key: 'cpuNs', label: 'CPU time per pair (steadier than wall time on a shared machine)', format: formatNs },
   { key: 'scavenges', label: 'GC scavenges per 1000 pairs' },
   { key: 'exGcNs', label: 'time per pair without the GC share', format: formatNs },
 ];
@@ -325,7 +330,11 @@ const threadsTable = {
       if (!measured(one, two)) return { pass: null, detail: 'not measured' };
       const scaling = two.value / one.value;
       const ceiling = get(THREADS_FREE_LIST, 2).value / get(THREADS_FREE_LIST, 1).value;
-      return { pass: scaling >= 1.6, detail: `${two.value.toFixed(1)} vs ${one.value.toFixed(1)} M/s = ${scaling.toFixed(2)}× (the machine's ceiling, per-thread JS free lists: ${ceiling.toFixed(2)}×)` };
+      const detail = `${two.value.toFixed(1)} vs ${one.value.toFixed(1)} M/s = ${scaling.toFixed(2)}× (the machine's ceiling, per-thread JS free lists sharing nothing: ${ceiling.toFixed(2)}×)`;
+      // When threads that share nothing cannot reach 1.6× either, other
+      // processes held a core: the run says nothing about the pool.
+      if (!(ceiling >= 1.6) && scaling < 1.6) return { pass: null, detail: `${detail} — not judged: the machine had no second core to give` };
+      return { pass: scaling >= 1.6, detail };
     },
   }],
 };
