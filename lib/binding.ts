@@ -33,14 +33,14 @@ export interface NativeBinding {
   readonly iovMax: number;
   /** sizeof(struct iovec): 16 on 64-bit platforms. */
   readonly iovecEntryBytes: number;
-  /** [entries, private bounds, handle, address of entries] for a new array of `capacity` entries. */
-  iovecCreate(capacity: number): [ArrayBuffer, ArrayBuffer, object, number];
-  /** Detaches both buffers and frees the native blocks now. */
-  iovecClose(handle: object, entries: ArrayBuffer, bounds: ArrayBuffer): void;
+  /** [entries, private bounds (also the array's handle), address of entries] for `capacity` entries. */
+  iovecCreate(capacity: number): [ArrayBuffer, ArrayBuffer, number];
+  /** Detaches both buffers and frees the native blocks now (no-op when closed already). */
+  iovecClose(bounds: ArrayBuffer, entries: ArrayBuffer): void;
   /** Checks entries [0, count) against their bounds, then one transfer (op: native/iovec.h IoVecOp). */
-  iovecTransfer(handle: object, op: number, fd: number, count: number, position: number): number;
+  iovecTransfer(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number): number;
   /** The same, checked and snapshotted now, run on the libuv thread pool. */
-  iovecTransferAsync(handle: object, op: number, fd: number, count: number, position: number): Promise<number>;
+  iovecTransferAsync(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number): Promise<number>;
   /** The address of a TypedArray's or DataView's first byte (0 when detached). */
   viewAddress(view: ArrayBufferView): number;
   /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */

@@ -51,6 +51,8 @@ const enum Op {
 }
 
 const MAX_POSITION = Number.MAX_SAFE_INTEGER;
+/** native/iovec.h kBoundsHeaderBytes: the bounds block starts with the native state's address. */
+const BOUNDS_HEADER_BYTES = 16;
 
 // How an entry's view is checked before a syscall (see checkViews).
 const enum Kind {
@@ -106,10 +108,13 @@ export class IoVecArray {
   /** The address of entry 0 (of `buffer`), for a binding that hands it to the kernel. */
   readonly address: bigint;
 
-  #handle: object;
   /** `buffer` as Uint32 halves: entry i's base at [4i + LOW, 4i + HIGH], its length at [4i + 2 + LOW, 4i + 2 + HIGH]. */
   #words: Uint32Array;
-  /** Private bounds in native memory: [start, end) of entry i's view at [2i, 2i + 1]. */
+  /**
+   * Private bounds in native memory, and the array's handle for native calls:
+   * [start, end) of entry i's view at [2i, 2i + 1] of #bounds, which starts
+   * 16 bytes in (native/iovec.h draws the block).
+   */
   #boundsBuffer: ArrayBuffer;
   #bounds: Float64Array;
   /** The view each entry was made from: keeps it reachable while the array refers to it. */
@@ -130,14 +135,13 @@ export class IoVecArray {
     if (native.iovecEntryBytes !== IOVEC_ENTRY_BYTES) {
       throw new IobufError(`IoVecArray needs a 64-bit platform (sizeof(struct iovec) is ${native.iovecEntryBytes})`, 'ERR_IOBUF_UNSUPPORTED');
     }
-    const [entries, bounds, handle, address] = native.iovecCreate(capacity);
+    const [entries, bounds, address] = native.iovecCreate(capacity);
     this.capacity = capacity;
     this.buffer = entries;
     this.address = BigInt(address);
-    this.#handle = handle;
     this.#words = new Uint32Array(entries);
     this.#boundsBuffer = bounds;
-    this.#bounds = new Float64Array(bounds);
+    this.#bounds = new Float64Array(bounds, BOUNDS_HEADER_BYTES);
     this.#views = new Array(capacity).fill(undefined);
     this.#viewLengths = new Float64Array(capacity);
     this.#kinds = new Uint8Array(capacity);
@@ -249,7 +253,7 @@ export class IoVecArray {
     this.#unusable = true;
     this.#views.fill(undefined, 0, this.#length);
     this.#length = 0;
-    native.iovecClose(this.#handle, this.buffer, this.#boundsBuffer);
+    native.iovecClose(this.#boundsBuffer, this.buffer);
   }
 
   [Symbol.dispose](): void {
@@ -382,10 +386,10 @@ export class IoVecArray {
     if (this.#unusable) this.#throwUnusable();
     const count = this.#length;
     this.#checkViews(count);
-    if (op < Op.WRITEV_ALL) return native.iovecTransfer(this.#handle, op, fd, count, position);
+    if (op < Op.WRITEV_ALL) return native.iovecTransfer(this.#boundsBuffer, op, fd, count, position);
     let bytes: number;
     try {
-      bytes = native.iovecTransfer(this.#handle, op, fd, count, position);
+      bytes = native.iovecTransfer(this.#boundsBuffer, op, fd, count, position);
     } catch (error) {
       this.#settleAll((error as Partial<IoVecWriteError>).bytesWritten ?? 0);
       throw error;
@@ -403,7 +407,7 @@ export class IoVecArray {
     if (this.#unusable) this.#throwUnusable();
     const count = this.#length;
     this.#checkViews(count);
-    const pending = native.iovecTransferAsync(this.#handle, op, fd, count, position);
+    const pending = native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position);
     this.#busy = true;
     this.#unusable = true;
     return pending.then((bytes) => {

@@ -24,9 +24,22 @@ namespace {
 
 void FreeBlocks(IoVecState* state) {
   free(state->entries);
-  free(state->bounds);
+  free(state->boundsBlock);
   state->entries = nullptr;
+  state->boundsBlock = nullptr;
   state->bounds = nullptr;
+}
+
+// The state of the array whose private bounds ArrayBuffer (its handle) is
+// `bounds`; null once close() detached it.
+IoVecState* StateOf(napi_env env, napi_value bounds) {
+  void* data = nullptr;
+  if (napi_get_arraybuffer_info(env, bounds, &data, nullptr) != napi_ok || data == nullptr) return nullptr;
+  return *static_cast<IoVecState**>(data);
+}
+
+Napi::Error ClosedError(Napi::Env env) {
+  return MakeError(env, "ERR_IOBUF_IOVEC_CLOSED", "This IoVecArray is closed");
 }
 
 // Finalizer of either ArrayBuffer: the second one frees the state.
@@ -46,7 +59,7 @@ void* AllocateZeroed(size_t bytes) {
   return memory;
 }
 
-// iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer, handle, address]
+// iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer (the handle), address]
 // Precondition (lib/iovec.ts): 1 <= capacity <= 2^24.
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -54,14 +67,17 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   auto* state = new IoVecState();
   state->capacity = capacity;
   state->entries = static_cast<struct iovec*>(AllocateZeroed(capacity * sizeof(struct iovec)));
-  state->bounds = static_cast<IoVecBounds*>(AllocateZeroed(capacity * sizeof(IoVecBounds)));
-  if (state->entries == nullptr || state->bounds == nullptr) {
+  const size_t boundsBytes = kBoundsHeaderBytes + capacity * sizeof(IoVecBounds);
+  state->boundsBlock = AllocateZeroed(boundsBytes);
+  if (state->entries == nullptr || state->boundsBlock == nullptr) {
     FreeBlocks(state);
     delete state;
     throw MakeErrnoError(env, ENOMEM, "posix_memalign");
   }
   // Raw Node-API: node-addon-api's external ArrayBuffer finalizers want one
   // owner per buffer; here the two share one state.
+  *static_cast<IoVecState**>(state->boundsBlock) = state;
+  state->bounds = reinterpret_cast<IoVecBounds*>(static_cast<uint8_t*>(state->boundsBlock) + kBoundsHeaderBytes);
   napi_value entries;
   napi_value bounds;
   napi_status status = napi_create_external_arraybuffer(env, state->entries,
@@ -71,28 +87,28 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
     delete state;
     NAPI_THROW_IF_FAILED(env, status, Napi::Value());
   }
-  status = napi_create_external_arraybuffer(env, state->bounds,
-      capacity * sizeof(IoVecBounds), DropReference, state, &bounds);
+  status = napi_create_external_arraybuffer(env, state->boundsBlock, boundsBytes, DropReference,
+                                            state, &bounds);
   if (status != napi_ok) {
     // The entries buffer holds one reference and will drop it when collected.
     state->references--;
     NAPI_THROW_IF_FAILED(env, status, Napi::Value());
   }
-  Napi::Array result = Napi::Array::New(env, 4);
+  Napi::Array result = Napi::Array::New(env, 3);
   result.Set(0u, Napi::Value(env, entries));
   result.Set(1u, Napi::Value(env, bounds));
-  result.Set(2u, Napi::External<IoVecState>::New(env, state));
-  result.Set(3u, Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(state->entries))));
+  result.Set(2u, Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(state->entries))));
   return result;
 }
 
-// iovecClose(handle, entries, bounds): detach both ArrayBuffers (no view can
-// reach the blocks any more), then free the blocks. The state itself lives on
+// iovecClose(bounds, entries): detach both ArrayBuffers (no view can reach
+// the blocks any more), then free the blocks. The state itself lives on
 // until both finalizers have run.
 Napi::Value Close(const Napi::CallbackInfo& info) {
-  auto* state = info[0].As<Napi::External<IoVecState>>().Data();
+  IoVecState* state = StateOf(info.Env(), info[0]);
+  if (state == nullptr) return info.Env().Undefined();  // closed already
+  info[0].As<Napi::ArrayBuffer>().Detach();
   info[1].As<Napi::ArrayBuffer>().Detach();
-  info[2].As<Napi::ArrayBuffer>().Detach();
   FreeBlocks(state);
   return info.Env().Undefined();
 }
@@ -209,7 +225,7 @@ Napi::Error OutcomeError(Napi::Env env, IoVecOp op, const Outcome& outcome) {
 }
 
 // ---------------------------------------------------------------------------
-// Sync: iovecTransfer(handle, op, fd, count, position) -> bytes
+// Sync: iovecTransfer(bounds, op, fd, count, position) -> bytes
 // ---------------------------------------------------------------------------
 
 // The hot path (writevSync over a prepared array): raw Node-API, fixed
@@ -222,17 +238,16 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
     size_t argc = 5;
     napi_value argv[5];
     napi_get_cb_info(rawEnv, info, &argc, argv, nullptr, nullptr);
-    void* external = nullptr;
     int32_t op = 0;
     int32_t fd = 0;
     uint32_t count = 0;
     double position = 0;
-    napi_get_value_external(rawEnv, argv[0], &external);
     napi_get_value_int32(rawEnv, argv[1], &op);
     napi_get_value_int32(rawEnv, argv[2], &fd);
     napi_get_value_uint32(rawEnv, argv[3], &count);
     napi_get_value_double(rawEnv, argv[4], &position);
-    auto* state = static_cast<IoVecState*>(external);
+    IoVecState* state = StateOf(rawEnv, argv[0]);
+    if (state == nullptr) throw ClosedError(env);
     auto kind = static_cast<IoVecOp>(op);
 
     if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
@@ -255,7 +270,7 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------
-// Async: iovecTransferAsync(handle, op, fd, count, position) -> Promise<bytes>
+// Async: iovecTransferAsync(bounds, op, fd, count, position) -> Promise<bytes>
 // ---------------------------------------------------------------------------
 
 // Runs one transfer on the libuv thread pool. The entries are checked and
@@ -295,7 +310,8 @@ class TransferWorker : public Napi::AsyncWorker {
 
 Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto* state = info[0].As<Napi::External<IoVecState>>().Data();
+  IoVecState* state = StateOf(env, info[0]);
+  if (state == nullptr) throw ClosedError(env);
   auto op = static_cast<IoVecOp>(info[1].As<Napi::Number>().Int32Value());
   int fd = info[2].As<Napi::Number>().Int32Value();
   uint32_t count = info[3].As<Napi::Number>().Uint32Value();

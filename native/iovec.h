@@ -11,11 +11,14 @@
 //          +------------+------------+------------+------------+---
 //     both fields little-endian 64-bit; JS writes each as two 32-bit halves.
 //
-//   bounds (private to lib/iovec.ts; never handed to users)
-//          +------------+------------+------------+------------+---
-//          | start 0    | end 0      | start 1    | end 1      | ...
-//          +------------+------------+------------+------------+---
-//     doubles: [start, end) of the memory of the view entry i was made from.
+//   bounds (private to lib/iovec.ts, which passes it to every call as the
+//   array's handle; never handed to users)
+//     byte 0        8            16           24           32
+//          +------------+------+------------+------------+------------+---
+//          | IoVecState*| pad  | start 0    | end 0      | start 1    | ...
+//          +------------+------+------------+------------+------------+---
+//     doubles from byte 16: [start, end) of the memory of the view entry i
+//     was made from. The first slot finds the state (JS views start at 16).
 //
 // Users may write anything into `entries`. Before every syscall the native
 // side checks, for each entry i < count, start_i <= iov_base_i and
@@ -48,13 +51,19 @@ struct IoVecBounds {
   double end;
 };
 
+// Bytes before the first IoVecBounds in the bounds block: the state pointer and padding.
+constexpr size_t kBoundsHeaderBytes = sizeof(IoVecBounds);
+
 // One array's native side. Its two blocks are owned jointly by the two
 // ArrayBuffers over them: each one's finalizer drops a reference, and the
 // last one frees everything (users may keep `buffer` alive longer than the
 // IoVecArray). close() frees the blocks at once, after detaching both.
+// (No napi External for a handle: Node 20 leaks an External's bookkeeping
+// when a worker's environment ends with it uncollected.)
 struct IoVecState {
   struct iovec* entries = nullptr;
-  IoVecBounds* bounds = nullptr;
+  void* boundsBlock = nullptr;     // kBoundsHeaderBytes, then IoVecBounds[capacity]
+  IoVecBounds* bounds = nullptr;   // = boundsBlock + kBoundsHeaderBytes
   uint32_t capacity = 0;
   int references = 2;
 };
