@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import {
-  BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, addressOf, allocAligned, free,
+  BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, addressOf, allocAligned, free, pwritevAllSync,
 } from '../lib/index';
 import { native } from '../lib/binding';
 import { MiB, expectCode, thrown } from './fixtures/pool-helpers';
@@ -216,6 +216,30 @@ describe('IoVecArray with other views', () => {
     expect(rawEntry(iov, 2)).toEqual([addressOf(view) + 2n, 3n]);
     expect(iov.entries()[0].toString('latin1')).toBe('BCDE');
     expectCode(thrown(() => new IoVecArray(1).push(words, 0, 7)), 'RangeError', 'ERR_OUT_OF_RANGE');
+  });
+
+  it('small typed arrays (kept inside the V8 heap) still point at their bytes after GCs move things', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iobuf-iovec-small-'));
+    const fd = fs.openSync(path.join(dir, 'out.bin'), 'w+');
+    try {
+      const smalls = Array.from({ length: 32 }, (_, i) => new Uint8Array(8).fill(0x41 + (i % 26)));
+      const iov = IoVecArray.from(smalls);
+      const addresses = smalls.map((small) => addressOf(small));
+      for (let round = 0; round < 5; round++) {
+        let garbage: unknown[] = [];
+        for (let i = 0; i < 20_000; i++) garbage.push(new Uint8Array(16), { i });
+        garbage = [];
+        globalThis.gc!();
+      }
+      expect(smalls.map((small) => addressOf(small))).toEqual(addresses);
+      expect(pwritevAllSync(fd, iov, 0)).toBe(32 * 8);
+      const back = Buffer.alloc(32 * 8);
+      fs.readSync(fd, back, 0, back.length, 0);
+      expect(back.equals(Buffer.concat(smalls))).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('works in a worker thread, and arrays left open are freed when it exits', async () => {
