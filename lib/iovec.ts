@@ -188,7 +188,26 @@ export class IoVecArray {
     if (index === this.capacity) {
       throw new IobufError(`This IoVecArray is full (capacity ${this.capacity})`, 'ERR_IOBUF_IOVEC_FULL');
     }
-    this.#write(index, view, offset, length);
+    const start = pooledAddressOf(view);
+    if (start >= 0 && offset === undefined && length === undefined) {
+      // The common case, inline: a whole pooled Buffer (#write does the same, and the rest).
+      const bytes = (view as Buffer).length;
+      const words = this.#words;
+      const w = 4 * index;
+      const startLow = start >>> 0;
+      words[w + LOW] = startLow;
+      words[w + HIGH] = (start - startLow) / TWO_32;
+      const bytesLow = bytes >>> 0;
+      words[w + 2 + LOW] = bytesLow;
+      words[w + 2 + HIGH] = (bytes - bytesLow) / TWO_32;
+      const bounds = this.#bounds;
+      bounds[2 * index] = start;
+      bounds[2 * index + 1] = start + bytes;
+      this.#views[index] = view;
+      this.#kinds[index] = Kind.POOLED;
+    } else {
+      this.#write(index, view, offset, length);
+    }
     this.#length = index + 1;
     return index + 1;
   }
