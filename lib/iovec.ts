@@ -32,7 +32,7 @@ export const IOV_MAX: number = native.iovMax;
 /** Bytes per entry in `IoVecArray#buffer`: sizeof(struct iovec). */
 export const IOVEC_ENTRY_BYTES = 16;
 /** The largest capacity an IoVecArray takes. */
-export const MAX_IOVEC_CAPACITY = 2 ** 24;
+export const MAX_IOVEC_CAPACITY = 2 ** 20;
 
 
 // Which Uint32 of a 64-bit field holds its low half.

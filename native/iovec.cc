@@ -60,7 +60,7 @@ void* AllocateZeroed(size_t bytes) {
 }
 
 // iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer (the handle), address]
-// Precondition (lib/iovec.ts): 1 <= capacity <= 2^24.
+// Precondition (lib/iovec.ts): 1 <= capacity <= 2^20.
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t capacity = info[0].As<Napi::Number>().Uint32Value();
