@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BufferPool, IoVecArray, readvSync, writevAll, writevAllSync, writevSync } from '../lib/index';
+import { BufferPool, IoVecArray, readv, readvSync, writevAll, writevAllSync, writevSync } from '../lib/index';
 import { KiB, MiB, thrown } from './fixtures/pool-helpers';
 import { random, randomSplit } from './fixtures/iovec-helpers';
 
@@ -83,6 +83,40 @@ describe('non-blocking pipes', () => {
     } finally {
       fs.closeSync(reader);
       fs.closeSync(writer);
+    }
+  });
+
+  it('a promise readv on a blocking pipe waits in the thread pool while the event loop runs on', async () => {
+    const file = path.join(dir, `fifo-${fifoCount++}`);
+    execFileSync('mkfifo', [file]);
+    // A blocking read end (opened in the thread pool: open blocks until a writer comes),
+    // and a non-blocking write end (ENXIO until the reader is there).
+    const opening = fs.promises.open(file, 'r');
+    let writer = -1;
+    while (writer < 0) {
+      try {
+        writer = fs.openSync(file, O_WRONLY | O_NONBLOCK);
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'ENXIO') throw error;
+        await nextTurn();
+      }
+    }
+    const handle = await opening;
+    try {
+      const parts = [Buffer.alloc(3), Buffer.alloc(5)];
+      const iov = IoVecArray.from(parts);
+      const pending = readv(handle.fd, iov);
+      let settled = false;
+      void pending.then(() => { settled = true; });
+      let turns = 0;
+      for (; turns < 50; turns++) await nextTurn();
+      expect({ settled, turns }).toEqual({ settled: false, turns: 50 });
+      expect(writevSync(writer, IoVecArray.from([Buffer.from('abcdefgh')]))).toBe(8);
+      expect(await pending).toBe(8);
+      expect(parts.map(String)).toEqual(['abc', 'defgh']);
+    } finally {
+      fs.closeSync(writer);
+      await handle.close();
     }
   });
 
