@@ -33,7 +33,8 @@
 // memory came and the held bytes fell to half the mark.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { IobufError, validateInteger, validateOptions, validateView } from './errors';
+import { IobufError, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
+import type { Gatherer } from './gather';
 import { BufferPool } from './pool';
 
 export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
@@ -946,6 +947,102 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
       this.waiter = { resolve, reject };
     });
   }
+}
+
+// ---------------------------------------------------------------------------
+// The send side: frames into a Gatherer
+// ---------------------------------------------------------------------------
+
+export interface EncodeFrameOptions {
+  /** Default 'u32be'. */
+  lengthPrefix?: LengthPrefix;
+  /** Parts of at most this many bytes are copied into the gatherer's scratch; longer ones go by reference. Default 512. */
+  copyBelow?: number;
+}
+
+const PREFIX_LIMIT = [0xff, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0xffffffff];
+
+function checkGatherer(gatherer: Gatherer): void {
+  if (gatherer === null || typeof gatherer !== 'object' || typeof (gatherer as Partial<Gatherer>).putU32BE !== 'function') {
+    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for gatherer but received ${describe(gatherer)}`);
+  }
+}
+
+function putLength(gatherer: Gatherer, prefix: number, length: number): void {
+  switch (prefix) {
+    case U8: gatherer.putU8(length); break;
+    case U16BE: gatherer.putU16BE(length); break;
+    case U16LE: gatherer.putU16LE(length); break;
+    case U32BE: gatherer.putU32BE(length); break;
+    case U32LE: gatherer.putU32LE(length); break;
+    default:
+      for (; length >= 0x80; length = Math.floor(length / 128)) gatherer.putU8((length % 128) | 0x80);
+      gatherer.putU8(length);
+  }
+}
+
+/**
+ * Appends one frame to `gatherer`: the length prefix, then the payload (one
+ * view, or several parts that make one payload). Parts up to `copyBelow`
+ * bytes are copied into scratch; longer ones are added by reference
+ * (gatherer.putBytes): they must not change until the gatherer's write has
+ * completed. A received Frame's `data` can be sent back this way, and
+ * released once writeTo() has resolved.
+ */
+export function encodeFrame(gatherer: Gatherer, payload: ArrayBufferView | readonly ArrayBufferView[], options: EncodeFrameOptions = {}): Gatherer {
+  checkGatherer(gatherer);
+  validateOptions(options, 'options');
+  const { lengthPrefix = 'u32be', copyBelow = 512 } = options;
+  validateOneOf(lengthPrefix, 'options.lengthPrefix', PREFIXES);
+  validateInteger(copyBelow, 'options.copyBelow', 0, 2 ** 30);
+  const prefix = PREFIXES.indexOf(lengthPrefix);
+  const parts = ArrayBuffer.isView(payload) ? [payload] : payload;
+  if (!Array.isArray(parts)) validateView(payload, 'payload');
+  let length = 0;
+  for (let i = 0; i < parts.length; i++) {
+    validateView(parts[i], `payload[${i}]`);
+    length += parts[i].byteLength;
+  }
+  if (length > PREFIX_LIMIT[prefix]) {
+    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
+  }
+  putLength(gatherer, prefix, length);
+  for (const part of parts) {
+    if (part.byteLength <= copyBelow) gatherer.putSlice(part);
+    else gatherer.putBytes(part);
+  }
+  return gatherer;
+}
+
+/**
+ * Starts a frame whose payload is put next (fixed-width prefixes only): the
+ * prefix is reserved now and filled in by endFrame(gatherer, position).
+ *   const at = beginFrame(g); g.putU8(op).putU32BE(id).putBytes(body); endFrame(g, at);
+ */
+export function beginFrame(gatherer: Gatherer, lengthPrefix: Exclude<LengthPrefix, 'varint'> = 'u32be'): number {
+  checkGatherer(gatherer);
+  validateOneOf(lengthPrefix, 'lengthPrefix', ['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const);
+  return gatherer.reserve(lengthPrefix === 'u8' ? 1 : lengthPrefix.startsWith('u16') ? 2 : 4);
+}
+
+/** Fills in the prefix beginFrame() reserved at `position` with the bytes put since. */
+export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exclude<LengthPrefix, 'varint'> = 'u32be'): Gatherer {
+  checkGatherer(gatherer);
+  validateOneOf(lengthPrefix, 'lengthPrefix', ['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const);
+  const width = lengthPrefix === 'u8' ? 1 : lengthPrefix.startsWith('u16') ? 2 : 4;
+  const length = gatherer.byteLength - position - width;
+  const prefix = PREFIXES.indexOf(lengthPrefix);
+  if (length < 0 || length > PREFIX_LIMIT[prefix]) {
+    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
+  }
+  switch (prefix) {
+    case U8: gatherer.patchU8(position, length); break;
+    case U16BE: gatherer.patchU16BE(position, length); break;
+    case U16LE: gatherer.patchU16LE(position, length); break;
+    case U32BE: gatherer.patchU32BE(position, length); break;
+    default: gatherer.patchU32LE(position, length);
+  }
+  return gatherer;
 }
 
 function describe(value: unknown): string {

@@ -16,7 +16,9 @@ export {
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
 } from './iovec';
 export type { IoVecWriteError } from './iovec';
-export { FrameAssembler, Frame, MAX_HEADER_LENGTH } from './frames';
+export {
+  FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
+} from './frames';
 export type {
-  FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, LengthPrefix,
+  FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, LengthPrefix, EncodeFrameOptions,
 } from './frames';
