@@ -16,6 +16,8 @@ export {
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
 } from './iovec';
 export type { IoVecWriteError } from './iovec';
+export { Gatherer } from './gather';
+export type { GathererOptions } from './gather';
 export {
   FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
 } from './frames';
