@@ -441,8 +441,8 @@ export class Gatherer {
       this.heldPools.push(other.heldPools[i]);
     }
     this.adoptReservations(other, base);
-    other.held = [];
-    other.heldPools = [];
+    other.held.length = 0;
+    other.heldPools.length = 0;
     other.clear();
     return this;
   }
@@ -767,7 +767,8 @@ export class Gatherer {
 
   /** The write is over: every pooled buffer back, the gatherer spent. */
   private settle(error: Error | null, resolve: () => void, reject: (error: Error) => void): void {
-    const reason = error ?? this.spend();
+    const releaseError = this.spend();  // always: the pooled buffers go back on failure too
+    const reason = error ?? releaseError;
     if (reason === null) resolve();
     else reject(reason);
   }
@@ -961,60 +962,60 @@ export class Gatherer {
     used.add(this.chunk);
     const held: Buffer[] = [];
     const heldPools: BufferPool[] = [];
-    const free: Array<[Buffer, BufferPool]> = [];
+    let first: unknown = null;
     for (let i = 0; i < this.held.length; i++) {
       if (used.has(this.held[i]) && !owned.includes(this.held[i])) {
         held.push(this.held[i]);
         heldPools.push(this.heldPools[i]);
       } else {
-        free.push([this.held[i], this.heldPools[i]]);
+        first = release(this.held[i], this.heldPools[i], first);
       }
     }
     this.held = held;
     this.heldPools = heldPools;
-    releaseEach(free);
+    if (first !== null) throw first;
   }
 
   private releaseAll(): void {
-    const free: Array<[Buffer, BufferPool]> = this.held.map((buffer, i) => [buffer, this.heldPools[i]]);
-    this.held = [];
-    this.heldPools = [];
-    releaseEach(free);
+    const held = this.held;
+    const pools = this.heldPools;
+    let first: unknown = null;
+    for (let i = 0; i < held.length; i++) first = release(held[i], pools[i], first);
+    held.length = 0;
+    pools.length = 0;
+    if (first !== null) throw first;
   }
 
-  /** Forgets every segment, reservation and chunk (after they were released or handed on). */
+  /** Forgets every segment, reservation and chunk (after they were released or handed on). Keeps the arrays: reset() allocates nothing. */
   private clear(): void {
     this.chunk = EMPTY;
     this.view = EMPTY_VIEW;
     this.segBegin = 0;
     this.cursor = 0;
     this.limit = 0;
-    this.bufs = [];
-    this.starts = [];
-    this.ends = [];
-    this.kinds = [];
+    this.bufs.length = 0;
+    this.starts.length = 0;
+    this.ends.length = 0;
+    this.kinds.length = 0;
     this.closedBytes = 0;
     this.blobs = 0;
-    this.reservedStarts = [];
-    this.reservedEnds = [];
+    this.reservedStarts.length = 0;
+    this.reservedEnds.length = 0;
   }
 }
 
 /**
- * Releases every buffer, even when one release throws. A pool that was
- * force-closed has freed the memory already (ERR_IOBUF_POOL_CLOSED): nothing
- * to give back. Any other error is thrown after all the others are released.
+ * Releases one buffer; returns the first error to rethrow once every buffer
+ * is released. A pool that was force-closed has freed the memory already
+ * (ERR_IOBUF_POOL_CLOSED): nothing to give back, not an error here.
  */
-function releaseEach(buffers: Array<[Buffer, BufferPool]>): void {
-  let first: unknown = null;
-  for (const [buffer, pool] of buffers) {
-    try {
-      pool.release(buffer);
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') first ??= error;
-    }
+function release(buffer: Buffer, pool: BufferPool, first: unknown): unknown {
+  try {
+    pool.release(buffer);
+  } catch (error) {
+    if (first === null && (error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') return error;
   }
-  if (first !== null) throw first;
+  return first;
 }
 
 /** Writes a validated 64-bit value: a bigint directly, a safe integer as two 32-bit halves (no BigInt made). */
