@@ -112,15 +112,12 @@ export interface Lease extends Disposable {
 // ---------------------------------------------------------------------------
 
 const kSlot = Symbol('iobuf.slot');
-/** slot.owner while a leak-tracked buffer is out: the pool holds it only weakly. */
-const TRACKED = Symbol('iobuf.tracked');
 /** On a strict-mode view's own ArrayBuffer: the slab's ArrayBuffer, kept reachable. */
 const kSlabKeepAlive = Symbol('iobuf.slabKeepAlive');
 const SAMPLE_INTERVAL = 256;
 
 /** Every view the pool hands out carries its slot: one property load finds it again (see release). */
 type PooledView = Buffer & { [kSlot]?: Slot };
-
 
 /**
  * One size class as this thread sees it. The counters are plain fields (the
@@ -180,9 +177,13 @@ interface Slot {
   view: Buffer | null;
   /** view.length, kept here because a field load is cheaper than the typed-array getter. */
   viewLength: number;
-  /** The buffer now out (null when free, TRACKED when only weakly held). */
-  owner: Buffer | null | typeof TRACKED;
+  /** The buffer now out; null when free, and while a leak-tracked buffer is out (held weakly in `tracked`). */
+  owner: Buffer | null;
   tracked: WeakRef<Buffer> | null;
+  /** Default mode: a WeakRef to `view`, made (and the view registered for leaks) once per view, not per tracked acquire. */
+  weakView: WeakRef<Buffer> | null;
+  /** Bumped for every view made; a leak report names the view generation it was registered with. */
+  viewGeneration: number;
   stack: string | undefined;
   /** Bumped whenever the slot is tracked, so a late leak report for an earlier owner is ignored. */
   generation: number;
@@ -308,6 +309,8 @@ export class BufferPool {
   private readonly largest: number;
   /** log2 of the smallest class when the ladder is consecutive powers of two, else -1. */
   private readonly powerShift: number;
+  /** Power-of-two ladders: the class for sizes in (2^(k-1), 2^k] at index k; otherwise null. */
+  private readonly classByLog2: (SizeClass | undefined)[] | null;
   private readonly hugePages: boolean;
   private readonly poisonByte: number;
   private readonly leakDetection: LeakDetection;
@@ -374,6 +377,9 @@ export class BufferPool {
     this.classes.push(this.oversize);
     const powers = sizeClasses.every((size, i) => Number.isInteger(Math.log2(size)) && (i === 0 || size === sizeClasses[i - 1] * 2));
     this.powerShift = powers ? Math.log2(sizeClasses[0]) : -1;
+    this.classByLog2 = powers
+      ? Array.from({ length: 33 }, (_, k) => this.classes.slice(0, -1).find((c) => c.size >= 2 ** k))
+      : null;
   }
 
   /**
@@ -401,10 +407,21 @@ export class BufferPool {
   /** A Buffer of exactly `size` bytes, or null when the budget is spent. Never waits. */
   tryAcquire(size: number): Buffer | null {
     if (this.control[Word.CLOSED] !== 0) throw closedError();
-    const sizeClass = this.classOf(size);
+    const table = this.classByLog2;
+    const sizeClass = table !== null && typeof size === 'number' && (size | 0) === size && size > 0 && size <= this.largest
+      ? table[32 - Math.clz32(size - 1)] : this.classOf(size);
     if (sizeClass !== undefined) {
       const slot = sizeClass.free!.pop();
-      if (slot !== undefined) return this.handOut(slot, size);
+      if (slot !== undefined) {
+        const view = slot.view;
+        if (view !== null && slot.viewLength === size && this.leakCountdown !== 1) {
+          this.leakCountdown--;
+          sizeClass.acquires++;
+          slot.owner = view;
+          return view;
+        }
+        return this.handOut(slot, size);
+      }
     }
     return this.acquireNew(size, sizeClass, -1, 1) as Buffer | null;
   }
@@ -463,6 +480,12 @@ export class BufferPool {
     (view as PooledView)[kSlot] = slot;
     slot.view = view;
     slot.viewLength = size;
+    if (!this.strict && this.leakRegistry !== null) {
+      // Registered once for its whole life: tracking it later costs two field stores.
+      slot.viewGeneration++;
+      slot.weakView = new WeakRef(view);
+      this.leakRegistry.register(view, { slot, generation: slot.viewGeneration });
+    }
     return view;
   }
 
@@ -553,7 +576,7 @@ export class BufferPool {
     for (let i = 0; i < slotCount; i++) {
       slab.slots.push({
         pool: this, sizeClass, slab, offset: i * stride, view: null, viewLength: 0, owner: null,
-        tracked: null, stack: undefined, generation: 0,
+        tracked: null, stack: undefined, generation: 0, weakView: null, viewGeneration: 0,
       });
     }
     this.slabs.add(slab);
@@ -578,8 +601,8 @@ export class BufferPool {
     }
     if (this.freed) throw closedError();
     if (slot !== undefined && slot.pool === this) {
-      if (slot.owner === TRACKED && slot.tracked!.deref() === buffer) {
-        this.leakRegistry!.unregister(slot);
+      if (slot.tracked !== null && slot.tracked.deref() === buffer) {
+        if (this.strict) this.leakRegistry!.unregister(slot);
         slot.tracked = null;
         slot.stack = undefined;
         slot.view = buffer;
@@ -588,7 +611,7 @@ export class BufferPool {
       }
       // (In the default mode the same Buffer object is handed out again, so a
       // second release is recognised only while its slot is still free.)
-      if (slot.owner === null || (this.strict && buffer.buffer.byteLength === 0)) {
+      if ((slot.owner === null && slot.tracked === null) || (this.strict && buffer.buffer.byteLength === 0)) {
         throw new IobufError('This buffer was released already', 'ERR_IOBUF_DOUBLE_RELEASE');
       }
     }
@@ -627,13 +650,16 @@ export class BufferPool {
    * returned or a waiter comes or goes, never per acquire/release.
    */
   private watchIdle(): void {
-    if (this.watchingIdle || this.freed || this.idleHere() === 0) return;
+    if (this.watchingIdle || this.freed) return;
+    // The epoch is read before WAITERS is looked at: a waiter that comes after
+    // the look has bumped it, so the wait below returns at once.
+    const epoch = Atomics.load(this.control, Word.EPOCH);
+    if (this.control[Word.WAITERS] !== 0 && this.waiters.length === 0) this.trim(0, undefined);
+    if (this.idleHere() === 0) return;
     this.watchingIdle = true;
-    const result = Atomics.waitAsync(this.control, Word.EPOCH, Atomics.load(this.control, Word.EPOCH));
+    const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
     const again = () => {
       this.watchingIdle = false;
-      if (this.freed) return;
-      if (this.control[Word.WAITERS] !== 0 && this.waiters.length === 0) this.trim(0, undefined);
       this.watchIdle();
     };
     if (result.async) void result.value.then(again);
@@ -865,12 +891,17 @@ export class BufferPool {
   /** While this thread has waiters, look again whenever any thread frees budget or a ticket finishes. */
   private watch(): void {
     if (this.watching || this.waiters.length === 0) return;
-    const result = Atomics.waitAsync(this.control, Word.EPOCH, Atomics.load(this.control, Word.EPOCH));
+    // The epoch is read before the attempt: budget given back after the
+    // attempt has bumped it, so the wait below returns at once (reading it
+    // after the attempt could sleep through that release until a timeout).
+    const epoch = Atomics.load(this.control, Word.EPOCH);
+    if (this.control[Word.CLOSED] !== 0) this.rejectWaiters();
+    else this.serveWaiters();
+    if (this.waiters.length === 0) return;
     this.watching = true;
+    const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
     const again = () => {
       this.watching = false;
-      if (this.control[Word.CLOSED] !== 0) this.rejectWaiters();
-      else this.serveWaiters();
       this.watch();
     };
     if (result.async) void result.value.then(again);
@@ -954,11 +985,16 @@ export class BufferPool {
   /** The pool holds this buffer only weakly while it is out, so losing it can be noticed. */
   private track(slot: Slot, view: Buffer): void {
     this.leakCountdown = this.leakDetection === 'full' ? 1 : SAMPLE_INTERVAL;
-    slot.owner = TRACKED;
-    slot.generation++;
+    slot.owner = null;  // held weakly through slot.tracked
     slot.view = null;
-    slot.tracked = new WeakRef(view);
     slot.stack = this.leakDetection === 'full' ? acquireStack() : undefined;
+    if (!this.strict) {
+      slot.tracked = slot.weakView;
+      slot.generation = slot.viewGeneration;
+      return;
+    }
+    slot.generation++;
+    slot.tracked = new WeakRef(view);
     this.leakRegistry!.register(view, { slot, generation: slot.generation }, slot);
   }
 
@@ -968,7 +1004,7 @@ export class BufferPool {
    * the next owner's bytes; strict mode rules that out.)
    */
   private leaked(slot: Slot, generation: number): void {
-    if (slot.owner !== TRACKED || slot.generation !== generation || slot.slab.unmapped) return;
+    if (slot.tracked === null || slot.generation !== generation || slot.slab.unmapped) return;
     const report: LeakReport = { size: slot.viewLength };
     if (slot.stack !== undefined) report.stack = slot.stack;
     slot.sizeClass.leaks++;
@@ -1100,7 +1136,7 @@ export class BufferPool {
       for (const slot of slab.slots) {
         // Strict views have ArrayBuffers of their own; the others die with the slab's.
         if (this.strict && slot.view !== null) native.detach(slot.view.buffer as ArrayBuffer);
-        if (slot.owner === TRACKED) this.leakRegistry!.unregister(slot);
+        if (slot.tracked !== null) this.leakRegistry!.unregister(slot);
         slot.owner = null;  // a release after this finds no owner: ERR_IOBUF_POOL_CLOSED
       }
       native.free(slab.arrayBuffer);
@@ -1190,7 +1226,7 @@ export class BufferPool {
 export function pooledAddressOf(view: ArrayBufferView): number {
   const slot = (view as PooledView)[kSlot];
   if (slot === undefined || slot.slab.unmapped) return -1;
-  if (slot.owner !== view && !(slot.owner === TRACKED && slot.tracked!.deref() === view)) return -1;
+  if (slot.owner !== view && !(slot.tracked !== null && slot.tracked.deref() === view)) return -1;
   return slot.slab.address + slot.offset;
 }
 
