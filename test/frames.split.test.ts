@@ -2,13 +2,12 @@
 // point of a stream, random splits of long streams, real socket reads), the
 // frames that come out are exactly the frames sent, byte for byte, each in a
 // pooled Buffer of exactly its payload.
-import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BufferPool, Frame, FrameAssembler, MAX_HEADER_LENGTH } from '../lib/index';
 import type { FrameHeader, LengthPrefix } from '../lib/index';
 import { pooledAddressOf } from '../lib/pool';
 import {
-  KiB, MiB, closeServer, connect, encodeStream, listen, makePayloads, prng, writeInPieces,
+  KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, prng, writeInPieces,
 } from './fixtures/frames-helpers';
 
 const pools: BufferPool[] = [];
@@ -165,7 +164,7 @@ describe('FrameAssembler on a real socket', () => {
     let closed!: Promise<unknown>;
     const { server, port } = await listen((socket) => {
       assembler = new FrameAssembler({ pool, readBufferSize: 16 * KiB }).attach(socket);
-      closed = once(assembler, 'close');
+      closed = closeOf(assembler);
       consumed = (async () => {
         for await (const frame of assembler) {
           received.push(Buffer.from(frame.data));
@@ -208,7 +207,7 @@ describe('FrameAssembler on a real socket', () => {
     }
     expectSameFrames(received, payloads, 'client socket');
     expect(assembler.stats().readMode).toBe('onread');
-    if (!assembler.closed) await once(assembler, 'close');
+    await closeOf(assembler);
     await closeServer(server);
     expect(pool.stats().inUse).toBe(0);
   });
