@@ -106,6 +106,74 @@ function validateEncoding(encoding: unknown): asserts encoding is BufferEncoding
   }
 }
 
+/**
+ * One 'error', one 'close' and one 'drain' listener per socket, shared by
+ * every writeTo() pending on it (so pipelined writes add no listeners each),
+ * attached only while some write is pending: between writes the socket's
+ * own error handling is the application's again. While attached, a socket
+ * error rejects the pending writes instead of going unhandled.
+ *
+ * Writes that must wait for 'drain' queue here in call order; each 'drain'
+ * lets them write until the socket needs a 'drain' again, so messages keep
+ * their order and the socket's buffer is not flooded.
+ */
+class SocketWatch {
+  /** The first 'error' the socket emitted while watched. */
+  error: Error | null = null;
+  /** 'close' was emitted: libuv has finished or cancelled every write on it. */
+  closed = false;
+  private readonly onClose = new Set<() => void>();
+  private readonly waiting: Array<() => void> = [];
+  private readonly errorListener = (error: Error) => { this.error ??= error; };
+  private readonly closeListener = () => {
+    this.closed = true;
+    this.detach();
+    for (const callback of [...this.onClose]) callback();
+  };
+
+  private readonly drainListener = () => {
+    while (this.waiting.length > 0 && !this.socket.writableNeedDrain) this.waiting.shift()!();
+  };
+
+  private constructor(private readonly socket: Writable) {
+    socket.on('error', this.errorListener);
+    socket.on('close', this.closeListener);
+    socket.on('drain', this.drainListener);
+    watches.set(socket, this);
+  }
+
+  /** Runs `write` now, or after the writes queued before it once the socket has drained. */
+  writeInOrder(write: () => void): void {
+    if (this.waiting.length > 0 || this.socket.writableNeedDrain) this.waiting.push(write);
+    else write();
+  }
+
+  static of(socket: Writable): SocketWatch {
+    return watches.get(socket) ?? new SocketWatch(socket);
+  }
+
+  add(onClose: () => void): void {
+    this.onClose.add(onClose);
+  }
+
+  /** `write` (if still queued) and `onClose` belong to a write that has ended. */
+  remove(onClose: () => void, write: () => void): void {
+    const queued = this.waiting.indexOf(write);
+    if (queued >= 0) this.waiting.splice(queued, 1);
+    this.onClose.delete(onClose);
+    if (this.onClose.size === 0 && !this.closed) this.detach();
+  }
+
+  private detach(): void {
+    this.socket.removeListener('error', this.errorListener);
+    this.socket.removeListener('close', this.closeListener);
+    this.socket.removeListener('drain', this.drainListener);
+    if (watches.get(this.socket) === this) watches.delete(this.socket);
+  }
+}
+
+const watches = new WeakMap<Writable, SocketWatch>();
+
 export class Gatherer {
   readonly pool: BufferPool;
   readonly chunkSize: number;
@@ -686,10 +754,11 @@ export class Gatherer {
    * scratch and owned buffers go back to the pool and the gatherer is spent
    * until reset().
    *
-   * Backpressure: when the socket already needs a 'drain' at the call, the
-   * write waits for it. The message itself is always written in full (a
-   * write() returning false does not split it), so the next writeTo() is
-   * the one that waits.
+   * Backpressure: when the socket already needs a 'drain' at the call (or
+   * earlier writeTo() calls on it are waiting for one), the write waits for
+   * it, behind those calls. The message itself is always written in full (a
+   * write() returning false does not split it), so it is the next writeTo()
+   * that waits. Messages leave in call order, however many are pending.
    *
    * A socket error or close before completion rejects (with the socket's
    * error, else ERR_IOBUF_SOCKET_CLOSED), after the socket is destroyed and
@@ -718,51 +787,39 @@ export class Gatherer {
       this.settle(null, resolve, reject);
       return;
     }
-    let closed = false;
+    const watch = SocketWatch.of(socket);
     let failure: Error | null = null;
     let done = false;
-    const cleanup = () => {
-      socket.removeListener('error', onError);
-      socket.removeListener('close', onClose);
-      socket.removeListener('drain', writeAll);
-    };
     // Ends the write once it is safe to release: at success, or on failure
     // once the socket has closed (its pending writes are finished or cancelled).
     const finish = (error: Error | null) => {
       if (done) return;
       if (error !== null) {
         failure ??= error;
-        if (!closed) {
+        if (!watch.closed) {
           if (!socket.destroyed) socket.destroy(failure);
           return;  // onClose finishes
         }
       }
       done = true;
-      cleanup();
+      watch.remove(onClose, writeAll);
       this.settle(failure, resolve, reject);
     };
-    const onError = (error: Error) => { failure ??= error; };
-    const onClose = () => {
-      closed = true;
-      finish(failure ?? socket.errored ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
-    };
+    const onClose = () => finish(watch.error ?? socket.errored ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
     // A write callback after destroy() reports no error (Node's stream_base
     // does that for cancelled writes), so a destroyed socket means failure.
     const onWritten = (error?: Error | null) => {
-      if (error || socket.destroyed) finish(error ?? socket.errored ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+      if (error || socket.destroyed) finish(error ?? watch.error ?? socket.errored ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
       else finish(null);
     };
     const writeAll = () => {
-      socket.removeListener('drain', writeAll);
       socket.cork();
       for (let i = 0; i < count - 1; i++) socket.write(this.segment(i));
       socket.write(this.segment(count - 1), onWritten);
       socket.uncork();
     };
-    socket.on('error', onError);
-    socket.on('close', onClose);
-    if (socket.writableNeedDrain) socket.on('drain', writeAll);
-    else writeAll();
+    watch.add(onClose);
+    watch.writeInOrder(writeAll);
   }
 
   /** The write is over: every pooled buffer back, the gatherer spent. */

@@ -216,6 +216,54 @@ describe('Gatherer.writeTo(socket)', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
+  it('pipelined: 30 gatherers written without waiting arrive in order, on one shared listener per event, all released', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    const count = () => ['error', 'close', 'drain'].map((event) => client.listenerCount(event));
+    const listeners = count();
+    const expected: Buffer[] = [];
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 30; i++) {
+      const blob = pattern(100_000 + i, i);
+      const gatherer = new Gatherer({ pool });
+      gatherer.putU32BE(i).putBytes(blob);
+      expected.push(Buffer.from([0, 0, 0, i]), blob);
+      writes.push(gatherer.writeTo(client));
+    }
+    // Each listener once, however many writes are pending.
+    expect(count()).toEqual(listeners.map((n) => n + 1));
+    const all = Buffer.concat(expected);
+    const received = readBytes(server, all.length);
+    await Promise.all(writes);
+    expect((await received).equals(all)).toBe(true);
+    expect(pool.stats().inUse).toBe(0);
+    expect(count()).toEqual(listeners);
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('warning', onWarning);
+    expect(warnings.map((w) => w.name)).toEqual([]);
+  });
+
+  it('pipelined writes and a peer reset: every write rejects, every pooled buffer is back', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const writes: Promise<void>[] = [];
+    for (let i = 0; i < 10; i++) {
+      const gatherer = new Gatherer({ pool });
+      gatherer.putU32BE(i).putBytes(pattern(4 * MiB, i)).putOwned(pool.tryAcquire(8192)!);
+      writes.push(gatherer.writeTo(client));
+    }
+    expect(pool.stats().inUse).toBe(20);
+    server.resume();
+    await once(server, 'data');
+    server.resetAndDestroy();
+    const outcomes = await Promise.allSettled(writes);
+    expect(outcomes.every((o) => o.status === 'rejected')).toBe(true);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
   it('an empty gatherer resolves without writing', async () => {
     const pool = makePool();
     const { client } = await connected();
