@@ -650,7 +650,11 @@ export class Gatherer {
 
   /** Number of segments (what segments().length would be). */
   get segmentCount(): number {
-    return this.bufs.length + (this.cursor > this.segBegin ? 1 : 0);
+    const count = this.bufs.length;
+    if (this.cursor === this.segBegin) return count;
+    // flush() would join the open segment to the last one when they touch.
+    const last = count - 1;
+    return last >= 0 && this.bufs[last] === this.chunk && this.ends[last] === this.segBegin ? count : count + 1;
   }
 
   /**

@@ -152,9 +152,13 @@ function run(gatherer: Gatherer, reference: Reference, ops: Op[]): void {
         expect(after.length).toBeLessThanOrEqual(before.length);
         break;
       }
-      case 'segments':
+      case 'segments': {
+        // (Reading the segments closes the open one: only here, so puts and patches also meet an open segment.)
+        const count = gatherer.segmentCount;
+        expect(gatherer.segments().length).toBe(count);
         expect(bytesOf(gatherer).equals(reference.bytes())).toBe(true);
         break;
+      }
       case 'merge': {
         const other = new Gatherer({ pool, chunkSize: gatherer.chunkSize });
         const sub = new Reference();
