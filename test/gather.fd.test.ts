@@ -22,7 +22,8 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off' });
+// poison: a buffer released before the kernel has read it would reach the file as 0xA5 bytes.
+const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off', poison: true });
 afterAll(() => pool.close({ force: true }));
 afterEach(() => expect(pool.stats().inUse).toBe(0));
 

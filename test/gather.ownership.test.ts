@@ -268,6 +268,26 @@ describe('reset, dispose, budget, pool state', () => {
     expect(gatherer.byteLength).toBe(0);
   });
 
+  it('a strict pool: scratch and owned buffers are detached when released, and a reused gatherer still writes the right bytes', () => {
+    const pool = makePool({ strict: true });
+    const gatherer = new Gatherer({ pool, chunkSize: 64 });
+    const owned = pool.tryAcquire(100)!;
+    owned.fill(1);
+    gatherer.putString('a'.repeat(50)).putOwned(owned).putU32BE(7);
+    const segments = gatherer.segments();
+    expect(Buffer.concat(segments).equals(Buffer.concat([Buffer.from('a'.repeat(50)), Buffer.alloc(100, 1), Buffer.from([0, 0, 0, 7])]))).toBe(true);
+    gatherer.reset();
+    expect(pool.stats().inUse).toBe(0);
+    expect(owned.length).toBe(0);                 // detached by the release
+    expect(segments.every((s) => s.length === 0 || s.buffer.byteLength === 0)).toBe(true);
+    for (let round = 0; round < 3; round++) {
+      gatherer.reset().putU16LE(round).putString('xyz');
+      expect(bytesOf(gatherer)).toEqual(Buffer.from([round, 0, 0x78, 0x79, 0x7a]));
+    }
+    gatherer.reset();
+    expect(pool.stats().inUse).toBe(0);
+  });
+
   it('checks its options', () => {
     const pool = makePool();
     expectCode(thrown(() => new Gatherer(undefined as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');

@@ -15,8 +15,10 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+// poison: a buffer released too early (while the kernel may still read it)
+// would be filled with 0xA5 and the receiver would see it.
 function makePool(): BufferPool {
-  const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off' });
+  const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off', poison: true });
   cleanups.push(() => pool.close({ force: true }));
   return pool;
 }
