@@ -195,8 +195,9 @@ describe('Gatherer.writeTo(socket)', () => {
   it('waits for drain before writing when the socket already needs one', async () => {
     const pool = makePool();
     const { client, server } = await connected();
-    // Fill the socket until write() says to wait.
-    const filler = pattern(4 * MiB, 5);
+    // Fill the socket until write() says to wait, with more than the kernel's
+    // buffers can take while nobody reads (so 'drain' cannot come early).
+    const filler = Buffer.alloc(64 * MiB, 0x11);
     let queued = 0;
     while (client.write(filler)) queued += filler.length;
     queued += filler.length;
