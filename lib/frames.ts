@@ -105,6 +105,7 @@ const PREFIXES: readonly LengthPrefix[] = ['u8', 'u16be', 'u16le', 'u32be', 'u32
 /** Where the next socket read lands. */
 const INTO_STAGING = 0;
 const INTO_FRAME = 1;
+const INTO_SPARE = 2;
 
 /** decodeHeader() results besides a length. */
 const NEED_MORE = -1;
@@ -263,7 +264,9 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private socket: net.Socket | null = null;
   private readMode: 'onread' | 'data' | null = null;
   private staging: Buffer | null = null;
-  private stagingPooled = false;
+  /** A second read buffer, taken only when bytes had to wait for memory (see nextReadBuffer). */
+  private spare: Buffer | null = null;
+  private readonly pooledReadBuffers = new Set<Buffer>();
   private parsePos = 0;
   private fillEnd = 0;
   private readTarget = INTO_STAGING;
@@ -460,27 +463,31 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
       this.readTarget = INTO_FRAME;
       return frame.subarray(this.frameFill);
     }
-    this.readTarget = INTO_STAGING;
-    if (this.staging === null) this.takeStaging();
-    if (this.parsePos === this.fillEnd) {
-      this.parsePos = 0;
-      this.fillEnd = 0;
-      return this.staging!;
+    if (this.parsePos < this.fillEnd) {
+      // Unparsed bytes wait in the read buffer for the pool's memory, and reading
+      // is stopped. Node asks for the next read's buffer now, before they are
+      // parsed: give it the spare, so that read cannot land on them.
+      this.readTarget = INTO_SPARE;
+      this.spare ??= this.takeReadBuffer();
+      return this.spare;
     }
-    // Unparsed bytes wait for memory (and reading is stopped): a read, should
-    // one happen anyway, must land after them.
-    return this.staging!.subarray(this.fillEnd);
+    this.readTarget = INTO_STAGING;
+    this.staging ??= this.takeReadBuffer();
+    this.parsePos = 0;
+    this.fillEnd = 0;
+    return this.staging;
   }
 
-  private takeStaging(): void {
+  /** A read buffer from the pool; from the heap when the pool has none (or is closed: the first frame reports that). */
+  private takeReadBuffer(): Buffer {
     let buffer: Buffer | null = null;
     try {
       buffer = this.pool.tryAcquire(this.readBufferSize);
     } catch {
       // a closed pool: the first frame will report it
     }
-    this.stagingPooled = buffer !== null;
-    this.staging = buffer ?? Buffer.allocUnsafeSlow(this.readBufferSize);
+    if (buffer !== null) this.pooledReadBuffers.add(buffer);
+    return buffer ?? Buffer.allocUnsafeSlow(this.readBufferSize);
   }
 
   private onRead(nread: number, _buffer: Uint8Array): boolean {
@@ -494,9 +501,21 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         counters.directBytes += nread;
         this.frameFill += nread;
         if (this.frameFill === this.frameLength) this.completeFrame();
-      } else {
+      } else if (this.readTarget === INTO_STAGING) {
         this.fillEnd += nread;
         if (this.waitingFor < 0) this.parsePos = this.parse(this.staging!, this.parsePos, this.fillEnd);
+      } else if (this.waitingFor < 0 && this.parsePos === this.fillEnd) {
+        // The first read after a wait for memory: the spare becomes the read buffer.
+        const spare = this.spare!;
+        this.spare = this.staging;
+        this.staging = spare;
+        this.parsePos = 0;
+        this.fillEnd = nread;
+        this.parsePos = this.parse(spare, 0, nread);
+      } else {
+        // Reading should be stopped while bytes wait (someone resumed the socket):
+        // keep these too, in order, in a copy of their own.
+        this.backlog.push(Buffer.from(this.spare!.subarray(0, nread)));
       }
     } catch (error) {
       // Only a throwing onFrame gets here: the parser itself reports, never throws.
@@ -868,8 +887,10 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     // The socket is closed (or was never attached): no read can land in these any more.
     if (this.frame !== null) this.releaseQuietly(this.frame);
     this.frame = null;
-    if (this.staging !== null && this.stagingPooled) this.releaseQuietly(this.staging);
+    for (const buffer of this.pooledReadBuffers) this.releaseQuietly(buffer);
+    this.pooledReadBuffers.clear();
     this.staging = null;
+    this.spare = null;
     this.backlog.length = 0;
     const error = this.error;
     if (this.waiter !== null) {
