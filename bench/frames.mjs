@@ -1,0 +1,252 @@
+// Benchmarks of the frames part (issue 6): the receive path, and the example
+// RPC server built on it, each against the same thing in plain Node.
+//
+//   receive: receiver CPU per GiB of length-prefixed frames sent by another
+//            process over loopback (test/fixtures/frames-sender.js), for
+//            FrameAssembler, the plain 'data' + Buffer.concat receiver, and
+//            onread into one reused buffer parsing headers only (the floor:
+//            no frame is handed to anyone).
+//   rpc:     examples/rpc-server.ts vs examples/rpc-server-plain.ts under the
+//            load generator in bench/frames/load.mjs (4 connections,
+//            pipelined): requests per second, p50/p99 latency.
+import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import path from 'node:path';
+import { ROOT, formatBytes, gcCounter, iobuf } from './harness.mjs';
+import { runLoad, startServerProcess, stopServerProcess } from './frames/load.mjs';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+const SENDER = path.join(ROOT, 'test', 'fixtures', 'frames-sender.js');
+
+let sink = 0;
+
+// ---------------------------------------------------------------------------
+// Receivers: each takes the accepted socket and calls done() when it closed
+// ---------------------------------------------------------------------------
+
+/** Plain Node: 'data' events, Buffer.concat when a frame spans reads, a view per frame. */
+function plainReceiver(socket, done) {
+  let pending = null;
+  let frames = 0;
+  socket.on('data', (chunk) => {
+    const data = pending === null ? chunk : Buffer.concat([pending, chunk]);
+    pending = null;
+    let at = 0;
+    while (data.length - at >= 4) {
+      const length = data.readUInt32BE(at);
+      if (data.length - at - 4 < length) break;
+      const frame = data.subarray(at + 4, at + 4 + length);
+      sink ^= frame[0];
+      frames++;
+      at += 4 + length;
+    }
+    if (at < data.length) pending = data.subarray(at);
+  });
+  socket.on('close', () => done(frames));
+  socket.resume();
+}
+
+/** FrameAssembler: onread into pooled memory, one pooled Buffer per frame, released at once. */
+function assemblerReceiver(socket, done) {
+  const { BufferPool, FrameAssembler } = iobuf();
+  const pool = new BufferPool({ maxMemory: 64 * MiB });
+  const assembler = new FrameAssembler({
+    pool,
+    onFrame(frame) {
+      sink ^= frame.data[0];
+      frame.release();
+    },
+  }).attach(socket);
+  assembler.on('close', () => done(assembler.stats().frames));
+}
+
+const RECEIVERS = { plain: plainReceiver, assembler: assemblerReceiver, floor: takeOverFloor };
+
+/**
+ * One transfer of `total` bytes of `frameSize`-byte frames from a sender
+ * process to an accepted socket; returns the receiver's CPU time (user +
+ * system, this process only) per GiB, GC scavenges per GiB and throughput.
+ */
+async function receiveTrial(kind, frameSize, ctx) {
+  const total = ctx.full ? GiB : 512 * MiB;
+  const gc = gcCounter();
+  let started = null;
+  let finished;
+  const result = new Promise((resolve) => { finished = resolve; });
+  const server = net.createServer({ pauseOnConnect: true }, (socket) => {
+    started = { cpu: process.cpuUsage(), wall: performance.now() };
+    gc.start();
+    const done = (frames) => {
+      const cpu = process.cpuUsage(started.cpu);
+      gc.stop();
+      finished({ cpuMs: (cpu.user + cpu.system) / 1000, seconds: (performance.now() - started.wall) / 1000, frames });
+    };
+    RECEIVERS[kind](socket, done);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const child = spawn(process.execPath, [SENDER, String(server.address().port), String(frameSize), String(total)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const { cpuMs, seconds, frames } = await result;
+  await new Promise((resolve) => child.exitCode !== null ? resolve() : child.once('exit', resolve));
+  server.close();
+  const expected = Math.ceil(total / frameSize);
+  if (frames !== expected) return { error: `received ${frames} frames, expected ${expected}` };
+  const { scavenges } = await gc.counts();
+  const gib = (total + 4 * frames) / GiB;
+  return {
+    value: cpuMs / gib,
+    extras: { scavenges: scavenges / gib, throughput: (total / MiB) / seconds },
+    note: kind === 'assembler' ? `payload copy: ${createRequire(import.meta.url)('../dist/frames.js').frameCopyKind}` : undefined,
+  };
+}
+
+/**
+ * The floor on an accepted socket: Node 20's net.createServer has no onread
+ * option, so this sets the fields the option sets, as FrameAssembler.attach()
+ * does (lib/frames.ts takeOverReading), with one reused 64 KiB buffer.
+ */
+function takeOverFloor(socket, done) {
+  const symbols = Object.getOwnPropertySymbols(socket);
+  const field = (name) => symbols.find((symbol) => symbol.description === name);
+  const buffer = Buffer.allocUnsafe(64 * KiB);
+  const header = Buffer.alloc(4);
+  let headerFill = 0;
+  let skip = 0;
+  let frames = 0;
+  socket[field('kBuffer')] = buffer;
+  socket[field('kBufferCb')] = (nread, data) => {
+    let at = 0;
+    while (at < nread) {
+      if (skip > 0) {
+        const take = Math.min(skip, nread - at);
+        sink ^= data[at];
+        skip -= take;
+        at += take;
+        if (skip === 0) frames++;
+        continue;
+      }
+      if (headerFill === 0 && nread - at >= 4) {
+        skip = data.readUInt32BE(at);
+        at += 4;
+        if (skip === 0) frames++;
+        continue;
+      }
+      header[headerFill++] = data[at++];
+      if (headerFill === 4) {
+        headerFill = 0;
+        skip = header.readUInt32BE(0);
+        if (skip === 0) frames++;
+      }
+    }
+  };
+  socket._handle.useUserBuffer(buffer);
+  socket.on('close', () => done(frames));
+  socket.resume();
+}
+
+const receiveTable = {
+  id: 'receive',
+  title: 'receiver CPU per GiB of frames from another process (loopback)',
+  unit: 'CPU ms per GiB',
+  better: 'lower',
+  format: (ms) => (Number.isFinite(ms) ? `${ms.toFixed(0)} ms` : '–'),
+  params: { quick: [KiB, 64 * KiB], full: [64, KiB, 64 * KiB, MiB] },
+  paramLabel: (size) => `${formatBytes(size)} frames`,
+  processes: { quick: 2, full: 5 },
+  baseline: 'plain data + Buffer.concat',
+  extras: [
+    { key: 'scavenges', label: 'GC scavenges per GiB', format: (v) => v.toFixed(1) },
+    { key: 'throughput', label: 'throughput (MiB/s, wall)', format: (v) => v.toFixed(0) },
+  ],
+  competitors: [
+    { name: 'plain data + Buffer.concat', run: (size, ctx) => receiveTrial('plain', size, ctx) },
+    { name: 'FrameAssembler', run: (size, ctx) => receiveTrial('assembler', size, ctx) },
+    { name: 'onread, one buffer (floor)', run: (size, ctx) => receiveTrial('floor', size, ctx) },
+  ],
+  targets: [KiB, 64 * KiB].flatMap((size) => [
+    {
+      name: `FrameAssembler CPU per GiB ≤ 0.75× plain, ${formatBytes(size)} frames`,
+      check: (get) => {
+        const cell = get('FrameAssembler', size);
+        if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
+        return { pass: cell.ratio <= 0.75, detail: `${cell.ratio.toFixed(2)}×` };
+      },
+    },
+    {
+      name: `FrameAssembler GC scavenges ≤ 0.1× plain, ${formatBytes(size)} frames`,
+      check: (get) => {
+        const ours = get('FrameAssembler', size)?.extras.scavenges;
+        const theirs = get('plain data + Buffer.concat', size)?.extras.scavenges;
+        if (!Number.isFinite(ours) || !Number.isFinite(theirs)) return { pass: null, detail: 'no result' };
+        return { pass: ours <= 0.1 * theirs, detail: `${ours.toFixed(1)} vs ${theirs.toFixed(1)} per GiB (${theirs > 0 ? (ours / theirs).toFixed(3) : '–'}×)` };
+      },
+    },
+  ]),
+};
+
+// ---------------------------------------------------------------------------
+// The example servers under load
+// ---------------------------------------------------------------------------
+
+/** 'echo-1024' → { op: 'echo', size: 1024 } */
+const parseRpcParam = (param) => {
+  const [op, size] = param.split('-');
+  return { op, size: Number(size) };
+};
+
+const rpcTrial = (file) => async (param, ctx) => {
+  const { op, size } = parseRpcParam(param);
+  const { port, child } = await startServerProcess(file);
+  try {
+    const depth = size <= 4 * KiB ? 32 : size <= 64 * KiB ? 8 : 2;
+    const result = await runLoad({
+      port, op, size, connections: 4, depth,
+      seconds: ctx.full ? 4 : 1.5, warmupSeconds: ctx.full ? 1 : 0.4,
+    });
+    return { value: result.requestsPerSecond, extras: { p50: result.p50Ms * 1000, p99: result.p99Ms * 1000 } };
+  } finally {
+    await stopServerProcess(child);
+  }
+};
+
+const rpcTable = {
+  id: 'rpc',
+  title: 'example RPC server under the load generator (4 connections, pipelined)',
+  unit: 'requests per second',
+  better: 'higher',
+  format: (v) => (Number.isFinite(v) ? `${Math.round(v).toLocaleString('en-US')}/s` : '–'),
+  params: {
+    quick: ['echo-64', 'echo-1024', 'echo-65536', 'echo-1048576', 'bytes-65536'],
+    full: ['echo-64', 'echo-1024', 'echo-65536', 'echo-1048576', 'bytes-1024', 'bytes-65536', 'bytes-1048576'],
+  },
+  paramLabel: (param) => {
+    const { op, size } = parseRpcParam(param);
+    return op === 'echo' ? `echo ${formatBytes(size)}` : `get ${formatBytes(size)}`;
+  },
+  processes: { quick: 2, full: 3 },
+  baseline: 'plain twin',
+  extras: [
+    { key: 'p50', label: 'latency p50 (µs)', format: (v) => v.toFixed(0) },
+    { key: 'p99', label: 'latency p99 (µs)', format: (v) => v.toFixed(0) },
+  ],
+  competitors: [
+    { name: 'plain twin', run: rpcTrial('rpc-server-plain.ts') },
+    { name: 'iobuf server', run: rpcTrial('rpc-server.ts') },
+  ],
+  targets: [{
+    name: 'iobuf server requests/s ≥ 1.2× plain twin, echo 1 KiB',
+    check: (get) => {
+      const cell = get('iobuf server', 'echo-1024');
+      if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
+      return { pass: cell.ratio >= 1.2, detail: `${cell.ratio.toFixed(2)}×` };
+    },
+  }],
+};
+
+export default {
+  name: 'frames',
+  title: 'frames: FrameAssembler receive path and the example RPC server',
+  tables: [receiveTable, rpcTable],
+};
