@@ -13,9 +13,8 @@
 // that sends but does not read its responses is stopped from sending.
 import net from 'node:net';
 import path from 'node:path';
-import { BufferPool, FrameAssembler } from '../lib/index';
+import { BufferPool, FrameAssembler, Gatherer } from '../lib/index';
 import type { Frame } from '../lib/index';
-import { Gatherer } from '../lib/gather';
 import { BYTES, ECHO, HEAD, MAX_BYTES, MAX_REQUEST, listenAddress, patternBytes } from './rpc-protocol';
 
 export interface RpcServer {
