@@ -72,6 +72,7 @@ const RECEIVERS = { plain: plainReceiver, assembler: assemblerReceiver, floor: t
  */
 async function receiveTrial(kind, frameSize, ctx) {
   const total = ctx.full ? GiB : 512 * MiB;
+  if (kind === 'assembler') iobuf();  // load the addon and dist/ before anything is counted
   const gc = gcCounter();
   let started = null;
   let finished;
