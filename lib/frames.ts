@@ -10,6 +10,9 @@
 //     buffer), the next read goes straight into the frame's buffer instead (a
 //     view of its unfilled tail): no copy at all.
 //   - push(chunk) takes bytes from anywhere and copies each payload byte once.
+//   - When the pool has no memory for a frame, the bytes after its header stay
+//     in the read buffer until memory comes; the read Node already has a
+//     buffer for then goes to a second ("spare") read buffer.
 // A Frame's `data` is the very Buffer pool.tryAcquire(length) returned, so
 // release() is one pool.release().
 //
