@@ -190,6 +190,41 @@ describe('FrameAssembler on a real socket', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
+  it('takes over a socket Node is already reading (no pauseOnConnect), even one that has buffered bytes already', async () => {
+    const net = await import('node:net');
+    const pool = makePool();
+    const payloads = makePayloads(60, (i) => (i * 4099) % (90 * KiB));
+    const stream = encodeStream('u32be', payloads);
+    for (const delay of [0, 50]) {
+      const received: Buffer[] = [];
+      let assembler!: FrameAssembler;
+      let closed!: Promise<void>;
+      let buffered = -1;
+      const server = net.createServer((socket) => {
+        const take = () => {
+          buffered = socket.readableLength;
+          assembler = new FrameAssembler({
+            pool, onFrame: (frame) => { received.push(Buffer.from(frame.data)); frame.release(); },
+          }).attach(socket);
+          closed = closeOf(assembler);
+        };
+        if (delay === 0) take();
+        else setTimeout(take, delay);  // by then Node has read some bytes into the stream's buffer
+      });
+      server.listen(0, '127.0.0.1');
+      await new Promise((resolve) => server.once('listening', resolve));
+      const client = await connect((server.address() as import('node:net').AddressInfo).port);
+      client.end(stream);
+      while (closed === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+      await closed;
+      await closeServer(server);
+      expectSameFrames(received, payloads, `attach after ${delay} ms`);
+      expect(assembler.stats().readMode).toBe('onread');
+      if (delay > 0) expect(buffered).toBeGreaterThan(0);
+      expect(pool.stats().inUse).toBe(0);
+    }
+  });
+
   it('reads a client socket made with socketOptions() through onread', async () => {
     const pool = makePool();
     const payloads = makePayloads(50, (i) => i * 1000);
