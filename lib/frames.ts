@@ -60,7 +60,7 @@ export interface FrameAssemblerOptions {
   pool: BufferPool;
   /** The length prefix before each payload. Default 'u32be'. */
   lengthPrefix?: LengthPrefix | LengthDecoder;
-  /** Largest payload accepted; a larger length is ERR_IOBUF_FRAME_TOO_LARGE. Default 16 MiB (at most pool.maxMemory). */
+  /** Largest payload accepted (at most pool.maxMemory); a larger length is ERR_IOBUF_FRAME_TOO_LARGE. Default 16 MiB, at most a quarter of pool.maxMemory. */
   maxFrameSize?: number;
   /** Reading stops while unreleased frames hold more than this many bytes. Default 4 MiB. */
   highWaterMark?: number;
@@ -318,7 +318,9 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
       this.prefix = index;
       this.decoder = null;
     }
-    const { maxFrameSize = Math.min(16 * MiB, pool.maxMemory) } = options;
+    // A quarter of the budget by default: a frame as large as the budget could never be
+    // served while the read buffer (and the consumer's frames) hold part of it.
+    const { maxFrameSize = Math.min(16 * MiB, Math.floor(pool.maxMemory / 4)) } = options;
     validateInteger(maxFrameSize, 'options.maxFrameSize', 0, pool.maxMemory);
     validateInteger(highWaterMark, 'options.highWaterMark', 0, Number.MAX_SAFE_INTEGER);
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);

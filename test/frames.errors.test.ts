@@ -262,7 +262,7 @@ describe('FrameAssembler arguments', () => {
     const assembler = new FrameAssembler({ pool });
     expectCode(thrown(() => assembler.push('text' as unknown as Buffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(thrown(() => assembler.attach(null as unknown as net.Socket)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expect(new FrameAssembler({ pool }).maxFrameSize).toBe(8 * MiB);  // default: 16 MiB, at most the budget
+    expect(new FrameAssembler({ pool }).maxFrameSize).toBe(2 * MiB);  // default: 16 MiB, at most a quarter of the budget
   });
 
   it('after destroy, push() returns false and takes nothing', () => {
