@@ -326,6 +326,12 @@ export class BufferPool {
   /** True while release() may push straight onto a free list: no waiters here, not closing, no strict/poison work. */
   private quiet: boolean;
   private watching = false;
+  /**
+   * A ref'd timer held while this thread has waiters: a pending
+   * Atomics.waitAsync does not keep a Node thread alive, so a worker whose
+   * only pending work is `await pool.acquire()` would otherwise exit mid-wait.
+   */
+  private keepAlive: NodeJS.Timeout | null = null;
   /** An Atomics.waitAsync on the epoch is armed because this thread holds idle slabs (see watchIdle). */
   private watchingIdle = false;
   private closing: Promise<void> | null = null;
@@ -890,14 +896,20 @@ export class BufferPool {
 
   /** While this thread has waiters, look again whenever any thread frees budget or a ticket finishes. */
   private watch(): void {
-    if (this.watching || this.waiters.length === 0) return;
+    if (this.waiters.length === 0) {
+      if (this.keepAlive !== null) clearInterval(this.keepAlive);
+      this.keepAlive = null;
+      return;
+    }
+    if (this.watching) return;
     // The epoch is read before the attempt: budget given back after the
     // attempt has bumped it, so the wait below returns at once (reading it
     // after the attempt could sleep through that release until a timeout).
     const epoch = Atomics.load(this.control, Word.EPOCH);
     if (this.control[Word.CLOSED] !== 0) this.rejectWaiters();
     else this.serveWaiters();
-    if (this.waiters.length === 0) return;
+    if (this.waiters.length === 0) return this.watch();
+    this.keepAlive ??= setInterval(() => {}, 2 ** 30);
     this.watching = true;
     const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
     const again = () => {
