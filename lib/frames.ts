@@ -287,8 +287,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private done = false;
   private isClosed = false;
   private errorDelivered = false;
-  /** The error that ended the assembler, if one did. */
-  error: Error | null = null;
+  private failure: Error | null = null;
 
   private counters = { frames: 0, bytes: 0, heldBytes: 0, reads: 0, directReads: 0, directBytes: 0, pauses: 0 };
 
@@ -341,6 +340,11 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   /** Whether the assembler has ended (cleanly or by an error) and released what it owned. */
   get closed(): boolean {
     return this.isClosed;
+  }
+
+  /** The error that ended the assembler, if one did (it is never thrown). */
+  get error(): Error | null {
+    return this.failure;
   }
 
   stats(): FrameAssemblerStats {
@@ -866,7 +870,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   destroy(error?: Error | null): void {
     this.discardQueue();  // also after a clean end: frames the iterator did not take
     if (this.isClosed) return;
-    if (error !== undefined && error !== null) this.error = error;
+    if (error !== undefined && error !== null) this.failure = error;
     this.socket?.destroy();
     this.close();
   }
@@ -897,7 +901,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     this.staging = null;
     this.spare = null;
     this.backlog.length = 0;
-    const error = this.error;
+    const error = this.failure;
     if (this.waiter !== null) {
       const waiter = this.waiter;
       this.waiter = null;
@@ -961,9 +965,9 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
       }
       return Promise.resolve({ value: frame, done: false });
     }
-    if (this.error !== null && this.isClosed && !this.errorDelivered) {
+    if (this.failure !== null && this.isClosed && !this.errorDelivered) {
       this.errorDelivered = true;
-      return Promise.reject(this.error);
+      return Promise.reject(this.failure);
     }
     if (this.done || this.isClosed) return Promise.resolve({ value: undefined, done: true });
     if (this.waiter !== null) {
