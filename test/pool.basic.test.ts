@@ -2,19 +2,11 @@
 // O_DIRECT round trip through pooled memory), recycling, exact statistics.
 import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, statfsSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { BufferPool, addressOf, pageSize } from '../lib/index';
-import { KiB, MiB, expectCode, thrown, turns } from './fixtures/pool-helpers';
+import { describe, expect, it } from 'vitest';
+import { addressOf, pageSize } from '../lib/index';
+import { KiB, MiB, thrown, turns, usePools } from './fixtures/pool-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
-  const pool = new BufferPool(options);
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const makePool = usePools();
 
 const DEFAULT_CLASSES = Array.from({ length: 15 }, (_, i) => 256 << i);
 

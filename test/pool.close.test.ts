@@ -1,19 +1,11 @@
 // close(): waits for outstanding buffers, timeout, force (outstanding views read
 // as empty), and idle memory beyond retainIdle going back to the OS.
 import { readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
-import { BufferPool, addressOf } from '../lib/index';
-import { KiB, MiB, expectCode, rejection, settled, thrown, turns } from './fixtures/pool-helpers';
+import { describe, expect, it } from 'vitest';
+import { addressOf } from '../lib/index';
+import { KiB, MiB, expectCode, rejection, settled, thrown, turns, usePools } from './fixtures/pool-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
-  const pool = new BufferPool(options);
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const makePool = usePools();
 
 /** Whether `address` lies in any mapping of this process (/proc/self/maps). */
 /**

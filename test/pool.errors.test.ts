@@ -1,18 +1,10 @@
 // Every error the pool raises, with its exact `code`; after each error path,
 // stats().inUse equals what the caller still holds and the pool still works.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BufferPool, IobufError } from '../lib/index';
-import { KiB, MiB, expectCode, rejection, thrown, turns } from './fixtures/pool-helpers';
+import { KiB, MiB, expectCode, rejection, thrown, turns, usePools } from './fixtures/pool-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
-  const pool = new BufferPool(options);
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const makePool = usePools();
 
 /** acquire/release still exact: a fresh acquire of `size` works and is counted once. */
 function stillExact(pool: BufferPool, held: number, size = 4096): void {

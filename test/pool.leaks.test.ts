@@ -1,21 +1,13 @@
 // Leak detection under --expose-gc: an unreleased buffer that is garbage-
 // collected is reported (with the acquiring stack in 'full' mode) and its
 // slot is reclaimed.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BufferPool, addressOf, type LeakReport } from '../lib/index';
-import { MiB, turns } from './fixtures/pool-helpers';
+import { MiB, turns, usePools } from './fixtures/pool-helpers';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
-const pools: BufferPool[] = [];
-function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
-  const pool = new BufferPool(options);
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const makePool = usePools();
 
 /** Collects garbage and lets finalizers run, until `done` or a few rounds. */
 async function collect(done: () => boolean = () => false): Promise<void> {

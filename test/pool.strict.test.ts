@@ -1,17 +1,9 @@
 // strict mode (release detaches the handed-out view) and poisoning.
-import { afterEach, describe, expect, it } from 'vitest';
-import { BufferPool, addressOf } from '../lib/index';
-import { MiB, expectCode, thrown } from './fixtures/pool-helpers';
+import { describe, expect, it } from 'vitest';
+import { addressOf } from '../lib/index';
+import { MiB, expectCode, thrown, usePools } from './fixtures/pool-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
-  const pool = new BufferPool(options);
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const makePool = usePools();
 
 describe('BufferPool strict mode', () => {
   it('a released view (and any slice of it) reads as empty', () => {

@@ -1,18 +1,10 @@
 // Waiting for budget: FIFO order, large requests not starved, abort, timeout,
 // close, and acquireMany (contiguous, reserved all at once).
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BufferPool, addressOf } from '../lib/index';
-import { KiB, MiB, expectCode, rejection, settled, thrown, turns, until } from './fixtures/pool-helpers';
+import { KiB, MiB, expectCode, rejection, settled, thrown, turns, until, usePools } from './fixtures/pool-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(options: ConstructorParameters<typeof BufferPool>[0] = {}): BufferPool {
-  const pool = new BufferPool(options);
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const makePool = usePools();
 
 /** A pool whose 64 KiB class has one slot per slab, with a budget of `slots` such slabs. */
 function oneSlotPool(slots: number): BufferPool {

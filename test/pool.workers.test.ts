@@ -1,7 +1,7 @@
 // One pool shared by worker_threads: one budget, blocking acquireSync in a
 // worker ordered by messages (never by time), FIFO across threads, close.
 import { afterEach, describe, expect, it } from 'vitest';
-import { BufferPool } from '../lib/index';
+import { BufferPool, addressOf } from '../lib/index';
 import { KiB, PoolWorker, expectCode, thrown, turns, until } from './fixtures/pool-helpers';
 
 const pools: BufferPool[] = [];
@@ -40,7 +40,8 @@ describe('BufferPool shared by worker threads', () => {
     ];
     expect(got.every((x) => x !== null && x.length === 65536)).toBe(true);
     // Distinct memory in each thread.
-    expect(new Set([...got.map((x) => x.address)]).size).toBe(4);
+    expect(mine.every((buffer) => buffer.length === 65536)).toBe(true);
+    expect(new Set([...got.map((x) => x.address), ...mine.map((buffer) => String(addressOf(buffer)))]).size).toBe(8);
     // The budget is spent for everyone.
     expect(await a.call('tryAcquire', { size: 65536 })).toBeNull();
     expect(await b.call('tryAcquire', { size: 4096 })).toBeNull();
