@@ -10,7 +10,6 @@
 //            load generator in bench/frames/load.mjs (4 connections,
 //            pipelined): requests per second, p50/p99 latency.
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
 import { ROOT, formatBytes, gcCounter, iobuf } from './harness.mjs';
@@ -99,7 +98,6 @@ async function receiveTrial(kind, frameSize, ctx) {
   return {
     value: cpuMs / gib,
     extras: { scavenges: scavenges / gib, throughput: (total / MiB) / seconds },
-    note: kind === 'assembler' ? `payload copy: ${createRequire(import.meta.url)('../dist/frames.js').frameCopyKind}` : undefined,
   };
 }
 

@@ -22,6 +22,12 @@ export interface NativeBinding {
   /** Detach, and unmap when the memory is a native mapping. */
   free(arrayBuffer: ArrayBuffer): void;
   pageKind(address: number): 'hugetlb' | 'thp' | 'normal' | 'unknown';
+  /**
+   * memmove of source[sourceStart, sourceEnd) to target[targetStart…), clamped
+   * to both views; returns the bytes copied. Buffer#copy's semantics without
+   * the view Node 20 allocates per call. Offsets: integers >= 0.
+   */
+  copyBytes(source: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number): number;
 
   // pool (native/pool.cc)
   /** A Buffer with an ArrayBuffer of its own over slab bytes [offset, offset + length). */

@@ -36,6 +36,7 @@
 // memory came and the held bytes fell to half the mark.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
+import { native } from './binding';
 import { IobufError, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import type { Gatherer } from './gather';
 import { BufferPool } from './pool';
@@ -123,41 +124,14 @@ type FrameView = Buffer & { [kFrame]?: Frame };
 // One copy per payload byte, without garbage
 // ---------------------------------------------------------------------------
 
-type CopyFunction = (source: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number) => number;
-
 /**
- * Node 20's Buffer#copy from an offset makes a Uint8Array view of the source
- * range first (lib/buffer.js _copyActual): one young-generation object per
- * frame, which for 1 KiB frames is as much garbage as the plain 'data' path
- * makes. Node's own native copy behind it, copy(source, target, targetStart,
- * sourceStart, sourceEnd) with bounds checks, makes none. It is used when a
- * probe at load time shows exactly those semantics (a bigger target keeps the
- * probe in bounds whatever the function does); otherwise Buffer#copy.
- * (A native copy in the addon would make this unnecessary.)
+ * The payload copy. Node 20's Buffer#copy from an offset makes a Uint8Array
+ * view of the source range first (lib/buffer.js _copyActual): one
+ * young-generation object per frame, as much garbage for 1 KiB frames as the
+ * plain 'data' path makes. The addon's copyBytes has the same semantics
+ * (clamped to both views) and allocates nothing.
  */
-function nodeBufferCopy(): CopyFunction | null {
-  const options = `${process.execArgv.join(' ')} ${process.env.NODE_OPTIONS ?? ''}`;
-  if (options.includes('--pending-deprecation')) return null;  // process.binding would warn
-  try {
-    const copy = (process as unknown as { binding(name: string): { copy?: unknown } }).binding('buffer').copy;
-    if (typeof copy !== 'function') return null;
-    const source = Buffer.from([1, 2, 3, 4, 5, 6]);
-    const target = Buffer.alloc(64);
-    if (copy(source, target, 1, 2, 4) !== 2 || target.readUInt32BE(0) !== 0x00030400) return null;
-    const small = Buffer.alloc(4);  // clamps to the target: safe now that the semantics are known
-    if (copy(source, small, 2, 0, 6) !== 2 || small.readUInt32BE(0) !== 0x00000102) return null;
-    return copy as CopyFunction;
-  } catch {
-    return null;
-  }
-}
-
-const nativeCopy = nodeBufferCopy();
-const copyBytes: CopyFunction = nativeCopy
-  ?? ((source, target, targetStart, sourceStart, sourceEnd) => Buffer.prototype.copy.call(source, target, targetStart, sourceStart, sourceEnd));
-
-/** Which copy this process uses for payloads (the benchmark prints it). */
-export const frameCopyKind: 'node-native' | 'buffer-copy' = nativeCopy === null ? 'buffer-copy' : 'node-native';
+const copyBytes = native.copyBytes;
 
 // ---------------------------------------------------------------------------
 // Frame
