@@ -43,12 +43,31 @@ function typedarrayPool() {
   return { acquire: mallocBuffer, release: freeBuffer };
 }
 
+/**
+ * typedarray-pool when the caller needs exactly `size` bytes, as the pool
+ * gives: it hands out power-of-two Buffers, so any other size is a slice
+ * (one allocation), and the caller keeps the whole Buffer to free it.
+ */
+function typedarrayPoolExact() {
+  const { mallocBuffer, freeBuffer } = createRequire(import.meta.url)('typedarray-pool');
+  const whole = [];
+  return {
+    acquire: (size) => {
+      const buffer = mallocBuffer(size);
+      whole.push(buffer);
+      return buffer.length === size ? buffer : buffer.subarray(0, size);
+    },
+    release: () => freeBuffer(whole.pop()),
+  };
+}
+
 const allocUnsafe = () => ({ acquire: (size) => Buffer.allocUnsafe(size), release: () => {} });
 
 const POOL = 'BufferPool';
 const POOL_NO_LEAKS = 'BufferPool (leakDetection: off)';
 const FREE_LIST = 'JS free list';
 const TYPEDARRAY_POOL = 'typedarray-pool';
+const TYPEDARRAY_POOL_EXACT = 'typedarray-pool, exact size';
 const ALLOC_UNSAFE = 'Buffer.allocUnsafe';
 
 const MAKERS = {
@@ -56,6 +75,7 @@ const MAKERS = {
   [POOL]: () => bufferPool(),
   [POOL_NO_LEAKS]: () => bufferPool({ leakDetection: 'off' }),
   [TYPEDARRAY_POOL]: () => typedarrayPool(),
+  [TYPEDARRAY_POOL_EXACT]: () => typedarrayPoolExact(),
   [ALLOC_UNSAFE]: () => allocUnsafe(),
 };
 
@@ -93,7 +113,7 @@ const batchTrial = (name) => async (size, ctx) => {
   };
 };
 
-const HOT_COMPETITORS = [FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, ALLOC_UNSAFE];
+const HOT_COMPETITORS = [FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, TYPEDARRAY_POOL_EXACT, ALLOC_UNSAFE];
 
 const cpuRatio = (cell, base) => {
   const r = cell.extras.cpuNs / base.extras.cpuNs;
@@ -129,6 +149,21 @@ function hotTargets(sizes, label) {
       },
     },
     {
+      name: `${label}: ${POOL} faster than ${TYPEDARRAY_POOL} at sizes that are not powers of two (a slice to the exact size)`,
+      check: (get) => {
+        const parts = sizes.filter((size) => !Number.isInteger(Math.log2(size))).map((size) => {
+          const pool = get(POOL, size);
+          const peer = get(TYPEDARRAY_POOL_EXACT, size);
+          return measured(pool, peer) ? { size, r: pool.value / peer.value } : null;
+        }).filter(Boolean);
+        if (parts.length === 0) return { pass: null, detail: 'not measured' };
+        return {
+          pass: parts.every((p) => p.r < 1),
+          detail: parts.map((p) => `${formatBytes(p.size)} ${p.r.toFixed(2)}×`).join(', ') + ` (${POOL} ÷ ${TYPEDARRAY_POOL_EXACT})`,
+        };
+      },
+    },
+    {
       name: `${label}: ${POOL} ≥ 30× faster than ${ALLOC_UNSAFE}(65536)`,
       check: (get) => {
         const pool = get(POOL, 64 * KiB);
@@ -147,8 +182,11 @@ const HOT_EXTRAS = [
   { key: 'exGcNs', label: 'time per pair without the GC share', format: formatNs },
 ];
 
-const PAIR_SIZES = { quick: [256, 4 * KiB, 64 * KiB, 1024 * KiB], full: [256, 2 * KiB, 4 * KiB, 16 * KiB, 64 * KiB, 256 * KiB, 1024 * KiB] };
-const BATCH_SIZES = { quick: [4 * KiB, 64 * KiB], full: [256, 4 * KiB, 64 * KiB, 1024 * KiB] };
+const PAIR_SIZES = {
+  quick: [256, 3000, 4 * KiB, 64 * KiB, 1024 * KiB],
+  full: [256, 1000, 2 * KiB, 3000, 4 * KiB, 16 * KiB, 50_000, 64 * KiB, 256 * KiB, 1024 * KiB],
+};
+const BATCH_SIZES = { quick: [3000, 4 * KiB, 64 * KiB], full: [256, 3000, 4 * KiB, 64 * KiB, 1024 * KiB] };
 
 const pairTable = {
   id: 'acquire-release',
