@@ -352,11 +352,23 @@ Napi::Value ViewAddress(const Napi::CallbackInfo& info) {
 // adviseDontFork(arrayBuffer): MADV_DONTFORK over the whole (page-aligned)
 // ArrayBuffer, so that a fork() while io_uring holds the pages pinned does
 // not turn them copy-on-write under the ring.
+//
+// A hugetlb mapping can only be advised in whole huge pages, and a slab over
+// one (acquireMany's slabs are a multiple of the slot stride, not of 2 MiB)
+// may end inside its last huge page: madvise then says EINVAL. The mapping
+// itself is whole huge pages from a huge-page-aligned base (os::MapHugetlb),
+// so the range is rounded up to the huge page size for hugetlb memory only.
 Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
   auto arrayBuffer = info[0].As<Napi::ArrayBuffer>();
-  if (os::Failure failure = os::AdviseDontFork(arrayBuffer.Data(), arrayBuffer.ByteLength())) {
-    throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
+  void* data = arrayBuffer.Data();
+  size_t length = arrayBuffer.ByteLength();
+  os::Failure failure = os::AdviseDontFork(data, length);
+  if (failure && failure.error == EINVAL &&
+      os::QueryPageKind(reinterpret_cast<uintptr_t>(data)) == os::PageKind::kHugetlb) {
+    const size_t huge = os::HugePageSize();
+    failure = os::AdviseDontFork(data, (length + huge - 1) & ~(huge - 1));
   }
+  if (failure) throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
   return info.Env().Undefined();
 }
 

@@ -7,7 +7,7 @@
 // under every setting used here.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { IobufError, addressOf, allocAligned, allocHuge, free, hugePageSize, isAligned, pageKind } from '../lib/index';
+import { BufferPool, IobufError, addressOf, allocAligned, allocHuge, free, hugePageSize, isAligned, pageKind } from '../lib/index';
 import { MiB, expectThrowsCode, isRoot, statusBytes, vmaAt } from './helpers/memory-proc';
 
 const NR_HUGEPAGES = '/proc/sys/vm/nr_hugepages';
@@ -119,6 +119,25 @@ describe.skipIf(!isRoot)('with hugetlb pages reserved', () => {
     buffer.fill(1);
     expect(pageKind(buffer)).toBe('normal');
     free(buffer);
+  });
+
+  // The iovec part's io_uring registration lives here because only this file may reserve hugetlb pages.
+  test('pool.registration() of a hugetlb slab that ends inside its last huge page (acquireMany) marks the whole mapping DONTFORK', async () => {
+    const pool = new BufferPool({ maxMemory: 64 * MiB, retainIdle: 0 });
+    try {
+      // 9 × 256 KiB = 2.25 MiB of slots: one hugetlb mapping of two huge pages under a shorter slab.
+      const buffers = pool.tryAcquireMany(9, 256 * 1024)!;
+      buffers[0][0] = 1;
+      expect(pageKind(buffers[0])).toBe('hugetlb');
+      const registration = pool.registration();
+      expect(registration.length).toBe(1);
+      expect(pool.fixedBufferOf(buffers[8])).toEqual({ index: 0, offset: 8 * 256 * 1024 });
+      expect(vmaAt(addressOf(buffers[0]))!.flags).toEqual(expect.arrayContaining(['ht', 'dc']));
+      for (const buffer of buffers) pool.release(buffer);
+      expect(pool.stats().inUse).toBe(0);
+    } finally {
+      await pool.close({ force: true });
+    }
   });
 });
 
