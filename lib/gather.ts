@@ -977,7 +977,16 @@ export class Gatherer {
   }
 
   private takeScratch(size: number): Buffer {
-    const buffer = this.pool.tryAcquire(size);
+    let buffer: Buffer | null;
+    try {
+      buffer = this.pool.tryAcquire(size);
+    } catch (error) {
+      // A chunk the budget can never hold (above maxMemory, or a size class whose
+      // slot is): the pool calls `size` out of range. For a put that is a spent
+      // budget, not a bad argument of the caller's.
+      if ((error as { code?: string }).code !== 'ERR_OUT_OF_RANGE') throw error;
+      buffer = null;
+    }
     if (buffer !== null) {
       this.held.push(buffer);
       this.heldPools.push(this.pool);

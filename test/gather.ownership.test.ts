@@ -258,6 +258,27 @@ describe('reset, dispose, budget, pool state', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
+  it('a chunk larger than the whole budget: a heap chunk by default, ERR_IOBUF_BUDGET_EXHAUSTED with \'throw\' (not a RangeError about a size the caller never passed)', () => {
+    const pool = makePool({ maxMemory: 1 * MiB });
+    const big = pattern(MiB + 1, 4);
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU8(7).putSlice(big);
+    expect(gatherer.reserve(MiB + 1)).toBe(1 + big.length);
+    expect(bytesOf(gatherer).equals(Buffer.concat([Buffer.from([7]), big, Buffer.alloc(MiB + 1)]))).toBe(true);
+    expect(pool.stats().inUse).toBe(1);  // the first chunk (for the u8); the large ones are heap chunks
+    gatherer.reset();
+    const wide = new Gatherer({ pool, chunkSize: 2 * MiB });
+    wide.putU32BE(1);
+    expect(bytesOf(wide)).toEqual(Buffer.from([0, 0, 0, 1]));
+    wide.reset();
+    const strict = new Gatherer({ pool, onBudgetExhausted: 'throw' });
+    strict.putU8(1);
+    expectCode(thrown(() => strict.putSlice(big)), 'IobufError', 'ERR_IOBUF_BUDGET_EXHAUSTED');
+    expect(strict.byteLength).toBe(1);
+    strict.reset();
+    expect(pool.stats().inUse).toBe(0);
+  });
+
   it('a pool closed with force: puts throw ERR_IOBUF_POOL_CLOSED, reset() still succeeds', async () => {
     const pool = makePool();
     const gatherer = new Gatherer({ pool, chunkSize: 64 });
