@@ -702,6 +702,7 @@ export class Gatherer {
     const newEnds: number[] = [];
     const newKinds: number[] = [];
     const copiedOwned: Buffer[] = [];
+    let copiedBlobs = 0;  // counted off `blobs` only once the new list is in place (allocate may throw)
     let merged = false;
     let i = 0;
     while (i < count) {
@@ -716,7 +717,7 @@ export class Gatherer {
         for (let k = i; k < j; k++) {
           bufs[k].copy(this.chunk, offset, starts[k], ends[k]);
           offset += ends[k] - starts[k];
-          if (kinds[k] !== SCRATCH) this.blobs--;
+          if (kinds[k] !== SCRATCH) copiedBlobs++;
           if (kinds[k] === OWNED) copiedOwned.push(bufs[k]);
         }
         // Its own segment even when it lands right after a scratch segment
@@ -739,6 +740,7 @@ export class Gatherer {
       }
     }
     if (!merged) return this;
+    this.blobs -= copiedBlobs;
     this.bufs = newBufs;
     this.starts = newStarts;
     this.ends = newEnds;

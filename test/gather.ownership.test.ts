@@ -207,6 +207,30 @@ describe('compact', () => {
     gatherer.reset();
   });
 
+  it("a compact that fails midway (onBudgetExhausted: 'throw') changes nothing: blobs merged later still go by reference", () => {
+    const pool = makePool({ maxMemory: 64 * 1024, sizeClasses: [4096] });
+    const gatherer = new Gatherer({ pool, chunkSize: 64, onBudgetExhausted: 'throw' });
+    const a = Buffer.from('aa');
+    const b = Buffer.from('bb');
+    // Run 1: two small blobs; a large scratch segment; run 2: two small scratch segments in two chunks.
+    gatherer.putBytes(a).putBytes(b).putSlice(pattern(1200, 1)).putSlice(pattern(50, 2)).putSlice(pattern(50, 3));
+    const expected = bytesOf(gatherer);
+    const hog: Buffer[] = [];
+    for (let buffer = pool.tryAcquire(4096); buffer !== null; buffer = pool.tryAcquire(4096)) hog.push(buffer);
+    // Run 1 fits in the last chunk's room; run 2 needs a new chunk the budget cannot give.
+    expectCode(thrown(() => gatherer.compact(1000)), 'IobufError', 'ERR_IOBUF_BUDGET_EXHAUSTED');
+    expect(bytesOf(gatherer).equals(expected)).toBe(true);
+    const into = new Gatherer({ pool: makePool() });
+    into.putGatherer(gatherer);
+    const segments = into.segments();
+    expect(segments.some((segment) => segment === a)).toBe(true);  // by reference, not copied as scratch
+    expect(segments.some((segment) => segment === b)).toBe(true);
+    expect(bytesOf(into).equals(expected)).toBe(true);
+    into.reset();
+    for (const buffer of hog) pool.release(buffer);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
   it('rejects a bad threshold', () => {
     const gatherer = new Gatherer({ pool: makePool() });
     expectCode(thrown(() => gatherer.compact(-1)), 'RangeError', 'ERR_OUT_OF_RANGE');
