@@ -306,6 +306,7 @@ export class BufferPool {
   /** The size classes, then the oversize row. */
   private readonly classes: SizeClass[];
   private readonly oversize: SizeClass;
+  /** The largest class whose slab fits the budget; bigger sizes get dedicated allocations. */
   private readonly largest: number;
   /** log2 of the smallest class when the ladder is consecutive powers of two, else -1. */
   private readonly powerShift: number;
@@ -368,7 +369,6 @@ export class BufferPool {
     this.leakRegistry = leakDetection === 'off'
       ? null
       : new FinalizationRegistry((held) => this.leaked(held.slot, held.generation));
-    this.largest = sizeClasses[sizeClasses.length - 1];
     this.classes = sizeClasses.map((size, row) => {
       // Slots of a page and more start on page boundaries (O_DIRECT); smaller
       // ones on cache-line boundaries once they are that big.
@@ -379,6 +379,11 @@ export class BufferPool {
       const capped = Math.max(stride, Math.min(wanted, Math.floor(this.maxMemory / 8)));
       return new SizeClass(row, size, stride, roundUp(Math.floor(capped / stride) * stride, pageSize));
     });
+    // A class whose slab cannot fit the budget (one slot of it is bigger than
+    // maxMemory) could never be served: sizes above the largest class that
+    // fits get a dedicated allocation instead, like sizes above every class.
+    const fitting = this.classes.filter((sizeClass) => sizeClass.slabBytes <= this.maxMemory);
+    this.largest = fitting[fitting.length - 1].size;
     this.oversize = new SizeClass(sizeClasses.length, Infinity, 0, 0);
     this.classes.push(this.oversize);
     const powers = sizeClasses.every((size, i) => Number.isInteger(Math.log2(size)) && (i === 0 || size === sizeClasses[i - 1] * 2));

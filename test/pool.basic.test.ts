@@ -69,6 +69,25 @@ describe('BufferPool sizes and classes', () => {
     expect(stats.classes[stats.classes.length - 1]).toMatchObject({ acquires: 2, misses: 2, recycles: 0 });
   });
 
+  it('serves sizes whose class cannot fit the budget as dedicated allocations, up to maxMemory', () => {
+    // Default classes go up to 4 MiB; with an 800 KiB budget the 1 MiB class could never map a slab.
+    const pool = makePool({ maxMemory: 800 * KiB, retainIdle: 0 });
+    const big = pool.tryAcquire(700 * KiB)!;
+    expect(big.length).toBe(700 * KiB);
+    expect(pool.stats().classes.at(-1)).toMatchObject({ size: Infinity, acquires: 1, misses: 1, inUse: 1 });
+    expect(pool.tryAcquire(200 * KiB)).toBeNull();  // 700 KiB of 800 are taken: the budget holds
+    pool.release(big);
+    const whole = pool.tryAcquire(800 * KiB)!;
+    expect(whole.length).toBe(800 * KiB);
+    pool.release(whole);
+    expect(thrown(() => pool.tryAcquire(800 * KiB + 1))).toMatchObject({ name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+    // Classes that fit are still classes.
+    const small = pool.tryAcquire(100 * KiB)!;
+    expect(pool.stats().classes.find((row) => row.size === 128 * KiB)).toMatchObject({ inUse: 1 });
+    pool.release(small);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
   it('honours custom (non-power-of-two) size classes', () => {
     const pool = makePool({ sizeClasses: [100, 1500, 9000], maxMemory: 4 * MiB });
     const held = [pool.tryAcquire(1)!, pool.tryAcquire(100)!, pool.tryAcquire(101)!, pool.tryAcquire(1500)!, pool.tryAcquire(1501)!, pool.tryAcquire(9000)!];
