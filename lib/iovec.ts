@@ -25,6 +25,7 @@
 import os from 'node:os';
 import { native } from './binding';
 import { IobufError, validateInteger, validateView } from './errors';
+import { pinHeapAllocation, unpinHeapAllocation } from './memory';
 import { pooledAddressOf } from './pool';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
@@ -429,12 +430,22 @@ export class IoVecArray {
     const pending = native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position);
     this.#busy = true;
     this.#unusable = true;
+    // free() of a heap-backed allocAligned view meanwhile must not let V8 free
+    // memory the kernel may still use (native mappings are pinned natively).
+    let pinned: ArrayBuffer[] | null = null;
+    for (let i = 0; i < count; i++) {
+      if (this.#kinds[i] === Kind.POOLED) continue;
+      const arrayBuffer = pinHeapAllocation(this.#views[i]!);
+      if (arrayBuffer !== null) (pinned ??= []).push(arrayBuffer);
+    }
     return pending.then((bytes) => {
+      if (pinned !== null) for (const arrayBuffer of pinned) unpinHeapAllocation(arrayBuffer);
       this.#busy = false;
       this.#unusable = false;
       if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
       return bytes;
     }, (error: Partial<IoVecWriteError>) => {
+      if (pinned !== null) for (const arrayBuffer of pinned) unpinHeapAllocation(arrayBuffer);
       this.#busy = false;
       this.#unusable = false;
       if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);

@@ -67,6 +67,36 @@ const FALLBACKS: readonly HugePageFallback[] = ['none', 'thp', 'normal'];
 // Every ArrayBuffer this module handed out, so free() can tell ours from
 // foreign memory (and a second free from a first) without a native call.
 const allocations = new WeakSet<ArrayBuffer>();
+/** The heap-backed ones among them (V8 frees the memory when free() detaches them). */
+const heapAllocations = new WeakSet<ArrayBuffer>();
+
+/**
+ * Heap-backed allocations that pending promise calls of the iovec part (libuv
+ * thread pool) are using: how many calls, and once free() detached one, an
+ * ArrayBuffer that JS never sees holding its memory until the last call is
+ * done. (Native mappings are pinned natively: native/memory.cc, Pins.)
+ */
+const heapPins = new Map<ArrayBuffer, { count: number; keep: ArrayBuffer | null }>();
+
+/**
+ * For the iovec part, when it queues a promise call: pins the heap-backed
+ * allocation behind `view`, if it is one, and returns its ArrayBuffer for
+ * unpinHeapAllocation (else null).
+ */
+export function pinHeapAllocation(view: ArrayBufferView): ArrayBuffer | null {
+  const arrayBuffer = view.buffer as ArrayBuffer;
+  if (!heapAllocations.has(arrayBuffer)) return null;
+  const pin = heapPins.get(arrayBuffer);
+  if (pin === undefined) heapPins.set(arrayBuffer, { count: 1, keep: null });
+  else pin.count++;
+  return arrayBuffer;
+}
+
+/** When that call is done (settled): at the last unpin, a freed allocation's memory goes. */
+export function unpinHeapAllocation(arrayBuffer: ArrayBuffer): void {
+  const pin = heapPins.get(arrayBuffer)!;
+  if (--pin.count === 0) heapPins.delete(arrayBuffer);
+}
 
 function mapFlags(options: AllocAlignedOptions | AllocHugeOptions): number {
   const { lock = false, dontFork = false, dontDump = false } = options;
@@ -91,6 +121,7 @@ export function allocAligned(size: number, options: AllocAlignedOptions = {}): B
     const arrayBuffer = zero ? new ArrayBuffer(total) : Buffer.allocUnsafeSlow(total).buffer;
     const misalignment = native.addressOf(arrayBuffer) % alignment;
     buffer = Buffer.from(arrayBuffer, misalignment === 0 ? 0 : alignment - misalignment, size);
+    heapAllocations.add(arrayBuffer);
   } else {
     buffer = native.mapAligned(size, alignment, flags);
   }
@@ -149,7 +180,8 @@ export function pageKind(view: ArrayBufferView | ArrayBuffer): PageKind {
 /**
  * Gives the memory of an allocation back now. Takes any view of memory that
  * allocAligned or allocHuge returned; detaches its ArrayBuffer, so every view
- * of it reads as empty and nothing can reach the freed memory.
+ * of it reads as empty and nothing can reach the freed memory. Memory that a
+ * pending promise call (readv, writev, …) is using goes when that call is done.
  */
 export function free(view: ArrayBufferView | ArrayBuffer): void {
   const arrayBuffer = view instanceof ArrayBuffer ? view : (validateView(view, 'view'), view.buffer as ArrayBuffer);
@@ -158,6 +190,13 @@ export function free(view: ArrayBufferView | ArrayBuffer): void {
   }
   if (native.addressOf(arrayBuffer) === 0) {
     throw new IobufError('This memory was freed already', 'ERR_IOBUF_DOUBLE_FREE');
+  }
+  const pin = heapPins.get(arrayBuffer);
+  if (pin !== undefined) {
+    // Detach now, but move the memory (same address, no copy) to an
+    // ArrayBuffer that only the pin holds until the kernel is done with it.
+    pin.keep = structuredClone(arrayBuffer, { transfer: [arrayBuffer] });
+    return;
   }
   native.free(arrayBuffer);
 }

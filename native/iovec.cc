@@ -13,6 +13,7 @@
 
 #include "addon.h"
 #include "errors.h"
+#include "memory.h"
 #include "os.h"
 
 namespace iobuf {
@@ -277,12 +278,20 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
 // copied on the JS thread when the work is queued: what the kernel sees is
 // that snapshot, whatever JS writes into the array meanwhile. The views the
 // entries point into are kept reachable by lib/iovec.ts until the promise
-// settles (the array is lent to the call).
+// settles (the array is lent to the call). Those views can still be freed
+// (free(), a pool's close({ force })) meanwhile: the allocations the entries
+// lie in are pinned from queueing until the worker is destroyed (after
+// Execute, on the JS thread), so such a free detaches at once but unmaps
+// only then (native/memory.cc, Pins).
 class TransferWorker : public Napi::AsyncWorker {
  public:
   TransferWorker(Napi::Env env, IoVecOp op, int fd, std::vector<struct iovec> entries, int64_t position)
       : Napi::AsyncWorker(env, "iobuf.iovec"), deferred_(Napi::Promise::Deferred::New(env)),
-        op_(op), fd_(fd), entries_(std::move(entries)), position_(position) {}
+        op_(op), fd_(fd), entries_(std::move(entries)), position_(position) {
+    PinAllocations(entries_.data(), static_cast<uint32_t>(entries_.size()), &pinned_);
+  }
+
+  ~TransferWorker() override { UnpinAllocations(pinned_); }
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
@@ -306,6 +315,7 @@ class TransferWorker : public Napi::AsyncWorker {
   std::vector<struct iovec> entries_;
   int64_t position_;
   Outcome outcome_;
+  std::vector<Allocation*> pinned_;
 };
 
 Napi::Value TransferAsync(const Napi::CallbackInfo& info) {

@@ -5,50 +5,77 @@
 #include <cstring>
 
 #include <cerrno>
+#include <map>
 #include <mutex>
-#include <unordered_map>
 
 #include "addon.h"
 #include "errors.h"
 #include "os.h"
 
 namespace iobuf {
-namespace {
 
 // ---------------------------------------------------------------------------
-// Registry of live mappings, keyed by the address JS sees as the ArrayBuffer's
-// data. Process-wide (workers share the address space); guarded by a mutex.
-// A record outlives its mapping until the Buffer's finalizer deletes it.
+// Registry of live mappings, ordered by the address JS sees as the
+// ArrayBuffer's data (so that an address inside one finds it). Process-wide
+// (workers share the address space); everything here is guarded by one mutex.
+//
+// Pins: a promise call of the iovec part (libuv thread pool) pins every
+// allocation its entries lie in while the work is queued, and unpins when it
+// is done. free() (or the finalizer) of a pinned allocation detaches at once
+// but leaves the pages mapped until the last unpin: the kernel may still be
+// reading or writing them, and an unmapped range could be reused by a new
+// mapping. A record lives until both its finalizer ran and no pin is left.
 // ---------------------------------------------------------------------------
 
 struct Allocation {
   os::Mapping mapping;
-  bool freed = false;  // set by Free(); touched only on the owning JS thread
+  size_t pins = 0;         // pending async calls using it
+  bool freed = false;      // free() or the finalizer gave it up (unregistered)
+  bool unmapped = false;
+  bool finalized = false;  // the Buffer's finalizer ran
 };
 
+namespace {
+
+
+
 std::mutex registryMutex;
-std::unordered_map<void*, Allocation*>* registry = new std::unordered_map<void*, Allocation*>();
+auto* registry = new std::map<uintptr_t, Allocation*>();
+
+uintptr_t BaseOf(const Allocation* allocation) { return reinterpret_cast<uintptr_t>(allocation->mapping.base); }
 
 void Register(Allocation* allocation) {
   std::lock_guard<std::mutex> lock(registryMutex);
-  (*registry)[allocation->mapping.base] = allocation;
+  (*registry)[BaseOf(allocation)] = allocation;
 }
 
-Allocation* Unregister(void* data) {
-  std::lock_guard<std::mutex> lock(registryMutex);
-  auto found = registry->find(data);
-  if (found == registry->end()) return nullptr;
+// Under registryMutex: gives the allocation up (unregisters it) and unmaps it
+// unless a pending call still pins it (then the last unpin unmaps).
+void ReleaseLocked(Allocation* allocation) {
+  if (!allocation->freed) {
+    allocation->freed = true;
+    registry->erase(BaseOf(allocation));
+  }
+  if (allocation->pins == 0 && !allocation->unmapped) {
+    os::Unmap(allocation->mapping);
+    allocation->unmapped = true;
+  }
+}
+
+// Under registryMutex: the allocation whose pages hold `address`, or null.
+Allocation* FindLocked(uintptr_t address) {
+  auto found = registry->upper_bound(address);
+  if (found == registry->begin()) return nullptr;
+  --found;
   Allocation* allocation = found->second;
-  registry->erase(found);
-  return allocation;
+  return address - found->first < allocation->mapping.mapLength ? allocation : nullptr;
 }
 
 void FinalizeAllocation(Napi::Env, uint8_t*, Allocation* allocation) {
-  if (!allocation->freed) {
-    Unregister(allocation->mapping.base);
-    os::Unmap(allocation->mapping);
-  }
-  delete allocation;
+  std::lock_guard<std::mutex> lock(registryMutex);
+  ReleaseLocked(allocation);
+  allocation->finalized = true;
+  if (allocation->pins == 0) delete allocation;
 }
 
 // Applies lock/dontFork/dontDump and wraps the mapping in a Buffer of exactly
@@ -136,18 +163,18 @@ Napi::Value AddressOf(const Napi::CallbackInfo& info) {
 }
 
 // free(arrayBuffer): detaches it (every view reads as empty from now on) and,
-// for a native mapping, unmaps it at once. Heap-backed ArrayBuffers are freed
-// by V8 when detached. The caller (lib/memory.ts) has checked that the
+// for a native mapping, unmaps it — at once, or when the last pending promise
+// call that uses it is done (see Pins above). Heap-backed ArrayBuffers are
+// freed by V8 when detached. The caller (lib/memory.ts) has checked that the
 // ArrayBuffer is one of ours and still attached.
 Napi::Value Free(const Napi::CallbackInfo& info) {
   Napi::ArrayBuffer arrayBuffer = info[0].As<Napi::ArrayBuffer>();
-  Allocation* allocation = Unregister(arrayBuffer.Data());
+  auto data = reinterpret_cast<uintptr_t>(arrayBuffer.Data());
+  // Order matters: detach first, so no JS view can reach the pages we unmap.
   arrayBuffer.Detach();
-  if (allocation != nullptr) {
-    // Order matters: detach first, so no JS view can reach the pages we unmap.
-    os::Unmap(allocation->mapping);
-    allocation->freed = true;
-  }
+  std::lock_guard<std::mutex> lock(registryMutex);
+  auto found = registry->find(data);
+  if (found != registry->end()) ReleaseLocked(found->second);
   return info.Env().Undefined();
 }
 
@@ -202,6 +229,30 @@ napi_value CopyBytes(napi_env env, napi_callback_info info) {
 }
 
 }  // namespace
+
+void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  for (uint32_t i = 0; i < count; i++) {
+    if (entries[i].iov_len == 0) continue;
+    Allocation* allocation = FindLocked(reinterpret_cast<uintptr_t>(entries[i].iov_base));
+    if (allocation == nullptr || (!pinned->empty() && pinned->back() == allocation)) continue;
+    allocation->pins++;
+    pinned->push_back(allocation);
+  }
+}
+
+void UnpinAllocations(const std::vector<Allocation*>& pinned) {
+  if (pinned.empty()) return;
+  std::lock_guard<std::mutex> lock(registryMutex);
+  for (Allocation* allocation : pinned) {
+    if (--allocation->pins != 0) continue;
+    if (allocation->freed && !allocation->unmapped) {
+      os::Unmap(allocation->mapping);
+      allocation->unmapped = true;
+    }
+    if (allocation->finalized) delete allocation;
+  }
+}
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(os::PageSize())));

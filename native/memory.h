@@ -1,14 +1,19 @@
 // The memory part: page-aligned, huge-page and locked allocations handed to JS
 // as Buffers over native mappings.
 //
-// Ownership: a mapping belongs to the Buffer's ArrayBuffer. It is unmapped by
+// Ownership: a mapping belongs to the Buffer's ArrayBuffer. It is given up by
 // whichever comes first: `free()` (which detaches the ArrayBuffer first, so
-// no view can reach the memory afterwards) or the Buffer's finalizer.
+// no view can reach the memory afterwards) or the Buffer's finalizer; it is
+// unmapped then, or when the last pending promise call that pinned it is done.
 #pragma once
 
 #include <napi.h>
 
+#include <sys/uio.h>
+
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 namespace iobuf {
 
@@ -21,5 +26,15 @@ enum MapFlags : unsigned {
 
 // How far allocHuge may fall back when hugetlb pages are not available.
 enum class HugeFallback { kNone = 0, kTransparent = 1, kNormal = 2 };
+
+// A native mapping handed out by mapAligned/mapHuge (memory.cc).
+struct Allocation;
+
+// Pins every allocation that an entry with bytes in it starts in (the iovec
+// part checked that each entry lies inside one view), appending each to
+// `pinned`: until UnpinAllocations, free() and the finalizer detach but do
+// not unmap it. Any thread; takes the registry mutex once.
+void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned);
+void UnpinAllocations(const std::vector<Allocation*>& pinned);
 
 }  // namespace iobuf
