@@ -1202,7 +1202,8 @@ export class BufferPool {
    * IORING_REGISTER_BUFFERS_UPDATE). May be empty when nothing is mapped yet.
    */
   registration(): IoVecArray {
-    if (this.freed || this.closedHere) throw closedError();
+    // control[CLOSED]: the owning thread closed the pool (an attached one is then closed too).
+    if (this.freed || this.closedHere || this.control[Word.CLOSED] !== 0) throw closedError();
     const index = (this.registeredIndex ??= new Map());
     for (const slab of this.slabs) {
       if (slab.sizeClass === this.oversize || index.has(slab)) continue;

@@ -55,6 +55,17 @@ describe('BufferPool shared by worker threads', () => {
     expect(pool.stats().inUse).toBe(8);
   });
 
+  it('registration() in an attached worker throws ERR_IOBUF_POOL_CLOSED once the owning thread closed the pool', async () => {
+    const pool = sharedPool(4);
+    const worker = await startWorker(pool, 'W');
+    const got = await worker.call('tryAcquire', { size: 65536 });
+    expect(got).not.toBeNull();
+    expect(await worker.call('registration')).toBe(1);
+    await pool.close({ force: true });
+    const reply = await worker.send('registration', {}).reply;
+    expect(reply).toMatchObject({ ok: false, error: { name: 'IobufError', code: 'ERR_IOBUF_POOL_CLOSED' } });
+  });
+
   it('acquireSync in a worker blocks until the main thread releases (ordered by messages)', async () => {
     const pool = sharedPool(2);
     const events: string[] = [];
