@@ -660,7 +660,9 @@ export class Gatherer {
   /**
    * Appends one entry per segment to `iov` (an IoVecArray). The memory stays
    * this gatherer's: write with it before reset(), and do not put more into
-   * the gatherer while the iovec is in use.
+   * the gatherer while the iovec is in use. A segment whose memory was freed
+   * or detached since its put (a putBytes view passed to free(), a pool
+   * closed with force) throws ERR_IOBUF_IOVEC_INVALID, and nothing is appended.
    */
   toIoVec(iov: IoVecArray): IoVecArray {
     if (!(iov instanceof IoVecArray)) {
@@ -673,6 +675,13 @@ export class Gatherer {
     // Scratch chunks and owned buffers are the very Buffers the pool handed
     // out, passed with offset/length (not as subarrays): IoVecArray then finds
     // their address without a native call, and would catch a release before the syscall.
+    for (let i = 0; i < this.bufs.length; i++) {
+      // A detached Buffer reads length 0: check all first, so that no entry is appended then.
+      if (this.bufs[i].length < this.ends[i]) {
+        const what = this.kinds[i] === BORROWED ? 'the view passed to putBytes' : this.kinds[i] === SCRATCH ? 'its scratch chunk' : 'the Buffer passed to putOwned';
+        throw new IobufError(`Gatherer segment ${i} is stale: ${what} was freed or detached since the put; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
+      }
+    }
     for (let i = 0; i < this.bufs.length; i++) iov.push(this.bufs[i], this.starts[i], this.ends[i] - this.starts[i]);
     return iov;
   }
@@ -901,7 +910,14 @@ export class Gatherer {
       iov = this.iov = new IoVecArray(Math.max(16, 2 ** Math.ceil(Math.log2(count))));
     }
     iov.clear();
-    this.toIoVec(iov);
+    try {
+      this.toIoVec(iov);
+    } catch (error) {
+      // A stale segment: no syscall. The pooled buffers go back (once) and the gatherer is spent, as after a failed write.
+      iov.clear();
+      this.spend();
+      throw error;
+    }
     this.state = WRITING;
     this.limit = -1;
     return iov;

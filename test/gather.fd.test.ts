@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
 import { IOV_MAX, IoVecArray } from '../lib/iovec';
 import { Gatherer } from '../lib/gather';
+import { allocAligned, free } from '../lib/memory';
 import { expectCode, rejection, settled, thrown } from './fixtures/pool-helpers';
 import { pattern } from './fixtures/gather-helpers';
 
@@ -151,6 +152,34 @@ describe('Gatherer.writeToFd', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
+  it('a putBytes view freed before the write: ERR_IOBUF_IOVEC_INVALID, no syscall, released once, spent (promise and sync forms)', async () => {
+    const file = path.join(dir, 'stale.out');
+    const fd = fs.openSync(file, 'w');
+    try {
+      for (const form of ['promise', 'sync'] as const) {
+        const gatherer = new Gatherer({ pool });
+        const borrowed = allocAligned(5000, { alignment: 64 * 1024 });  // mapped: free() unmaps it
+        gatherer.putU32BE(7).putOwned(pool.tryAcquire(1000)!).putBytes(borrowed).putString('tail');
+        expect(pool.stats().inUse).toBe(2);  // the scratch chunk and the owned buffer
+        free(borrowed);
+        const error = form === 'promise' ? await rejection(gatherer.writeToFd(fd)) : thrown(() => gatherer.writeToFdSync(fd));
+        expectCode(error, 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
+        expect(error.message).toMatch(/segment 2 is stale: the view passed to putBytes was freed or detached.*no syscall/);
+        expect(fs.fstatSync(fd).size).toBe(0);
+        expect(pool.stats().inUse).toBe(0);
+        expect((gatherer as unknown as { iov: IoVecArray }).iov.length).toBe(0);
+        expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+        expectCode(await rejection(gatherer.writeToFd(fd)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+        gatherer.reset();  // releases nothing a second time
+        expect(pool.stats().inUse).toBe(0);
+        expect(gatherer.putString('again').writeToFdSync(fd)).toBe(5);
+        fs.ftruncateSync(fd, 0);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('an empty gatherer writes nothing and resolves 0; a bad fd is a RangeError and changes nothing', async () => {
     const gatherer = new Gatherer({ pool });
     expect(await gatherer.writeToFd(1)).toBe(0);
@@ -182,6 +211,18 @@ describe('Gatherer.toIoVec', () => {
     expect(entries[2].buffer).toBe(blob.buffer);  // the blob by reference
     iov.clear();
     gatherer.reset();
+  });
+
+  it('a segment whose view was detached: ERR_IOBUF_IOVEC_INVALID, adding none; the gatherer stays open', () => {
+    const gatherer = new Gatherer({ pool });
+    const borrowed = allocAligned(100);
+    gatherer.putU8(1).putBytes(borrowed).putU8(2);
+    free(borrowed);
+    using iov = new IoVecArray(8);
+    expectCode(thrown(() => gatherer.toIoVec(iov)), 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
+    expect(iov.length).toBe(0);
+    gatherer.reset();
+    expect(pool.stats().inUse).toBe(0);
   });
 
   it('refuses an array without room for every segment (ERR_IOBUF_IOVEC_FULL), adding none', () => {
