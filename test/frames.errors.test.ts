@@ -2,23 +2,16 @@
 // every pooled buffer back (pool inUse 0), and no error ever thrown from a
 // socket callback.
 import type net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BufferPool, FrameAssembler, IobufError } from '../lib/index';
 import type { Frame, FrameAssemblerOptions, LengthPrefix } from '../lib/index';
-import { expectCode, rejection, thrown } from './fixtures/pool-helpers';
+import { expectCode, rejection, thrown, usePools } from './fixtures/pool-helpers';
 import {
   KiB, MiB, closeOf, closeServer, connect, encodeLength, encodeStream, listen, makePayloads,
 } from './fixtures/frames-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(maxMemory = 64 * MiB): BufferPool {
-  const pool = new BufferPool({ maxMemory });
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const pools = usePools();
+const makePool = (maxMemory = 64 * MiB) => pools({ maxMemory });
 
 interface Outcome {
   frames: Buffer[];

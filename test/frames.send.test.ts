@@ -2,26 +2,19 @@
 // encodeFrame / beginFrame+endFrame, written in one writev, read back by a
 // FrameAssembler over a real socket; and examples/rpc-server.ts answering
 // echo and "give me n bytes" requests, with its pool back to 0 afterwards.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  BufferPool, FrameAssembler, Gatherer, beginFrame, encodeFrame, endFrame,
+  FrameAssembler, Gatherer, beginFrame, encodeFrame, endFrame,
 } from '../lib/index';
 import type { LengthPrefix } from '../lib/index';
 import { startServer } from '../examples/rpc-server';
-import { expectCode, thrown } from './fixtures/pool-helpers';
+import { expectCode, thrown, usePools } from './fixtures/pool-helpers';
 import {
   KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads,
 } from './fixtures/frames-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(maxMemory = 64 * MiB): BufferPool {
-  const pool = new BufferPool({ maxMemory });
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const pools = usePools();
+const makePool = (maxMemory = 64 * MiB) => pools({ maxMemory });
 
 function bytesOf(gatherer: Gatherer): Buffer {
   return Buffer.concat(gatherer.segments());

@@ -2,23 +2,17 @@
 // point of a stream, random splits of long streams, real socket reads), the
 // frames that come out are exactly the frames sent, byte for byte, each in a
 // pooled Buffer of exactly its payload.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BufferPool, Frame, FrameAssembler, MAX_HEADER_LENGTH } from '../lib/index';
 import type { FrameHeader, LengthPrefix } from '../lib/index';
 import { pooledAddressOf } from '../lib/pool';
+import { usePools } from './fixtures/pool-helpers';
 import {
   KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, prng, writeInPieces,
 } from './fixtures/frames-helpers';
 
-const pools: BufferPool[] = [];
-function makePool(maxMemory = 64 * MiB): BufferPool {
-  const pool = new BufferPool({ maxMemory });
-  pools.push(pool);
-  return pool;
-}
-afterEach(async () => {
-  for (const pool of pools.splice(0)) await pool.close({ force: true });
-});
+const pools = usePools();
+const makePool = (maxMemory = 64 * MiB) => pools({ maxMemory });
 
 const PREFIXES: LengthPrefix[] = ['u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint'];
 const MAX_FOR: Record<LengthPrefix, number> = { u8: 255, u16be: 2000, u16le: 2000, u32be: 5000, u32le: 5000, varint: 5000 };
