@@ -235,6 +235,17 @@ function pooled(pieces) {
 const READ_BASELINE = 'fs.readSync → allocAligned (4 KiB pages)';
 const PREADV_HUGE = 'preadvSync → pooled 1 MiB (huge pages)';
 
+/** A competitor reading into `pieces` pooled buffers per call with iobuf's `call` (preadvSync or preadv). */
+const pooledRead = (name, pieces, hugetlb, call = 'preadvSync') => ({
+  name,
+  hugetlb,
+  run: (_, ctx) => readPasses(() => {
+    const read = iobuf()[call];
+    const { iov, note } = pooled(pieces);
+    return { read: (fd, position) => read(fd, iov, position), note };
+  }, ctx),
+});
+
 const directTable = {
   id: 'o-direct',
   title: `O_DIRECT: reading a cold ${formatBytes(FILE_SIZE)} file in ${formatBytes(READ_SIZE)} calls`,
@@ -262,42 +273,10 @@ const directTable = {
         return { read: (fd, position) => readSync(fd, buffer, 0, READ_SIZE, position), note: () => `pages: ${iobuf().pageKind(buffer)}` };
       }, ctx),
     },
-    {
-      name: PREADV_HUGE,
-      hugetlb: 'avoid',
-      run: (_, ctx) => readPasses(() => {
-        const { preadvSync } = iobuf();
-        const { iov, note } = pooled(1);
-        return { read: (fd, position) => preadvSync(fd, iov, position), note };
-      }, ctx),
-    },
-    {
-      name: 'preadvSync → 4 pooled × 256 KiB (huge pages)',
-      hugetlb: 'avoid',
-      run: (_, ctx) => readPasses(() => {
-        const { preadvSync } = iobuf();
-        const { iov, note } = pooled(4);
-        return { read: (fd, position) => preadvSync(fd, iov, position), note };
-      }, ctx),
-    },
-    {
-      name: 'await preadv → pooled 1 MiB (huge pages)',
-      hugetlb: 'avoid',
-      run: (_, ctx) => readPasses(() => {
-        const { preadv } = iobuf();
-        const { iov, note } = pooled(1);
-        return { read: (fd, position) => preadv(fd, iov, position), note };
-      }, ctx),
-    },
-    {
-      name: 'preadvSync → pooled 1 MiB (hugetlb)',
-      hugetlb: 'need',
-      run: (_, ctx) => readPasses(() => {
-        const { preadvSync } = iobuf();
-        const { iov, note } = pooled(1);
-        return { read: (fd, position) => preadvSync(fd, iov, position), note };
-      }, ctx),
-    },
+    pooledRead(PREADV_HUGE, 1, 'avoid'),
+    pooledRead('preadvSync → 4 pooled × 256 KiB (huge pages)', 4, 'avoid'),
+    pooledRead('await preadv → pooled 1 MiB (huge pages)', 1, 'avoid', 'preadv'),
+    pooledRead('preadvSync → pooled 1 MiB (hugetlb)', 1, 'need'),
   ],
   targets: [
     {
