@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { addressOf } from '../lib/index';
 import { KiB, MiB, expectCode, rejection, settled, thrown, turns, usePools } from './fixtures/pool-helpers';
+import { sanitized } from './helpers/memory-proc';
 
 const makePool = usePools();
 
@@ -11,7 +12,10 @@ const makePool = usePools();
 /**
  * The /proc/self/maps range ("start-end") holding `address`, or null. Tests
  * compare it before and after an unmap rather than asking "is anything mapped
- * here": the freed hole may be reused at once (the ASan allocator does so).
+ * here": the freed hole may be reused at once. Under ASan even that cannot
+ * tell: its allocator refills the hole and the kernel merges it back into a
+ * range identical to the old one, so there the check is skipped (osBytes,
+ * the detached views and every count are still checked).
  */
 function mappingAt(address: bigint): string | null {
   for (const line of readFileSync('/proc/self/maps', 'latin1').split('\n')) {
@@ -53,7 +57,7 @@ describe('BufferPool close', () => {
     pool.release(c);
     await closing;
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, idleBytes: 0, acquires: 3, releases: 3 });
-    expect(mappingAt(address)).not.toBe(mapped);
+    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped);  // see mappingAt
   });
 
   it('a close with nothing out resolves at once and unmaps the idle slabs', async () => {
@@ -67,7 +71,7 @@ describe('BufferPool close', () => {
     expect(mapped).not.toBeNull();
     await pool.close();
     expect(pool.stats().osBytes).toBe(0);
-    expect(mappingAt(address)).not.toBe(mapped);
+    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped);  // see mappingAt
   });
 
   it('times out with ERR_IOBUF_CLOSE_TIMEOUT; then force detaches outstanding buffers', async () => {
@@ -88,7 +92,7 @@ describe('BufferPool close', () => {
       expect(buffer[0]).toBeUndefined();
     }
     expect(slice.length).toBe(0);
-    expect(mappingAt(address)).not.toBe(mapped);
+    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped);  // see mappingAt
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, inUseBytes: 0 });
     // Releasing one of them now is a clear error, not a crash or a count change.
     expectCode(thrown(() => pool.release(held[0])), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
