@@ -41,7 +41,8 @@ export class IobufError extends Error {
   }
 }
 
-function describe(value: unknown): string {
+/** A value as argument-error messages show it: `null`, `"text"`, `12n`, `an instance of Foo`, … */
+export function describeValue(value: unknown): string {
   if (value === null) return 'null';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
   if (typeof value === 'bigint') return `${value}n`;
@@ -53,11 +54,14 @@ function describe(value: unknown): string {
   return String(value);
 }
 
+/** A TypeError/RangeError carrying one of Node's argument codes (`ERR_INVALID_ARG_TYPE`, …). */
+export function codedError<E extends Error>(Kind: new (message: string) => E, code: string, message: string): E {
+  return Object.assign(new Kind(message), { code });
+}
+
 function argumentError<E extends Error>(Kind: new (message: string) => E, code: string,
   expected: string, name: string, value: unknown): E {
-  const error = new Kind(`Expected ${expected} for ${name} but received ${describe(value)}`);
-  (error as E & { code: string }).code = code;
-  return error;
+  return codedError(Kind, code, `Expected ${expected} for ${name} but received ${describeValue(value)}`);
 }
 
 /** An integer in [min, max]; TypeError for a non-number, RangeError otherwise. */

@@ -37,7 +37,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { native } from './binding';
-import { IobufError, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
+import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import type { Gatherer } from './gather';
 import { BufferPool } from './pool';
 
@@ -179,9 +179,6 @@ function frameError(code: string, message: string, details: Record<string, unkno
   return Object.assign(new IobufError(message, code), details);
 }
 
-function argumentError<E extends Error>(Kind: new (message: string) => E, code: string, message: string): E {
-  return Object.assign(new Kind(message), { code });
-}
 
 /** Node's own symbols for the fields the `onread` option sets on a net.Socket. */
 interface OnreadFields {
@@ -274,7 +271,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     super();
     validateOptions(options, 'options');
     if (options === undefined || !(options.pool instanceof BufferPool)) {
-      throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describe(options?.pool)}`);
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`);
     }
     const {
       pool, lengthPrefix = 'u32be', highWaterMark = 4 * MiB, readBufferSize = 64 * KiB,
@@ -286,7 +283,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     } else {
       const index = PREFIXES.indexOf(lengthPrefix);
       if (index < 0) {
-        throw argumentError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected one of ${PREFIXES.map((p) => `'${p}'`).join(', ')} or a function for options.lengthPrefix but received ${describe(lengthPrefix)}`);
+        throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected one of ${PREFIXES.map((p) => `'${p}'`).join(', ')} or a function for options.lengthPrefix but received ${describeValue(lengthPrefix)}`);
       }
       this.prefix = index;
       this.decoder = null;
@@ -299,7 +296,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);
     for (const name of ['onFrame', 'onError'] as const) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
-        throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a function for options.${name} but received ${describe(options[name])}`);
+        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a function for options.${name} but received ${describeValue(options[name])}`);
       }
     }
     this.maxFrameSize = maxFrameSize;
@@ -349,10 +346,10 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
    */
   attach(socket: net.Socket): this {
     if (socket === null || typeof socket !== 'object' || typeof (socket as { on?: unknown }).on !== 'function') {
-      throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a net.Socket for socket but received ${describe(socket)}`);
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a net.Socket for socket but received ${describeValue(socket)}`);
     }
     if (this.socket !== null || this.isClosed) {
-      throw Object.assign(new Error(this.isClosed ? 'The assembler is closed' : 'The assembler already has a socket'), { code: 'ERR_INVALID_STATE' });
+      throw codedError(Error, 'ERR_INVALID_STATE', this.isClosed ? 'The assembler is closed' : 'The assembler already has a socket');
     }
     this.socket = socket;
     socket.on('error', (error) => this.destroy(error));
@@ -916,7 +913,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
    */
   [Symbol.asyncIterator](): AsyncIterableIterator<Frame> {
     if (this.onFrame !== null) {
-      throw Object.assign(new Error('Frames go to options.onFrame; an assembler with onFrame cannot be iterated'), { code: 'ERR_INVALID_STATE' });
+      throw codedError(Error, 'ERR_INVALID_STATE', 'Frames go to options.onFrame; an assembler with onFrame cannot be iterated');
     }
     const iterator: AsyncIterableIterator<Frame> = {
       next: () => this.nextFrame(),
@@ -945,7 +942,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     }
     if (this.done || this.isClosed) return Promise.resolve({ value: undefined, done: true });
     if (this.waiter !== null) {
-      return Promise.reject(Object.assign(new Error('next() was called while an earlier next() is still pending'), { code: 'ERR_INVALID_STATE' }));
+      return Promise.reject(codedError(Error, 'ERR_INVALID_STATE', 'next() was called while an earlier next() is still pending'));
     }
     return new Promise((resolve, reject) => {
       this.waiter = { resolve, reject };
@@ -968,7 +965,7 @@ const PREFIX_LIMIT = [0xff, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0xffffffff];
 
 function checkGatherer(gatherer: Gatherer): void {
   if (gatherer === null || typeof gatherer !== 'object' || typeof (gatherer as Partial<Gatherer>).putU32BE !== 'function') {
-    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for gatherer but received ${describe(gatherer)}`);
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for gatherer but received ${describeValue(gatherer)}`);
   }
 }
 
@@ -1008,7 +1005,7 @@ export function encodeFrame(gatherer: Gatherer, payload: ArrayBufferView | reado
     length += parts[i].byteLength;
   }
   if (length > PREFIX_LIMIT[prefix]) {
-    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
+    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
   }
   putLength(gatherer, prefix, length);
   for (const part of parts) {
@@ -1037,7 +1034,7 @@ export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exc
   const length = gatherer.byteLength - position - width;
   const prefix = PREFIXES.indexOf(lengthPrefix);
   if (length < 0 || length > PREFIX_LIMIT[prefix]) {
-    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
+    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
   }
   switch (prefix) {
     case U8: gatherer.patchU8(position, length); break;
@@ -1049,10 +1046,3 @@ export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exc
   return gatherer;
 }
 
-function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'function') return `function ${value.name || '<anonymous>'}`;
-  if (typeof value === 'object') return `an instance of ${(value as object).constructor?.name ?? 'Object'}`;
-  return String(value);
-}

@@ -25,9 +25,7 @@
 import type { Writable } from 'node:stream';
 import type { BufferPool } from './pool';
 import { poolOf } from './pool';
-import {
-  IobufError, validateInteger, validateOneOf, validateOptions, validateView,
-} from './errors';
+import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
 
 export interface GathererOptions {
@@ -78,26 +76,20 @@ function check64(value: unknown, signed: boolean): void {
   const max = signed ? 2n ** 63n - 1n : 2n ** 64n - 1n;
   if (typeof value === 'bigint') {
     if (value >= min && value <= max) return;
-    throw Object.assign(new RangeError(`Expected a bigint from ${min} to ${max} for value but received ${value}n`), { code: 'ERR_OUT_OF_RANGE' });
+    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a bigint from ${min} to ${max} for value but received ${value}n`);
   }
   if (typeof value !== 'number') {
-    throw Object.assign(new TypeError(`Expected a bigint or a safe integer for value but received ${describeType(value)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a bigint or a safe integer for value but received ${describeValue(value)}`);
   }
   if (!Number.isSafeInteger(value) || (!signed && value < 0)) {
     const range = signed ? `${Number.MIN_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}` : `0 to ${Number.MAX_SAFE_INTEGER}`;
-    throw Object.assign(new RangeError(`Expected an integer from ${range} (a bigint for the full 64-bit range) for value but received ${value}`), { code: 'ERR_OUT_OF_RANGE' });
+    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected an integer from ${range} (a bigint for the full 64-bit range) for value but received ${value}`);
   }
 }
 
-function describeType(value: unknown): string {
-  if (value === null) return 'null';
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (typeof value === 'object') return `an instance of ${(value as object).constructor?.name ?? 'Object'}`;
-  return String(value);
-}
 
 function badFloat(value: unknown): never {
-  throw Object.assign(new TypeError(`Expected a number for value but received ${describeType(value)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a number for value but received ${describeValue(value)}`);
 }
 
 function validateEncoding(encoding: unknown): asserts encoding is BufferEncoding {
@@ -213,7 +205,7 @@ export class Gatherer {
   constructor(options: GathererOptions) {
     validateOptions(options, 'options');
     if (options === undefined || options.pool === null || typeof options.pool !== 'object' || typeof options.pool.tryAcquire !== 'function') {
-      throw Object.assign(new TypeError(`Expected a BufferPool for options.pool but received ${describeType(options?.pool)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`);
     }
     const { chunkSize = 4096, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
@@ -408,7 +400,7 @@ export class Gatherer {
   /** Encodes `text` into scratch; the bytes are those of Buffer.from(text, encoding). */
   putString(text: string, encoding: BufferEncoding = 'utf8'): this {
     if (typeof text !== 'string') {
-      throw Object.assign(new TypeError(`Expected a string for text but received ${describeType(text)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a string for text but received ${describeValue(text)}`);
     }
     if (encoding !== 'utf8') validateEncoding(encoding);
     if (text.length === 0) return this.checkOpen();
@@ -470,10 +462,10 @@ export class Gatherer {
    */
   putGatherer(other: Gatherer): this {
     if (!(other instanceof Gatherer)) {
-      throw Object.assign(new TypeError(`Expected a Gatherer for other but received ${describeType(other)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for other but received ${describeValue(other)}`);
     }
     if (other === this) {
-      throw Object.assign(new TypeError('Expected another Gatherer for other but received this one'), { code: 'ERR_INVALID_ARG_VALUE' });
+      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'Expected another Gatherer for other but received this one');
     }
     this.checkOpen();
     other.checkOpen();
@@ -612,7 +604,7 @@ export class Gatherer {
       }
     }
     if (!inside) {
-      throw Object.assign(new RangeError(`Expected the position of ${width} bytes inside a region reserve() returned for at but received ${at}`), { code: 'ERR_OUT_OF_RANGE' });
+      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected the position of ${width} bytes inside a region reserve() returned for at but received ${at}`);
     }
     // A reserved region never straddles two segments: reserve() takes it in
     // one piece, and compact() / putGatherer() only join segments.
@@ -666,7 +658,7 @@ export class Gatherer {
    */
   toIoVec(iov: IoVecArray): IoVecArray {
     if (!(iov instanceof IoVecArray)) {
-      throw Object.assign(new TypeError(`Expected an IoVecArray for iov but received ${describeType(iov)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
     }
     if (this.state === OPEN) this.flush();
     if (iov.length + this.bufs.length > iov.capacity) {
@@ -782,7 +774,7 @@ export class Gatherer {
    */
   writeTo(socket: Writable): Promise<void> {
     if (socket === null || typeof socket !== 'object' || typeof (socket as Writable).write !== 'function') {
-      return Promise.reject(Object.assign(new TypeError(`Expected a net.Socket or stream.Writable for socket but received ${describeType(socket)}`), { code: 'ERR_INVALID_ARG_TYPE' }));
+      return Promise.reject(codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a net.Socket or stream.Writable for socket but received ${describeValue(socket)}`));
     }
     if (this.state !== OPEN) return Promise.reject(this.stateError());
     this.flush();

@@ -24,7 +24,7 @@
 // are alive and attached right now.
 import os from 'node:os';
 import { native } from './binding';
-import { IobufError, validateInteger, validateView } from './errors';
+import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
 import { pinHeapAllocation, unpinHeapAllocation } from './memory';
 import { pooledAddressOf } from './pool';
 
@@ -151,7 +151,7 @@ export class IoVecArray {
   /** An array holding `views` (whole), with room for exactly them. */
   static from(views: readonly ArrayBufferView[]): IoVecArray {
     if (!Array.isArray(views)) {
-      throw Object.assign(new TypeError(`Expected an array of views for views but received ${views === null ? 'null' : typeof views}`), { code: 'ERR_INVALID_ARG_TYPE' });
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of views for views but received ${describeValue(views)}`);
     }
     const array = new IoVecArray(Math.max(1, views.length));
     for (const view of views) array.push(view);
@@ -462,7 +462,7 @@ export class IoVecArray {
 function checkArguments(fd: unknown, iov: unknown): void {
   validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
   if (!(iov instanceof IoVecArray)) {
-    throw Object.assign(new TypeError(`Expected an IoVecArray for iov but received ${iov === null ? 'null' : typeof iov === 'object' ? `an instance of ${(iov as object).constructor?.name ?? 'Object'}` : typeof iov}`), { code: 'ERR_INVALID_ARG_TYPE' });
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
   }
 }
 

@@ -13,9 +13,7 @@
 // flag and the statistics.
 import os from 'node:os';
 import { native } from './binding';
-import {
-  IobufError, validateBoolean, validateInteger, validateOneOf, validateOptions,
-} from './errors';
+import { IobufError, codedError, validateBoolean, validateInteger, validateOneOf, validateOptions } from './errors';
 import { IoVecArray } from './iovec';
 import { hugePageSize, pageSize } from './memory';
 import { Field, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
@@ -249,9 +247,6 @@ function acquireStack(): string {
   return [lines[0], ...lines.slice(1).filter((line) => !line.includes(__filename))].join('\n');
 }
 
-function argumentError<E extends Error>(Kind: new (message: string) => E, code: string, message: string): E {
-  return Object.assign(new Kind(message), { code });
-}
 
 /** Checks the options of a new pool and makes the state its threads share. */
 function createHandle(options: BufferPoolOptions): BufferPoolHandle {
@@ -261,7 +256,7 @@ function createHandle(options: BufferPoolOptions): BufferPoolHandle {
     strict = false, poison = false, leakDetection = 'sample',
   } = options;
   if (!Array.isArray(sizeClasses) || sizeClasses.length === 0 || sizeClasses.length > 64) {
-    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of 1 to 64 sizes for options.sizeClasses but received ${String(sizeClasses)}`);
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of 1 to 64 sizes for options.sizeClasses but received ${String(sizeClasses)}`);
   }
   sizeClasses.forEach((size, i) => {
     validateInteger(size, `options.sizeClasses[${i}]`, i === 0 ? 1 : sizeClasses[i - 1] + 1, 2 ** 30);
@@ -269,7 +264,7 @@ function createHandle(options: BufferPoolOptions): BufferPoolHandle {
   validateInteger(maxMemory, 'options.maxMemory', pageSize, (2 ** 31 - 1) * pageSize);
   const maxPages = Math.floor(maxMemory / pageSize);
   if (roundUp(sizeClasses[0], pageSize) > maxPages * pageSize) {
-    throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected options.maxMemory to hold at least one slab of the smallest size class (${roundUp(sizeClasses[0], pageSize)} bytes) but received ${maxMemory}`);
+    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected options.maxMemory to hold at least one slab of the smallest size class (${roundUp(sizeClasses[0], pageSize)} bytes) but received ${maxMemory}`);
   }
   const { retainIdle = Math.floor(maxMemory / 4) } = options;
   validateInteger(retainIdle, 'options.retainIdle', 0, Number.MAX_SAFE_INTEGER);
@@ -278,7 +273,7 @@ function createHandle(options: BufferPoolOptions): BufferPoolHandle {
   if (typeof poison !== 'boolean') validateInteger(poison, 'options.poison', 0, 255);
   validateOneOf(leakDetection, 'options.leakDetection', ['off', 'sample', 'full'] as const);
   if (options.onLeak !== undefined && typeof options.onLeak !== 'function') {
-    throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a function for options.onLeak');
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a function for options.onLeak');
   }
   const shared = SharedState.create(sizeClasses.length + 1, maxPages);
   return {
@@ -402,7 +397,7 @@ export class BufferPool {
    */
   static attach(handle: BufferPoolHandle, options: Pick<BufferPoolOptions, 'onLeak'> = {}): BufferPool {
     if (handle === null || typeof handle !== 'object' || !(handle.shared instanceof SharedArrayBuffer) || !Array.isArray(handle.options?.sizeClasses)) {
-      throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a BufferPool handle (pool.handle) for handle');
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a BufferPool handle (pool.handle) for handle');
     }
     if (new Int32Array(handle.shared, 0, 1)[Word.CLOSED] !== 0) throw closedError();
     attaching = handle;
@@ -562,7 +557,7 @@ export class BufferPool {
     const stride = oversize ? roundUp(size, pageSize) : sizeClass.stride;
     const bytes = count > 1 || oversize ? roundUp(stride * count, pageSize) : sizeClass.slabBytes;
     if (bytes > this.maxMemory) {
-      throw argumentError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${this.maxMemory} bytes (options.maxMemory) for count × size but received ${stride * count}`);
+      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${this.maxMemory} bytes (options.maxMemory) for count × size but received ${stride * count}`);
     }
     const pages = bytes / pageSize;
     if (!this.shared.reserve(pages)) {
@@ -608,7 +603,7 @@ export class BufferPool {
   /** Throws the right error for a release that failed the fast checks, unless it is a leak-tracked buffer. */
   private checkUnusualRelease(buffer: Buffer, slot: Slot | undefined): void {
     if (!ArrayBuffer.isView(buffer)) {
-      throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Buffer from this pool for buffer but received ${buffer === null ? 'null' : typeof buffer}`);
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Buffer from this pool for buffer but received ${buffer === null ? 'null' : typeof buffer}`);
     }
     if (this.freed) throw closedError();
     if (slot !== undefined && slot.pool === this) {
@@ -793,7 +788,7 @@ export class BufferPool {
       const { signal, timeout } = options;
       if (timeout !== undefined) validateInteger(timeout, 'options.timeout', 0, 2 ** 31 - 1);
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
-        throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected an AbortSignal for options.signal');
+        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected an AbortSignal for options.signal');
       }
       if (signal?.aborted) throw abortError(signal);
       const ready = count === 1 ? this.tryAcquire(size) : this.tryAcquireMany(count, size);
