@@ -23,7 +23,10 @@
 // Ratios are value ÷ the value of the competitor's baseline (`vs`, else the
 // table's `baseline`) at the same param.
 import { spawn, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import {
+  closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import path from 'node:path';
@@ -184,6 +187,52 @@ export function dropCaches() {
   } catch {
     return false;
   }
+}
+
+/**
+ * A file of `size` random bytes under bench/.data for the O_DIRECT tables
+ * (written once; every suite reads the same file). Returns its path.
+ */
+export function ensureDataFile(size) {
+  const file = path.join(BENCH_DIR, '.data', `read-${size / 2 ** 20}MiB.bin`);
+  if (existsSync(file) && statSync(file).size === size) return file;
+  mkdirSync(path.dirname(file), { recursive: true });
+  const chunk = randomFillSync(Buffer.allocUnsafe(2 ** 20));
+  const fd = openSync(file, 'w');
+  for (let offset = 0; offset < size; offset += chunk.length) {
+    chunk.writeUInt32LE(offset / chunk.length, 0); // no two chunks alike
+    writeSync(fd, chunk, 0, chunk.length, offset);
+  }
+  fsyncSync(fd);
+  closeSync(fd);
+  return file;
+}
+
+/**
+ * Reads `file` (`size` bytes) front to back with `read(fd, position) → bytes`
+ * (sync or async; a read shorter than `readSize` ends a pass), `samples`
+ * times, the page cache dropped before each pass. → { value: median GB/s,
+ * note } (the note says when caches could not be dropped).
+ */
+export async function coldReadPasses(file, { size, readSize, samples, direct = true, read }) {
+  const results = [];
+  let dropped = true;
+  for (let s = 0; s < samples; s++) {
+    dropped = dropCaches() && dropped;
+    const start = process.hrtime.bigint();
+    const fd = openSync(file, constants.O_RDONLY | (direct ? constants.O_DIRECT : 0));
+    let total = 0;
+    for (;;) {
+      const n = await read(fd, total);
+      total += n;
+      if (n < readSize) break;
+    }
+    closeSync(fd);
+    const ns = Number(process.hrtime.bigint() - start);
+    if (total !== size) throw new Error(`read ${total} of ${size} bytes`);
+    results.push(size / ns); // bytes per ns = GB/s
+  }
+  return { value: median(results), note: dropped ? undefined : 'page cache NOT dropped (needs root)' };
 }
 
 // ---------------------------------------------------------------------------

@@ -3,12 +3,9 @@
 // the promise version) against fs.writevSync and 16 × fs.writeSync; and
 // O_DIRECT preadv of 1 MiB per call into huge-page pooled buffers against
 // fs.readSync into an aligned buffer.
-import { closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readSync, statSync, writeSync, writevSync as fsWritevSync } from 'node:fs';
-import { randomFillSync } from 'node:crypto';
+import { openSync, readSync, writeSync, writev as fsWritevCallback, writevSync as fsWritevSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { writev as fsWritevCallback } from 'node:fs';
-import path from 'node:path';
-import { BENCH_DIR, dropCaches, formatBytes, formatNs, iobuf, median, timeOps } from './harness.mjs';
+import { coldReadPasses, ensureDataFile, formatBytes, formatNs, iobuf, median, timeOps } from './harness.mjs';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -59,6 +56,23 @@ async function timeAsync(op, ctx) {
   return { value: median(results) };
 }
 
+/** A competitor that refills an IoVecArray from `buffers(setup())` (16 views) before every writevSync. */
+const rebuilt = (name, buffers) => ({
+  name,
+  run: async (_, ctx) => {
+    const { IoVecArray, writevSync } = iobuf();
+    const prepared = setup();
+    const { fd } = prepared;
+    const views = buffers(prepared);
+    const iov = new IoVecArray(ENTRIES);
+    return timeOps(() => {
+      iov.clear();
+      for (let i = 0; i < ENTRIES; i++) iov.push(views[i]);
+      return expectBytes(writevSync(fd, iov));
+    }, timing(ctx));
+  },
+});
+
 const expectBytes = (written) => {
   if (written !== ENTRIES * SIZE) throw new Error(`wrote ${written} of ${ENTRIES * SIZE} bytes`);
   return written;
@@ -101,33 +115,8 @@ const writevTable = {
         return timeOps(() => expectBytes(writevSync(fd, iov)), timing(ctx));
       },
     },
-    {
-      name: REBUILT,
-      run: async (_, ctx) => {
-        const { IoVecArray, writevSync } = iobuf();
-        const { buffers, fd } = setup();
-        const iov = new IoVecArray(ENTRIES);
-        return timeOps(() => {
-          iov.clear();
-          for (let i = 0; i < ENTRIES; i++) iov.push(buffers[i]);
-          return expectBytes(writevSync(fd, iov));
-        }, timing(ctx));
-      },
-    },
-    {
-      name: REBUILT_FOREIGN,
-      run: async (_, ctx) => {
-        const { IoVecArray, writevSync } = iobuf();
-        const { fd } = setup();
-        const buffers = Array.from({ length: ENTRIES }, (_, i) => Buffer.alloc(SIZE, i));
-        const iov = new IoVecArray(ENTRIES);
-        return timeOps(() => {
-          iov.clear();
-          for (let i = 0; i < ENTRIES; i++) iov.push(buffers[i]);
-          return expectBytes(writevSync(fd, iov));
-        }, timing(ctx));
-      },
-    },
+    rebuilt(REBUILT, (prepared) => prepared.buffers),
+    rebuilt(REBUILT_FOREIGN, () => Array.from({ length: ENTRIES }, (_, i) => Buffer.alloc(SIZE, i))),
     {
       name: FS_WRITEV_ASYNC,
       run: async (_, ctx) => {
@@ -177,50 +166,18 @@ function ratioTarget(cell, base, factor) {
 // O_DIRECT: a cold 256 MiB file in 1 MiB reads
 // ---------------------------------------------------------------------------
 
-const DATA_DIR = path.join(BENCH_DIR, '.data');
 const FILE_SIZE = 256 * MiB;
 const READ_SIZE = MiB;
-// The memory suite makes the same file; whichever runs first writes it.
-const dataFile = path.join(DATA_DIR, `read-${FILE_SIZE / MiB}MiB.bin`);
 
-function ensureDataFile() {
-  if (existsSync(dataFile) && statSync(dataFile).size === FILE_SIZE) return;
-  mkdirSync(DATA_DIR, { recursive: true });
-  const chunk = randomFillSync(Buffer.allocUnsafe(READ_SIZE));
-  const fd = openSync(dataFile, 'w');
-  for (let offset = 0; offset < FILE_SIZE; offset += chunk.length) {
-    chunk.writeUInt32LE(offset / chunk.length, 0);
-    writeSync(fd, chunk, 0, chunk.length, offset);
-  }
-  fsyncSync(fd);
-  closeSync(fd);
-}
-
-/** `read(fd, position) → bytes` over the whole file, caches dropped before each pass; GB/s. */
+/** A trial: `prepare()` → { read(fd, position), note?(), done?() }, timed by the harness's cold passes. */
 async function readPasses(prepare, ctx) {
   const { read, note, done } = prepare();
-  const samples = ctx.full ? 5 : 3;
-  const results = [];
-  let dropped = true;
-  for (let s = 0; s < samples; s++) {
-    dropped = dropCaches() && dropped;
-    const start = process.hrtime.bigint();
-    const fd = openSync(dataFile, constants.O_RDONLY | constants.O_DIRECT);
-    let total = 0;
-    for (;;) {
-      const n = await read(fd, total);
-      total += n;
-      if (n < READ_SIZE) break;
-    }
-    closeSync(fd);
-    const ns = Number(process.hrtime.bigint() - start);
-    if (total !== FILE_SIZE) throw new Error(`read ${total} of ${FILE_SIZE} bytes`);
-    results.push(FILE_SIZE / ns);
-  }
+  const result = await coldReadPasses(ensureDataFile(FILE_SIZE), {
+    size: FILE_SIZE, readSize: READ_SIZE, samples: ctx.full ? 5 : 3, read,
+  });
   done?.();
-  const notes = [note?.()].filter(Boolean);
-  if (!dropped) notes.push('page cache NOT dropped (needs root)');
-  return { value: median(results), note: notes.join('; ') || undefined };
+  const notes = [note?.(), result.note].filter(Boolean);
+  return { value: result.value, note: notes.join('; ') || undefined };
 }
 
 /** A pool whose 1 MiB class lives in 2 MiB huge-page slabs; the buffer is touched first. */
@@ -295,7 +252,7 @@ export default {
   name: 'iovec',
   title: 'IoVecArray and vectored I/O',
   setup() {
-    ensureDataFile();
+    ensureDataFile(FILE_SIZE);
   },
   tables: [writevTable, directTable],
 };

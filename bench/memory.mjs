@@ -1,10 +1,8 @@
 // Benchmarks of the memory part (issue 2): allocation cost against Node's own
 // Buffers, huge vs normal pages (first touch, dependent random reads), and
 // O_DIRECT reads into huge-page vs 4 KiB-page memory.
-import { closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
-import { randomFillSync } from 'node:crypto';
-import path from 'node:path';
-import { BENCH_DIR, dropCaches, formatBytes, formatNs, iobuf, median, timeOps } from './harness.mjs';
+import { readFileSync, readSync } from 'node:fs';
+import { coldReadPasses, ensureDataFile, formatBytes, formatNs, iobuf, median, timeOps } from './harness.mjs';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -286,53 +284,18 @@ const randomReadTable = {
 // O_DIRECT: a 256 MiB file read in 1 MiB reads, caches dropped before each pass
 // ---------------------------------------------------------------------------
 
-const DATA_DIR = path.join(BENCH_DIR, '.data');
 const FILE_SIZE = 256 * MiB;
 const READ_SIZE = MiB;
-const dataFile = (size) => path.join(DATA_DIR, `read-${size / MiB}MiB.bin`);
-
-function ensureDataFile(size) {
-  const file = dataFile(size);
-  if (existsSync(file) && statSync(file).size === size) return file;
-  mkdirSync(DATA_DIR, { recursive: true });
-  const chunk = randomFillSync(Buffer.allocUnsafe(READ_SIZE));
-  const fd = openSync(file, 'w');
-  for (let offset = 0; offset < size; offset += chunk.length) {
-    chunk.writeUInt32LE(offset / chunk.length, 0); // no two chunks alike
-    writeSync(fd, chunk, 0, chunk.length, offset);
-  }
-  fsyncSync(fd);
-  closeSync(fd);
-  return file;
-}
 
 const readTrial = ({ direct, alloc, pages }) => async (size, ctx) => {
-  const file = dataFile(size);
   const buf = alloc(READ_SIZE);
   buf.fill(0); // fault the pages in (and let THP assign a huge page) before timing
-  const samples = ctx.full ? 5 : 3;
-  const results = [];
-  let dropped = true;
-  for (let s = 0; s < samples; s++) {
-    dropped = dropCaches() && dropped;
-    const start = process.hrtime.bigint();
-    const fd = openSync(file, constants.O_RDONLY | (direct ? constants.O_DIRECT : 0));
-    let total = 0;
-    for (;;) {
-      const n = readSync(fd, buf, 0, READ_SIZE, total);
-      total += n;
-      if (n < READ_SIZE) break;
-    }
-    closeSync(fd);
-    const ns = Number(process.hrtime.bigint() - start);
-    if (total !== size) throw new Error(`read ${total} of ${size} bytes`);
-    results.push(size / ns); // bytes per ns = GB/s
-  }
-  const notes = [];
-  if (!dropped) notes.push('page cache NOT dropped (needs root)');
-  const mismatch = pages && expectPages(describePages(buf), pages);
-  if (mismatch) notes.push(mismatch);
-  return { value: median(results), note: notes.join('; ') || undefined };
+  const { value, note } = await coldReadPasses(ensureDataFile(size), {
+    size, readSize: READ_SIZE, samples: ctx.full ? 5 : 3, direct,
+    read: (fd, position) => readSync(fd, buf, 0, READ_SIZE, position),
+  });
+  const notes = [note, pages && expectPages(describePages(buf), pages)].filter(Boolean);
+  return { value, note: notes.join('; ') || undefined };
 };
 
 const O_DIRECT_BASELINE = 'O_DIRECT → allocAligned';
