@@ -2,7 +2,7 @@
 // FIFO drained by `cat` in another process (short writes, EAGAIN, more
 // segments than IOV_MAX), a regular file, a reader that goes away (EPIPE),
 // a closed fd (EBADF) — and every pooled buffer back in the pool afterwards.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,11 +13,10 @@ import { Gatherer } from '../lib/gather';
 import { allocAligned, free } from '../lib/memory';
 import { expectCode, rejection, settled, thrown } from './fixtures/pool-helpers';
 import { pattern } from './fixtures/gather-helpers';
+import { openFifo } from './fixtures/iovec-helpers';
 
 const MiB = 1 << 20;
-const { O_NONBLOCK, O_RDONLY, O_WRONLY } = fs.constants;
 let dir = '';
-let fifoCount = 0;
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iobuf-gather-fd-'));
 });
@@ -28,14 +27,6 @@ const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off', poison:
 afterAll(() => pool.close({ force: true }));
 afterEach(() => expect(pool.stats().inUse).toBe(0));
 
-/** A FIFO opened at both ends, non-blocking (as libuv opens pipes). */
-function fifo(): { file: string; reader: number; writer: number } {
-  const file = path.join(dir, `fifo-${fifoCount++}`);
-  execFileSync('mkfifo', [file]);
-  const reader = fs.openSync(file, O_RDONLY | O_NONBLOCK);
-  const writer = fs.openSync(file, O_WRONLY | O_NONBLOCK);
-  return { file, reader, writer };
-}
 
 /** A message of scratch fields, a large blob by reference, an owned buffer and `small` tiny blobs; returns the reference bytes. */
 function buildMessage(gatherer: Gatherer, small: number): Buffer {
@@ -66,7 +57,7 @@ function buildMessage(gatherer: Gatherer, small: number): Buffer {
 
 describe('Gatherer.writeToFd', () => {
   it('delivers every byte through a full FIFO while cat drains it, across more segments than IOV_MAX', async () => {
-    const { file, reader, writer } = fifo();
+    const { file, reader, writer } = openFifo(dir);
     const out = path.join(dir, 'cat-1.out');
     const gatherer = new Gatherer({ pool });
     const expected = buildMessage(gatherer, 600);
@@ -113,7 +104,7 @@ describe('Gatherer.writeToFd', () => {
   });
 
   it('a reader that goes away mid-write: EPIPE with bytesWritten, every pooled buffer back', async () => {
-    const { reader, writer } = fifo();
+    const { reader, writer } = openFifo(dir);
     const gatherer = new Gatherer({ pool });
     buildMessage(gatherer, 0);
     const write = gatherer.writeToFd(writer);

@@ -4,7 +4,6 @@
 // every byte, in order.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,12 +11,11 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool, IoVecArray, readv, readvSync, writevAll, writevAllSync, writevSync } from '../lib/index';
 import { KiB, MiB, thrown } from './fixtures/pool-helpers';
-import { random, randomSplit } from './fixtures/iovec-helpers';
+import { makeFifo, openFifo, random, randomSplit } from './fixtures/iovec-helpers';
 
-const { O_NONBLOCK, O_RDONLY, O_WRONLY } = fs.constants;
+const { O_NONBLOCK, O_WRONLY } = fs.constants;
 
 let dir = '';
-let fifoCount = 0;
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iobuf-iovec-pipes-'));
 });
@@ -25,14 +23,6 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-/** A FIFO opened at both ends, non-blocking. */
-function fifo(): { file: string; reader: number; writer: number } {
-  const file = path.join(dir, `fifo-${fifoCount++}`);
-  execFileSync('mkfifo', [file]);
-  const reader = fs.openSync(file, O_RDONLY | O_NONBLOCK);
-  const writer = fs.openSync(file, O_WRONLY | O_NONBLOCK);
-  return { file, reader, writer };
-}
 
 /** `payload` cut into `pieces` entries over pooled buffers at random offsets. */
 function layout(pool: BufferPool, payload: Buffer, pieces: number, seed: number): { iov: IoVecArray; held: Buffer[] } {
@@ -54,7 +44,7 @@ function layout(pool: BufferPool, payload: Buffer, pieces: number, seed: number)
 
 describe('non-blocking pipes', () => {
   it('writev is short when the pipe fills, then EAGAIN (code, errno, syscall); readv of an empty pipe is EAGAIN', () => {
-    const { reader, writer } = fifo();
+    const { reader, writer } = openFifo(dir);
     try {
       const chunk = Buffer.alloc(30_000, 0x61);
       const iov = IoVecArray.from([chunk, chunk, chunk]);
@@ -87,8 +77,7 @@ describe('non-blocking pipes', () => {
   });
 
   it('a promise readv on a blocking pipe waits in the thread pool while the event loop runs on', async () => {
-    const file = path.join(dir, `fifo-${fifoCount++}`);
-    execFileSync('mkfifo', [file]);
+    const file = makeFifo(dir);
     // A blocking read end (opened in the thread pool: open blocks until a writer comes),
     // and a non-blocking write end (ENXIO until the reader is there).
     const opening = fs.promises.open(file, 'r');
@@ -122,7 +111,7 @@ describe('non-blocking pipes', () => {
 
   it('writevAll delivers 8 MiB in 300 entries, in order, to a reader on this thread', async () => {
     const pool = new BufferPool({ maxMemory: 64 * MiB });
-    const { reader, writer } = fifo();
+    const { reader, writer } = openFifo(dir);
     const payload = randomBytes(8 * MiB);
     const { iov, held } = layout(pool, payload, 300, 7);
     try {
@@ -165,7 +154,7 @@ describe('non-blocking pipes', () => {
 
   it('writevAllSync delivers every byte while `cat` drains the pipe in another process', async () => {
     const pool = new BufferPool({ maxMemory: 64 * MiB });
-    const { file, reader, writer } = fifo();
+    const { file, reader, writer } = openFifo(dir);
     const out = path.join(dir, 'cat.out');
     const payload = randomBytes(4 * MiB + 12345);
     const { iov, held } = layout(pool, payload, 2500, 11);  // more than IOV_MAX entries, too
@@ -187,7 +176,7 @@ describe('non-blocking pipes', () => {
   });
 
   it('EPIPE when the reader goes away midway: the error says how much was written, the array was advanced past it', async () => {
-    const { reader, writer } = fifo();
+    const { reader, writer } = openFifo(dir);
     const payload = randomBytes(1 * MiB);
     const iov = IoVecArray.from([payload.subarray(0, 300 * KiB), payload.subarray(300 * KiB)]);
     const pending = writevAll(writer, iov);

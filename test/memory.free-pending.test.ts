@@ -3,17 +3,16 @@
 // pages stay mapped until the call is done, so the kernel never writes into a
 // range that a new mapping reused. Real kernel: a readv from a FIFO that has
 // no data yet blocks in a libuv pool thread until this test writes into it.
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { BufferPool, IoVecArray, addressOf, allocAligned, allocHuge, free, readv } from '../lib/index';
+import { makeFifo } from './fixtures/iovec-helpers';
 import { KiB, collectGarbage, mappedBytesIn, sanitized } from './helpers/memory-proc';
 
 let dir = '';
-let fifoCount = 0;
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iobuf-free-pending-'));
 });
@@ -23,8 +22,7 @@ afterAll(() => {
 
 /** A FIFO with a blocking reader (O_RDWR: the open does not wait for a writer) and a writer. */
 function fifo(): { reader: number; writer: number; close(): void } {
-  const file = path.join(dir, `fifo-${fifoCount++}`);
-  execFileSync('mkfifo', [file]);
+  const file = makeFifo(dir);
   const reader = fs.openSync(file, fs.constants.O_RDWR);
   const writer = fs.openSync(file, fs.constants.O_WRONLY);
   return {
