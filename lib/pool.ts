@@ -663,13 +663,17 @@ export class BufferPool {
     if (this.control[Word.WAITERS] !== 0 && this.waiters.length === 0) this.trim(0, undefined);
     if (this.idleHere() === 0) return;
     this.watchingIdle = true;
-    const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
-    const again = () => {
+    this.afterEpoch(epoch, () => {
       this.watchingIdle = false;
       this.watchIdle();
-    };
-    if (result.async) void result.value.then(again);
-    else queueMicrotask(again);
+    });
+  }
+
+  /** Runs `then` once the epoch word is no longer `epoch` (soon, if it has moved already). */
+  private afterEpoch(epoch: number, then: () => void): void {
+    const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
+    if (result.async) void result.value.then(then);
+    else queueMicrotask(then);
   }
 
   /** Orders every free list so that pop() takes the lowest address (see returnSlot). */
@@ -911,13 +915,10 @@ export class BufferPool {
     if (this.waiters.length === 0) return this.watch();
     this.keepAlive ??= setInterval(() => {}, 2 ** 30);
     this.watching = true;
-    const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
-    const again = () => {
+    this.afterEpoch(epoch, () => {
       this.watching = false;
       this.watch();
-    };
-    if (result.async) void result.value.then(again);
-    else queueMicrotask(again);
+    });
   }
 
   private rejectWaiters(): void {
