@@ -2,7 +2,7 @@
 // load dist/), run vitest, and end with the plain line "N passed, N failed"
 // that CI reads. Extra arguments go to vitest (e.g. `npm test -- test/memory`).
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -12,6 +12,7 @@ const run = (command, args) => spawnSync(command, args, { cwd: root, stdio: 'inh
 
 if (run(bin('tsc'), ['-p', 'tsconfig.build.json']) !== 0) {
   console.log('0 passed, 1 failed');
+  writeFileSync(path.join(root, '.test-summary'), '0 passed, 1 failed\n');
   process.exit(1);
 }
 
@@ -35,5 +36,8 @@ try {
   failed = Math.max(failed, 1);
 }
 if (status !== 0 && failed === 0) failed = 1;
-console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+const summary = `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`;
+console.log(summary);
+// .ci/run prints this file as its own closing line.
+writeFileSync(path.join(root, '.test-summary'), `${summary}\n`);
 process.exit(status === 0 && failed === 0 ? 0 : 1);
