@@ -275,3 +275,57 @@ describe('attach() trusts nothing it is given', () => {
     expectCode(await rejection(pool.acquire(4096)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
   });
 });
+
+describe('churn', () => {
+  it('200 short-lived workers hold, wait and read, and end every way at random moments: stats stay exact', async () => {
+    const file = path.join(dir, 'churn.bin');
+    fs.writeFileSync(file, Buffer.alloc(16 * 65536, 3));
+    const pool = makePool({ sizeClasses: [4096, 65536, 131072], maxMemory: 8 * 1024 * KiB, retainIdle: 0 });
+    const endings = ['terminate', 'terminate', 'terminate', 'return', 'exit', 'throw', 'close'];
+    let seed = 7;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (let round = 0; round < 25; round++) {
+      // The main thread keeps using the pool meanwhile.
+      let running = true;
+      const mainHeld: Buffer[] = [];
+      const mainLoop = (async () => {
+        while (running) {
+          try {
+            mainHeld.push(await pool.acquire(65536, { timeout: 20 }));
+          } catch (error) {
+            expect((error as { code?: string }).code).toBe('ERR_IOBUF_BUDGET_TIMEOUT');
+          }
+          if (mainHeld.length > 4) pool.release(mainHeld.shift()!);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })();
+      const exits = Array.from({ length: 8 }, async () => {
+        const ending = endings[random(endings.length)];
+        const worker = new Worker(path.join(__dirname, 'fixtures', 'pool-churn-worker.js'), {
+          workerData: { handle: pool.handle, file, seed: random(2 ** 30) + 1, ending },
+        });
+        worker.on('error', () => {});  // 'throw' ends with an uncaught error on purpose
+        const exited = new Promise<number>((resolve) => worker.on('exit', resolve));
+        if (ending === 'terminate') {
+          const when = random(3);
+          if (when > 0) await new Promise((resolve) => worker.once('message', resolve));
+          for (let i = random(when === 2 ? 40 : 1); i > 0; i--) await new Promise((resolve) => setImmediate(resolve));
+          await worker.terminate();
+        }
+        return exited;
+      });
+      await Promise.all(exits);
+      running = false;
+      await mainLoop;
+      for (const buffer of mainHeld.splice(0)) pool.release(buffer);
+      expect({ round, ...pool.stats() }).toMatchObject({ round, threads: 1, waiters: 0, inUse: 0 });
+      // The whole budget can be taken by the one thread left.
+      const all = await pool.acquireMany(64, 131072, { timeout: 10_000 });
+      expect(all.length).toBe(64);
+      for (const buffer of all) pool.release(buffer);
+    }
+  }, 120_000);
+});
