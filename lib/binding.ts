@@ -66,12 +66,13 @@ export interface NativeBinding {
   /** Checks entries [0, count) against their bounds, then one transfer (op: native/iovec.h IoVecOp). */
   iovecTransfer(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number): number;
   /**
-   * The same, checked and snapshotted now, run on the libuv thread pool. Entries in
+   * The same, checked and snapshotted now, run on the libuv thread pool; `done` is called
+   * once on completion (never, if this thread is torn down first). Entries in
    * non-native memory go through bounce blocks; `views` (entry i's view at i) lets a
    * read copy out only into views still attached where they were.
    */
   iovecTransferAsync(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number,
-    views: readonly (ArrayBufferView | undefined)[]): Promise<number>;
+    views: readonly (ArrayBufferView | undefined)[], done: (error: Error | null, bytes: number) => void): void;
   /** The address of a TypedArray's or DataView's first byte (0 when detached). */
   viewAddress(view: ArrayBufferView): number;
   /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */

@@ -430,7 +430,11 @@ export class IoVecArray {
     if (this.#unusable) this.#throwUnusable();
     const count = this.#length;
     this.#checkViews(count);
-    const pending = native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position, this.#views);
+    let done!: (error: Error | null, bytes: number) => void;
+    const pending = new Promise<number>((resolve, reject) => {
+      done = (error, bytes) => (error === null ? resolve(bytes) : reject(error));
+    });
+    native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position, this.#views, done);
     this.#busy = true;
     this.#unusable = true;
     const loans: Loan[] = [];

@@ -275,7 +275,9 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------
-// Async: iovecTransferAsync(bounds, op, fd, count, position, views) -> Promise<bytes>
+// Async: iovecTransferAsync(bounds, op, fd, count, position, views, done)
+//        done(error | null, bytes) is called once, on this thread, unless the
+//        environment is torn down first
 // ---------------------------------------------------------------------------
 
 // One transfer on the libuv thread pool. The entries are checked and copied
@@ -315,7 +317,10 @@ bool Reads(IoVecOp op) { return op == IoVecOp::kReadv || op == IoVecOp::kPreadv;
 struct TransferWork {
   AddonData* data = nullptr;
   napi_async_work request = nullptr;
-  napi_deferred deferred = nullptr;
+  // The JS callback (lib/iovec.ts settles its promise there). A reference, not
+  // a napi_deferred: a reference can be deleted in an environment that is
+  // being torn down, where a deferred can only leak.
+  napi_ref done = nullptr;
   IoVecOp op = IoVecOp::kReadv;
   int fd = -1;
   int64_t position = 0;
@@ -391,9 +396,23 @@ void CompleteTransfer(napi_env env, napi_status status, void* arg) {
   std::unique_ptr<TransferWork> work(static_cast<TransferWork*>(arg));
   SettleTransfer(env, status, work.get());
   napi_delete_async_work(env, work->request);
+  napi_delete_reference(env, work->done);
   for (Bounce& bounce : work->bounces) {
     if (bounce.view != nullptr) napi_delete_reference(env, bounce.view);
   }
+}
+
+// Calls the JS callback with (error, bytes).
+void CallDone(napi_env env, TransferWork* work, napi_value error, double bytes) {
+  napi_value done = nullptr;
+  if (napi_get_reference_value(env, work->done, &done) != napi_ok || done == nullptr) return;
+  napi_value argv[2];
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  if (error != nullptr) argv[0] = error;
+  else napi_get_null(env, &argv[0]);
+  napi_create_double(env, bytes, &argv[1]);
+  napi_call_function(env, undefined, done, 2, argv, nullptr);
 }
 
 void SettleTransfer(napi_env env, napi_status status, TransferWork* work) {
@@ -402,7 +421,7 @@ void SettleTransfer(napi_env env, napi_status status, TransferWork* work) {
   try {
     Napi::Env napiEnv(env);
     if (work->outcome.error != 0) {
-      napi_reject_deferred(env, work->deferred, OutcomeError(napiEnv, work->op, work->outcome).Value());
+      CallDone(env, work, OutcomeError(napiEnv, work->op, work->outcome).Value(), 0);
       return;
     }
     if (Reads(work->op) && !work->bounces.empty()) {
@@ -413,11 +432,11 @@ void SettleTransfer(napi_env env, napi_status status, TransferWork* work) {
                  "the %ld bytes read for it were dropped", dropped, work->outcome.bytes);
         Napi::Error error = MakeError(napiEnv, "ERR_IOBUF_DETACHED", message);
         error.Set("bytesRead", Napi::Number::New(napiEnv, static_cast<double>(work->outcome.bytes)));
-        napi_reject_deferred(env, work->deferred, error.Value());
+        CallDone(env, work, error.Value(), 0);
         return;
       }
     }
-    napi_resolve_deferred(env, work->deferred, Napi::Number::New(napiEnv, static_cast<double>(work->outcome.bytes)));
+    CallDone(env, work, nullptr, static_cast<double>(work->outcome.bytes));
   } catch (...) {
     // The environment could not take the result (it is going away): drop it.
   }
@@ -466,14 +485,17 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
       }
     }
   }
-  napi_value promise;
-  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &work->deferred, &promise), Napi::Value());
+  NAPI_THROW_IF_FAILED(env, napi_create_reference(env, info[6], 1, &work->done), Napi::Value());
   napi_value name = Napi::String::New(env, "iobuf.iovec");
   NAPI_THROW_IF_FAILED(env, napi_create_async_work(env, nullptr, name, ExecuteTransfer, CompleteTransfer,
                                                    work.get(), &work->request), Napi::Value());
-  NAPI_THROW_IF_FAILED(env, napi_queue_async_work(env, work->request), Napi::Value());
+  if (napi_status status = napi_queue_async_work(env, work->request); status != napi_ok) {
+    napi_delete_async_work(env, work->request);
+    napi_delete_reference(env, work->done);
+    NAPI_THROW_IF_FAILED(env, status, Napi::Value());
+  }
   work.release();  // CompleteTransfer owns it now
-  return Napi::Value(env, promise);
+  return env.Undefined();
 }
 
 // ---------------------------------------------------------------------------
