@@ -1031,6 +1031,7 @@ export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exc
   checkGatherer(gatherer);
   validateOneOf(lengthPrefix, 'lengthPrefix', ['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const);
   const width = lengthPrefix === 'u8' ? 1 : lengthPrefix.startsWith('u16') ? 2 : 4;
+  validateInteger(position, 'position', 0, Math.max(0, gatherer.byteLength - width));
   const length = gatherer.byteLength - position - width;
   const prefix = PREFIXES.indexOf(lengthPrefix);
   if (length < 0 || length > PREFIX_LIMIT[prefix]) {

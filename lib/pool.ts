@@ -13,7 +13,7 @@
 // flag and the statistics.
 import os from 'node:os';
 import { native } from './binding';
-import { IobufError, codedError, validateBoolean, validateInteger, validateOneOf, validateOptions } from './errors';
+import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray } from './iovec';
 import { hugePageSize, pageSize } from './memory';
 import { Field, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
@@ -273,7 +273,7 @@ function createHandle(options: BufferPoolOptions): BufferPoolHandle {
   if (typeof poison !== 'boolean') validateInteger(poison, 'options.poison', 0, 255);
   validateOneOf(leakDetection, 'options.leakDetection', ['off', 'sample', 'full'] as const);
   if (options.onLeak !== undefined && typeof options.onLeak !== 'function') {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a function for options.onLeak');
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a function for options.onLeak but received ${describeValue(options.onLeak)}`);
   }
   const shared = SharedState.create(sizeClasses.length + 1, maxPages);
   return {
@@ -397,7 +397,7 @@ export class BufferPool {
    */
   static attach(handle: BufferPoolHandle, options: Pick<BufferPoolOptions, 'onLeak'> = {}): BufferPool {
     if (handle === null || typeof handle !== 'object' || !(handle.shared instanceof SharedArrayBuffer) || !Array.isArray(handle.options?.sizeClasses)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a BufferPool handle (pool.handle) for handle');
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool handle (pool.handle) for handle but received ${describeValue(handle)}`);
     }
     if (new Int32Array(handle.shared, 0, 1)[Word.CLOSED] !== 0) throw closedError();
     attaching = handle;
@@ -792,7 +792,7 @@ export class BufferPool {
       const { signal, timeout } = options;
       if (timeout !== undefined) validateInteger(timeout, 'options.timeout', 0, 2 ** 31 - 1);
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected an AbortSignal for options.signal');
+        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an AbortSignal for options.signal but received ${describeValue(signal)}`);
       }
       if (signal?.aborted) throw abortError(signal);
       const ready = count === 1 ? this.tryAcquire(size) : this.tryAcquireMany(count, size);
@@ -1218,6 +1218,7 @@ export class BufferPool {
    * out, or its slab was mapped after the last registration() call.
    */
   fixedBufferOf(buffer: Buffer): { index: number; offset: number } | null {
+    validateView(buffer, 'buffer');
     if (pooledAddressOf(buffer) < 0) return null;
     const slot = (buffer as PooledView)[kSlot]!;
     if (slot.pool !== this) return null;
@@ -1238,7 +1239,7 @@ export class BufferPool {
  * pooled buffers use it instead of a native call.
  */
 export function pooledAddressOf(view: ArrayBufferView): number {
-  const slot = (view as PooledView)[kSlot];
+  const slot = (view as PooledView | null | undefined)?.[kSlot];  // null/undefined: not a view, the caller reports it
   if (slot === undefined || slot.slab.unmapped) return -1;
   if (slot.owner !== view && !(slot.tracked !== null && slot.tracked.deref() === view)) return -1;
   return slot.slab.address + slot.offset;
