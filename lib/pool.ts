@@ -17,6 +17,7 @@ import { IobufError, codedError, describeValue, validateBoolean, validateInteger
 import { IoVecArray } from './iovec';
 import { hugePageSize, pageSize } from './memory';
 import { Field, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
+import { SharedBuffer } from './shared-buffer';
 
 export type LeakDetection = 'off' | 'sample' | 'full';
 
@@ -983,6 +984,22 @@ export class BufferPool {
   /** acquire as a Lease: `using lease = await pool.lease(4096)`. */
   async lease(size: number, options?: AcquireOptions): Promise<Lease> {
     return this.leaseOf(await this.acquire(size, options));
+  }
+
+  /**
+   * Makes `buffer` (a Buffer this pool has out, the very one an acquire
+   * returned) shareable: the caller's ownership moves to the returned handle,
+   * `handle.retain()` makes more handles, and the buffer comes back to the
+   * pool when every handle has been released. Throws
+   * ERR_IOBUF_FOREIGN_BUFFER for anything else (a slice, a released buffer,
+   * another pool's).
+   */
+  share(buffer: Buffer): SharedBuffer {
+    validateView(buffer, 'buffer');
+    if (poolOf(buffer) !== this || !Buffer.isBuffer(buffer)) {
+      throw new IobufError('share() takes a Buffer this pool has out (the very Buffer an acquire returned, not a slice)', 'ERR_IOBUF_FOREIGN_BUFFER');
+    }
+    return new SharedBuffer(buffer, this);
   }
 
   private leaseOf(buffer: Buffer): Lease {
