@@ -23,9 +23,10 @@
 // after every `callback(nread, buf)`; what it returns is where the *next* read
 // lands. The callback returning false stops reading (handle.readStop);
 // socket.resume() starts it again, and socket.pause() stops it too.
-// net.createServer() has no `onread` option in Node 20, so attach() takes over
-// an accepted socket's reading through the same per-socket fields the option
-// sets (see takeOverReading); sockets of other kinds are read through 'data'.
+// net.createServer() has no `onread` option, so attach() takes over an
+// accepted socket's reading through the same per-socket fields the option
+// sets (socket-takeover.ts: Node internals, kept apart); sockets of other
+// kinds, and runtimes without those fields, are read through 'data'.
 //
 // Ownership. The assembler owns: the read buffer, the frame being assembled,
 // and completed frames queued for the async iterator. It hands a frame over
@@ -37,13 +38,15 @@
 // unreleased frames hold more than highWaterMark bytes; it starts again once
 // memory came and the held bytes fell to half the mark.
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import type { Gatherer } from './gather';
 import { BufferPool } from './pool';
 import { SharedBuffer } from './shared-buffer';
 import type { SharedReturn } from './shared-buffer';
+import { readsThrough, takeOverReads } from './socket-takeover';
+import type { OnreadTarget } from './socket-takeover';
 
 export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
 
@@ -189,23 +192,6 @@ function messageOf(thrown: unknown): string {
 }
 
 
-/** Node's own symbols for the fields the `onread` option sets on a net.Socket. */
-interface OnreadFields {
-  buffer: symbol;
-  callback: symbol;
-  generator: symbol;
-}
-
-function onreadFields(socket: net.Socket): OnreadFields | null {
-  const symbols = Object.getOwnPropertySymbols(socket);
-  const find = (description: string) => symbols.find((symbol) => symbol.description === description);
-  const buffer = find('kBuffer');
-  const callback = find('kBufferCb');
-  const generator = find('kBufferGen');
-  if (buffer === undefined || callback === undefined || generator === undefined) return null;
-  return { buffer, callback, generator };
-}
-
 // ---------------------------------------------------------------------------
 // FrameAssembler
 // ---------------------------------------------------------------------------
@@ -287,6 +273,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   // (After close the buffer function returns undefined: Node then keeps the old buffer, and no read comes.)
   private readonly onreadBuffer = () => this.nextReadBuffer() as Uint8Array;
   private readonly onreadCallback = (nread: number, buffer: Uint8Array) => this.onRead(nread, buffer);
+  private readonly onreadTarget: OnreadTarget = { buffer: () => this.nextReadBuffer(), callback: this.onreadCallback };
 
   constructor(options: FrameAssemblerOptions) {
     super();
@@ -378,47 +365,22 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     socket.on('error', (error) => this.destroy(error));
     socket.on('end', () => this.endInput());
     socket.on('close', () => this.socketClosed());
-    const fields = socket instanceof net.Socket ? onreadFields(socket) : null;
-    const record = socket as unknown as Record<symbol, unknown>;
-    if (fields !== null && record[fields.callback] === this.onreadCallback) {
+    if (readsThrough(socket, this.onreadCallback)) {
       this.readMode = 'onread';
-    } else if (fields !== null && this.takeOverReading(socket, fields)) {
+    } else if (takeOverReads(socket, this.onreadTarget, (chunk) => this.push(chunk))) {
       this.readMode = 'onread';
+      if (!this.paused) socket.resume();
     } else {
+      // Another kind of stream, or a runtime without the fields (socket-takeover.ts): the same frames, one copy more.
       this.readMode = 'data';
       socket.on('data', (chunk: Buffer) => {
         if (!this.push(chunk) && !this.isClosed) this.pauseSocket();
       });
       this.on('drain', () => this.resumeSocket());
+      // A 'data' listener does not start a paused socket (pauseOnConnect, or paused by its owner): reading starts now, as with onread.
+      if (!this.paused && !this.isClosed) socket.resume();
     }
     return this;
-  }
-
-  /**
-   * Makes an accepted socket read through onread: sets the fields Node's
-   * `onread` option would have set (the same own symbols on every net.Socket
-   * in Node 20) and points the handle at our buffer. Only for TCP and pipe
-   * handles; bytes Node read already are parsed first.
-   */
-  private takeOverReading(socket: net.Socket, fields: OnreadFields): boolean {
-    const record = socket as unknown as Record<symbol, unknown>;
-    const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buffer: Uint8Array) => void; constructor: { name: string } } })._handle;
-    if (handle === undefined || handle === null || typeof handle.useUserBuffer !== 'function') return false;
-    if (handle.constructor.name !== 'TCP' && handle.constructor.name !== 'Pipe') return false;
-    if (record[fields.buffer] !== null || record[fields.callback] !== null) return false;
-    while (socket.readableLength > 0) {
-      const chunk = socket.read() as Buffer | null;
-      if (chunk === null) break;
-      this.push(chunk);
-    }
-    const buffer = this.nextReadBuffer();
-    if (buffer === undefined) return false;
-    record[fields.buffer] = true;
-    record[fields.generator] = this.onreadBuffer;
-    record[fields.callback] = this.onreadCallback;
-    handle.useUserBuffer(buffer);
-    if (!this.paused) socket.resume();
-    return true;
   }
 
   /**
