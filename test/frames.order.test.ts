@@ -1,6 +1,7 @@
-// Frames come out in the order their bytes went in, also when onFrame feeds
-// the assembler itself (push() or end() from inside onFrame), with push()
-// keeping its promise that the caller may reuse a chunk once push() returned.
+// Frames come out in the order their bytes went in: when the pool runs out in
+// the middle of a chunk of small frames, and when onFrame feeds the assembler
+// itself (push() or end() from inside onFrame), with push() keeping its
+// promise that the caller may reuse a chunk once push() returned.
 import { describe, expect, it } from 'vitest';
 import { FrameAssembler } from '../lib/index';
 import type { Frame } from '../lib/index';
@@ -11,6 +12,39 @@ const pools = usePools();
 const makePool = () => pools({ maxMemory: 64 * MiB });
 
 const frameOf = (n: number) => encodeStream('u8', [Buffer.from([n])]);
+
+describe('small frames and a pool that runs out', () => {
+  it('a chunk of 1000 small frames, memory for 256: the rest waits, and comes out in order, byte-exact, once memory is back', async () => {
+    const pool = pools({ maxMemory: 64 * 1024, sizeClasses: [256] });
+    const payloads = Array.from({ length: 1000 }, (_, i) => Buffer.alloc(1 + (i % 200), i & 0xff));
+    const held: Frame[] = [];
+    const got: Buffer[] = [];
+    const assembler = new FrameAssembler({
+      pool, lengthPrefix: 'u16be',
+      onFrame: (frame) => {
+        got.push(Buffer.from(frame.data));
+        held.push(frame);
+      },
+    });
+    let drains = 0;
+    assembler.on('drain', () => { drains++; });
+    const ok = assembler.push(encodeStream('u16be', payloads));
+    expect(ok).toBe(false);
+    expect(got.length).toBeLessThan(1000);
+    while (got.length < 1000) {
+      const before = got.length;
+      for (const frame of held.splice(0)) frame.release();
+      for (let i = 0; i < 100 && got.length === before; i++) await new Promise((resolve) => setImmediate(resolve));
+      expect(got.length).toBeGreaterThan(before);
+    }
+    expect(Buffer.concat(got).equals(Buffer.concat(payloads))).toBe(true);
+    expect(got.map((payload) => payload.length)).toEqual(payloads.map((payload) => payload.length));
+    for (const frame of held.splice(0)) frame.release();
+    expect(drains).toBeGreaterThan(0);
+    expect(pool.stats().inUse).toBe(0);
+    expect(pool.stats().waits).toBeGreaterThan(0);
+  });
+});
 
 describe('push() from inside onFrame', () => {
   it('frames come out in the order their bytes went in: 5, 6, 7 (not 5, 7, 6)', () => {
