@@ -191,6 +191,45 @@ describe('a custom decoder sees the same bytes however they are split', () => {
   });
 });
 
+describe('the MQTT decoder of docs/api.md', () => {
+  // Copied from docs/api.md ("Custom decoders").
+  const header = { headerLength: 0, payloadLength: 0, tag: 0 };
+  function mqttHeader(bytes: Buffer, start: number, end: number) {
+    let length = 0;
+    for (let i = 1; i <= 4; i++) {
+      if (start + i >= end) return null;
+      const byte = bytes[start + i];
+      length += (byte & 0x7f) * 128 ** (i - 1);
+      if (byte < 0x80) {
+        header.headerLength = i + 1;
+        header.payloadLength = length;
+        header.tag = bytes[start];
+        return header;
+      }
+    }
+    throw new Error('remaining length longer than 4 bytes');
+  }
+
+  it('reads MQTT packets (remaining lengths of 1 to 3 bytes, empty ones) at every split point, with the packet type as tag', () => {
+    const pool = makePool();
+    const packets: Array<[number, Buffer]> = [[0x10, Buffer.alloc(20, 1)], [0x30, Buffer.alloc(200, 2)], [0xc0, Buffer.alloc(0)], [0x32, Buffer.alloc(20000, 3)], [0xe0, Buffer.alloc(0)]];
+    const stream = Buffer.concat(packets.flatMap(([type, payload]) => {
+      const length: number[] = [];
+      let rest = payload.length;
+      do {
+        length.push((rest % 128) | (rest >= 128 ? 0x80 : 0));
+        rest = Math.floor(rest / 128);
+      } while (rest > 0);
+      return [Buffer.from([type, ...length]), payload];
+    }));
+    const want: Received = { payloads: packets.map(([, payload]) => payload), tags: packets.map(([type]) => type), error: null };
+    for (let point = 0; point <= 260; point++) expectSame(assemble(pool, mqttHeader, splitAt(stream, [point])), want, `split at ${point}`);
+    const tooLong = assemble(pool, mqttHeader, [Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])]);
+    expectCode(tooLong.error!, 'IobufError', 'ERR_IOBUF_FRAME_INVALID');
+    expect(pool.stats().inUse).toBe(0);
+  });
+});
+
 describe('what a decoder is shown', () => {
   it('(bytes, start, end): bytes[start] is the header\'s first byte, 1 to MAX_HEADER_LENGTH bytes, no view made per call', () => {
     const pool = makePool();
