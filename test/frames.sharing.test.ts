@@ -278,6 +278,60 @@ describe('sharing over real sockets', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
+  it('fan-out with a subscriber that resets mid-stream: its writes fail, the others get every byte, every handle comes back', async () => {
+    const pool = makePool();
+    const payloads = makePayloads(300, (i) => 60 * KiB + i);
+    const outs: net.Socket[] = [];
+    const failures: string[] = [];
+    let publisherDone!: Promise<void>;
+    const received: Promise<Buffer>[] = [];
+    const { server, port } = await listen((socket) => {
+      if (outs.length < 3) {
+        outs.push(socket);
+        socket.on('error', () => {});
+        socket.resume();
+        return;
+      }
+      const writes: Promise<void>[] = [];
+      const assembler = new FrameAssembler({
+        pool,
+        onFrame: (frame) => {
+          for (const out of outs) {
+            const gatherer = new Gatherer({ pool });
+            gatherer.putU32BE(frame.length).putShared(frame.retain());
+            writes.push(gatherer.writeTo(out).catch((error) => { failures.push(error.code ?? error.message); }));
+          }
+          frame.release();
+        },
+      }).attach(socket);
+      publisherDone = new Promise((resolve) => assembler.on('close', () => {
+        void Promise.all(writes).then(() => {
+          for (const out of outs) out.end();
+          resolve();
+        });
+      }));
+    });
+    const victim = await connect(port);
+    victim.on('error', () => {});
+    let victimBytes = 0;
+    victim.on('data', (chunk: Buffer) => {
+      victimBytes += chunk.length;
+      if (victimBytes > 100 * KiB && !victim.destroyed) victim.resetAndDestroy();
+    });
+    for (let i = 0; i < 2; i++) received.push(collect(await connect(port)));
+    while (outs.length < 3) await new Promise((resolve) => setImmediate(resolve));
+    const publisher = await connect(port);
+    publisher.end(encodeStream('u32be', payloads));
+    const streams = await Promise.all(received);
+    while (publisherDone === undefined) await new Promise((resolve) => setImmediate(resolve));
+    await publisherDone;
+    const want = encodeStream('u32be', payloads);
+    for (const stream of streams) expect(stream.equals(want)).toBe(true);
+    expect(failures.length).toBeGreaterThan(0);
+    await closeServer(server);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
   it('for await: frames kept past the loop by retain() stay intact while later frames arrive, and an error ending the assembler leaves only what the consumer holds', async () => {
     const pool = makePool();
     const payloads = makePayloads(50, (i) => 100 + i);
