@@ -18,7 +18,7 @@
 // never recycled, so a late second release() cannot reach a later frame;
 // retain() makes more handles, and the memory goes back with the last one.
 //
-// How Node 20 calls `onread` (lib/net.js, lib/internal/stream_base_commons.js):
+// How Node (20 to 26) calls `onread` (lib/net.js, lib/internal/stream_base_commons.js):
 // `buffer()` is called once when the socket's handle is set up, then right
 // after every `callback(nread, buf)`; what it returns is where the *next* read
 // lands. The callback returning false stops reading (handle.readStop);
@@ -596,17 +596,8 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         }
         if (length <= end - pos && this.scratchFill === 0) {
           // The whole payload is in this chunk (small frames): straight into its buffer and out.
-          let buffer: Buffer | null;
-          try {
-            buffer = this.pool.tryAcquire(length);
-          } catch (error) {
-            this.destroy(error as Error);
-            return -1;
-          }
-          if (buffer === null) {
-            this.waitForMemory(length);
-            return pos;
-          }
+          const buffer = this.takeFrameBuffer(length);
+          if (buffer === null) return this.isClosed ? -1 : pos;
           copyPayload(src, pos, buffer, 0, length);
           pos += length;
           this.counters.heldBytes += length;
@@ -745,19 +736,26 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     return INVALID;
   }
 
-  /** Takes the payload's memory; false (and a wait for memory begins) when the pool has none now. */
-  private startFrame(length: number): boolean {
+  /**
+   * A buffer for a payload of `length` bytes; null when the pool has none now
+   * (a wait for memory has begun) or failed (the assembler is closed).
+   */
+  private takeFrameBuffer(length: number): Buffer | null {
     let buffer: Buffer | null;
     try {
       buffer = this.pool.tryAcquire(length);
     } catch (error) {
       this.destroy(error as Error);
-      return false;
+      return null;
     }
-    if (buffer === null) {
-      this.waitForMemory(length);
-      return false;
-    }
+    if (buffer === null) this.waitForMemory(length);
+    return buffer;
+  }
+
+  /** Takes the payload's memory; false (and a wait for memory begins) when the pool has none now. */
+  private startFrame(length: number): boolean {
+    const buffer = this.takeFrameBuffer(length);
+    if (buffer === null) return false;
     this.frame = buffer;
     this.frameLength = length;
     this.frameFill = 0;
