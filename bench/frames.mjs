@@ -5,15 +5,27 @@
 //            process over loopback (test/fixtures/frames-sender.js), for
 //            FrameAssembler, the plain 'data' + Buffer.concat receiver, and
 //            onread into one reused buffer parsing headers only (the floor:
-//            no frame is handed to anyone).
+//            no frame is handed to anyone). Frames of one size, and a
+//            protocol-like mix of small varying frames (5-200 B payloads),
+//            and 41-byte frames (the mix's mean size, one size);
+//            for the mix also the assembler with a custom decoder (the
+//            same u32be header, read by a function returning a tag) and with
+//            the pool's leak detection off (the pool's own per-size cost
+//            apart from the assembler's).
+//   push:    the same mix (and 41-byte frames, its mean size) given to push()
+//            in process: CPU per frame without the socket, so the assembler's
+//            per-frame work and the decoder call show apart from syscalls.
 //   rpc:     examples/rpc-server.ts vs examples/rpc-server-plain.ts under the
 //            load generator in bench/frames/load.mjs (4 connections,
 //            pipelined): requests per second, p50/p99 latency.
 import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
-import { ROOT, formatBytes, gcCounter, iobuf } from './harness.mjs';
+import { ROOT, formatBytes, formatNs, gcCounter, iobuf, median } from './harness.mjs';
 import { runLoad, startServerProcess, stopServerProcess } from './frames/load.mjs';
+
+const { mixBatch } = createRequire(import.meta.url)('../test/fixtures/frames-mix.js');
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -49,20 +61,41 @@ function plainReceiver(socket, done) {
 }
 
 /** FrameAssembler: onread into pooled memory, one pooled Buffer per frame, released at once. */
-function assemblerReceiver(socket, done) {
+function assemblerReceiver(socket, done, { poolOptions = {}, lengthPrefix } = {}) {
   const { BufferPool, FrameAssembler } = iobuf();
-  const pool = new BufferPool({ maxMemory: 64 * MiB });
+  const pool = new BufferPool({ maxMemory: 64 * MiB, ...poolOptions });
   const assembler = new FrameAssembler({
     pool,
+    lengthPrefix,
     onFrame(frame) {
-      sink ^= frame.data[0];
+      sink ^= frame.data[0] ^ frame.tag;
       frame.release();
     },
   }).attach(socket);
   assembler.on('close', () => done(assembler.stats().frames));
 }
 
-const RECEIVERS = { plain: plainReceiver, assembler: assemblerReceiver, floor: takeOverFloor };
+/**
+ * A custom decoder for the same u32be header, as a protocol would write one:
+ * one result object reused for every call, the tag set from the header.
+ */
+function u32beDecoder() {
+  const header = { headerLength: 4, payloadLength: 0, tag: 0 };
+  return (bytes, start, end) => {
+    if (end - start < 4) return null;
+    header.payloadLength = bytes.readUInt32BE(start);
+    header.tag = bytes[start + 3];
+    return header;
+  };
+}
+
+const RECEIVERS = {
+  plain: plainReceiver,
+  assembler: assemblerReceiver,
+  decoder: (socket, done) => assemblerReceiver(socket, done, { lengthPrefix: u32beDecoder() }),
+  leaksOff: (socket, done) => assemblerReceiver(socket, done, { poolOptions: { leakDetection: 'off' } }),
+  floor: takeOverFloor,
+};
 
 /**
  * One transfer of `total` bytes of `frameSize`-byte frames from a sender
@@ -70,8 +103,10 @@ const RECEIVERS = { plain: plainReceiver, assembler: assemblerReceiver, floor: t
  * system, this process only) per GiB, GC scavenges per GiB and throughput.
  */
 async function receiveTrial(kind, frameSize, ctx) {
-  const total = ctx.full ? GiB : 512 * MiB;
-  if (kind === 'assembler') iobuf();  // load the addon and dist/ before anything is counted
+  // Small frames cost far more per byte: a smaller transfer for them.
+  const small = frameSize === 'mix' || frameSize < 256;
+  const total = small ? (ctx.full ? 512 * MiB : 128 * MiB) : ctx.full ? GiB : 512 * MiB;
+  if (kind !== 'plain' && kind !== 'floor') iobuf();  // load the addon and dist/ before anything is counted
   const gc = gcCounter();
   let started = null;
   let finished;
@@ -87,14 +122,19 @@ async function receiveTrial(kind, frameSize, ctx) {
     RECEIVERS[kind](socket, done);
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const child = spawn(process.execPath, [SENDER, String(server.address().port), String(frameSize), String(total)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [SENDER, String(server.address().port), String(frameSize), String(total)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let report = '';
+  child.stdout.on('data', (chunk) => { report += chunk; });
   const { cpuMs, seconds, frames } = await result;
   await new Promise((resolve) => child.exitCode !== null ? resolve() : child.once('exit', resolve));
   server.close();
-  const expected = Math.ceil(total / frameSize);
+  // A mix reports what it sent ("FRAMES BYTES"); one size sends ceil(total / size) frames.
+  const [expected, wireBytes] = frameSize === 'mix'
+    ? report.trim().split(' ').map(Number)
+    : [Math.ceil(total / frameSize), total + 4 * Math.ceil(total / frameSize)];
   if (frames !== expected) return { error: `received ${frames} frames, expected ${expected}` };
   const { scavenges } = await gc.counts();
-  const gib = (total + 4 * frames) / GiB;
+  const gib = wireBytes / GiB;
   return {
     value: cpuMs / gib,
     extras: { scavenges: scavenges / gib, throughput: (total / MiB) / seconds },
@@ -151,8 +191,9 @@ const receiveTable = {
   unit: 'CPU ms per GiB',
   better: 'lower',
   format: (ms) => (Number.isFinite(ms) ? `${ms.toFixed(0)} ms` : '–'),
-  params: { quick: [KiB, 64 * KiB], full: [64, KiB, 64 * KiB, MiB] },
-  paramLabel: (size) => `${formatBytes(size)} frames`,
+  // 41 B: the mix's mean payload, in one size (the pool's per-size cost left out).
+  params: { quick: ['mix', 41, KiB, 64 * KiB], full: ['mix', 41, 64, KiB, 64 * KiB, MiB] },
+  paramLabel: (size) => (size === 'mix' ? 'mix of 5-200 B frames' : `${formatBytes(size)} frames`),
   processes: { quick: 2, full: 5 },
   baseline: 'plain data + Buffer.concat',
   extras: [
@@ -162,9 +203,18 @@ const receiveTable = {
   competitors: [
     { name: 'plain data + Buffer.concat', run: (size, ctx) => receiveTrial('plain', size, ctx) },
     { name: 'FrameAssembler', run: (size, ctx) => receiveTrial('assembler', size, ctx) },
+    { name: 'FrameAssembler, custom decoder', run: (size, ctx) => (size === 'mix' ? receiveTrial('decoder', size, ctx) : { skip: 'the mix only' }) },
+    { name: 'FrameAssembler, pool leakDetection off', run: (size, ctx) => (size === 'mix' ? receiveTrial('leaksOff', size, ctx) : { skip: 'the mix only' }) },
     { name: 'onread, one buffer (floor)', run: (size, ctx) => receiveTrial('floor', size, ctx) },
   ],
-  targets: [KiB, 64 * KiB].flatMap((size) => [
+  targets: [{
+    name: 'FrameAssembler CPU per GiB ≤ 0.8× plain, mix of 5-200 B frames',
+    check: (get) => {
+      const cell = get('FrameAssembler', 'mix');
+      if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
+      return { pass: cell.ratio <= 0.8, detail: `${cell.ratio.toFixed(2)}×` };
+    },
+  }, ...[KiB, 64 * KiB].flatMap((size) => [
     {
       name: `FrameAssembler CPU per GiB ≤ 0.75× plain, ${formatBytes(size)} frames`,
       check: (get) => {
@@ -182,7 +232,115 @@ const receiveTable = {
         return { pass: ours <= 0.1 * theirs, detail: `${ours.toFixed(1)} vs ${theirs.toFixed(1)} per GiB (${theirs > 0 ? (ours / theirs).toFixed(3) : '–'}×)` };
       },
     },
-  ]),
+  ])],
+};
+
+// ---------------------------------------------------------------------------
+// push(): per-frame CPU in process
+// ---------------------------------------------------------------------------
+
+/** 64 KiB chunks of one batch of frames: the mix, or every payload `size` bytes (the mix's count of frames). */
+function pushChunks(param) {
+  let { batch, frames } = mixBatch();
+  if (param !== 'mix') {
+    const frame = Buffer.alloc(4 + param, 7);
+    frame.writeUInt32BE(param, 0);
+    batch = Buffer.concat(Array.from({ length: frames }, () => frame));
+  }
+  const chunks = [];
+  for (let at = 0; at < batch.length; at += 64 * KiB) chunks.push(batch.subarray(at, at + 64 * KiB));
+  return { chunks, frames };
+}
+
+/** The plain receiver's parse (as in plainReceiver) on chunks. */
+function plainFeed() {
+  let pending = null;
+  return (chunk) => {
+    const data = pending === null ? chunk : Buffer.concat([pending, chunk]);
+    pending = null;
+    let at = 0;
+    while (data.length - at >= 4) {
+      const length = data.readUInt32BE(at);
+      if (data.length - at - 4 < length) break;
+      sink ^= data.subarray(at + 4, at + 4 + length)[0];
+      at += 4 + length;
+    }
+    if (at < data.length) pending = data.subarray(at);
+  };
+}
+
+function assemblerFeed({ poolOptions = {}, lengthPrefix } = {}) {
+  const { BufferPool, FrameAssembler } = iobuf();
+  const pool = new BufferPool({ maxMemory: 64 * MiB, ...poolOptions });
+  const assembler = new FrameAssembler({
+    pool, lengthPrefix,
+    onFrame(frame) {
+      sink ^= frame.data[0] ^ frame.tag;
+      frame.release();
+    },
+  });
+  return (chunk) => assembler.push(chunk);
+}
+
+/** The u32be decoder in its older form: declared with one parameter, given a view per call. */
+function u32beViewDecoder() {
+  const header = { headerLength: 4, payloadLength: 0, tag: 0 };
+  return (bytes) => {
+    if (bytes.length < 4) return null;
+    header.payloadLength = bytes.readUInt32BE(0);
+    header.tag = bytes[3];
+    return header;
+  };
+}
+
+const FEEDS = {
+  plain: plainFeed,
+  assembler: () => assemblerFeed(),
+  leaksOff: () => assemblerFeed({ poolOptions: { leakDetection: 'off' } }),
+  decoder: () => assemblerFeed({ poolOptions: { leakDetection: 'off' }, lengthPrefix: u32beDecoder() }),
+  viewDecoder: () => assemblerFeed({ poolOptions: { leakDetection: 'off' }, lengthPrefix: u32beViewDecoder() }),
+};
+
+/** CPU per frame over rounds of the batch (median of 7 rounds), and scavenges per million frames. */
+async function pushTrial(kind, param, ctx) {
+  const { chunks, frames } = pushChunks(param);
+  const feed = FEEDS[kind]();
+  const rounds = ctx.full ? 60 : 20;
+  for (let r = 0; r < rounds; r++) for (const chunk of chunks) feed(chunk);  // warm up
+  const gc = gcCounter();
+  gc.start();
+  const samples = [];
+  for (let sample = 0; sample < 7; sample++) {
+    const start = process.cpuUsage();
+    for (let r = 0; r < rounds; r++) for (const chunk of chunks) feed(chunk);
+    const cpu = process.cpuUsage(start);
+    samples.push(((cpu.user + cpu.system) * 1000) / (rounds * frames));
+  }
+  gc.stop();
+  const { scavenges } = await gc.counts();
+  return { value: median(samples), extras: { scavenges: scavenges / ((7 * rounds * frames) / 1e6) } };
+}
+
+const mixOnly = (kind) => (param, ctx) => (param === 'mix' ? pushTrial(kind, param, ctx) : { skip: 'the mix only' });
+
+const pushTable = {
+  id: 'push',
+  title: 'push() in process: CPU per frame, no socket',
+  unit: 'CPU per frame',
+  better: 'lower',
+  format: formatNs,
+  params: { quick: ['mix', 41], full: ['mix', 41] },
+  paramLabel: (param) => (param === 'mix' ? 'mix of 5-200 B frames' : `${param} B frames (the mix's mean)`),
+  processes: { quick: 2, full: 3 },
+  baseline: 'plain parse, a view per frame',
+  extras: [{ key: 'scavenges', label: 'GC scavenges per million frames', format: (v) => v.toFixed(1) }],
+  competitors: [
+    { name: 'plain parse, a view per frame', run: (param, ctx) => pushTrial('plain', param, ctx) },
+    { name: 'FrameAssembler', run: (param, ctx) => pushTrial('assembler', param, ctx) },
+    { name: 'FrameAssembler, pool leakDetection off', run: (param, ctx) => pushTrial('leaksOff', param, ctx) },
+    { name: 'custom decoder (bytes, start, end), leakDetection off', run: mixOnly('decoder') },
+    { name: 'custom decoder (bytes), a view per call, leakDetection off', run: mixOnly('viewDecoder') },
+  ],
 };
 
 // ---------------------------------------------------------------------------
@@ -247,5 +405,5 @@ const rpcTable = {
 export default {
   name: 'frames',
   title: 'frames: FrameAssembler receive path and the example RPC server',
-  tables: [receiveTable, rpcTable],
+  tables: [receiveTable, pushTable, rpcTable],
 };

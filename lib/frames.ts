@@ -13,17 +13,20 @@
 //   - When the pool has no memory for a frame, the bytes after its header stay
 //     in the read buffer until memory comes; the read Node already has a
 //     buffer for then goes to a second ("spare") read buffer.
-// A Frame's `data` is the very Buffer pool.tryAcquire(length) returned, so
-// release() is one pool.release().
+// A Frame's `data` is the very Buffer pool.tryAcquire(length) returned. A
+// Frame is a handle (SharedBuffer, shared-buffer.ts): a new one per frame,
+// never recycled, so a late second release() cannot reach a later frame;
+// retain() makes more handles, and the memory goes back with the last one.
 //
-// How Node 20 calls `onread` (lib/net.js, lib/internal/stream_base_commons.js):
+// How Node (20 to 26) calls `onread` (lib/net.js, lib/internal/stream_base_commons.js):
 // `buffer()` is called once when the socket's handle is set up, then right
 // after every `callback(nread, buf)`; what it returns is where the *next* read
 // lands. The callback returning false stops reading (handle.readStop);
 // socket.resume() starts it again, and socket.pause() stops it too.
-// net.createServer() has no `onread` option in Node 20, so attach() takes over
-// an accepted socket's reading through the same per-socket fields the option
-// sets (see takeOverReading); sockets of other kinds are read through 'data'.
+// net.createServer() has no `onread` option, so attach() takes over an
+// accepted socket's reading through the same per-socket fields the option
+// sets (socket-takeover.ts: Node internals, kept apart); sockets of other
+// kinds, and runtimes without those fields, are read through 'data'.
 //
 // Ownership. The assembler owns: the read buffer, the frame being assembled,
 // and completed frames queued for the async iterator. It hands a frame over
@@ -35,27 +38,42 @@
 // unreleased frames hold more than highWaterMark bytes; it starts again once
 // memory came and the held bytes fell to half the mark.
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
+import type net from 'node:net';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import type { Gatherer } from './gather';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { BufferPool } from './pool';
+import { SharedBuffer } from './shared-buffer';
+import type { SharedReturn } from './shared-buffer';
+import { readsThrough, takeOverReads } from './socket-takeover';
+import type { OnreadTarget } from './socket-takeover';
 
 export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
 
-/** What a custom length decoder found: the header's own length and the payload's. */
+/**
+ * What a custom length decoder found: the header's own length, the
+ * payload's, and a tag the frame carries to the consumer (e.g. a message
+ * type from the header; an integer, default 0).
+ */
 export interface FrameHeader {
   headerLength: number;
   payloadLength: number;
+  tag?: number;
 }
 
 /**
- * A custom header reader. It is given the bytes from the header's start (at
- * least 1, at most MAX_HEADER_LENGTH; often more than the header) and returns
- * the header it found, or null when it needs more bytes.
+ * A custom header reader. The header starts at bytes[start]; the decoder may
+ * read bytes[start] to bytes[end - 1] (at least 1, at most MAX_HEADER_LENGTH
+ * bytes; often more than the header) and returns the header it found, or null
+ * when it needs more bytes. It may return the same object every time (its
+ * fields are read at once). A decoder declared with one parameter is called
+ * with a view that starts at the header instead (one allocation per call).
+ * The full contract is in docs/api.md ("Custom decoders").
  */
-export type LengthDecoder = (bytes: Buffer) => FrameHeader | null | undefined;
+export type LengthDecoder =
+  | ((bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined)
+  | ((bytes: Buffer) => FrameHeader | null | undefined);
 
 export interface FrameAssemblerOptions {
   /** Where frame buffers (and the read buffer) come from. */
@@ -116,11 +134,6 @@ const INTO_SPARE = 2;
 const NEED_MORE = -1;
 const INVALID = -2;
 
-const kOwner = Symbol('iobuf.frames.owner');
-const kReleased = Symbol('iobuf.frames.released');
-const kFrame = Symbol('iobuf.frames.frame');
-type FrameView = Buffer & { [kFrame]?: Frame };
-
 // ---------------------------------------------------------------------------
 // One copy per payload byte, without garbage
 // ---------------------------------------------------------------------------
@@ -134,41 +147,47 @@ type FrameView = Buffer & { [kFrame]?: Frame };
  */
 const copyBytes = native.copyBytes;
 
+/**
+ * Payload copies up to this many bytes are a JS loop: below it the loop
+ * costs less than a native call's fixed cost (bench: frames of a mix of
+ * 5-200 bytes, ~10-20 ns per frame less than copyBytes for every frame).
+ */
+const SMALL_COPY = 32;
+
+/** target[at, at + length) = src[from, from + length); both ranges lie inside their views. */
+function copyPayload(src: Buffer, from: number, target: Buffer, at: number, length: number): void {
+  if (length <= SMALL_COPY) {
+    for (let i = 0; i < length; i++) target[at + i] = src[from + i];
+  } else {
+    copyBytes(src, target, at, from, from + length);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Frame
 // ---------------------------------------------------------------------------
 
 /**
- * A completed frame, owned by whoever received it. `data` is a pooled Buffer
- * of exactly the payload; release() (or the end of a `using` scope) gives it
- * back. Releasing twice is harmless. After release the frame is the pool's:
- * like a pooled Buffer in the pool's default mode, the same Frame object (and
- * Buffer) is handed out again for a later frame of the same size.
+ * A completed frame: a handle on a pooled Buffer of exactly the payload
+ * (`data`), with the `tag` its decoder gave (0 for the built-in prefixes).
+ * release() (or the end of a `using` scope) gives this handle up, and a second
+ * call does nothing; retain() makes another handle (a Frame with the same data
+ * and tag) to be released on its own. The memory goes back to the pool when
+ * every handle has been released. A zero-length frame's data is an empty
+ * Buffer that is not pooled.
  */
-export class Frame implements Disposable {
-  /** The payload: exactly its bytes. Empty (and not pooled) for a zero-length frame. */
-  readonly data: Buffer;
-  [kOwner]: FrameAssembler | null = null;
+export class Frame extends SharedBuffer {
+  /** What the decoder returned as `tag` for this frame's header; 0 for the built-in prefixes. */
+  readonly tag: number;
 
-  constructor(data: Buffer) {
-    this.data = data;
+  /** @internal Frames are made by a FrameAssembler. */
+  constructor(data: Buffer, tag: number, returnTo: SharedReturn | null) {
+    super(data, returnTo);
+    this.tag = tag;
   }
 
-  /** The payload length (data.length). */
-  get length(): number {
-    return this.data.length;
-  }
-
-  /** Gives the memory back to the pool; a second call does nothing. */
-  release(): void {
-    const owner = this[kOwner];
-    if (owner === null) return;
-    this[kOwner] = null;
-    owner[kReleased](this.data);
-  }
-
-  [Symbol.dispose](): void {
-    this.release();
+  protected newHandle(): Frame {
+    return new Frame(this.data, this.tag, this.returnTo);
   }
 }
 
@@ -180,23 +199,15 @@ function frameError(code: string, message: string, details: Record<string, unkno
   return Object.assign(new IobufError(message, code), details);
 }
 
-
-/** Node's own symbols for the fields the `onread` option sets on a net.Socket. */
-interface OnreadFields {
-  buffer: symbol;
-  callback: symbol;
-  generator: symbol;
+/** What a decoder threw, for a message (whatever it threw: reading it must not throw again). */
+function messageOf(thrown: unknown): string {
+  try {
+    return String((thrown as Error | null | undefined)?.message ?? thrown);
+  } catch {
+    return 'a value that cannot be shown';
+  }
 }
 
-function onreadFields(socket: net.Socket): OnreadFields | null {
-  const symbols = Object.getOwnPropertySymbols(socket);
-  const find = (description: string) => symbols.find((symbol) => symbol.description === description);
-  const buffer = find('kBuffer');
-  const callback = find('kBufferCb');
-  const generator = find('kBufferGen');
-  if (buffer === undefined || callback === undefined || generator === undefined) return null;
-  return { buffer, callback, generator };
-}
 
 // ---------------------------------------------------------------------------
 // FrameAssembler
@@ -211,7 +222,9 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   readonly readBufferSize: number;
 
   private readonly prefix: number;
-  private readonly decoder: LengthDecoder | null;
+  private readonly decoder: ((bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined) | null;
+  /** The decoder takes one argument: it is given a view from the header's first byte. */
+  private readonly viewDecoder: boolean;
   private readonly onFrame: ((frame: Frame) => void) | null;
   private readonly onError: ((error: Error) => void) | null;
   /** Reading starts again when held bytes fall to this (half the mark: no stop/start per frame). */
@@ -225,6 +238,10 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private scratchFill = 0;
   /** Set by decodeHeader(): the length of the header it decoded. */
   private headerLength = 0;
+  /** Set by a custom decoder's header: the tag of the frame being assembled (0 for built-in prefixes). */
+  private headerTag = 0;
+  /** Where released frames' memory goes (Frame.release() of the last handle). */
+  private readonly frameReturn: SharedReturn = { release: (data) => this.frameReleased(data) };
 
   // The frame being assembled.
   private frame: Buffer | null = null;
@@ -256,8 +273,14 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private fillEnd = 0;
   private readTarget = INTO_STAGING;
   private paused = false;
-  /** Chunks given to push() while waiting for memory (held by reference). */
+  /**
+   * Bytes to parse after the current ones, in order: chunks given to push()
+   * while waiting for memory (held by reference), and copies of chunks
+   * pushed from inside onFrame while a chunk was being parsed.
+   */
   private backlog: Buffer[] = [];
+  /** A chunk is being parsed (onFrame may be running): push() and end() queue behind it. */
+  private parsing = false;
   private needDrain = false;
 
   // Completed frames not yet handed out (async iterator), as a queue.
@@ -277,6 +300,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   // (After close the buffer function returns undefined: Node then keeps the old buffer, and no read comes.)
   private readonly onreadBuffer = () => this.nextReadBuffer() as Uint8Array;
   private readonly onreadCallback = (nread: number, buffer: Uint8Array) => this.onRead(nread, buffer);
+  private readonly onreadTarget: OnreadTarget = { buffer: () => this.nextReadBuffer(), callback: this.onreadCallback };
 
   constructor(options: FrameAssemblerOptions) {
     super();
@@ -290,7 +314,8 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     this.pool = pool;
     if (typeof lengthPrefix === 'function') {
       this.prefix = CUSTOM;
-      this.decoder = lengthPrefix;
+      this.decoder = lengthPrefix as (bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined;
+      this.viewDecoder = lengthPrefix.length === 1;
     } else {
       const index = PREFIXES.indexOf(lengthPrefix);
       if (index < 0) {
@@ -298,6 +323,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
       }
       this.prefix = index;
       this.decoder = null;
+      this.viewDecoder = false;
     }
     // A quarter of the budget by default: a frame as large as the budget could never be
     // served while the read buffer (and the consumer's frames) hold part of it.
@@ -366,47 +392,22 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     socket.on('error', (error) => this.destroy(error));
     socket.on('end', () => this.endInput());
     socket.on('close', () => this.socketClosed());
-    const fields = socket instanceof net.Socket ? onreadFields(socket) : null;
-    const record = socket as unknown as Record<symbol, unknown>;
-    if (fields !== null && record[fields.callback] === this.onreadCallback) {
+    if (readsThrough(socket, this.onreadCallback)) {
       this.readMode = 'onread';
-    } else if (fields !== null && this.takeOverReading(socket, fields)) {
+    } else if (takeOverReads(socket, this.onreadTarget, (chunk) => this.push(chunk))) {
       this.readMode = 'onread';
+      if (!this.paused) socket.resume();
     } else {
+      // Another kind of stream, or a runtime without the fields (socket-takeover.ts): the same frames, one copy more.
       this.readMode = 'data';
       socket.on('data', (chunk: Buffer) => {
         if (!this.push(chunk) && !this.isClosed) this.pauseSocket();
       });
       this.on('drain', () => this.resumeSocket());
+      // A 'data' listener does not start a paused socket (pauseOnConnect, or paused by its owner): reading starts now, as with onread.
+      if (!this.paused && !this.isClosed) socket.resume();
     }
     return this;
-  }
-
-  /**
-   * Makes an accepted socket read through onread: sets the fields Node's
-   * `onread` option would have set (the same own symbols on every net.Socket
-   * in Node 20) and points the handle at our buffer. Only for TCP and pipe
-   * handles; bytes Node read already are parsed first.
-   */
-  private takeOverReading(socket: net.Socket, fields: OnreadFields): boolean {
-    const record = socket as unknown as Record<symbol, unknown>;
-    const handle = (socket as unknown as { _handle?: { useUserBuffer?: (buffer: Uint8Array) => void; constructor: { name: string } } })._handle;
-    if (handle === undefined || handle === null || typeof handle.useUserBuffer !== 'function') return false;
-    if (handle.constructor.name !== 'TCP' && handle.constructor.name !== 'Pipe') return false;
-    if (record[fields.buffer] !== null || record[fields.callback] !== null) return false;
-    while (socket.readableLength > 0) {
-      const chunk = socket.read() as Buffer | null;
-      if (chunk === null) break;
-      this.push(chunk);
-    }
-    const buffer = this.nextReadBuffer();
-    if (buffer === undefined) return false;
-    record[fields.buffer] = true;
-    record[fields.generator] = this.onreadBuffer;
-    record[fields.callback] = this.onreadCallback;
-    handle.useUserBuffer(buffer);
-    if (!this.paused) socket.resume();
-    return true;
   }
 
   /**
@@ -415,22 +416,35 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
    * `chunk` is kept by reference until memory comes (do not reuse it before
    * 'drain'). Returns false when the caller should wait for 'drain': memory is
    * short or unreleased frames hold more than highWaterMark bytes.
+   *
+   * Called from inside onFrame (while a chunk is being parsed), the bytes are
+   * copied and parsed after the rest of that chunk: frames come out in the
+   * order their bytes went in.
    */
   push(chunk: Uint8Array): boolean {
     validateView(chunk, 'chunk');
     if (this.isClosed || this.inputEnded) return false;
     const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     this.counters.bytes += bytes.length;
-    if (this.waitingFor >= 0) {
+    if (this.parsing) {
+      if (bytes.length > 0) this.backlog.push(Buffer.from(bytes));
+    } else if (this.waitingFor >= 0) {
       if (bytes.length > 0) this.backlog.push(bytes);
     } else {
+      this.parsing = true;
       try {
         const end = bytes.length;
         const stop = this.parse(bytes, 0, end);
-        if (stop < end && !this.isClosed) this.backlog.push(bytes.subarray(stop));
+        // The rest waits for memory, ahead of what onFrame pushed meanwhile
+        // (the backlog was empty before: it is parsed whenever memory is there).
+        if (stop >= 0 && stop < end && !this.isClosed) this.backlog.unshift(bytes.subarray(stop));
+        this.parseBacklog();
       } catch (error) {
         this.destroy(error as Error);  // a throwing onFrame
+      } finally {
+        this.parsing = false;
       }
+      this.endIfAsked();
     }
     const ok = !this.isClosed && this.waitingFor < 0 && this.counters.heldBytes <= this.highWaterMark;
     if (!ok) this.needDrain = true;
@@ -492,6 +506,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     const counters = this.counters;
     counters.reads++;
     counters.bytes += nread;
+    this.parsing = true;
     try {
       if (this.readTarget === INTO_FRAME) {
         counters.directReads++;
@@ -514,10 +529,14 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         // keep these too, in order, in a copy of their own.
         this.backlog.push(Buffer.from(this.spare!.subarray(0, nread)));
       }
+      this.parseBacklog();
     } catch (error) {
       // Only a throwing onFrame gets here: the parser itself reports, never throws.
       this.destroy(error as Error);
+    } finally {
+      this.parsing = false;
     }
+    this.endIfAsked();
     if (this.isClosed) return false;
     if (this.waitingFor >= 0 || counters.heldBytes > this.highWaterMark) {
       // Returning false stops reading (handle.readStop); resumeSocket() restarts it.
@@ -537,40 +556,49 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   /**
    * Consumes src[pos, end): headers into lengths, payloads copied into their
    * frames. Returns where it stopped: `end`, or earlier when the pool had no
-   * memory for a frame (the rest waits) or the assembler was closed.
+   * memory for a frame (the rest waits), or -1 when the assembler was closed.
+   *
+   * scratch[0, scratchFill) holds stream bytes that come before src[pos]:
+   * the start of a header split across chunks, or — when a custom decoder
+   * looked past its header into bytes gathered there — the bytes after that
+   * header (payload, maybe further headers). They are consumed first, so a
+   * decoder sees the same bytes whatever the chunk boundaries.
    */
   private parse(src: Buffer, pos: number, end: number): number {
-    while (pos < end) {
+    for (;;) {
       if (this.frame === null) {
         let length: number;
-        if (this.scratchFill === 0 && this.prefix === U32BE && end - pos >= 4) {
-          // The common case inline: a whole u32be header in this chunk.
-          length = ((src[pos] << 24) | (src[pos + 1] << 16) | (src[pos + 2] << 8) | src[pos + 3]) >>> 0;
-          pos += 4;
-        } else if (this.scratchFill === 0) {
-          length = this.decodeHeader(src, pos, end);
-          if (length === NEED_MORE) {
-            pos = this.gatherHeader(src, pos, end);
-            continue;
-          }
-          if (length === INVALID) return -1;
-          pos += this.headerLength;
-        } else {
-          // Part of the header came with an earlier chunk.
+        if (this.scratchFill > 0) {
           const before = this.scratchFill;
           const taken = Math.min(end - pos, MAX_HEADER_LENGTH - before);
-          src.copy(this.scratch, before, pos, pos + taken);
+          if (taken > 0) copyBytes(src, this.scratch, before, pos, pos + taken);
           length = this.decodeHeader(this.scratch, 0, before + taken);
           if (length === NEED_MORE) {
             this.scratchFill = before + taken;
-            pos += taken;
             if (this.scratchFill === MAX_HEADER_LENGTH) return this.headerInvalid(`no header found in ${MAX_HEADER_LENGTH} bytes`);
-            continue;
+            return pos + taken;  // = end
           }
           if (length === INVALID) return -1;
-          if (this.headerLength <= before) return this.headerInvalid('the length decoder asked for more bytes than its header has');
-          this.scratchFill = 0;
-          pos += this.headerLength - before;
+          const headerLength = this.headerLength;
+          if (headerLength >= before) {
+            this.scratchFill = 0;
+            pos += headerLength - before;
+          } else {
+            // The header ends inside the gathered bytes: the rest of them is what follows it.
+            this.scratch.copyWithin(0, headerLength, before);
+            this.scratchFill = before - headerLength;
+          }
+        } else if (pos === end) {
+          return pos;
+        } else if (this.prefix === U32BE && end - pos >= 4) {
+          // The common case inline: a whole u32be header in this chunk.
+          length = ((src[pos] << 24) | (src[pos + 1] << 16) | (src[pos + 2] << 8) | src[pos + 3]) >>> 0;
+          pos += 4;
+        } else {
+          length = this.decodeHeader(src, pos, end);
+          if (length === NEED_MORE) return this.gatherHeader(src, pos, end);
+          if (length === INVALID) return -1;
+          pos += this.headerLength;
         }
         if (length > this.maxFrameSize) {
           this.destroy(frameError('ERR_IOBUF_FRAME_TOO_LARGE',
@@ -579,29 +607,50 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
           return -1;
         }
         if (length === 0) {
-          this.deliver(new Frame(EMPTY));
+          this.deliver(new Frame(EMPTY, this.headerTag, null));
+          if (this.isClosed) return -1;
+          continue;
+        }
+        if (length <= end - pos && this.scratchFill === 0) {
+          // The whole payload is in this chunk (small frames): straight into its buffer and out.
+          const buffer = this.takeFrameBuffer(length);
+          if (buffer === null) return this.isClosed ? -1 : pos;
+          copyPayload(src, pos, buffer, 0, length);
+          pos += length;
+          this.counters.heldBytes += length;
+          this.deliver(new Frame(buffer, this.headerTag, this.frameReturn));
           if (this.isClosed) return -1;
           continue;
         }
         if (!this.startFrame(length)) return this.isClosed ? -1 : pos;
       }
+      let take: number;
       const want = this.frameLength - this.frameFill;
-      const take = end - pos < want ? end - pos : want;
-      copyBytes(src, this.frame!, this.frameFill, pos, pos + take);
-      pos += take;
+      const kept = this.scratchFill;
+      if (kept > 0) {
+        // Bytes after a header, gathered in scratch: they come before src[pos].
+        take = kept < want ? kept : want;
+        copyBytes(this.scratch, this.frame!, this.frameFill, 0, take);
+        if (take < kept) this.scratch.copyWithin(0, take, kept);
+        this.scratchFill = kept - take;
+      } else {
+        if (pos === end) return pos;
+        take = end - pos < want ? end - pos : want;
+        copyPayload(src, pos, this.frame!, this.frameFill, take);
+        pos += take;
+      }
       this.frameFill += take;
       if (take === want) {
         this.completeFrame();
         if (this.isClosed) return -1;
       }
     }
-    return pos;
   }
 
-  /** A NEED_MORE header at the end of a chunk: keep its bytes for the next one. */
+  /** A NEED_MORE header at the end of a chunk: keep its bytes for the next one. Returns `end` (or -1). */
   private gatherHeader(src: Buffer, pos: number, end: number): number {
     const taken = Math.min(end - pos, MAX_HEADER_LENGTH);
-    src.copy(this.scratch, 0, pos, pos + taken);
+    copyBytes(src, this.scratch, 0, pos, pos + taken);
     this.scratchFill = taken;
     if (taken === MAX_HEADER_LENGTH) return this.headerInvalid(`no header found in ${MAX_HEADER_LENGTH} bytes`);
     return pos + taken;
@@ -650,26 +699,50 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         return this.headerInvalid('the varint length runs past 5 bytes');
       }
       default:
-        return this.decodeCustom(bytes.subarray(pos, Math.min(end, pos + MAX_HEADER_LENGTH)));
+        return this.decodeCustom(bytes, pos, end - pos > MAX_HEADER_LENGTH ? pos + MAX_HEADER_LENGTH : end);
     }
   }
 
-  private decodeCustom(bytes: Buffer): number {
+  /**
+   * Calls the custom decoder on bytes[start, end) and reads its result at
+   * once (the decoder may reuse the object); sets headerLength and headerTag.
+   * Anything that throws, and any result that cannot be a header, ends the
+   * assembler with ERR_IOBUF_FRAME_INVALID (the thrown error as `cause`).
+   */
+  private decodeCustom(bytes: Buffer, start: number, end: number): number {
     let header: FrameHeader | null | undefined;
     try {
-      header = this.decoder!(bytes);
+      header = this.viewDecoder ? this.decoder!(bytes.subarray(start, end), 0, end - start) : this.decoder!(bytes, start, end);
     } catch (error) {
-      return this.headerInvalid(`the length decoder threw: ${(error as Error)?.message ?? error}`, error);
+      return this.headerInvalid(`the length decoder threw: ${messageOf(error)}`, error);
     }
     if (header === null || header === undefined) return NEED_MORE;
-    const { headerLength, payloadLength } = header;
-    if (!Number.isSafeInteger(headerLength) || headerLength < 1 || headerLength > bytes.length) {
-      return this.headerInvalid(`the length decoder returned headerLength ${String(headerLength)} for ${bytes.length} bytes`);
+    if (typeof header !== 'object') {
+      return this.headerInvalid(`the length decoder returned ${describeValue(header)} (expected { headerLength, payloadLength, tag? } or null)`);
     }
-    if (!Number.isSafeInteger(payloadLength) || payloadLength < 0) {
-      return this.headerInvalid(`the length decoder returned payloadLength ${String(payloadLength)}`);
+    let headerLength: unknown;
+    let payloadLength: unknown;
+    let tag: unknown;
+    try {
+      headerLength = header.headerLength;
+      payloadLength = header.payloadLength;
+      tag = header.tag;
+    } catch (error) {
+      return this.headerInvalid(`reading the length decoder's result threw: ${messageOf(error)}`, error);
+    }
+    if (typeof headerLength !== 'number' || !Number.isSafeInteger(headerLength) || headerLength < 1 || headerLength > end - start) {
+      return this.headerInvalid(`the length decoder returned headerLength ${describeValue(headerLength)} for ${end - start} bytes`);
+    }
+    if (typeof payloadLength !== 'number' || !Number.isSafeInteger(payloadLength) || payloadLength < 0) {
+      return this.headerInvalid(`the length decoder returned payloadLength ${describeValue(payloadLength)}`);
+    }
+    if (tag === undefined) {
+      tag = 0;
+    } else if (typeof tag !== 'number' || !Number.isSafeInteger(tag)) {
+      return this.headerInvalid(`the length decoder returned tag ${describeValue(tag)} (expected an integer)`);
     }
     this.headerLength = headerLength;
+    this.headerTag = tag as number;
     return payloadLength;
   }
 
@@ -680,19 +753,26 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     return INVALID;
   }
 
-  /** Takes the payload's memory; false (and a wait for memory begins) when the pool has none now. */
-  private startFrame(length: number): boolean {
+  /**
+   * A buffer for a payload of `length` bytes; null when the pool has none now
+   * (a wait for memory has begun) or failed (the assembler is closed).
+   */
+  private takeFrameBuffer(length: number): Buffer | null {
     let buffer: Buffer | null;
     try {
       buffer = this.pool.tryAcquire(length);
     } catch (error) {
       this.destroy(error as Error);
-      return false;
+      return null;
     }
-    if (buffer === null) {
-      this.waitForMemory(length);
-      return false;
-    }
+    if (buffer === null) this.waitForMemory(length);
+    return buffer;
+  }
+
+  /** Takes the payload's memory; false (and a wait for memory begins) when the pool has none now. */
+  private startFrame(length: number): boolean {
+    const buffer = this.takeFrameBuffer(length);
+    if (buffer === null) return false;
     this.frame = buffer;
     this.frameLength = length;
     this.frameFill = 0;
@@ -700,21 +780,15 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   }
 
   private completeFrame(): void {
-    const buffer = this.frame! as FrameView;
+    const buffer = this.frame!;
     this.frame = null;
-    let frame = buffer[kFrame];
-    if (frame === undefined) {
-      frame = new Frame(buffer);
-      buffer[kFrame] = frame;
-    }
     this.counters.heldBytes += this.frameLength;
-    this.deliver(frame);
+    this.deliver(new Frame(buffer, this.headerTag, this.frameReturn));
   }
 
   /** Hands a complete frame over: to onFrame now, or to the iterator's queue. */
   private deliver(frame: Frame): void {
     this.counters.frames++;
-    frame[kOwner] = frame.data.length === 0 ? null : this;
     if (this.onFrame !== null) {
       this.onFrame(frame);
     } else if (this.waiter !== null) {
@@ -749,25 +823,36 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     });
   }
 
-  /** Memory came: parse what waited (the read buffer's rest, push() backlog), then read on. */
+  /**
+   * Memory came: parse what waited, in stream order (bytes kept in scratch,
+   * the read buffer's rest, the backlog), then read on.
+   */
   private drainWaiting(): void {
+    this.parsing = true;
     try {
-      if (this.parsePos < this.fillEnd) {
+      if (this.scratchFill > 0) this.parse(EMPTY, 0, 0);
+      if (!this.isClosed && this.waitingFor < 0 && this.parsePos < this.fillEnd) {
         const stop = this.parse(this.staging!, this.parsePos, this.fillEnd);
-        if (this.isClosed) return;
-        this.parsePos = stop;
+        if (!this.isClosed) this.parsePos = stop;
       }
-      while (this.waitingFor < 0 && this.backlog.length > 0 && !this.isClosed) {
-        const chunk = this.backlog.shift()!;
-        const stop = this.parse(chunk, 0, chunk.length);
-        if (stop >= 0 && stop < chunk.length && !this.isClosed) this.backlog.unshift(chunk.subarray(stop));
-      }
+      this.parseBacklog();
     } catch (error) {
       this.destroy(error as Error);
+    } finally {
+      this.parsing = false;
     }
     if (this.isClosed || this.waitingFor >= 0) return;
     if (this.inputEnded) this.finish();
     else this.maybeResume();
+  }
+
+  /** Parses the backlog in order, until it is empty or memory is short again. */
+  private parseBacklog(): void {
+    while (this.waitingFor < 0 && this.backlog.length > 0 && !this.isClosed) {
+      const chunk = this.backlog.shift()!;
+      const stop = this.parse(chunk, 0, chunk.length);
+      if (stop >= 0 && stop < chunk.length && !this.isClosed) this.backlog.unshift(chunk.subarray(stop));
+    }
   }
 
   private pauseSocket(): void {
@@ -794,8 +879,8 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     }
   }
 
-  /** Frame.release(): the consumer gave a frame's memory back. */
-  [kReleased](data: Buffer): void {
+  /** The last handle of a frame was released: its memory goes back. */
+  private frameReleased(data: Buffer): void {
     this.counters.heldBytes -= data.length;
     if (this.paused || this.needDrain) this.maybeResume();
     this.pool.release(data);
@@ -808,7 +893,13 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private endInput(): void {
     if (this.inputEnded || this.isClosed) return;
     this.inputEnded = true;
-    if (this.waitingFor < 0) this.finish();
+    // From inside onFrame: the bytes pushed before end() are parsed first (endIfAsked).
+    if (this.waitingFor < 0 && !this.parsing) this.finish();
+  }
+
+  /** end() came while a chunk was being parsed: finish now that it (and the backlog) is parsed. */
+  private endIfAsked(): void {
+    if (this.inputEnded && !this.done && !this.isClosed && this.waitingFor < 0) this.finish();
   }
 
   /** Input ended and everything was parsed: a clean end at a frame boundary, or a truncated frame. */
@@ -866,11 +957,11 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   /** Frames completed but not handed out go back to the pool (destroy only: a clean end keeps them for the iterator). */
   private discardQueue(): void {
     for (let i = this.queueHead; i < this.queue.length; i++) {
-      const frame = this.queue[i]!;
-      frame[kOwner] = null;
-      if (frame.data.length > 0) {
-        this.counters.heldBytes -= frame.data.length;
-        this.releaseQuietly(frame.data);
+      try {
+        this.queue[i]!.release();
+      } catch (error) {
+        // A pool closed with force has freed the memory already.
+        if ((error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') throw error;
       }
     }
     this.queue = [];
@@ -1052,6 +1143,7 @@ export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exc
   checkGatherer(gatherer);
   validateOneOf(lengthPrefix, 'lengthPrefix', ['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const);
   const width = lengthPrefix === 'u8' ? 1 : lengthPrefix.startsWith('u16') ? 2 : 4;
+  validateInteger(position, 'position', 0, Math.max(0, gatherer.byteLength - width));
   const length = gatherer.byteLength - position - width;
   const prefix = PREFIXES.indexOf(lengthPrefix);
   if (length < 0 || length > PREFIX_LIMIT[prefix]) {

@@ -28,6 +28,7 @@ import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
+import { SharedBuffer, kTakeOver } from './shared-buffer';
 
 export interface GathererOptions {
   /** Where scratch memory comes from. */
@@ -450,6 +451,36 @@ export class Gatherer {
     this.pushSegment(buffer, 0, buffer.length, OWNED);
     this.held.push(buffer);
     this.heldPools.push(pool);
+    return this;
+  }
+
+  /**
+   * Adds a shared pooled buffer's data (a Frame, or a pool.share() handle)
+   * by reference and takes that handle over: from now on only the gatherer
+   * can release it, which it does after the write, on reset(), or when
+   * compact() has copied it; the caller's handle reads `released` and its
+   * release() does nothing. To keep the data too, put `handle.retain()`.
+   * If putShared throws, the caller still holds the handle.
+   */
+  putShared(handle: SharedBuffer): this {
+    if (!(handle instanceof SharedBuffer)) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a SharedBuffer (a Frame, or pool.share()) for handle but received ${describeValue(handle)}`);
+    }
+    this.checkOpen();
+    const own = handle[kTakeOver]();  // throws ERR_IOBUF_RELEASED for a released handle
+    const data = own.data;
+    if (data.length === 0) {
+      own.release();
+      return this;
+    }
+    // The held list and compact() find a segment's owner by its Buffer: a second
+    // handle of data held already gets a Buffer object of its own over the same bytes.
+    const segment = this.held.includes(data) ? data.subarray(0) : data;
+    this.flush();
+    this.pushSegment(segment, 0, data.length, OWNED);
+    this.held.push(segment);
+    // release(buffer, pool) calls pool.release(buffer): the handle's release() takes (and ignores) the argument.
+    this.heldPools.push(own as unknown as BufferPool);
     return this;
   }
 

@@ -26,6 +26,7 @@ import os from 'node:os';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
 import { type Loan, lend, repayAll } from './lending';
+import { isDetached } from './memory';
 import { pooledAddressOf } from './pool';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
@@ -60,6 +61,15 @@ const enum Kind {
   TYPED_ARRAY = 0,
   POOLED = 1,
   DATA_VIEW = 2,
+}
+
+/** A DataView's byteLength, or -1 once its buffer is detached (the getter throws then). */
+function dataViewLength(view: DataView): number {
+  try {
+    return view.byteLength;
+  } catch {
+    return -1;
+  }
 }
 
 /** A DataView's byteLength throws once its buffer is detached (or shrunk out of reach). */
@@ -299,7 +309,11 @@ export class IoVecArray {
       kind = Kind.POOLED;
     } else {
       validateView(view, 'view');
-      viewLength = view.byteLength;
+      viewLength = view instanceof DataView ? dataViewLength(view) : view.byteLength;
+      // Freed or transferred memory reads as empty, but is not an empty view.
+      if (viewLength <= 0 && (viewLength < 0 || isDetached(view.buffer as ArrayBuffer))) {
+        throw new IobufError('view was freed or detached', 'ERR_IOBUF_DETACHED');
+      }
       if (view instanceof DataView) {
         kind = Kind.DATA_VIEW;
         checkLength = viewLength;

@@ -14,7 +14,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { native } from './binding';
 import { registerLender } from './lending';
 import {
-  IobufError, validateBoolean, validateInteger, validateOneOf, validateOptions,
+  IobufError, codedError, validateBoolean, validateInteger, validateOneOf, validateOptions,
   validatePowerOfTwo, validateView,
 } from './errors';
 
@@ -146,9 +146,27 @@ function attachedArrayBuffer(view: ArrayBufferView | ArrayBuffer, name: string):
     throw new IobufError(`${name} is backed by a SharedArrayBuffer, which iobuf does not manage`, 'ERR_IOBUF_FOREIGN_BUFFER');
   }
   if (arrayBuffer.byteLength === 0 && native.addressOf(arrayBuffer) === 0) {
-    throw new IobufError(`${name} was freed or detached`, 'ERR_IOBUF_DETACHED');
+    if (isDetached(arrayBuffer)) throw new IobufError(`${name} was freed or detached`, 'ERR_IOBUF_DETACHED');
+    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected a view with memory behind it for ${name} but received an empty ArrayBuffer (it has no memory, so no address)`);
   }
   return arrayBuffer;
+}
+
+/**
+ * Whether `arrayBuffer` was detached (freed, transferred), as opposed to
+ * empty from the start: both read byteLength 0. Node 22+ says so itself
+ * (`detached`); on Node 20 only a detached one refuses a new view.
+ */
+export function isDetached(arrayBuffer: ArrayBuffer): boolean {
+  if (arrayBuffer.byteLength !== 0) return false;
+  const detached = (arrayBuffer as { detached?: boolean }).detached;
+  if (typeof detached === 'boolean') return detached;
+  try {
+    new Uint8Array(arrayBuffer);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /** The address of the view's first byte. */

@@ -13,11 +13,12 @@
 // flag and the statistics.
 import os from 'node:os';
 import { native } from './binding';
-import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions } from './errors';
+import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray } from './iovec';
 import { type Borrower, type Loan, registerLender } from './lending';
 import { hugePageSize, pageSize } from './memory';
 import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
+import { SharedBuffer } from './shared-buffer';
 
 export type LeakDetection = 'off' | 'sample' | 'full';
 
@@ -915,7 +916,7 @@ export class BufferPool {
       const { signal, timeout } = options;
       if (timeout !== undefined) validateInteger(timeout, 'options.timeout', 0, 2 ** 31 - 1);
       if (signal !== undefined && !(signal instanceof AbortSignal)) {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected an AbortSignal for options.signal');
+        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an AbortSignal for options.signal but received ${describeValue(signal)}`);
       }
       if (signal?.aborted) throw abortError(signal);
       const ready = count === 1 ? this.tryAcquire(size) : this.tryAcquireMany(count, size);
@@ -1110,6 +1111,22 @@ export class BufferPool {
   /** acquire as a Lease: `using lease = await pool.lease(4096)`. */
   async lease(size: number, options?: AcquireOptions): Promise<Lease> {
     return this.leaseOf(await this.acquire(size, options));
+  }
+
+  /**
+   * Makes `buffer` (a Buffer this pool has out, the very one an acquire
+   * returned) shareable: the caller's ownership moves to the returned handle,
+   * `handle.retain()` makes more handles, and the buffer comes back to the
+   * pool when every handle has been released. Throws
+   * ERR_IOBUF_FOREIGN_BUFFER for anything else (a slice, a released buffer,
+   * another pool's).
+   */
+  share(buffer: Buffer): SharedBuffer {
+    validateView(buffer, 'buffer');
+    if (poolOf(buffer) !== this || !Buffer.isBuffer(buffer)) {
+      throw new IobufError('share() takes a Buffer this pool has out (the very Buffer an acquire returned, not a slice)', 'ERR_IOBUF_FOREIGN_BUFFER');
+    }
+    return new SharedBuffer(buffer, this);
   }
 
   private leaseOf(buffer: Buffer): Lease {
@@ -1427,6 +1444,7 @@ export class BufferPool {
    * out, or its slab was mapped after the last registration() call.
    */
   fixedBufferOf(buffer: Buffer): { index: number; offset: number } | null {
+    validateView(buffer, 'buffer');
     if (pooledAddressOf(buffer) < 0) return null;
     const slot = (buffer as PooledView)[kSlot]!;
     if (slot.pool !== this) return null;
@@ -1447,7 +1465,7 @@ export class BufferPool {
  * pooled buffers use it instead of a native call.
  */
 export function pooledAddressOf(view: ArrayBufferView): number {
-  const slot = (view as PooledView)[kSlot];
+  const slot = (view as PooledView | null | undefined)?.[kSlot];  // null/undefined: not a view, the caller reports it
   if (slot === undefined || slot.slab.unmapped) return -1;
   if (slot.owner !== view && !(slot.tracked !== null && slot.tracked.deref() === view)) return -1;
   // Detached behind the pool's back (Node 22+: ArrayBuffer.prototype.transfer

@@ -59,6 +59,16 @@ describe('encodeFrame, beginFrame, endFrame', () => {
     const at = beginFrame(gatherer, 'u8');
     gatherer.putBytes(Buffer.alloc(300));
     expectCode(thrown(() => endFrame(gatherer, at, 'u8')), 'RangeError', 'ERR_OUT_OF_RANGE');
+    // A position that is not one beginFrame could have returned.
+    const bigint = thrown(() => endFrame(gatherer, 10n as unknown as number));
+    expectCode(bigint, 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expect(bigint.message).toBe('Expected an integer for position but received 10n');
+    expectCode(thrown(() => endFrame(gatherer, '0' as unknown as number)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    for (const position of [-1, 1.5, 298, 1e9]) {
+      const error = thrown(() => endFrame(gatherer, position));
+      expectCode(error, 'RangeError', 'ERR_OUT_OF_RANGE');
+      expect(error.message).toBe(`Expected an integer from 0 to 297 for position but received ${position}`);
+    }
     expectCode(thrown(() => encodeFrame({} as Gatherer, Buffer.alloc(1))), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(thrown(() => encodeFrame(gatherer, 'text' as unknown as Buffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     gatherer.reset();

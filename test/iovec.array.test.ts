@@ -148,10 +148,43 @@ describe('IoVecArray layout', () => {
 
   it('a detached view cannot be pushed', () => {
     const view = allocAligned(4096);
+    const dataView = new DataView(view.buffer, 100, 200);
     free(view);
-    const iov = new IoVecArray(1);
-    // A freed view reads as empty: pushing it makes an empty entry, pushing a range of it is out of range.
-    expectCode(thrown(() => iov.push(view, 0, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    const iov = new IoVecArray(2);
+    // A freed view reads as empty, but it is not an empty view: ERR_IOBUF_DETACHED, not an empty entry.
+    for (const [what, push] of [
+      ['push', () => iov.push(view)],
+      ['push(view, 0, 0)', () => iov.push(view, 0, 0)],
+      ['push(view, 0, 1)', () => iov.push(view, 0, 1)],
+      ['a DataView', () => iov.push(dataView)],
+      ['IoVecArray.from', () => IoVecArray.from([view])],
+    ] as const) {
+      const error = thrown(push);
+      expectCode(error, 'IobufError', 'ERR_IOBUF_DETACHED');
+      expect(error.message, what).toBe('view was freed or detached');
+    }
+    expect(iov.length).toBe(0);
+    iov.push(Buffer.from('ab'));
+    expectCode(thrown(() => iov.set(0, view)), 'IobufError', 'ERR_IOBUF_DETACHED');
+    expect(iov.entries().map(String)).toEqual(['ab']);
+    // Views that are empty without being freed are still taken, as empty entries.
+    iov.push(Buffer.alloc(0));
+    iov.set(1, new Uint8Array(new ArrayBuffer(0)));
+    expect(iov.length).toBe(2);
+    expect(iov.byteLength).toBe(2);
+  });
+
+  it('null, undefined and other non-views: ERR_INVALID_ARG_TYPE from push, set and from', () => {
+    const iov = new IoVecArray(2);
+    iov.push(Buffer.from('x'));
+    for (const value of [null, undefined, 7, {}, new ArrayBuffer(4)]) {
+      for (const call of [() => iov.push(value as never), () => iov.set(0, value as never), () => IoVecArray.from([value as never])]) {
+        const error = thrown(call);
+        expectCode(error, 'TypeError', 'ERR_INVALID_ARG_TYPE');
+        expect(error.message).toMatch(/^Expected a Buffer, TypedArray or DataView for view but received /);
+      }
+    }
+    expect(iov.entries().map(String)).toEqual(['x']);
   });
 
   it('close() detaches buffer, lets the views go and refuses every later use', () => {

@@ -5,7 +5,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import {
-  addressOf, allocAligned, allocHuge, cacheLineSize, free, hugePageSize, isAligned, maxAllocationSize,
+  IobufError, addressOf, allocAligned, allocHuge, cacheLineSize, free, hugePageSize, isAligned, maxAllocationSize,
   pageKind, pageSize,
 } from '../lib/index';
 import { GiB, KiB, MiB, expectThrowsCode, vmaAt } from './helpers/memory-proc';
@@ -277,6 +277,16 @@ describe('argument errors', () => {
     }
     expectThrowsCode(() => free('abc' as never), TypeError, 'ERR_INVALID_ARG_TYPE',
       'Expected a Buffer, TypedArray or DataView for view but received "abc"');
+  });
+
+  test('addressOf of an empty view that was never freed says so (it has no memory), not "freed or detached"', () => {
+    for (const value of [Buffer.alloc(0), new Uint8Array(0), new ArrayBuffer(0)]) {
+      expectThrowsCode(() => addressOf(value), TypeError, 'ERR_INVALID_ARG_VALUE',
+        'Expected a view with memory behind it for view but received an empty ArrayBuffer (it has no memory, so no address)');
+    }
+    const freed = allocAligned(4096);
+    free(freed);
+    expectThrowsCode(() => addressOf(freed), IobufError, 'ERR_IOBUF_DETACHED', 'view was freed or detached');
   });
 
   test('a failed call allocates nothing: 1000 bad calls leave the mappings as they were', () => {

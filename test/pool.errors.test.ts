@@ -59,6 +59,16 @@ describe('BufferPool argument errors', () => {
     pool.release(held);
   });
 
+  it('fixedBufferOf(null) and other non-views: ERR_INVALID_ARG_TYPE; a view that is not a pooled Buffer: null', () => {
+    const pool = makePool({ maxMemory: 4 * MiB });
+    for (const value of [null, undefined, 5, 'buffer', {}]) {
+      const error = thrown(() => pool.fixedBufferOf(value as never));
+      expectCode(error, 'TypeError', 'ERR_INVALID_ARG_TYPE');
+      expect(error.message).toMatch(/^Expected a Buffer, TypedArray or DataView for buffer but received /);
+    }
+    expect(pool.fixedBufferOf(Buffer.alloc(4))).toBeNull();
+  });
+
   it('a size above maxMemory is a RangeError, for a class size and an oversize one', async () => {
     const pool = makePool({ maxMemory: MiB });
     for (const size of [MiB + 1, 2 * MiB, 4 * MiB, 4 * MiB + 1, 64 * MiB]) {
@@ -140,7 +150,15 @@ describe('BufferPool constructor errors', () => {
 
   it('attach() refuses anything but a handle', () => {
     expectCode(thrown(() => BufferPool.attach({} as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => BufferPool.attach(null as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    const error = thrown(() => BufferPool.attach(null as never));
+    expectCode(error, 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expect(error.message).toBe('Expected a BufferPool handle (pool.handle) for handle but received null');
+  });
+
+  it('onLeak must be a function', () => {
+    const error = thrown(() => new BufferPool({ onLeak: 5 as never }));
+    expectCode(error, 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expect(error.message).toBe('Expected a function for options.onLeak but received 5');
   });
 });
 
