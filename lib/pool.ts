@@ -121,6 +121,25 @@ const WAIT_SLICE_MS = 1000;
 /** Every view the pool hands out carries its slot: one property load finds it again (see release). */
 type PooledView = Buffer & { [kSlot]?: Slot };
 
+/**
+ * Node's own Buffer class (Buffer[Symbol.species]): `new NodeBuffer(ab, offset,
+ * length)` is what Buffer.from(ab, offset, length) does after its argument
+ * checks, at about half the cost — the view made when an acquire's size
+ * differs from the slot's last one. Falls back to Buffer.from where a runtime
+ * does not expose it.
+ */
+const NodeBuffer: new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer = (() => {
+  const species = (Buffer as unknown as Record<symbol, unknown>)[Symbol.species];
+  if (typeof species === 'function' && species !== Buffer) {
+    const Species = species as new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
+    const probe = new Species(new ArrayBuffer(2), 1, 1);
+    if (Buffer.isBuffer(probe) && probe.length === 1 && probe.byteOffset === 1) return Species;
+  }
+  return function (arrayBuffer: ArrayBuffer, offset: number, length: number) {
+    return Buffer.from(arrayBuffer, offset, length);
+  } as unknown as new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
+})();
+
 /** Slabs by their ArrayBuffer, and strict views' own ArrayBuffers by their slot: to find the memory behind any view (lending). */
 const slabOfMemory = new WeakMap<ArrayBuffer, Slab>();
 const slotOfStrictView = new WeakMap<ArrayBuffer, Slot>();
@@ -211,10 +230,6 @@ interface Slot {
   /** The buffer now out; null when free, and while a leak-tracked buffer is out (held weakly in `tracked`). */
   owner: Buffer | null;
   tracked: WeakRef<Buffer> | null;
-  /** Default mode: a WeakRef to `view`, made (and the view registered for leaks) once per view, not per tracked acquire. */
-  weakView: WeakRef<Buffer> | null;
-  /** Bumped for every view made; a leak report names the view generation it was registered with. */
-  viewGeneration: number;
   stack: string | undefined;
   /** Bumped whenever the slot is tracked, so a late leak report for an earlier owner is ignored. */
   generation: number;
@@ -583,17 +598,11 @@ export class BufferPool {
       Object.defineProperty(view.buffer, kSlabKeepAlive, { value: slab.arrayBuffer });
       slotOfStrictView.set(view.buffer as ArrayBuffer, slot);
     } else {
-      view = Buffer.from(slab.arrayBuffer, slot.offset, size);
+      view = new NodeBuffer(slab.arrayBuffer, slot.offset, size);
     }
     (view as PooledView)[kSlot] = slot;
     slot.view = view;
     slot.viewLength = size;
-    if (!this.strict && this.leakRegistry !== null) {
-      // Registered once for its whole life: tracking it later costs two field stores.
-      slot.viewGeneration++;
-      slot.weakView = new WeakRef(view);
-      this.leakRegistry.register(view, { slot, generation: slot.viewGeneration });
-    }
     return view;
   }
 
@@ -698,7 +707,7 @@ export class BufferPool {
     for (let i = 0; i < slotCount; i++) {
       slab.slots.push({
         pool: this, sizeClass, slab, offset: i * stride, view: null, viewLength: 0, owner: null,
-        tracked: null, stack: undefined, generation: 0, weakView: null, viewGeneration: 0,
+        tracked: null, stack: undefined, generation: 0,
         loans: 0, returnWhenRepaid: false,
       });
     }
@@ -725,7 +734,7 @@ export class BufferPool {
     if (this.freed) throw closedError();
     if (slot !== undefined && slot.pool === this) {
       if (slot.tracked !== null && slot.tracked.deref() === buffer) {
-        if (this.strict) this.leakRegistry!.unregister(slot);
+        this.leakRegistry!.unregister(slot);
         slot.tracked = null;
         slot.stack = undefined;
         slot.view = buffer;
@@ -1145,11 +1154,9 @@ export class BufferPool {
     slot.owner = null;  // held weakly through slot.tracked
     slot.view = null;
     slot.stack = this.leakDetection === 'full' ? acquireStack() : undefined;
-    if (!this.strict) {
-      slot.tracked = slot.weakView;
-      slot.generation = slot.viewGeneration;
-      return;
-    }
+    // Registered only while this tracked acquire is out (release unregisters
+    // it): the registry holds as many entries as tracked buffers are out,
+    // however many views varying sizes make. 1 acquire in 256 pays for it.
     slot.generation++;
     slot.tracked = new WeakRef(view);
     this.leakRegistry!.register(view, { slot, generation: slot.generation }, slot);
