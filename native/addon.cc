@@ -33,6 +33,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMemory(env, exports);
   InitPool(env, exports);
   InitIoVec(env, exports);
+  InitUring(env, exports);
   return exports;
 }
 

@@ -17,5 +17,6 @@ struct AddonData {
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 void InitIoVec(Napi::Env env, Napi::Object exports);
+void InitUring(Napi::Env env, Napi::Object exports);
 
 }  // namespace iobuf
