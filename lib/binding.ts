@@ -74,8 +74,11 @@ export interface NativeBinding {
   uringCancelAll(handle: ArrayBuffer): number;
   /** Copies a completed bounced read out (a view, or for readv whether its views are intact); → bytes, or -1. */
   uringCopyOut(handle: ArrayBuffer, slot: number, view: ArrayBufferView | boolean): number;
-  /** Registers `count` iovec entries of `entries` at table slots from `first`; → how many fit the table. */
-  uringRegister(handle: ArrayBuffer, entries: ArrayBuffer, first: number, count: number): number;
+  /**
+   * Registers iovec entries [first, first + count) of `entries` at the same table slots (those that fit the table).
+   * → [how many were registered, the error that stopped the kernel (RLIMIT_MEMLOCK: ENOMEM) or null].
+   */
+  uringRegister(handle: ArrayBuffer, entries: ArrayBuffer, first: number, count: number): [number, IobufError | null];
   uringClose(handle: ArrayBuffer): void;
   /** An IobufError for errno (positive) in syscall. */
   uringError(errno: number, syscall: string): IobufError;

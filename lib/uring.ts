@@ -462,8 +462,9 @@ export class IoRing {
     try {
       const wanted = registration.length - this.#fixedBuffers;
       if (wanted <= 0) return;
-      const registered = native.uringRegister(this.#handle, registration.buffer, this.#fixedBuffers, wanted);
+      const [registered, error] = native.uringRegister(this.#handle, registration.buffer, this.#fixedBuffers, wanted);
       this.#fixedBuffers += registered;
+      if (error !== null) throw error;
       if (registered < wanted) this.#registrationStopped = true;   // the table is full
     } finally {
       registration.close();

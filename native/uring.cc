@@ -544,8 +544,6 @@ void OnPollClosed(uv_handle_t* handle) {
   Ring* ring = static_cast<Ring*>(handle->data);
   delete ring->poll;
   ring->poll = nullptr;
-  os::CloseFd(ring->eventFd);
-  ring->eventFd = -1;
   if (ring->cleanupHook != nullptr) {
     napi_remove_async_cleanup_hook(ring->cleanupHook);
     ring->cleanupHook = nullptr;
@@ -615,6 +613,11 @@ void Shutdown(Ring* ring) {
     napi_delete_reference(ring->env, ring->dispatcher);
     ring->dispatcher = nullptr;
   }
+  // Stopping takes the eventfd out of epoll at once, so it can be closed now
+  // (close() leaves no fd behind); the handle itself goes in the close callback.
+  uv_poll_stop(ring->poll);
+  os::CloseFd(ring->eventFd);
+  ring->eventFd = -1;
   uv_close(reinterpret_cast<uv_handle_t*>(ring->poll), OnPollClosed);
 }
 
@@ -1025,11 +1028,15 @@ Napi::Value CopyOut(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, copied);
 }
 
-// uringRegister(handle, entries: ArrayBuffer, first, count) -> buffers registered
-// IORING_REGISTER_BUFFERS_UPDATE of table slots [first, first + count) from
-// `entries` (a `struct iovec[]`: pool.registration()'s buffer). Each entry
+// uringRegister(handle, entries: ArrayBuffer, first, count) -> [registered, error | null]
+// IORING_REGISTER_BUFFERS_UPDATE of table slots [first, first + count) with
+// entries [first, first + count) of `entries` (a `struct iovec[]`: the whole
+// of pool.registration()'s buffer). Each entry
 // must be a native iobuf allocation (a pool slab); it is pinned until the
-// ring is closed. Entries beyond the table are not registered.
+// ring is closed. Entries beyond the table are not registered. The kernel
+// registers in order and stops at the first failure (ENOMEM beyond
+// RLIMIT_MEMLOCK), reporting only how many it did: `registered` is that
+// count, `error` why it stopped (the entries after it are not registered).
 Napi::Value Register(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Ring* ring = RingOf(env, info[0]);
@@ -1037,12 +1044,13 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
   auto entriesBuffer = info[1].As<Napi::ArrayBuffer>();
   const uint32_t first = info[2].As<Napi::Number>().Uint32Value();
   uint32_t count = info[3].As<Napi::Number>().Uint32Value();
-  if (count > entriesBuffer.ByteLength() / sizeof(struct iovec)) count = 0;
-  if (first >= ring->tableSize) return Napi::Number::New(env, 0);
-  count = std::min(count, ring->tableSize - first);
-  if (count == 0) return Napi::Number::New(env, 0);
-  const auto* entries = static_cast<const struct iovec*>(entriesBuffer.Data());
+  const size_t available = entriesBuffer.ByteLength() / sizeof(struct iovec);
+  if (first >= available || count > available - first) count = 0;
+  count = first >= ring->tableSize ? 0 : std::min(count, ring->tableSize - first);
+  // Entry i of the table is entry i of the array: this call registers entries [first, first + count).
+  const auto* entries = static_cast<const struct iovec*>(entriesBuffer.Data()) + (count > 0 ? first : 0);
 
+  // One pin per entry, in order (the entries are distinct slabs).
   std::vector<Allocation*> pins;
   for (uint32_t i = 0; i < count; i++) {
     size_t before = pins.size();
@@ -1052,27 +1060,44 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
       throw MakeError(env, "ERR_IOBUF_FOREIGN_BUFFER", "A registered buffer must be native iobuf memory (a pool slab)");
     }
   }
-  io_uring_rsrc_update2 update = {};
-  update.offset = first;
-  update.data = reinterpret_cast<uint64_t>(entries);
-  update.nr = count;
-  int result = os::UringRegister(ring->ringFd, IORING_REGISTER_BUFFERS_UPDATE, &update, sizeof update);
-  if (result < 0) {
-    UnpinAllocations(pins);
-    throw MakeErrnoError(env, -result, "io_uring_register", nullptr,
-                         result == -ENOMEM ? "registered buffers count against RLIMIT_MEMLOCK; "
-                                             "raise it (ulimit -l) or give the process CAP_IPC_LOCK"
-                                           : "");
+  uint32_t done = 0;
+  int error = 0;
+  while (done < count) {
+    io_uring_rsrc_update2 update = {};
+    update.offset = first + done;
+    update.data = reinterpret_cast<uint64_t>(entries + done);
+    update.nr = count - done;
+    int result = os::UringRegister(ring->ringFd, IORING_REGISTER_BUFFERS_UPDATE, &update, sizeof update);
+    if (result < 0) {
+      error = -result;
+      break;
+    }
+    if (result == 0) {   // no progress and no error: never spin
+      error = EIO;
+      break;
+    }
+    done += static_cast<uint32_t>(result);
   }
-  ring->registeredPins.insert(ring->registeredPins.end(), pins.begin(), pins.end());
-  for (uint32_t i = 0; i < count; i++) {
+  UnpinAllocations(std::vector<Allocation*>(pins.begin() + done, pins.end()));
+  ring->registeredPins.insert(ring->registeredPins.end(), pins.begin(), pins.begin() + done);
+  for (uint32_t i = 0; i < done; i++) {
     auto start = reinterpret_cast<uintptr_t>(entries[i].iov_base);
     RegisteredBuffer buffer = {start, start + entries[i].iov_len, first + i};
     ring->registered.insert(std::upper_bound(ring->registered.begin(), ring->registered.end(), buffer,
                                              [](const RegisteredBuffer& a, const RegisteredBuffer& b) { return a.start < b.start; }),
                             buffer);
   }
-  return Napi::Number::New(env, count);
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(0u, Napi::Number::New(env, done));
+  if (error == 0) {
+    result.Set(1u, env.Null());
+  } else {
+    result.Set(1u, MakeErrnoError(env, error, "io_uring_register", nullptr,
+                                  error == ENOMEM ? "registered buffers count against RLIMIT_MEMLOCK; raise it "
+                                                    "(ulimit -l) or give the process CAP_IPC_LOCK"
+                                                  : "").Value());
+  }
+  return result;
 }
 
 // uringClose(handle): shuts the ring down now. lib/uring.ts calls it once
