@@ -3,7 +3,7 @@
 // lets a program exit, an operation in flight keeps it alive), a ring that
 // is never closed, and RLIMIT_MEMLOCK for registered buffers as an
 // unprivileged user.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -138,6 +138,23 @@ describe.skipIf(uringSkip !== '')('IoRing and the event loop', () => {
       fifo.close();
     }
   });
+});
+
+describe.skipIf(uringSkip !== '')('examples/o-direct-copy.mjs', () => {
+  for (const mode of [[], ['--uring']]) {
+    it(`copies a file byte for byte (an odd size, O_DIRECT)${mode.length ? ' with io_uring' : ''}`, () => {
+      const { file, data } = dataFile(scratch(), `copy-source-${mode.length}.bin`, 9 * MiB + 12345);
+      const copy = path.join(scratch(), `copy-target-${mode.length}.bin`);
+      const result = spawnSync(process.execPath, [path.join(__dirname, '..', 'examples', 'o-direct-copy.mjs'), file, copy, ...mode], {
+        encoding: 'utf8', env: childEnv(), timeout: 60_000,
+      });
+      expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: '' });
+      const said = /^copied (\d+) bytes through \w+ pages(, (\d+) fixed-buffer operations)?\n$/.exec(result.stdout);
+      expect(said?.[1]).toBe(String(data.length));
+      expect(said?.[3]).toBe(mode.length ? '6' : undefined);   // 3 chunks of 4 MiB, each read and written
+      expect(fs.readFileSync(copy).equals(data)).toBe(true);
+    });
+  }
 });
 
 // Skipped under ASan like test/iovec.uring.test.ts: the preloaded runtime does
