@@ -75,7 +75,8 @@ describe.skipIf(uringSkip !== '')('IoRing in worker threads', () => {
         const { worker, message, exit } = startWorker({ handle: pool.handle, file, fifoFd: fifo.reader, inFlight: true, end });
         const report = (await message).inFlight as InFlightReport;
         expect(report).toMatchObject({ verified: 8, pending: 3, stats: { fixed: 8 } });
-        expect(anonymousFds('io_uring')).toBe(rings + 1);
+        // (Node 22+ builds libuv with io_uring: the worker's own loop may hold a ring too.)
+        expect(anonymousFds('io_uring')).toBeGreaterThanOrEqual(rings + 1);
         const mapped = BigInt(report.mapped);
         const slab = BigInt(report.slab);
         expect(mappedBytesIn(mapped, 64 * KiB)).toBe(64 * KiB);
