@@ -368,6 +368,12 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     expect(() => new IoRing({ entries: 4097 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
     expect(() => new IoRing({ pool: {} as BufferPool })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
     expect(() => new IoRing(null as unknown as object)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    // A closed pool: the ring is not made (and leaves no fd behind).
+    const pool = new BufferPool({ maxMemory: 8 * MiB });
+    await pool.close();
+    const fds = fs.readdirSync('/proc/self/fd').length;
+    expect(() => new IoRing({ pool })).toThrow(expect.objectContaining({ name: 'IobufError', code: 'ERR_IOBUF_POOL_CLOSED' }));
+    expect(fs.readdirSync('/proc/self/fd').length).toBe(fds);
   });
 
   it('a freed or transferred buffer is refused before the kernel sees it (ERR_IOBUF_DETACHED)', async () => {
