@@ -131,6 +131,18 @@ class Operation {
   ) {}
 }
 
+/**
+ * Why this runtime cannot drive a ring, or null. The ring's completions are
+ * watched with libuv (uv_poll on the loop Node-API hands out); Bun and Deno
+ * load the addon but their libuv is a stub that aborts the process on uv_poll.
+ */
+function runtimeProblem(): string | null {
+  const versions = process.versions as Record<string, string | undefined>;
+  if (versions.bun !== undefined) return 'Bun gives addons no libuv event loop to watch the ring with (uv_poll)';
+  if (versions.deno !== undefined) return 'Deno gives addons no libuv event loop to watch the ring with (uv_poll)';
+  return null;
+}
+
 function closedError(): IobufError {
   return new IobufError('This IoRing is closed', 'ERR_IOBUF_URING_CLOSED');
 }
@@ -166,6 +178,8 @@ export class IoRing {
    * profile (container runtimes' defaults do). Makes and closes a small ring.
    */
   static supported(): IoRingSupport {
+    const problem = runtimeProblem();
+    if (problem !== null) return { ok: false, code: 'ERR_IOBUF_UNSUPPORTED', reason: problem };
     const failure = native.uringProbe();
     if (failure === null) return { ok: true };
     const [code, errno, reason] = failure;
@@ -202,6 +216,10 @@ export class IoRing {
     }
     // Registered slabs are never unmapped while the pool lives, so the
     // budget bounds how many there can be.
+    const problem = runtimeProblem();
+    if (problem !== null) {
+      throw Object.assign(new IobufError(`ERR_IOBUF_URING_UNAVAILABLE: ${problem}`, 'ERR_IOBUF_URING_UNAVAILABLE'), { reason: problem });
+    }
     const tableSize = pool === undefined ? 0 : Math.min(MAX_FIXED_BUFFERS, Math.ceil(pool.maxMemory / SMALL_SLAB) + 64);
     const [handle, sqEntries, capacity] = native.uringCreate(entries, tableSize, this.#dispatch);
     this.#handle = handle;
