@@ -12,6 +12,7 @@
 //             hugetlb?: number,              // pages this table's 'need' trials reserve
 //             extras?: [{ key, label, format?(value) }],
 //             competitors: [{ name, vs?, hugetlb?: 'need' | 'avoid',
+//                             env?: { NAME: value },   // set in the trial process
 //                             run(param, ctx) -> { value, extras?, note? } | { skip } }],
 //             targets?: [{ name, check(get) -> { pass: boolean | null, detail } }] }
 //
@@ -298,7 +299,9 @@ function runTrialProcess(suiteFile, table, competitor, param, mode) {
   const args = [...(table.nodeArgs ?? []), HARNESS, '--trial', suiteFile, table.id, competitor.name,
     JSON.stringify(param), mode];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, args, {
+      cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...competitor.env },
+    });
     currentChild = child;
     let stdout = '';
     child.stdout.on('data', (chunk) => { stdout += chunk; });

@@ -77,6 +77,37 @@ export interface NativeBinding {
   viewAddress(view: ArrayBufferView): number;
   /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */
   adviseDontFork(arrayBuffer: ArrayBuffer): void;
+
+  // uring (native/uring.cc; the control block and flags: native/uring.h)
+  /** null when a ring can be made here, else [code, errno (negative; 0 for none), reason]. */
+  uringProbe(): null | [string, number, string];
+  /**
+   * A ring of `entries` SQEs with a sparse fixed-buffer table of `tableSize`
+   * slots (0: none); `dispatcher(count)` is called with completions in the
+   * control block. → [control block (the handle), SQ entries, completion capacity].
+   */
+  uringCreate(entries: number, tableSize: number, dispatcher: (count: number) => void): [ArrayBuffer, number, number];
+  /** A read/write of the whole view at position (-1: the file position). → (slot << 3) | flags. */
+  uringTransfer(handle: ArrayBuffer, op: number, fd: number, view: ArrayBufferView, position: number): number;
+  /** readv/writev over an IoVecArray's first `count` entries (its bounds buffer). → (slot << 3) | flags. */
+  uringVectored(handle: ArrayBuffer, op: number, fd: number, bounds: ArrayBuffer, count: number, position: number): number;
+  uringFsync(handle: ArrayBuffer, fd: number, datasync: boolean): number;
+  /** One io_uring_enter for every SQE published since the last. */
+  uringSubmit(handle: ArrayBuffer): void;
+  /** → completions written now (a queued operation dropped), or 0 (an ASYNC_CANCEL is prepared). */
+  uringCancel(handle: ArrayBuffer, slot: number): number;
+  /** Drops queued operations (→ completions written; call until 0), cancels submitted ones. */
+  uringCancelAll(handle: ArrayBuffer): number;
+  /** Copies a completed bounced read out (a view, or for readv whether its views are intact); → bytes, or -1. */
+  uringCopyOut(handle: ArrayBuffer, slot: number, view: ArrayBufferView | boolean): number;
+  /**
+   * Registers iovec entries [first, first + count) of `entries` at the same table slots (those that fit the table).
+   * → [how many were registered, the error that stopped the kernel (RLIMIT_MEMLOCK: ENOMEM) or null].
+   */
+  uringRegister(handle: ArrayBuffer, entries: ArrayBuffer, first: number, count: number): [number, IobufError | null];
+  uringClose(handle: ArrayBuffer): void;
+  /** An IobufError for errno (positive) in syscall. */
+  uringError(errno: number, syscall: string): IobufError;
 }
 
 // IOBUF_ADDON_PATH loads a specific build (the sanitizer build uses it).

@@ -25,7 +25,9 @@ export type IobufErrorCode =
   | 'ERR_IOBUF_GATHERER_BUSY'
   | 'ERR_IOBUF_GATHERER_SPENT'
   | 'ERR_IOBUF_SOCKET_CLOSED'
-  | 'ERR_IOBUF_BUDGET_EXHAUSTED';
+  | 'ERR_IOBUF_BUDGET_EXHAUSTED'
+  | 'ERR_IOBUF_URING_UNAVAILABLE'
+  | 'ERR_IOBUF_URING_CLOSED';
 
 export class IobufError extends Error {
   /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */
@@ -40,6 +42,14 @@ export class IobufError extends Error {
     this.name = 'IobufError';
     if (code !== undefined) this.code = code;
   }
+}
+
+/** Node's AbortError for an aborted `signal` (`name` 'AbortError', `code` 'ABORT_ERR', `cause` the reason). */
+export function abortError(signal: AbortSignal): Error & { code: string } {
+  const error = new Error('The operation was aborted', { cause: signal.reason }) as Error & { code: string };
+  error.name = 'AbortError';
+  error.code = 'ABORT_ERR';
+  return error;
 }
 
 /** A value as argument-error messages show it: `null`, `"text"`, `12n`, `an instance of Foo`, … */

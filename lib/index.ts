@@ -17,6 +17,10 @@ export {
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
 } from './iovec';
 export type { IoVecWriteError } from './iovec';
+export { IoRing } from './uring';
+export type {
+  IoRingCloseOptions, IoRingFsyncOptions, IoRingOperationOptions, IoRingOptions, IoRingStats, IoRingSupport,
+} from './uring';
 export { Gatherer } from './gather';
 export type { GathererOptions } from './gather';
 export {

@@ -105,6 +105,15 @@ function staleError(index: number, pooled: boolean): IobufError {
 /** Internal entry points of IoVecArray for this module's functions (not exported from the package). */
 const kTransferSync = Symbol('iobuf.iovec.transferSync');
 const kTransferAsync = Symbol('iobuf.iovec.transferAsync');
+/**
+ * Internal entry points for a part that hands the array to the kernel itself
+ * (lib/uring.ts; not exported from the package): kLend checks the views and
+ * lends the array (busy, as a promise call does) until kRepay; kViewsIntact
+ * says whether every view is still attached and unchanged.
+ */
+export const kLend = Symbol('iobuf.iovec.lend');
+export const kRepay = Symbol('iobuf.iovec.repay');
+export const kViewsIntact = Symbol('iobuf.iovec.viewsIntact');
 
 export class IoVecArray {
   /** The most entries this array holds. */
@@ -412,6 +421,30 @@ export class IoVecArray {
       this.#length = 0;
     } else if (bytes > 0) {
       this.#advance(bytes);
+    }
+  }
+
+  /** See kLend: → [the bounds buffer (the native handle), live entries]. */
+  [kLend](): [ArrayBuffer, number] {
+    if (this.#unusable) this.#throwUnusable();
+    const count = this.#length;
+    this.#checkViews(count);
+    this.#busy = true;
+    this.#unusable = true;
+    return [this.#boundsBuffer, count];
+  }
+
+  [kRepay](): void {
+    this.#busy = false;
+    this.#unusable = this.#closed;
+  }
+
+  [kViewsIntact](): boolean {
+    try {
+      this.#checkViews(this.#length);
+      return true;
+    } catch {
+      return false;
     }
   }
 

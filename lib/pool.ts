@@ -1485,3 +1485,14 @@ export function pooledAddressOf(view: ArrayBufferView): number {
 export function poolOf(view: ArrayBufferView): BufferPool | null {
   return pooledAddressOf(view) < 0 ? null : (view as PooledView)[kSlot]!.pool;
 }
+
+/**
+ * For lib/uring.ts: true when `view` is a Buffer that `pool` has out from a
+ * size-class slab that registration() has not registered yet (a slab mapped
+ * since), so that a new registration() would give it an index.
+ */
+export function inUnregisteredSlab(pool: BufferPool, view: ArrayBufferView): boolean {
+  if (pooledAddressOf(view) < 0) return false;
+  const slab = (view as PooledView)[kSlot]!.slab;
+  return slab.pool === pool && slab.sizeClass !== pool['oversize'] && !pool['registeredIndex']?.has(slab);
+}

@@ -39,6 +39,7 @@ struct AddonData {
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 void InitIoVec(Napi::Env env, Napi::Object exports);
+void InitUring(Napi::Env env, Napi::Object exports);
 
 // The environment is going away (called from addon.cc's cleanup hook, on the
 // environment's own thread, before Node closes its handles): a pool member

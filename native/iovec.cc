@@ -547,6 +547,13 @@ Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+const struct iovec* CheckedEntries(Napi::Env env, napi_value bounds, uint32_t count) {
+  IoVecState* state = StateOf(env, bounds);
+  if (state == nullptr) throw ClosedError(env);
+  if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
+  return state->entries;
+}
+
 void InitIoVec(Napi::Env env, Napi::Object exports) {
   exports.Set("iovMax", Napi::Number::New(env, os::IoVecMax()));
   exports.Set("iovecEntryBytes", Napi::Number::New(env, static_cast<double>(sizeof(struct iovec))));

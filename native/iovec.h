@@ -28,6 +28,7 @@
 // just before the call (it holds them; see the comment on checkViews there).
 #pragma once
 
+#include <napi.h>
 #include <sys/uio.h>
 
 #include <cstddef>
@@ -67,5 +68,14 @@ struct IoVecState {
   uint32_t capacity = 0;
   int references = 2;
 };
+
+// For a part that hands an array to the kernel itself (native/uring.cc):
+// entries [0, count) of the array whose handle is `bounds`, after checking
+// each against its bounds as every iovec call does. Throws
+// ERR_IOBUF_IOVEC_CLOSED or ERR_IOBUF_IOVEC_INVALID. Precondition (the
+// caller's lib/ side): count <= capacity, and the views were checked
+// (lib/iovec.ts lends the array for that). The pointer is valid until JS runs
+// again; copy what must outlive the call.
+const struct iovec* CheckedEntries(Napi::Env env, napi_value bounds, uint32_t count);
 
 }  // namespace iobuf

@@ -1,8 +1,11 @@
 // Linux implementation of os.h.
 #include "os.h"
 
+#include <linux/io_uring.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -205,6 +208,65 @@ int WaitWritable(int fd) {
 Failure AdviseDontFork(void* address, size_t length) {
   if (madvise(address, length, MADV_DONTFORK) != 0) return Fail("madvise");
   return {};
+}
+
+// ---------------------------------------------------------------------------
+// io_uring
+// ---------------------------------------------------------------------------
+
+// glibc has no wrappers for these; the numbers come from the kernel headers
+// (the same on every architecture since 5.1: 425, 426, 427).
+#if !defined(__NR_io_uring_setup) || !defined(__NR_io_uring_enter) || !defined(__NR_io_uring_register)
+#error "the kernel headers do not define the io_uring syscall numbers"
+#endif
+
+int UringSetup(unsigned entries, struct io_uring_params* params) {
+  long result = syscall(__NR_io_uring_setup, entries, params);
+  return result < 0 ? -errno : static_cast<int>(result);
+}
+
+int UringEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags,
+               const void* argument, size_t argumentSize) {
+  long result = syscall(__NR_io_uring_enter, fd, toSubmit, minComplete, flags, argument, argumentSize);
+  return result < 0 ? -errno : static_cast<int>(result);
+}
+
+int UringRegister(int fd, unsigned opcode, const void* argument, unsigned count) {
+  long result = syscall(__NR_io_uring_register, fd, opcode, argument, count);
+  return result < 0 ? -errno : static_cast<int>(result);
+}
+
+Failure MapShared(int fd, int64_t offset, size_t length, Mapping* out) {
+  void* address = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd,
+                       static_cast<off_t>(offset));
+  if (address == MAP_FAILED) return Fail("mmap");
+  out->base = address;
+  out->mapLength = length;
+  return {};
+}
+
+int CreateEventFd() {
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  return fd < 0 ? -errno : fd;
+}
+
+void DrainEventFd(int fd) {
+  eventfd_t value;
+  while (eventfd_read(fd, &value) != 0 && errno == EINTR) {
+  }
+}
+
+void CloseFd(int fd) {
+  if (fd >= 0) close(fd);
+}
+
+long ReadSysctl(const char* path, long fallback) {
+  FILE* file = fopen(path, "re");
+  if (file == nullptr) return fallback;
+  long value = fallback;
+  if (fscanf(file, "%ld", &value) != 1) value = fallback;
+  fclose(file);
+  return value;
 }
 
 }  // namespace iobuf::os

@@ -1,4 +1,4 @@
-// The OS layer: every syscall the memory part makes goes through this header.
+// The OS layer: every syscall the addon makes goes through this header.
 // Nothing here knows about Node-API; failures return a negative errno so the
 // callers can turn them into JS errors with `code`, `errno` and `syscall`.
 #pragma once
@@ -7,6 +7,7 @@
 #include <cstdint>
 
 struct iovec;
+struct io_uring_params;
 
 namespace iobuf::os {
 
@@ -73,5 +74,31 @@ int WaitWritable(int fd);
 
 // madvise(MADV_DONTFORK) over [address, address + length), which must be page-aligned.
 Failure AdviseDontFork(void* address, size_t length);
+
+// ---------------------------------------------------------------------------
+// io_uring (the uring part), through the raw syscalls: no liburing, so a
+// prebuilt binary needs nothing on the user's machine but the kernel. Each
+// returns what the kernel returned (>= 0) or a negative errno; EINTR is
+// returned, not retried (the callers decide: a wait may be interrupted).
+// ---------------------------------------------------------------------------
+
+int UringSetup(unsigned entries, struct io_uring_params* params);  // the ring's fd
+int UringEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags,
+               const void* argument, size_t argumentSize);
+int UringRegister(int fd, unsigned opcode, const void* argument, unsigned count);
+
+// A shared mapping of `length` bytes of `fd` at `offset` (the io_uring rings
+// and SQE array), populated up front.
+Failure MapShared(int fd, int64_t offset, size_t length, Mapping* out);
+
+// A non-blocking, close-on-exec eventfd (counter 0), or a negative errno.
+int CreateEventFd();
+// Reads the eventfd's counter (resetting it to 0); nothing when it is 0.
+void DrainEventFd(int fd);
+void CloseFd(int fd);
+
+// The number in a /proc/sys file (e.g. /proc/sys/kernel/io_uring_disabled),
+// or `fallback` when the file is missing or unreadable.
+long ReadSysctl(const char* path, long fallback);
 
 }  // namespace iobuf::os
