@@ -24,6 +24,7 @@ export type IobufErrorCode =
   | 'ERR_IOBUF_GATHERER_BUSY'
   | 'ERR_IOBUF_GATHERER_SPENT'
   | 'ERR_IOBUF_SOCKET_CLOSED'
+  | 'ERR_IOBUF_WRITER_CLOSED'
   | 'ERR_IOBUF_BUDGET_EXHAUSTED';
 
 export class IobufError extends Error {

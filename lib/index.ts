@@ -17,7 +17,9 @@ export {
 } from './iovec';
 export type { IoVecWriteError } from './iovec';
 export { Gatherer } from './gather';
-export type { GathererOptions } from './gather';
+export type { GathererOptions, NulStringEncoding } from './gather';
+export { SocketWriter } from './socket-writer';
+export type { SocketWriterOptions, SocketWriterStats, Releasable } from './socket-writer';
 export {
   FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
 } from './frames';
