@@ -202,6 +202,11 @@ export class SocketWriter extends EventEmitter {
   // Backpressure
   // -------------------------------------------------------------------------
 
+  /** Bytes handed to the kernel so far. */
+  get bytesWritten(): number {
+    return this.written;
+  }
+
   /** Bytes put but not yet handed to the kernel: the batch collecting plus the one in flight. */
   get queuedBytes(): number {
     return this.open.byteLength + this.writingBytes;
