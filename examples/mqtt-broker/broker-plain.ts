@@ -234,7 +234,7 @@ class Broker {
     let atQos0: Buffer | null = null;
     for (const route of routes) {
       const to = route.client;
-      if (to.closed) continue;
+      if (to.socket.destroyed) continue;  // disconnected, its 'close' (and leaving the tree) still to come
       const outQos = route.qos < qos ? route.qos : qos;
       const length = outQos === qos ? body.length : body.length - 2;
       const queued = to.socket.writableLength;

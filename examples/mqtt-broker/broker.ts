@@ -146,6 +146,7 @@ class Client {
   lastWritten = 0;
   progressAt = Date.now();
   closed = false;
+  assembler: FrameAssembler | null = null;
 
   constructor(readonly socket: net.Socket, readonly writer: SocketWriter) {}
 }
@@ -165,6 +166,8 @@ class Broker {
   private nextAnonymous = 0;
   private readonly outgoing = new Outgoing();
   readonly counters = { published: 0, delivered: 0, dropped: 0, slowDisconnects: 0 };
+  /** Read pauses of the connections that have closed. */
+  private closedReadPauses = 0;
   readonly sweeper: NodeJS.Timeout;
 
   constructor(options: BrokerOptions) {
@@ -183,7 +186,7 @@ class Broker {
     const client = new Client(socket, writer);
     this.connections.add(client);
     const { decoder, tagOf } = taggingDecoder(decodeFixedHeader);
-    new FrameAssembler({
+    client.assembler = new FrameAssembler({
       pool: this.pool,
       lengthPrefix: decoder,
       maxFrameSize: this.maxPacketSize,
@@ -317,7 +320,7 @@ class Broker {
   }
 
   private deliver(to: Client, qos: number, message: Outgoing): void {
-    if (to.closed) return;
+    if (to.socket.destroyed) return;  // disconnected, its 'close' (and leaving the tree) still to come
     // The Remaining Length: the received body, less the packet id when it goes out at QoS 0.
     const length = qos === message.qos ? message.data.length : message.data.length - 2;
     const writer = to.writer;
@@ -394,6 +397,7 @@ class Broker {
     if (client.closed) return;
     client.closed = true;
     this.connections.delete(client);
+    this.closedReadPauses += client.assembler!.stats().pauses;
     if (client.timer !== null) clearTimeout(client.timer);
     for (const filter of client.filters) this.tree.unsubscribe(client, filter);
     client.filters.clear();
@@ -404,7 +408,9 @@ class Broker {
   }
 
   stats(): BrokerStats {
-    return { connections: this.connections.size, ...this.counters };
+    let readPauses = this.closedReadPauses;
+    for (const client of this.connections) readPauses += client.assembler!.stats().pauses;
+    return { connections: this.connections.size, ...this.counters, readPauses };
   }
 }
 

@@ -365,6 +365,8 @@ export interface BrokerStats {
   dropped: number;
   /** Connections closed because they did not keep up (or, on iobuf, because the budget was spent). */
   slowDisconnects: number;
+  /** iobuf: times a client was not read from because the pool had no memory for its packet. */
+  readPauses?: number;
 }
 
 export interface RunningBroker {
