@@ -41,32 +41,62 @@
 import net from 'node:net';
 import path from 'node:path';
 import { BufferPool, FrameAssembler, SocketWriter } from '../../lib/index';
-import type { Frame, Gatherer } from '../../lib/index';
+import type { Frame, Gatherer, Releasable } from '../../lib/index';
 import {
   ACCEPTED, CONNACK, CONNECT, CONNECT_TIMEOUT_MS, DEFAULTS, DISCONNECT, MAX_QOS, PINGREQ, PINGRESP, PUBACK, PUBLISH,
   ProtocolError, SUBACK, SUBSCRIBE, SUBSCRIBE_FAILURE, TopicTree, UNSUBACK, UNSUBSCRIBE,
   decodeFixedHeader, listenAddress, parseConnect, parseSubscribe, parseUnsubscribe, validFlags, validTopicFilter,
-  validTopicName, willBody,
+  validTopicName, varintLength, willBody,
 } from './protocol';
 import type { BrokerOptions, BrokerStats, RunningBroker, Will } from './protocol';
 import { putShared, release, retain, taggingDecoder } from './frame-sharing';
 
-/** Packets up to this size are copied whole into a subscriber's scratch; the bodies of larger ones go by reference. */
+/**
+ * QoS 0 packets up to this size are encoded once per message into pooled
+ * memory that every subscriber's batch refers to; the bodies of larger ones
+ * are referred to where they were received (the frame). QoS 1 packets up to
+ * this size are copied into each subscriber's scratch (their packet ids differ).
+ */
 const COPY_BELOW = 4096;
 
 /** Largest staged prefix: fixed header, topic (u16 length + up to 65535 bytes), packet id, a body copied along. */
 const STAGE_BYTES = 5 + 2 + 0xffff + 2 + COPY_BELOW;
 
 /**
- * The message being routed, and what every subscriber of it gets: a staged
- * prefix (one putSlice) and, for large packets, a body by reference. Staged
- * once per message and outgoing QoS, lazily, in memory reused for every message.
+ * A packet encoded once in pooled memory and sent to many subscribers by
+ * reference: the message holds one count while it is routed, each batch that
+ * refers to it one more, released after its write; the memory goes back at
+ * the last release.
+ */
+class SharedPacket implements Releasable {
+  private refs = 1;
+  constructor(private readonly pool: BufferPool, readonly bytes: Buffer) {}
+
+  retain(): this {
+    this.refs++;
+    return this;
+  }
+
+  release(): void {
+    if (--this.refs === 0) this.pool.release(this.bytes);
+  }
+}
+
+/**
+ * The message being routed, and what every subscriber of it gets, staged
+ * once per message and outgoing QoS, lazily: a small QoS 0 packet whole (a
+ * SharedPacket); otherwise a prefix put into each subscriber's scratch (one
+ * put) and, for large packets, the body by reference to the frame.
  */
 class Outgoing {
   qos = 0;
   data: Buffer = Buffer.alloc(0);
   topicEnd = 0;
   frame: Frame | null = null;
+  /** The QoS 0 packet, encoded once (null: not staged, too large, or no memory). */
+  packet0: SharedPacket | null = null;
+  /** The pool had no memory for packet0: every QoS 0 subscriber misses this message (rule 3). */
+  noMemory0 = false;
   private readonly stage0 = Buffer.allocUnsafeSlow(STAGE_BYTES);
   private readonly stage1 = Buffer.allocUnsafeSlow(STAGE_BYTES);
   /** The prefix for QoS 0 / QoS 1 subscribers (null: not staged yet for this message). */
@@ -78,12 +108,16 @@ class Outgoing {
   /** Where the packet id sits in prefix1. */
   idAt = 0;
 
+  constructor(private readonly pool: BufferPool) {}
+
   start(qos: number, data: Buffer, topicEnd: number, frame: Frame | null): void {
     this.qos = qos;
     this.data = data;
     this.topicEnd = topicEnd;
     this.frame = frame;
     this.prefix0 = this.prefix1 = this.body0 = this.body1 = null;
+    this.packet0 = null;
+    this.noMemory0 = false;
   }
 
   /** Stages the packet for QoS 0 subscribers: without the packet id if it came at QoS 1; DUP 0, RETAIN 0 (3.3.1.3). */
@@ -91,14 +125,22 @@ class Outgoing {
     const { data, topicEnd } = this;
     const length = this.qos === 0 ? data.length : data.length - 2;
     const bodyStart = this.qos === 0 ? 0 : topicEnd + 2;  // the bytes after the topic that go as they are
+    if (length <= COPY_BELOW) {
+      const bytes = this.pool.tryAcquire(1 + varintLength(length) + length);
+      if (bytes === null) {
+        this.noMemory0 = true;
+      } else {
+        let at = writeHeader(bytes, PUBLISH << 4, length);
+        if (this.qos !== 0) at += data.copy(bytes, at, 0, topicEnd);
+        data.copy(bytes, at, bodyStart);
+        this.packet0 = new SharedPacket(this.pool, bytes);
+      }
+      this.prefix0 = this.stage0.subarray(0, 0);  // staged (empty: the packet is packet0)
+      return;
+    }
     let at = writeHeader(this.stage0, PUBLISH << 4, length);
     if (this.qos !== 0) at += data.copy(this.stage0, at, 0, topicEnd);
-    if (length <= COPY_BELOW) {
-      at += data.copy(this.stage0, at, bodyStart);
-      this.body0 = null;
-    } else {
-      this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
-    }
+    this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
     this.prefix0 = this.stage0.subarray(0, at);
   }
 
@@ -119,6 +161,8 @@ class Outgoing {
   }
 
   end(): void {
+    this.packet0?.release();  // the message's own count
+    this.packet0 = null;
     this.data = Buffer.alloc(0);
     this.frame = null;
     this.prefix0 = this.prefix1 = this.body0 = this.body1 = null;
@@ -164,7 +208,7 @@ class Broker {
   private readonly byId = new Map<string, Client>();
   readonly connections = new Set<Client>();
   private nextAnonymous = 0;
-  private readonly outgoing = new Outgoing();
+  private readonly outgoing: Outgoing;
   readonly counters = { published: 0, delivered: 0, dropped: 0, slowDisconnects: 0 };
   /** Read pauses of the connections that have closed. */
   private closedReadPauses = 0;
@@ -176,6 +220,7 @@ class Broker {
     this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULTS.maxQueuedBytes;
     this.slowClientTimeoutMs = options.slowClientTimeoutMs ?? DEFAULTS.slowClientTimeoutMs;
     this.sweeper = setInterval(() => this.sweep(), Math.min(1000, Math.ceil(this.slowClientTimeoutMs / 4))).unref();
+    this.outgoing = new Outgoing(this.pool);
   }
 
   accept(socket: net.Socket): void {
@@ -333,6 +378,18 @@ class Broker {
     let body: Buffer | null;
     if (qos === 0) {
       if (message.prefix0 === null) message.stageQos0();
+      const packet = message.packet0;
+      if (packet !== null) {
+        // The packet every QoS 0 subscriber gets, by reference: no scratch, nothing to fail.
+        writer.batch().putBytes(packet.bytes);
+        writer.releaseAfterWrite(packet.retain());
+        this.counters.delivered++;
+        return;
+      }
+      if (message.noMemory0) {
+        this.overQueued(to, qos);
+        return;
+      }
       prefix = message.prefix0!;
       body = message.body0;
     } else {
