@@ -332,13 +332,28 @@ export class SocketWriter extends EventEmitter {
     if (written === this.writingBytes) {
       this.directWrites++;
       this.writeDone(null);
-    } else if (written > 0) {
-      // The rest by reference, through the stream: the batch keeps its memory until it settles.
+    } else if (written >= 0) {
+      // The socket is full: the rest goes through the stream, which waits for
+      // room. As one Buffer (one copy into pooled memory: one Writable.write()
+      // instead of one per segment), or by reference when the pool has no
+      // room; either way the batch keeps its memory until the write settles.
       const carrier = this.spareCarrier ?? new Gatherer(this.gathererOptions);
       this.spareCarrier = null;
-      const rest = this.iov!.entries();
-      this.iov!.clear();
-      for (let i = 0; i < rest.length; i++) carrier.putBytes(rest[i]);
+      const iov = this.iov!;
+      const rest = iov.entries();
+      const restBytes = this.writingBytes - written;
+      iov.clear();
+      const joined = rest.length > 1 ? this.pool.tryAcquire(restBytes) : null;
+      if (joined !== null) {
+        let at = 0;
+        for (let i = 0; i < rest.length; i++) {
+          joined.set(rest[i], at);
+          at += rest[i].length;
+        }
+        carrier.putOwned(joined);
+      } else {
+        for (let i = 0; i < rest.length; i++) carrier.putBytes(rest[i]);
+      }
       this.carrier = carrier;
       carrier.writeTo(this.socket).then(this.onWritten, this.onWriteFailed);
     } else {
@@ -348,16 +363,16 @@ export class SocketWriter extends EventEmitter {
 
   /**
    * The direct path: one writev(2) of the batch on the socket's descriptor,
-   * if the stream has nothing queued. Returns the bytes the kernel took (the
-   * iov then holds what is left), or 0 to send the whole batch the usual way
-   * (not a plain socket, something queued, EAGAIN, or an error the stream
-   * path will meet and report).
+   * if the stream has nothing queued. Returns the bytes the kernel took, 0
+   * for EAGAIN (the iov then holds what is left), or -1 to send the whole
+   * batch the usual way (not a plain socket, something queued, or an error
+   * the stream path will meet and report).
    */
   private writeDirect(gatherer: Gatherer): number {
     const socket = this.socket as net.Socket;
-    if (socket.connecting || socket.destroyed || !socket.writable || socket.writableLength !== 0) return 0;
+    if (socket.connecting || socket.destroyed || !socket.writable || socket.writableLength !== 0) return -1;
     if (this.fd === -2) this.fd = descriptorOf(socket);
-    if (this.fd < 0) return 0;
+    if (this.fd < 0) return -1;
     const count = gatherer.segmentCount;
     let iov = this.iov;
     if (iov === null || iov.capacity < count) {
@@ -370,10 +385,12 @@ export class SocketWriter extends EventEmitter {
       gatherer.toIoVec(iov);
       // More than IOV_MAX segments: the first writev takes IOV_MAX of them, and the rest goes the usual way.
       written = writevSync(this.fd, iov);
-    } catch {
-      written = 0;  // EAGAIN (the socket is full), or an error the stream path will report as its own
+    } catch (error) {
+      if ((error as { code?: string }).code === 'EAGAIN') return 0;  // full: the iov holds it all
+      iov.clear();
+      return -1;  // a stale segment, or an error (EPIPE, ECONNRESET) the stream path will meet and report
     }
-    if (written === 0 || written === this.writingBytes) iov.clear();
+    if (written === this.writingBytes) iov.clear();
     else iov.advance(written);
     return written;
   }

@@ -52,15 +52,21 @@ import type { BrokerOptions, BrokerStats, RunningBroker, Will } from './protocol
 import { putShared, release, retain, taggingDecoder } from './frame-sharing';
 
 /**
- * QoS 0 packets up to this size are encoded once per message into pooled
- * memory that every subscriber's batch refers to; the bodies of larger ones
- * are referred to where they were received (the frame). QoS 1 packets up to
- * this size are copied into each subscriber's scratch (their packet ids differ).
+ * How a QoS 0 packet reaches each subscriber's batch, by its size:
+ *   - up to COPY_BELOW: copied into the batch's scratch (one put of the packet
+ *     staged once per message): a tick's small packets make one iovec entry;
+ *   - up to SHARE_BELOW: encoded once per message into pooled memory that
+ *     every batch refers to (one iovec entry per packet, no copy per subscriber);
+ *   - larger: its fixed header into the scratch, its body by reference to the
+ *     frame it was received in (no copy at all).
+ * QoS 1 packets up to SHARE_BELOW are copied into each subscriber's scratch
+ * (their packet ids differ); the bodies of larger ones go by reference.
  */
-const COPY_BELOW = 4096;
+const COPY_BELOW = 256;
+const SHARE_BELOW = 4096;
 
 /** Largest staged prefix: fixed header, topic (u16 length + up to 65535 bytes), packet id, a body copied along. */
-const STAGE_BYTES = 5 + 2 + 0xffff + 2 + COPY_BELOW;
+const STAGE_BYTES = 5 + 2 + 0xffff + 2 + SHARE_BELOW;
 
 /**
  * A packet encoded once in pooled memory and sent to many subscribers by
@@ -125,7 +131,7 @@ class Outgoing {
     const { data, topicEnd } = this;
     const length = this.qos === 0 ? data.length : data.length - 2;
     const bodyStart = this.qos === 0 ? 0 : topicEnd + 2;  // the bytes after the topic that go as they are
-    if (length <= COPY_BELOW) {
+    if (length > COPY_BELOW && length <= SHARE_BELOW) {
       const bytes = this.pool.tryAcquire(1 + varintLength(length) + length);
       if (bytes === null) {
         this.noMemory0 = true;
@@ -140,7 +146,12 @@ class Outgoing {
     }
     let at = writeHeader(this.stage0, PUBLISH << 4, length);
     if (this.qos !== 0) at += data.copy(this.stage0, at, 0, topicEnd);
-    this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
+    if (length <= COPY_BELOW) {
+      at += data.copy(this.stage0, at, bodyStart);
+      this.body0 = null;
+    } else {
+      this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
+    }
     this.prefix0 = this.stage0.subarray(0, at);
   }
 
@@ -151,7 +162,7 @@ class Outgoing {
     at += data.copy(this.stage1, at, 0, topicEnd);
     this.idAt = at;
     at += 2;
-    if (data.length <= COPY_BELOW) {
+    if (data.length <= SHARE_BELOW) {
       at += data.copy(this.stage1, at, topicEnd + 2);
       this.body1 = null;
     } else {
