@@ -53,29 +53,34 @@ import { putShared, release, retain, taggingDecoder } from './frame-sharing';
 
 /**
  * How a QoS 0 packet reaches each subscriber's batch, by its size:
- *   - up to COPY_BELOW: copied into the batch's scratch (one put of the packet
- *     staged once per message): a tick's small packets make one iovec entry;
- *   - up to SHARE_BELOW: encoded once per message into pooled memory that
- *     every batch refers to (one iovec entry per packet, no copy per subscriber);
- *   - larger: its fixed header into the scratch, its body by reference to the
- *     frame it was received in (no copy at all).
+ *   - up to SHARE_BELOW: encoded once per message into the tick's shared
+ *     block (pooled memory every batch refers to). A subscriber's packets of
+ *     one tick lie back to back in the block, so they go into its batch as
+ *     one range: one iovec entry per subscriber per tick, however many
+ *     messages, and no JavaScript work per message and subscriber beyond
+ *     moving the range's end;
+ *   - larger: its fixed header into the batch's scratch, its body by
+ *     reference to the frame it was received in (no copy at all).
  * QoS 1 packets up to SHARE_BELOW are copied into each subscriber's scratch
  * (their packet ids differ); the bodies of larger ones go by reference.
  */
-const COPY_BELOW = 256;
 const SHARE_BELOW = 4096;
+/** Bytes of a shared block (a pool size class); a larger packet gets a block of its own size. */
+const BLOCK_BYTES = 64 * 1024;
 
 /** Largest staged prefix: fixed header, topic (u16 length + up to 65535 bytes), packet id, a body copied along. */
 const STAGE_BYTES = 5 + 2 + 0xffff + 2 + SHARE_BELOW;
 
 /**
- * A packet encoded once in pooled memory and sent to many subscribers by
- * reference: the message holds one count while it is routed, each batch that
- * refers to it one more, released after its write; the memory goes back at
- * the last release.
+ * Pooled memory that the packets routed in one tick are encoded into, back
+ * to back, and that subscribers' batches refer to: the broker holds one count
+ * while the tick lasts, each pending range and each batch that refers to it
+ * one more, released after its write; the memory goes back at the last release.
  */
-class SharedPacket implements Releasable {
+class SharedBlock implements Releasable {
   private refs = 1;
+  /** Bytes filled so far. */
+  used = 0;
   constructor(private readonly pool: BufferPool, readonly bytes: Buffer) {}
 
   retain(): this {
@@ -99,9 +104,11 @@ class Outgoing {
   data: Buffer = Buffer.alloc(0);
   topicEnd = 0;
   frame: Frame | null = null;
-  /** The QoS 0 packet, encoded once (null: not staged, too large, or no memory). */
-  packet0: SharedPacket | null = null;
-  /** The pool had no memory for packet0: every QoS 0 subscriber misses this message (rule 3). */
+  /** Where the QoS 0 packet was encoded in a shared block (null: not staged, too large, or no memory). */
+  block0: SharedBlock | null = null;
+  start0 = 0;
+  end0 = 0;
+  /** The pool had no memory for the packet: every QoS 0 subscriber misses this message (rule 3). */
   noMemory0 = false;
   private readonly stage0 = Buffer.allocUnsafeSlow(STAGE_BYTES);
   private readonly stage1 = Buffer.allocUnsafeSlow(STAGE_BYTES);
@@ -114,6 +121,9 @@ class Outgoing {
   /** Where the packet id sits in prefix1. */
   idAt = 0;
 
+  /** The block packets of this tick go into (null: none yet this tick). */
+  private block: SharedBlock | null = null;
+
   constructor(private readonly pool: BufferPool) {}
 
   start(qos: number, data: Buffer, topicEnd: number, frame: Frame | null): void {
@@ -122,8 +132,26 @@ class Outgoing {
     this.topicEnd = topicEnd;
     this.frame = frame;
     this.prefix0 = this.prefix1 = this.body0 = this.body1 = null;
-    this.packet0 = null;
+    this.block0 = null;
     this.noMemory0 = false;
+  }
+
+  /** The tick is over: the broker lets go of its block (batches that refer to it keep it). */
+  endTick(): void {
+    this.block?.release();
+    this.block = null;
+  }
+
+  /** `length` bytes at the end of this tick's block (a new block when they do not fit); null when the pool has none. */
+  private room(length: number): SharedBlock | null {
+    let block = this.block;
+    if (block === null || block.used + length > block.bytes.length) {
+      const bytes = this.pool.tryAcquire(length > BLOCK_BYTES ? length : BLOCK_BYTES);
+      if (bytes === null) return null;
+      block?.release();
+      block = this.block = new SharedBlock(this.pool, bytes);
+    }
+    return block;
   }
 
   /** Stages the packet for QoS 0 subscribers: without the packet id if it came at QoS 1; DUP 0, RETAIN 0 (3.3.1.3). */
@@ -131,27 +159,28 @@ class Outgoing {
     const { data, topicEnd } = this;
     const length = this.qos === 0 ? data.length : data.length - 2;
     const bodyStart = this.qos === 0 ? 0 : topicEnd + 2;  // the bytes after the topic that go as they are
-    if (length > COPY_BELOW && length <= SHARE_BELOW) {
-      const bytes = this.pool.tryAcquire(1 + varintLength(length) + length);
-      if (bytes === null) {
+    if (length <= SHARE_BELOW) {
+      const size = 1 + varintLength(length) + length;
+      const block = this.room(size);
+      if (block === null) {
         this.noMemory0 = true;
       } else {
-        let at = writeHeader(bytes, PUBLISH << 4, length);
+        const bytes = block.bytes;
+        const start = block.used;
+        let at = writeHeader(bytes, PUBLISH << 4, length, start);
         if (this.qos !== 0) at += data.copy(bytes, at, 0, topicEnd);
         data.copy(bytes, at, bodyStart);
-        this.packet0 = new SharedPacket(this.pool, bytes);
+        block.used = start + size;
+        this.block0 = block;
+        this.start0 = start;
+        this.end0 = start + size;
       }
-      this.prefix0 = this.stage0.subarray(0, 0);  // staged (empty: the packet is packet0)
+      this.prefix0 = this.stage0.subarray(0, 0);  // staged (empty: the packet is in block0)
       return;
     }
     let at = writeHeader(this.stage0, PUBLISH << 4, length);
     if (this.qos !== 0) at += data.copy(this.stage0, at, 0, topicEnd);
-    if (length <= COPY_BELOW) {
-      at += data.copy(this.stage0, at, bodyStart);
-      this.body0 = null;
-    } else {
-      this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
-    }
+    this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
     this.prefix0 = this.stage0.subarray(0, at);
   }
 
@@ -172,17 +201,16 @@ class Outgoing {
   }
 
   end(): void {
-    this.packet0?.release();  // the message's own count
-    this.packet0 = null;
+    this.block0 = null;
     this.data = Buffer.alloc(0);
     this.frame = null;
     this.prefix0 = this.prefix1 = this.body0 = this.body1 = null;
   }
 }
 
-function writeHeader(buffer: Buffer, first: number, length: number): number {
-  buffer[0] = first;
-  let at = 1;
+/** Writes a fixed header (first byte, Remaining Length) at `at`; returns the offset after it. */
+function writeHeader(buffer: Buffer, first: number, length: number, at = 0): number {
+  buffer[at++] = first;
   for (; length >= 0x80; length >>>= 7) buffer[at++] = (length & 0x7f) | 0x80;
   buffer[at++] = length;
   return at;
@@ -202,8 +230,42 @@ class Client {
   progressAt = Date.now();
   closed = false;
   assembler: FrameAssembler | null = null;
+  /**
+   * Packets routed to this client this tick, not yet in its batch: a range
+   * of a shared block (the client holds a count on it), put into the batch as
+   * one view before anything else is (out()) or at the end of the tick.
+   */
+  pendingBlock: SharedBlock | null = null;
+  pendingStart = 0;
+  pendingEnd = 0;
+  /** Its writer was ended (DISCONNECT, a refused CONNECT): nothing more is sent to it. */
+  ending = false;
 
   constructor(readonly socket: net.Socket, readonly writer: SocketWriter) {}
+
+  /** The client's batch, with its pending range put first: everything it is sent stays in order. */
+  out(): Gatherer {
+    if (this.pendingBlock !== null) this.commit();
+    return this.writer.batch();
+  }
+
+  /** Puts the pending range into the batch (by reference; no scratch, so it cannot fail). */
+  commit(): void {
+    const block = this.pendingBlock!;
+    this.pendingBlock = null;
+    if (this.socket.destroyed || this.ending) {
+      block.release();
+      return;
+    }
+    this.writer.batch().putBytes(block.bytes.subarray(this.pendingStart, this.pendingEnd));
+    this.writer.releaseAfterWrite(block);  // the count the range held passes to the batch
+  }
+
+  /** Drops the pending range (the client is gone). */
+  dropPending(): void {
+    this.pendingBlock?.release();
+    this.pendingBlock = null;
+  }
 }
 
 export interface IobufBroker extends RunningBroker {
@@ -220,6 +282,21 @@ class Broker {
   readonly connections = new Set<Client>();
   private nextAnonymous = 0;
   private readonly outgoing: Outgoing;
+  /** Clients with a pending range (see Client.pendingBlock), committed at the end of the tick. */
+  private pending: Client[] = [];
+  private tickScheduled = false;
+  /**
+   * The end of a tick that routed shared packets: every pending range goes into
+   * its client's batch (before the writers flush: their ticks are scheduled
+   * by these puts, so they run after this one), and the broker lets go of the block.
+   */
+  private readonly endTick = () => {
+    this.tickScheduled = false;
+    const pending = this.pending;
+    this.pending = [];
+    for (let i = 0; i < pending.length; i++) if (pending[i].pendingBlock !== null) pending[i].commit();
+    this.outgoing.endTick();
+  };
   readonly counters = { published: 0, delivered: 0, dropped: 0, slowDisconnects: 0 };
   /** Read pauses of the connections that have closed. */
   private closedReadPauses = 0;
@@ -274,7 +351,7 @@ class Broker {
         this.publish(client, tag, frame);  // takes the frame over
         return;
       }
-      const out = client.writer.batch();
+      const out = client.out();
       switch (type) {
         case CONNECT: this.connect(client, frame.data, out); break;
         case SUBSCRIBE: this.subscribe(client, frame.data, out); break;
@@ -288,6 +365,7 @@ class Broker {
         case PUBACK: break;  // every session is clean: nothing to redeliver, nothing to forget
         case DISCONNECT:
           client.will = null;  // a clean disconnect: no will
+          client.ending = true;
           void client.writer.end().catch(() => {});
           break;
         default: throw new ProtocolError(`packet type ${type} is not supported`);
@@ -304,6 +382,7 @@ class Broker {
     const connect = parseConnect(body);
     out.putU8(CONNACK << 4).putU8(2).putU8(0).putU8(connect.returnCode);  // session present: never
     if (connect.returnCode !== ACCEPTED) {
+      client.ending = true;
       void client.writer.end().catch(() => {});
       return;
     }
@@ -347,7 +426,7 @@ class Broker {
     }
     try {
       this.route(topic, qos, data, topicEnd, frame);
-      if (qos === 1) client.writer.batch().putU8(PUBACK << 4).putU8(2).putU16BE((data[topicEnd] << 8) | data[topicEnd + 1]);
+      if (qos === 1) client.out().putU8(PUBACK << 4).putU8(2).putU16BE((data[topicEnd] << 8) | data[topicEnd + 1]);
     } finally {
       release(frame);  // the subscribers that refer to its bytes hold handles of their own
     }
@@ -372,15 +451,19 @@ class Broker {
       const route = routes[i];
       this.deliver(route.client, route.qos < qos ? route.qos : qos, message);
     }
+    if (message.block0 !== null && !this.tickScheduled) {
+      this.tickScheduled = true;
+      process.nextTick(this.endTick);
+    }
     message.end();
   }
 
   private deliver(to: Client, qos: number, message: Outgoing): void {
-    if (to.socket.destroyed) return;  // disconnected, its 'close' (and leaving the tree) still to come
+    if (to.socket.destroyed || to.ending) return;  // leaving: its 'close' (and leaving the tree) still to come
     // The Remaining Length: the received body, less the packet id when it goes out at QoS 0.
     const length = qos === message.qos ? message.data.length : message.data.length - 2;
     const writer = to.writer;
-    const queued = writer.queuedBytes;
+    const queued = writer.queuedBytes + (to.pendingBlock === null ? 0 : to.pendingEnd - to.pendingStart);
     if (queued > 0 && queued + length > this.maxQueuedBytes) {
       this.overQueued(to, qos);
       return;
@@ -389,11 +472,19 @@ class Broker {
     let body: Buffer | null;
     if (qos === 0) {
       if (message.prefix0 === null) message.stageQos0();
-      const packet = message.packet0;
-      if (packet !== null) {
-        // The packet every QoS 0 subscriber gets, by reference: no scratch, nothing to fail.
-        writer.batch().putBytes(packet.bytes);
-        writer.releaseAfterWrite(packet.retain());
+      const block = message.block0;
+      if (block !== null) {
+        // The packet every QoS 0 subscriber gets, by reference to the tick's block:
+        // it extends the client's pending range when it follows it there.
+        if (to.pendingBlock === block && to.pendingEnd === message.start0) {
+          to.pendingEnd = message.end0;
+        } else {
+          if (to.pendingBlock !== null) to.commit();
+          else this.pending.push(to);
+          to.pendingBlock = block.retain();
+          to.pendingStart = message.start0;
+          to.pendingEnd = message.end0;
+        }
         this.counters.delivered++;
         return;
       }
@@ -411,7 +502,7 @@ class Broker {
       prefix[message.idAt] = to.packetId >> 8;
       prefix[message.idAt + 1] = to.packetId & 0xff;
     }
-    const out = writer.batch();
+    const out = to.out();
     try {
       out.putSlice(prefix);  // one put: it takes its scratch whole, or throws having written nothing
     } catch (error) {
@@ -467,6 +558,7 @@ class Broker {
     this.connections.delete(client);
     this.closedReadPauses += client.assembler!.stats().pauses;
     if (client.timer !== null) clearTimeout(client.timer);
+    client.dropPending();
     for (const filter of client.filters) this.tree.unsubscribe(client, filter);
     client.filters.clear();
     if (client.clientId !== null && this.byId.get(client.clientId) === client) this.byId.delete(client.clientId);
