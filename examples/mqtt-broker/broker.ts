@@ -15,13 +15,15 @@
 // (a QoS 2 PUBLISH closes the connection; subscriptions are granted QoS 1 at
 // most).
 //
-// Fan-out. A PUBLISH is one pooled frame. The outgoing packet's first bytes
-// (fixed header; topic and packet id when those change) are encoded once per
-// message, and each subscriber gets them with one put into its writer's
-// scratch, then the body: copied along when the packet is small (a tick's
-// small messages then leave as one iovec entry), else by reference — one
-// more handle on the same frame, released when that subscriber's write is
-// done; the frame's memory goes back when the last handle is released.
+// Fan-out. A PUBLISH is one pooled frame. A small QoS 0 packet is encoded
+// once into the tick's shared block (pooled); a subscriber's packets of one
+// tick lie back to back there and go into its batch as one range, so its
+// batch is one iovec entry however many messages it got. A larger packet
+// goes as its fixed header (one put into the subscriber's scratch) and the
+// frame's bytes by reference — one more handle on the frame, released when
+// that subscriber's write is done; the memory goes back at the last release.
+// (QoS 1 packets carry a packet id per subscriber: small ones are copied into
+// each subscriber's scratch.)
 //
 // Slow subscribers, by three rules (broker-plain.ts keeps the first two):
 //   1. At most maxQueuedBytes wait to be sent to a client (its writer's
