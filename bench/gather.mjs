@@ -297,8 +297,98 @@ const putsTable = {
   }],
 };
 
+// ---------------------------------------------------------------------------
+// Table 3: length-prefixed and NUL-terminated strings
+// ---------------------------------------------------------------------------
+
+// Topic-like ASCII names (3 to 27 characters), and the same with accents (UTF-8, 2-byte characters).
+const STRING_SETS = {
+  ascii: ['sensors/room-12/temperature', 'a/b', 'devices/7f3a/status/online', 'home/kitchen/light'],
+  utf8: ['capteurs/salle-12/température', 'é/ü', 'appareils/7f3a/état/connecté', 'maison/cuisine/lumière'],
+};
+
+const STRINGS = {
+  'Buffer.byteLength + writeUInt16BE + write (pre-allocated)': (texts) => {
+    const buffer = Buffer.allocUnsafe(4096);
+    return () => {
+      let at = 0;
+      for (let i = 0; i < 16; i++) {
+        const text = texts[i & 3];
+        at = buffer.writeUInt16BE(Buffer.byteLength(text), at);
+        at += buffer.write(text, at);
+      }
+      return at;
+    };
+  },
+  'Gatherer putU16BE(Buffer.byteLength) + putString': (texts) => {
+    const { BufferPool, Gatherer } = iobuf();
+    const gatherer = new Gatherer({ pool: new BufferPool({ maxMemory: 16 * MiB }) });
+    return () => {
+      gatherer.reset();
+      for (let i = 0; i < 16; i++) {
+        const text = texts[i & 3];
+        gatherer.putU16BE(Buffer.byteLength(text)).putString(text);
+      }
+      return gatherer.byteLength;
+    };
+  },
+  'Gatherer putStringPrefixed(u16be)': (texts) => {
+    const { BufferPool, Gatherer } = iobuf();
+    const gatherer = new Gatherer({ pool: new BufferPool({ maxMemory: 16 * MiB }) });
+    return () => {
+      gatherer.reset();
+      for (let i = 0; i < 16; i++) gatherer.putStringPrefixed(texts[i & 3], 'u16be');
+      return gatherer.byteLength;
+    };
+  },
+  'Gatherer putStringPrefixed(varint)': (texts) => {
+    const { BufferPool, Gatherer } = iobuf();
+    const gatherer = new Gatherer({ pool: new BufferPool({ maxMemory: 16 * MiB }) });
+    return () => {
+      gatherer.reset();
+      for (let i = 0; i < 16; i++) gatherer.putStringPrefixed(texts[i & 3], 'varint');
+      return gatherer.byteLength;
+    };
+  },
+  'Gatherer putStringNul': (texts) => {
+    const { BufferPool, Gatherer } = iobuf();
+    const gatherer = new Gatherer({ pool: new BufferPool({ maxMemory: 16 * MiB }) });
+    return () => {
+      gatherer.reset();
+      for (let i = 0; i < 16; i++) gatherer.putStringNul(texts[i & 3]);
+      return gatherer.byteLength;
+    };
+  },
+};
+
+const stringsTable = {
+  id: 'strings',
+  title: '16 strings, each with its byte length before it (or a NUL after it)',
+  unit: 'time per 16 strings',
+  better: 'lower',
+  params: { quick: ['ascii', 'utf8'], full: ['ascii', 'utf8'] },
+  paramLabel: (set) => (set === 'ascii' ? 'ASCII names, 3–27 chars' : 'UTF-8 names, 3–29 chars'),
+  processes: { quick: 3, full: 5 },
+  nodeArgs: ['--expose-gc'],
+  baseline: 'Buffer.byteLength + writeUInt16BE + write (pre-allocated)',
+  extras: [{ key: 'cpuNs', label: 'CPU time per 16 strings (steadier than the wall clock on a busy machine)', format: formatNs }],
+  competitors: Object.entries(STRINGS).map(([name, make]) => ({
+    name,
+    run: async (set, ctx) => timeOps(make(STRING_SETS[set]), ctx.full ? { samples: 11, sampleMs: 30, warmupMs: 150 } : { samples: 9, sampleMs: 20, warmupMs: 100 }),
+  })),
+  targets: ['ascii', 'utf8'].map((set) => ({
+    name: `putStringPrefixed(u16be) ≤ putU16BE(Buffer.byteLength) + putString, ${set}`,
+    check: (get) => {
+      const ours = get('Gatherer putStringPrefixed(u16be)', set);
+      const before = get('Gatherer putU16BE(Buffer.byteLength) + putString', set);
+      if (!ours || ours.skip || !before || before.skip) return { pass: null, detail: 'not measured' };
+      return { pass: ours.value <= before.value, detail: `${formatNs(ours.value)} vs ${formatNs(before.value)} = ${(ours.value / before.value).toFixed(2)}×` };
+    },
+  })),
+};
+
 export default {
   name: 'gather',
   title: 'Gatherer: scatter-gather writes (issue 5)',
-  tables: [seedTable, putsTable],
+  tables: [seedTable, putsTable, stringsTable],
 };

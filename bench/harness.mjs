@@ -14,7 +14,12 @@
 //             competitors: [{ name, vs?, hugetlb?: 'need' | 'avoid',
 //                             env?: { NAME: value },   // set in the trial process
 //                             run(param, ctx) -> { value, extras?, note? } | { skip } }],
-//             targets?: [{ name, check(get) -> { pass: boolean | null, detail } }] }
+//             targets?: [{ name, check(get) -> { pass: boolean | null, detail } }],
+//             derived?: [{ id, title, unit, better, format?, extra, targets? }] }
+//
+// A derived table is a second table made from the same trials: its value is
+// the trial's extras[extra] (e.g. CPU per GiB beside a throughput table), with
+// its own ratios and targets, so one run measures both.
 //
 // A trial is one competitor at one param. Each trial runs in a fresh `node`
 // process (this file, spawned with --trial); a trial function takes several
@@ -354,6 +359,15 @@ export async function runSuite(suite, suiteFile, { full, log = console.log }) {
     tables.push(summary);
     log(renderTable(summary, 'text'));
     log('');
+    for (const derived of table.derived ?? []) {
+      const derivedCells = new Map([...cells].map(([name, row]) => [name, row.map((cell) => ({
+        ...cell, values: cell.extras[derived.extra] ?? [], extras: {},
+      }))]));
+      const derivedSummary = summarize({ ...table, extras: [], targets: [], ...derived }, params, derivedCells);
+      tables.push(derivedSummary);
+      log(renderTable(derivedSummary, 'text'));
+      log('');
+    }
   }
   return { name: suite.name, title: suite.title, mode, seconds: (performance.now() - started) / 1000, tables };
 }

@@ -1,11 +1,15 @@
 // The same server as rpc-server.ts in plain Node, for comparison: 'data'
 // events, Buffer.concat for frames that span reads, a Buffer per response.
-// The writes of one 'data' event are corked into one.
+// The writes of one 'data' event are corked into one; a client that does not
+// read its responses is not read from until the socket drains.
 //
 //   npx tsx examples/rpc-server-plain.ts [--port 7071] [--host 127.0.0.1]
 import net from 'node:net';
 import path from 'node:path';
 import { BYTES, ECHO, HEAD, MAX_BYTES, MAX_REQUEST, listenAddress, patternBytes } from './rpc-protocol';
+
+/** Responses queued (bytes) at which the server stops reading a client's requests until the socket drains. */
+const PAUSE_AT = 1024 * 1024;
 
 export interface PlainRpcServer {
   port: number;
@@ -15,6 +19,7 @@ export interface PlainRpcServer {
 function serveConnection(socket: net.Socket): void {
   socket.setNoDelay(true);
   let pending: Buffer | null = null;
+  let pausedForWrites = false;
 
   socket.on('data', (chunk: Buffer) => {
     const data = pending === null ? chunk : Buffer.concat([pending, chunk]);
@@ -46,6 +51,16 @@ function serveConnection(socket: net.Socket): void {
     }
     process.nextTick(() => socket.uncork());
     if (at < data.length) pending = data.subarray(at);
+    // The same bound as the iobuf server's writer (its highWaterMark).
+    if (!pausedForWrites && socket.writableLength >= PAUSE_AT) {
+      pausedForWrites = true;
+      socket.pause();
+    }
+  });
+  socket.on('drain', () => {
+    if (!pausedForWrites) return;
+    pausedForWrites = false;
+    socket.resume();
   });
   socket.on('error', () => {});
 }

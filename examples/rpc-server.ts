@@ -1,20 +1,21 @@
 // A length-prefixed request/response server on iobuf: requests are assembled
-// straight into pooled buffers (FrameAssembler), responses leave in one
-// vectored write per batch (Gatherer), and the memory goes back to one pool.
-// The protocol is in rpc-protocol.ts; rpc-server-plain.ts is the same server
-// in plain Node, for comparison (bench/frames.mjs drives both).
+// straight into pooled buffers (FrameAssembler), the responses of one read
+// leave in one vectored write (SocketWriter), and the memory goes back to one
+// pool. The protocol is in rpc-protocol.ts; rpc-server-plain.ts is the same
+// server in plain Node, for comparison (bench/frames.mjs drives both).
 //
 //   npx tsx examples/rpc-server.ts [--port 7070] [--host 127.0.0.1]
 //
 // Ownership, request by request: the assembler hands each request frame to
 // onFrame; an echo response refers to the request's bytes (no copy), so the
-// frame is released only once the write that carries them has completed.
-// Frames held that way count against the assembler's highWaterMark: a client
-// that sends but does not read its responses is stopped from sending.
+// frame is released only once the write that carries them has completed
+// (writer.releaseAfterWrite). Frames held that way count against the
+// assembler's highWaterMark: a client that sends but does not read its
+// responses is stopped from sending. Responses that hold no frame (BYTES)
+// are bounded by the writer's needDrain: reading stops until 'drain'.
 import net from 'node:net';
 import path from 'node:path';
-import { BufferPool, FrameAssembler, Gatherer } from '../lib/index';
-import type { Frame } from '../lib/index';
+import { BufferPool, FrameAssembler, SocketWriter } from '../lib/index';
 import { BYTES, ECHO, HEAD, MAX_BYTES, MAX_REQUEST, listenAddress, patternBytes } from './rpc-protocol';
 
 export interface RpcServer {
@@ -24,50 +25,37 @@ export interface RpcServer {
 }
 
 /**
- * Echo bodies up to this size are copied into the gatherer's scratch: a
- * batch of small responses then leaves as a few large iovec entries, which
- * the kernel walks faster than one entry per response (measured here: 4 KiB
+ * Echo bodies up to this size are copied into the writer's scratch: a batch
+ * of small responses then leaves as a few large iovec entries, which the
+ * kernel walks faster than one entry per response (measured here: 4 KiB
  * beats 512 B at 1 KiB echo); larger bodies go by reference.
  */
 const COPY_BELOW = 4096;
 
 function serveConnection(socket: net.Socket, pool: BufferPool): void {
   socket.setNoDelay(true);
-  // Responses gather here until the frames of one read are handled, then go
-  // out together in one vectored write. Writes may overlap (the socket keeps
-  // them in order); each has its gatherer, reused once its write completed.
-  const idle: Gatherer[] = [];
-  let out = new Gatherer({ pool, chunkSize: 64 * 1024 });
-  /** Request frames the gathered responses still refer to. */
-  let referenced: Frame[] = [];
-  let flushScheduled = false;
-
-  const flush = () => {
-    flushScheduled = false;
-    if (out.byteLength === 0 || socket.destroyed) return;
-    const message = out;
-    const frames = referenced;
-    out = idle.pop() ?? new Gatherer({ pool, chunkSize: 64 * 1024 });
-    referenced = [];
-    const done = () => {
-      for (const frame of frames) frame.release();  // the kernel has the bytes now (or the write failed)
-      idle.push(message.reset());
-    };
-    message.writeTo(socket).then(done, done);
-  };
+  // The responses to the requests of one read go out together, in one write.
+  const writer = new SocketWriter(socket, { pool, chunkSize: 64 * 1024 });
+  let pausedForWriter = false;
+  writer.on('drain', () => {
+    if (!pausedForWriter) return;
+    pausedForWriter = false;
+    socket.resume();
+  });
 
   const assembler = new FrameAssembler({
     pool,
     maxFrameSize: MAX_REQUEST,
     onFrame(frame) {
       const request = frame.data;
-      if (request.length < HEAD) {
+      if (request.length < HEAD || writer.closed) {
         frame.release();
         socket.destroy();
         return;
       }
       const op = request[0];
       const id = request.readUInt32BE(1);
+      const out = writer.batch();
       if (op === ECHO) {
         const length = request.length - HEAD;
         out.putU32BE(HEAD + length).putU8(op).putU32BE(id);  // the response frame's prefix and head
@@ -76,7 +64,7 @@ function serveConnection(socket: net.Socket, pool: BufferPool): void {
           frame.release();
         } else {
           out.putBytes(request.subarray(HEAD));
-          referenced.push(frame);
+          writer.releaseAfterWrite(frame);
         }
       } else if (op === BYTES && request.length === HEAD + 4 && request.readUInt32BE(HEAD) <= MAX_BYTES) {
         const length = request.readUInt32BE(HEAD);
@@ -87,9 +75,10 @@ function serveConnection(socket: net.Socket, pool: BufferPool): void {
         socket.destroy();
         return;
       }
-      if (!flushScheduled) {
-        flushScheduled = true;
-        process.nextTick(flush);  // after every frame of this read has been handled
+      // A client that asks for more than it reads: stop reading its requests until the writer drains.
+      if (!pausedForWriter && writer.needDrain) {
+        pausedForWriter = true;
+        socket.pause();
       }
     },
     onError(error) {
@@ -98,11 +87,6 @@ function serveConnection(socket: net.Socket, pool: BufferPool): void {
     },
   });
   assembler.attach(socket);
-  assembler.on('close', () => {
-    for (const frame of referenced) frame.release();
-    referenced = [];
-    out.reset();
-  });
 }
 
 /** Starts the server; `port` 0 picks a free one. */

@@ -27,6 +27,7 @@ import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
+import type { LengthPrefix } from './frames';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { SharedBuffer, kTakeOver } from './shared-buffer';
 
@@ -98,6 +99,44 @@ function validateEncoding(encoding: unknown): asserts encoding is BufferEncoding
   if (typeof encoding !== 'string' || !Buffer.isEncoding(encoding)) {
     validateOneOf(encoding, 'encoding', ['utf8', 'utf16le', 'latin1', 'ascii', 'base64', 'base64url', 'hex'] as const);
   }
+}
+
+/** Encodings putStringNul() takes: those where a 0 byte can only come from a NUL character. */
+export type NulStringEncoding = 'utf8' | 'utf-8' | 'latin1' | 'binary' | 'ascii';
+const NUL_ENCODINGS: readonly NulStringEncoding[] = ['utf8', 'utf-8', 'latin1', 'binary', 'ascii'];
+const STRING_PREFIXES: readonly LengthPrefix[] = ['u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint'];
+
+/** Text up to this many UTF-16 units is tried as ASCII in JS before Buffer#write (see Gatherer#encode). */
+const SHORT_TEXT = 32;
+
+function badText(text: unknown): never {
+  throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a string for text but received ${describeValue(text)}`);
+}
+
+/** latin1 and ascii write the low byte of each UTF-16 unit: U+0000, U+0100, … all become a 0 byte. */
+function hasLowZeroByte(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if ((text.charCodeAt(i) & 0xff) === 0) return true;
+  return false;
+}
+
+/** Bytes of the unsigned LEB128 encoding of `value` (0 to 2^53 - 1). */
+function varintWidth(value: number): number {
+  let width = 1;
+  for (let rest = value; rest >= 0x80; rest = Math.floor(rest / 0x80)) width++;
+  return width;
+}
+
+/** Writes `value` as unsigned LEB128 at `at` (varintWidth(value) bytes). */
+function writeVarint(chunk: Buffer, at: number, value: number): void {
+  while (value > 0xffffffff) {
+    chunk[at++] = (value % 0x80) | 0x80;
+    value = Math.floor(value / 0x80);
+  }
+  while (value >= 0x80) {
+    chunk[at++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  chunk[at] = value;
 }
 
 /**
@@ -199,6 +238,9 @@ export class Gatherer {
   /** reserve()d regions as absolute byte positions [start, end). */
   private reservedStarts: number[] = [];
   private reservedEnds: number[] = [];
+
+  /** lastStringBytes: set by putStringNul() and putStringPrefixed(). */
+  private stringBytes = 0;
 
   private state = OPEN;
   /** writeToFd's IoVecArray, made at the first fd write. */
@@ -413,6 +455,150 @@ export class Gatherer {
     const at = this.allocate(bound);
     // `write` returns what it wrote, which for hex with a bad digit is less than the bound.
     this.cursor = at + this.chunk.write(text, at, bound, encoding);
+    return this;
+  }
+
+  /**
+   * Encodes `text` followed by a 0 byte (a C string). Only byte encodings
+   * ('utf8', 'latin1', 'ascii') make sense here; text that would encode to a
+   * 0 byte of its own is an ERR_INVALID_ARG_VALUE (a reader would stop there).
+   * The text's byte length is in lastStringBytes afterwards.
+   */
+  putStringNul(text: string, encoding: NulStringEncoding = 'utf8'): this {
+    if (typeof text !== 'string') badText(text);
+    const utf8 = encoding === 'utf8' || encoding === 'utf-8';
+    if (!utf8) validateOneOf(encoding, 'encoding', NUL_ENCODINGS);
+    if (utf8 ? text.indexOf('\0') !== -1 : hasLowZeroByte(text)) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected a string without NUL characters for text but received ${describeValue(text)}`);
+    }
+    const length = text.length;
+    // latin1/ascii write one byte per UTF-16 unit; utf8 at most three.
+    let bound = length;
+    if (utf8) bound = 3 * length + 1 <= this.limit - this.cursor ? 3 * length : Buffer.byteLength(text, 'utf8');
+    const at = this.allocate(bound + 1);
+    const written = this.encode(text, at, bound, encoding);
+    this.chunk[at + written] = 0;
+    this.cursor = at + written + 1;
+    this.stringBytes = written;
+    return this;
+  }
+
+  /**
+   * Encodes `text` after its byte length, as `prefix` says: 'u8', 'u16be',
+   * 'u16le', 'u32be', 'u32le' or 'varint' (unsigned LEB128, as putVarint).
+   * The text is encoded once, straight into scratch, and the prefix filled in
+   * after it (no Buffer.byteLength pass for utf8 text that fits the chunk).
+   * Text longer than the prefix can say is a RangeError (ERR_OUT_OF_RANGE)
+   * that writes nothing. The text's byte length is in lastStringBytes afterwards.
+   */
+  putStringPrefixed(text: string, prefix: LengthPrefix, encoding: BufferEncoding = 'utf8'): this {
+    if (typeof text !== 'string') badText(text);
+    let max: number;
+    switch (prefix) {
+      case 'u8': max = 0xff; break;
+      case 'u16be': case 'u16le': max = 0xffff; break;
+      case 'u32be': case 'u32le': max = 0xffffffff; break;
+      case 'varint': max = Number.MAX_SAFE_INTEGER; break;
+      default: validateOneOf(prefix, 'prefix', STRING_PREFIXES); max = 0;
+    }
+    const utf8 = encoding === 'utf8';
+    if (!utf8) validateEncoding(encoding);
+    const length = text.length;
+    // `least`..`bound`: the byte length the text can have. Exact for latin1 and
+    // ascii; for utf8 one to three bytes per UTF-16 unit (a surrogate pair is
+    // four bytes for two); other encodings are measured (Buffer.byteLength:
+    // hex with a bad digit then writes fewer bytes, and the prefix says so).
+    let least: number;
+    let bound: number;
+    if (utf8) {
+      least = length;
+      bound = 3 * length;
+      if (bound > max || bound + 8 > this.limit - this.cursor) least = bound = Buffer.byteLength(text, 'utf8');
+    } else if (encoding === 'latin1' || encoding === 'binary' || encoding === 'ascii') {
+      least = bound = length;
+    } else {
+      least = bound = Buffer.byteLength(text, encoding);
+    }
+    if (least > max) {
+      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a string of at most ${max} bytes for a '${prefix}' prefix for text but received ${least} bytes`);
+    }
+    const width = prefix === 'varint' ? varintWidth(bound) : max === 0xff ? 1 : max === 0xffff ? 2 : 4;
+    const at = this.allocate(width + bound);
+    const chunk = this.chunk;
+    let written = this.encode(text, at + width, bound, encoding);
+    if (prefix === 'varint') {
+      const used = varintWidth(written);
+      if (used < width) {
+        // Fewer bytes than the bound, and a shorter varint: move the text up against it.
+        chunk.copyWithin(at + used, at + width, at + width + written);
+        written += used;
+        writeVarint(chunk, at, written - used);
+        this.cursor = at + written;
+        this.stringBytes = written - used;
+        return this;
+      }
+      writeVarint(chunk, at, written);
+    } else if (max === 0xff) {
+      chunk[at] = written;
+    } else if (max === 0xffff) {
+      this.view.setUint16(at, written, prefix === 'u16le');
+    } else {
+      this.view.setUint32(at, written, prefix === 'u32le');
+    }
+    this.cursor = at + width + written;
+    this.stringBytes = written;
+    return this;
+  }
+
+  /**
+   * Encodes `text` at `at` of the open chunk (at most `bound` bytes); returns
+   * the bytes written. Short ASCII text is stored by a JS loop: Buffer#write
+   * is a native call of ~50 ns, a loop stores a character in ~1 ns (a topic
+   * name, a header key). Anything else goes to Buffer#write.
+   */
+  private encode(text: string, at: number, bound: number, encoding: BufferEncoding): number {
+    const length = text.length;
+    if (length <= SHORT_TEXT && (encoding === 'utf8' || encoding === 'latin1' || encoding === 'ascii')) {
+      const chunk = this.chunk;
+      let i = 0;
+      for (; i < length; i++) {
+        const code = text.charCodeAt(i);
+        if (code > 0x7f) break;
+        chunk[at + i] = code;
+      }
+      if (i === length) return length;
+    }
+    return length === 0 ? 0 : this.chunk.write(text, at, bound, encoding);
+  }
+
+  /**
+   * Bytes of text the last putStringNul() or putStringPrefixed() encoded
+   * (without the prefix or terminator): the byte length, without a separate
+   * Buffer.byteLength. (For putString, `byteLength` after minus before.)
+   */
+  get lastStringBytes(): number {
+    return this.stringBytes;
+  }
+
+  /**
+   * An unsigned LEB128 varint: 7 bits a byte, least significant first, the
+   * high bit set on every byte but the last (MQTT's Remaining Length,
+   * protobuf's varint). 0 to Number.MAX_SAFE_INTEGER, 1 to 8 bytes.
+   */
+  putVarint(value: number): this {
+    if (typeof value === 'number' && value >= 0 && value < 0x80 && (value | 0) === value) {
+      let at = this.cursor;
+      if (at + 1 > this.limit) at = this.grow(1);
+      this.chunk[at] = value;
+      this.cursor = at + 1;
+      return this;
+    }
+    if (!Number.isSafeInteger(value) || value < 0) badInteger(value, 0, Number.MAX_SAFE_INTEGER);
+    const width = varintWidth(value);
+    let at = this.cursor;
+    if (at + width > this.limit) at = this.grow(width);
+    writeVarint(this.chunk, at, value);
+    this.cursor = at + width;
     return this;
   }
 

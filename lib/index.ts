@@ -22,7 +22,9 @@ export type {
   IoRingCloseOptions, IoRingFsyncOptions, IoRingOperationOptions, IoRingOptions, IoRingStats, IoRingSupport,
 } from './uring';
 export { Gatherer } from './gather';
-export type { GathererOptions } from './gather';
+export type { GathererOptions, NulStringEncoding } from './gather';
+export { SocketWriter } from './socket-writer';
+export type { SocketWriterOptions, SocketWriterStats, Releasable } from './socket-writer';
 export {
   FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
 } from './frames';
