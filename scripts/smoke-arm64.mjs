@@ -38,7 +38,7 @@ let passed = 0;
 let failed = 0;
 
 /** A hang is a failure, not a stuck CI run: no check takes near this long, even under emulation. */
-const CHECK_LIMIT_MS = 120_000;
+const CHECK_LIMIT_MS = 60_000;
 
 async function check(name, body) {
   const started = Date.now();

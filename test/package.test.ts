@@ -16,8 +16,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const repo = path.resolve(__dirname, '..');
 // Packing builds three prebuilds (x64, arm64 cross, musl with Zig). Measured:
 // ~1 min alone, ~3 min beside the other test files; the first musl build on a
-// machine also compiles Zig's libc++ once (~3.5 min, then cached in ~/.cache/zig).
-const SETUP_TIMEOUT = 600_000;
+// machine also compiles Zig's libc++ once (3.5 min, 8 min while other builds
+// ran; then cached in ~/.cache/zig).
+const SETUP_TIMEOUT = 900_000;
 
 // Children get a clean environment: no sanitizer preload or sanitizer addon
 // (npm, node-gyp and g++ would run under ASan and the installed package would
