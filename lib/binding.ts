@@ -21,8 +21,12 @@ export interface NativeBinding {
   mapHuge(size: number, fallback: number, flags: number): Buffer;
   /** The ArrayBuffer's data address as a number (0 when detached). */
   addressOf(arrayBuffer: ArrayBuffer): number;
-  /** Detach, and unmap when the memory is a native mapping. */
+  /** Detach, and unmap when the memory is a native mapping (at the last repay() if it is lent). */
   free(arrayBuffer: ArrayBuffer): void;
+  /** Pins the native allocation holding the ArrayBuffer's memory; a token for repay(), or 0 for non-native memory. */
+  lend(arrayBuffer: ArrayBuffer): number;
+  /** Ends a lend(): the last one of a freed allocation unmaps it. */
+  repay(token: number): void;
   pageKind(address: number): 'hugetlb' | 'thp' | 'normal' | 'unknown';
   /**
    * memmove of source[sourceStart, sourceEnd) to target[targetStart…), clamped
@@ -31,10 +35,26 @@ export interface NativeBinding {
    */
   copyBytes(source: Uint8Array, target: Uint8Array, targetStart: number, sourceStart: number, sourceEnd: number): number;
 
-  // pool (native/pool.cc)
-  /** A Buffer with an ArrayBuffer of its own over slab bytes [offset, offset + length). */
+  // pool (native/pool.cc; the shared block's layout is native/pool.h)
+  /** A Buffer with an ArrayBuffer of its own over slab bytes [offset, offset + length) (checked natively). */
   viewOf(slab: ArrayBuffer, offset: number, length: number): Buffer;
   detach(arrayBuffer: ArrayBuffer): void;
+  /** Joins the pool whose shared block `block` covers (an Int32Array over the whole SharedArrayBuffer): [memberId, region]. */
+  poolJoin(block: Int32Array): [number, number];
+  /** Gives back what the member holds (pages, tickets, region) and ends the membership. */
+  poolLeave(member: number): void;
+  /** Takes pages from the budget if they fit. */
+  poolReserve(member: number, pages: number): boolean;
+  /** Gives pages back (bumps the epoch; the caller notifies). */
+  poolUnreserve(member: number, pages: number): void;
+  /** A ticket in the FIFO queue, or null when the ring is full (bumps the epoch). */
+  poolTakeTicket(member: number): number | null;
+  /** The ticket is done (bumps the epoch; the caller notifies). */
+  poolFinishTicket(member: number, ticket: number): void;
+  /** Runs on this thread when another thread left a pool without JavaScript (worker.terminate()). */
+  poolSetWakeHandler(handler: () => void): void;
+  /** native/pool.h's layout, for the test that checks lib/pool-shared.ts against it. */
+  readonly poolLayout: Record<string, unknown>;
 
   // iovec (native/iovec.cc)
   /** IOV_MAX: the most entries one readv/writev takes. */
@@ -47,8 +67,13 @@ export interface NativeBinding {
   iovecClose(bounds: ArrayBuffer, entries: ArrayBuffer): void;
   /** Checks entries [0, count) against their bounds, then one transfer (op: native/iovec.h IoVecOp). */
   iovecTransfer(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number): number;
-  /** The same, checked and snapshotted now, run on the libuv thread pool. */
-  iovecTransferAsync(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number): Promise<number>;
+  /**
+   * The same, checked and snapshotted now, run on the libuv thread pool. Entries in
+   * non-native memory go through bounce blocks; `views` (entry i's view at i) lets a
+   * read copy out only into views still attached where they were.
+   */
+  iovecTransferAsync(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number,
+    views: readonly (ArrayBufferView | undefined)[]): Promise<number>;
   /** The address of a TypedArray's or DataView's first byte (0 when detached). */
   viewAddress(view: ArrayBufferView): number;
   /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */

@@ -39,6 +39,7 @@ import net from 'node:net';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import type { Gatherer } from './gather';
+import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { BufferPool } from './pool';
 
 export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
@@ -241,6 +242,16 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   /** A second read buffer, taken only when bytes had to wait for memory (see nextReadBuffer). */
   private spare: Buffer | null = null;
   private readonly pooledReadBuffers = new Set<Buffer>();
+  /**
+   * Memory the socket may read into is lent to it (lib/lending.ts): the read
+   * buffers for as long as the assembler reads, a frame's buffer while it is
+   * the next read's target. A pool that closes with { force } ends the
+   * assembler (ERR_IOBUF_POOL_CLOSED) and gets the memory back once the
+   * socket no longer reads.
+   */
+  private readonly readLoans: Loan[] = [];
+  private targetLoan: Loan | null = null;
+  private readonly borrower: Borrower = { stopBorrowing: (reason) => this.destroy(reason) };
   private parsePos = 0;
   private fillEnd = 0;
   private readTarget = INTO_STAGING;
@@ -438,9 +449,12 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
 
   private nextReadBuffer(): Uint8Array | undefined {
     if (this.isClosed) return undefined;
+    this.targetLoan?.repay();  // the last read into a frame landed; the next one goes where this says
+    this.targetLoan = null;
     const frame = this.frame;
     if (frame !== null && this.parsePos === this.fillEnd && this.frameLength - this.frameFill >= this.directThreshold) {
       this.readTarget = INTO_FRAME;
+      this.targetLoan = lend(frame, this.borrower);
       return frame.subarray(this.frameFill);
     }
     if (this.parsePos < this.fillEnd) {
@@ -466,7 +480,10 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     } catch {
       // a closed pool: the first frame will report it
     }
-    if (buffer !== null) this.pooledReadBuffers.add(buffer);
+    if (buffer !== null) {
+      this.pooledReadBuffers.add(buffer);
+      this.readLoans.push(lend(buffer, this.borrower));
+    }
     return buffer ?? Buffer.allocUnsafeSlow(this.readBufferSize);
   }
 
@@ -864,7 +881,11 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     if (this.isClosed) return;
     this.isClosed = true;
     this.memoryAbort.abort();
-    // The socket is closed (or was never attached): no read can land in these any more.
+    // The socket is closed or destroyed (libuv stops reading at once), or was
+    // never attached: no read can land in these any more.
+    this.targetLoan?.repay();
+    this.targetLoan = null;
+    repayAll(this.readLoans);
     if (this.frame !== null) this.releaseQuietly(this.frame);
     this.frame = null;
     for (const buffer of this.pooledReadBuffers) this.releaseQuietly(buffer);

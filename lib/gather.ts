@@ -27,6 +27,7 @@ import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
+import { type Borrower, type Loan, lend, repayAll } from './lending';
 
 export interface GathererOptions {
   /** Where scratch memory comes from. */
@@ -667,13 +668,9 @@ export class Gatherer {
     // Scratch chunks and owned buffers are the very Buffers the pool handed
     // out, passed with offset/length (not as subarrays): IoVecArray then finds
     // their address without a native call, and would catch a release before the syscall.
-    for (let i = 0; i < this.bufs.length; i++) {
-      // A detached Buffer reads length 0: check all first, so that no entry is appended then.
-      if (this.bufs[i].length < this.ends[i]) {
-        const what = this.kinds[i] === BORROWED ? 'the view passed to putBytes' : this.kinds[i] === SCRATCH ? 'its scratch chunk' : 'the Buffer passed to putOwned';
-        throw new IobufError(`Gatherer segment ${i} is stale: ${what} was freed or detached since the put; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
-      }
-    }
+    // Check all first, so that no entry is appended when one is stale.
+    const stale = this.staleSegmentError();
+    if (stale !== null) throw stale;
     for (let i = 0; i < this.bufs.length; i++) iov.push(this.bufs[i], this.starts[i], this.ends[i] - this.starts[i]);
     return iov;
   }
@@ -767,6 +764,15 @@ export class Gatherer {
    * write() returning false does not split it), so it is the next writeTo()
    * that waits. Messages leave in call order, however many are pending.
    *
+   * Lending: from the call until the write is over, every segment's memory is
+   * lent (lib/lending.ts): a release() of a putBytes'd pooled Buffer, a free()
+   * of a putBytes'd allocation, or a pool's close takes effect only after it.
+   * A segment whose memory was already freed or detached at the call, or
+   * before the write could be handed to the socket, fails the write with
+   * ERR_IOBUF_IOVEC_INVALID and nothing is written. A pool closed with
+   * { force } before the write was handed to the socket fails it with
+   * ERR_IOBUF_POOL_CLOSED (nothing written); once handed over, it completes.
+   *
    * A socket error or close before completion rejects (with the socket's
    * error, else ERR_IOBUF_SOCKET_CLOSED), after the socket is destroyed and
    * closed (libuv no longer reads the memory) and every pooled buffer is
@@ -778,6 +784,11 @@ export class Gatherer {
     }
     if (this.state !== OPEN) return Promise.reject(this.stateError());
     this.flush();
+    const stale = this.staleSegmentError();
+    if (stale !== null) {
+      this.spend();
+      return Promise.reject(stale);
+    }
     this.state = WRITING;
     this.limit = -1;
     return new Promise<void>((resolve, reject) => this.startSocketWrite(socket, resolve, reject));
@@ -797,19 +808,23 @@ export class Gatherer {
     const watch = SocketWatch.of(socket);
     let failure: Error | null = null;
     let done = false;
-    // Ends the write once it is safe to release: at success, or on failure
-    // once the socket has closed (its pending writes are finished or cancelled).
+    /** The segments were given to the socket: from then on only the socket can end the write. */
+    let handedOver = false;
+    // Ends the write once it is safe to release: at success, before the
+    // hand-over, or on failure once the socket has closed (its pending writes
+    // are finished or cancelled).
     const finish = (error: Error | null) => {
       if (done) return;
       if (error !== null) {
         failure ??= error;
-        if (!watch.closed) {
+        if (handedOver && !watch.closed) {
           if (!socket.destroyed) socket.destroy(failure);
           return;  // onClose finishes
         }
       }
       done = true;
       watch.remove(onClose, writeAll);
+      repayAll(loans);
       this.settle(failure, resolve, reject);
     };
     const onClose = () => finish(watch.error ?? socket.errored ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
@@ -820,13 +835,47 @@ export class Gatherer {
       else finish(null);
     };
     const writeAll = () => {
+      // Runs now or from the socket's 'drain' listener: nothing may throw out of it.
+      const stale = this.staleSegmentError();
+      if (stale !== null) {
+        finish(stale);
+        return;
+      }
+      handedOver = true;
       socket.cork();
-      for (let i = 0; i < count - 1; i++) socket.write(this.segment(i));
-      socket.write(this.segment(count - 1), onWritten);
-      socket.uncork();
+      try {
+        for (let i = 0; i < count - 1; i++) socket.write(this.segment(i));
+        socket.write(this.segment(count - 1), onWritten);
+      } catch (error) {
+        finish(error as Error);
+      } finally {
+        socket.uncork();
+      }
     };
+    // A lender (a pool) that closes before the hand-over fails the write; after it, the write completes.
+    const borrower: Borrower = {
+      stopBorrowing: (reason) => {
+        if (!handedOver) finish(reason);
+      },
+    };
+    const loans: Loan[] = [];
+    for (let i = 0; i < count; i++) {
+      if (i === 0 || this.bufs[i] !== this.bufs[i - 1]) loans.push(lend(this.bufs[i], borrower));
+    }
     watch.add(onClose);
     watch.writeInOrder(writeAll);
+  }
+
+  /** ERR_IOBUF_IOVEC_INVALID for the first segment whose memory was freed or detached since its put, else null. */
+  private staleSegmentError(): IobufError | null {
+    for (let i = 0; i < this.bufs.length; i++) {
+      // A detached Buffer reads length 0.
+      if (this.bufs[i].length < this.ends[i]) {
+        const what = this.kinds[i] === BORROWED ? 'the view passed to putBytes' : this.kinds[i] === SCRATCH ? 'its scratch chunk' : 'the Buffer passed to putOwned';
+        return new IobufError(`Gatherer segment ${i} is stale: ${what} was freed or detached since the put; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
+      }
+    }
+    return null;
   }
 
   /** The write is over: every pooled buffer back, the gatherer spent. */

@@ -25,7 +25,7 @@
 import os from 'node:os';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
-import { pinHeapAllocation, unpinHeapAllocation } from './memory';
+import { type Loan, lend, repayAll } from './lending';
 import { pooledAddressOf } from './pool';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
@@ -421,31 +421,28 @@ export class IoVecArray {
   /**
    * The body of every promise call. The array is lent to the call (busy)
    * until it settles: that keeps its views reachable and unchanged, and
-   * lets an All call advance it afterwards.
+   * lets an All call advance it afterwards. The views' memory is lent to the
+   * kernel for as long (lib/lending.ts): a release() or free() meanwhile
+   * takes effect when the call has settled. (Natively, iobuf memory is
+   * pinned and other memory goes through bounce blocks: native/iovec.cc.)
    */
   [kTransferAsync](op: Op, fd: number, position: number): Promise<number> {
     if (this.#unusable) this.#throwUnusable();
     const count = this.#length;
     this.#checkViews(count);
-    const pending = native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position);
+    const pending = native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position, this.#views);
     this.#busy = true;
     this.#unusable = true;
-    // free() of a heap-backed allocAligned view meanwhile must not let V8 free
-    // memory the kernel may still use (native mappings are pinned natively).
-    let pinned: ArrayBuffer[] | null = null;
-    for (let i = 0; i < count; i++) {
-      if (this.#kinds[i] === Kind.POOLED) continue;
-      const arrayBuffer = pinHeapAllocation(this.#views[i]!);
-      if (arrayBuffer !== null) (pinned ??= []).push(arrayBuffer);
-    }
+    const loans: Loan[] = [];
+    for (let i = 0; i < count; i++) loans.push(lend(this.#views[i]!));
     return pending.then((bytes) => {
-      if (pinned !== null) for (const arrayBuffer of pinned) unpinHeapAllocation(arrayBuffer);
+      repayAll(loans);
       this.#busy = false;
       this.#unusable = false;
       if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
       return bytes;
     }, (error: Partial<IoVecWriteError>) => {
-      if (pinned !== null) for (const arrayBuffer of pinned) unpinHeapAllocation(arrayBuffer);
+      repayAll(loans);
       this.#busy = false;
       this.#unusable = false;
       if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);

@@ -12,6 +12,7 @@
 //   options and every huge-page allocation.
 import { constants as bufferConstants } from 'node:buffer';
 import { native } from './binding';
+import { registerLender } from './lending';
 import {
   IobufError, validateBoolean, validateInteger, validateOneOf, validateOptions,
   validatePowerOfTwo, validateView,
@@ -64,39 +65,39 @@ export type PageKind = 'hugetlb' | 'thp' | 'normal';
 
 const FALLBACKS: readonly HugePageFallback[] = ['none', 'thp', 'normal'];
 
+/** What this module knows of an allocation it handed out (keyed by its ArrayBuffer). */
+interface AllocationRecord {
+  /** Loans of its memory now (lib/lending.ts). */
+  loans: number;
+  /** native.lend()'s token while lent (0 for heap memory: V8 keeps it alive). */
+  pinToken: number;
+  /** free() was called: done at once, or when the last loan is repaid. */
+  freeRequested: boolean;
+}
+
 // Every ArrayBuffer this module handed out, so free() can tell ours from
 // foreign memory (and a second free from a first) without a native call.
-const allocations = new WeakSet<ArrayBuffer>();
-/** The heap-backed ones among them (V8 frees the memory when free() detaches them). */
-const heapAllocations = new WeakSet<ArrayBuffer>();
+const allocations = new WeakMap<ArrayBuffer, AllocationRecord>();
 
-/**
- * Heap-backed allocations that pending promise calls of the iovec part (libuv
- * thread pool) are using: how many calls, and once free() detached one, an
- * ArrayBuffer that JS never sees holding its memory until the last call is
- * done. (Native mappings are pinned natively: native/memory.cc, Pins.)
- */
-const heapPins = new Map<ArrayBuffer, { count: number; keep: ArrayBuffer | null }>();
-
-/**
- * For the iovec part, when it queues a promise call: pins the heap-backed
- * allocation behind `view`, if it is one, and returns its ArrayBuffer for
- * unpinHeapAllocation (else null).
- */
-export function pinHeapAllocation(view: ArrayBufferView): ArrayBuffer | null {
+registerLender((view) => {
   const arrayBuffer = view.buffer as ArrayBuffer;
-  if (!heapAllocations.has(arrayBuffer)) return null;
-  const pin = heapPins.get(arrayBuffer);
-  if (pin === undefined) heapPins.set(arrayBuffer, { count: 1, keep: null });
-  else pin.count++;
-  return arrayBuffer;
-}
-
-/** When that call is done (settled): at the last unpin, a freed allocation's memory goes. */
-export function unpinHeapAllocation(arrayBuffer: ArrayBuffer): void {
-  const pin = heapPins.get(arrayBuffer)!;
-  if (--pin.count === 0) heapPins.delete(arrayBuffer);
-}
+  const record = allocations.get(arrayBuffer);
+  if (record === undefined || (record.freeRequested && record.loans === 0)) return null;
+  // Native mappings are pinned too (heap memory has nothing to pin: the
+  // iovec part never lets the kernel use it in place from another thread).
+  if (record.loans++ === 0) record.pinToken = native.lend(arrayBuffer);
+  let repaid = false;
+  return {
+    repay() {
+      if (repaid) throw new IobufError('A loan of allocated memory was repaid twice', 'ERR_IOBUF_INTERNAL');
+      repaid = true;
+      if (--record.loans !== 0) return;
+      if (record.pinToken !== 0) native.repay(record.pinToken);
+      record.pinToken = 0;
+      if (record.freeRequested) native.free(arrayBuffer);
+    },
+  };
+});
 
 function mapFlags(options: AllocAlignedOptions | AllocHugeOptions): number {
   const { lock = false, dontFork = false, dontDump = false } = options;
@@ -121,11 +122,10 @@ export function allocAligned(size: number, options: AllocAlignedOptions = {}): B
     const arrayBuffer = zero ? new ArrayBuffer(total) : Buffer.allocUnsafeSlow(total).buffer;
     const misalignment = native.addressOf(arrayBuffer) % alignment;
     buffer = Buffer.from(arrayBuffer, misalignment === 0 ? 0 : alignment - misalignment, size);
-    heapAllocations.add(arrayBuffer);
   } else {
     buffer = native.mapAligned(size, alignment, flags);
   }
-  allocations.add(buffer.buffer as ArrayBuffer);
+  allocations.set(buffer.buffer as ArrayBuffer, { loans: 0, pinToken: 0, freeRequested: false });
   return buffer;
 }
 
@@ -136,7 +136,7 @@ export function allocHuge(size: number, options: AllocHugeOptions = {}): Buffer 
   const { fallback = 'thp' } = options;
   validateOneOf(fallback, 'options.fallback', FALLBACKS);
   const buffer = native.mapHuge(size, FALLBACKS.indexOf(fallback), mapFlags(options));
-  allocations.add(buffer.buffer as ArrayBuffer);
+  allocations.set(buffer.buffer as ArrayBuffer, { loans: 0, pinToken: 0, freeRequested: false });
   return buffer;
 }
 
@@ -180,23 +180,19 @@ export function pageKind(view: ArrayBufferView | ArrayBuffer): PageKind {
 /**
  * Gives the memory of an allocation back now. Takes any view of memory that
  * allocAligned or allocHuge returned; detaches its ArrayBuffer, so every view
- * of it reads as empty and nothing can reach the freed memory. Memory that a
- * pending promise call (readv, writev, …) is using goes when that call is done.
+ * of it reads as empty and nothing can reach the freed memory. Memory lent to
+ * the kernel or libuv (a pending promise readv/writev, a queued socket write:
+ * see lib/lending.ts) is freed when it comes back; until then it stays as it is.
  */
 export function free(view: ArrayBufferView | ArrayBuffer): void {
   const arrayBuffer = view instanceof ArrayBuffer ? view : (validateView(view, 'view'), view.buffer as ArrayBuffer);
-  if (!allocations.has(arrayBuffer)) {
+  const record = allocations.get(arrayBuffer);
+  if (record === undefined) {
     throw new IobufError('free() takes memory from allocAligned() or allocHuge(); this view is not', 'ERR_IOBUF_FOREIGN_BUFFER');
   }
-  if (native.addressOf(arrayBuffer) === 0) {
+  if (record.freeRequested || native.addressOf(arrayBuffer) === 0) {
     throw new IobufError('This memory was freed already', 'ERR_IOBUF_DOUBLE_FREE');
   }
-  const pin = heapPins.get(arrayBuffer);
-  if (pin !== undefined) {
-    // Detach now, but move the memory (same address, no copy) to an
-    // ArrayBuffer that only the pin holds until the kernel is done with it.
-    pin.keep = structuredClone(arrayBuffer, { transfer: [arrayBuffer] });
-    return;
-  }
-  native.free(arrayBuffer);
+  record.freeRequested = true;
+  if (record.loans === 0) native.free(arrayBuffer);
 }

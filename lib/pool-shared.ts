@@ -1,32 +1,38 @@
 // The part of a BufferPool that every thread sharing it sees: one
 // SharedArrayBuffer holding the budget, the close flag, the FIFO ticket queue
-// of waiters, and one statistics region per thread.
+// of waiters, which threads are members, and one statistics region per member.
 //
-// Layout (Int32 words unless noted):
-//
-//   control[0..15]                 see the word indices below
-//   control[16 .. 16+RING)         ticket ring: ring[t % RING] === t + 1 once ticket t is done
-//   stats (Float64), from byte STATS_OFFSET: MAX_THREADS regions of regionLength doubles,
-//                                  each written only by its own thread (plain stores),
-//                                  read by anyone for stats()
+// The layout is native/pool.h's (drawn there); the native side validates a
+// block before any thread joins it and keeps each thread's membership — its
+// reserved pages, its tickets, its region — so that a thread that ends
+// without running JavaScript (worker.terminate()) still gives them back.
+// Everything that changes what a thread holds (reserve, unreserve, take and
+// finish a ticket, join, leave) is therefore one native call; JS reads the
+// words with Atomics and waits on EPOCH.
 //
 // Why tickets: waiters in any thread are served budget in the order they
 // arrived. A waiter takes ticket NEXT_TICKET++; HEAD_TICKET is the oldest
 // ticket not yet done. Only the head may take new budget while anyone waits,
-// so a large request is never starved by a stream of small ones.
+// so a large request is never starved by a stream of small ones. Tickets are
+// int32 and wrap; they are only ever compared for equality.
+import { native } from './binding';
+import { codedError } from './errors';
 
 // Control words (Int32). const enums: tsc inlines them, so the hot path loads no module property.
+// native/pool.h Word; test/pool.layout.test.ts checks they agree.
 export const enum Word {
-  CLOSED = 0,            // 1 once close() began
-  RESERVED_PAGES = 1,    // pages taken from the OS, all threads
-  MAX_PAGES = 2,         // the budget, in pages
-  EPOCH = 3,             // bumped (and notified) whenever waiters should look again
-  NEXT_TICKET = 4,
-  HEAD_TICKET = 5,
-  THREADS = 6,           // threads attached and not yet detached
-  HIGH_WATER_PAGES = 7,  // most pages ever reserved at once
-  REGIONS = 8,           // statistics regions handed out so far
-  WAITERS = 9,           // waiters now, all threads
+  MAGIC = 0,
+  VERSION = 1,
+  CLOSED = 2,            // 1 once close() began on the owning thread
+  RESERVED_PAGES = 3,    // pages taken from the OS, all threads
+  MAX_PAGES = 4,         // the budget, in pages
+  EPOCH = 5,             // bumped (and notified) whenever waiters should look again
+  NEXT_TICKET = 6,
+  HEAD_TICKET = 7,
+  THREADS = 8,           // threads that are members now
+  HIGH_WATER_PAGES = 9,  // most pages ever reserved at once
+  WAITERS = 10,          // tickets out, all threads
+  CLASS_ROWS = 11,       // size classes + 1 (the oversize row)
 }
 
 // Per size class, in a thread's region (doubles).
@@ -53,32 +59,102 @@ export const enum ThreadField {
   WAIT_SAMPLE_COUNT = 512,   // the p99 is taken over the last 512 waits of each thread
 }
 
+export const MAGIC = 0x696f6266;  // "iobf"
+export const LAYOUT_VERSION = 2;
 const CONTROL_WORDS = 16;
 export const RING = 1 << 14;
 export const MAX_THREADS = 64;
-
+/** The Int32 word holding region i's state (1 while a member holds it). */
+const REGION_STATES = CONTROL_WORDS + RING;
+const STATS_OFFSET = (CONTROL_WORDS + RING + MAX_THREADS) * 4;
 const THREAD_FIELDS = ThreadField.WAIT_SAMPLES_START + ThreadField.WAIT_SAMPLE_COUNT;
-
-const STATS_OFFSET = (CONTROL_WORDS + RING) * 4;
+/** Class rows a block may have: 1 to 64 size classes, plus the oversize row. */
+export const MAX_CLASS_ROWS = 65;
 
 export function regionLength(classRows: number): number {
   return classRows * Field.CLASS_FIELDS + THREAD_FIELDS;
 }
 
-export class SharedState {
-  readonly control: Int32Array;
-  readonly statsLength: number;
+function blockBytes(classRows: number): number {
+  return STATS_OFFSET + MAX_THREADS * regionLength(classRows) * 8;
+}
 
-  constructor(readonly buffer: SharedArrayBuffer, readonly classRows: number) {
-    this.control = new Int32Array(buffer, 0, CONTROL_WORDS + RING);
-    this.statsLength = regionLength(classRows);
+/** This module's layout as numbers, for the test that checks them against native/pool.h. */
+export const layout = {
+  magic: MAGIC, version: LAYOUT_VERSION, controlWords: CONTROL_WORDS, ring: RING, maxThreads: MAX_THREADS,
+  regionStates: REGION_STATES, statsOffset: STATS_OFFSET, classFields: Field.CLASS_FIELDS, threadFields: THREAD_FIELDS,
+  words: {
+    closed: Word.CLOSED, reservedPages: Word.RESERVED_PAGES, maxPages: Word.MAX_PAGES, epoch: Word.EPOCH,
+    nextTicket: Word.NEXT_TICKET, headTicket: Word.HEAD_TICKET, threads: Word.THREADS,
+    highWaterPages: Word.HIGH_WATER_PAGES, waiters: Word.WAITERS, classRows: Word.CLASS_ROWS,
+  },
+};
+
+function invalidHandle(why: string): TypeError {
+  return codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected a BufferPool handle for handle but received one whose shared block ${why}`);
+}
+
+/**
+ * One thread's view of the shared block, and its membership: made by
+ * create() (the owning thread) or open() (an attaching thread), then join().
+ */
+export class SharedState {
+  /** The whole block as Int32 words (control words, ring, region states). */
+  readonly control: Int32Array;
+  readonly classRows: number;
+  readonly statsLength: number;
+  /** This thread's member id and region, once joined. */
+  private member = -1;
+  regionIndex = -1;
+
+  private constructor(readonly buffer: SharedArrayBuffer) {
+    this.control = new Int32Array(buffer);
+    this.classRows = this.control[Word.CLASS_ROWS];
+    this.statsLength = regionLength(this.classRows);
   }
 
   static create(classRows: number, maxPages: number): SharedState {
-    const bytes = STATS_OFFSET + MAX_THREADS * regionLength(classRows) * 8;
-    const state = new SharedState(new SharedArrayBuffer(bytes), classRows);
-    state.control[Word.MAX_PAGES] = maxPages;
-    return state;
+    const buffer = new SharedArrayBuffer(blockBytes(classRows));
+    const control = new Int32Array(buffer);
+    control[Word.MAGIC] = MAGIC;
+    control[Word.VERSION] = LAYOUT_VERSION;
+    control[Word.MAX_PAGES] = maxPages;
+    control[Word.CLASS_ROWS] = classRows;
+    return new SharedState(buffer);
+  }
+
+  /**
+   * The block of a handle another thread passed: checked before anything is
+   * written to it (a forged or foreign block throws ERR_INVALID_ARG_VALUE and
+   * touches no shared state). `classRows` is what the handle's options say.
+   */
+  static open(buffer: SharedArrayBuffer, classRows: number): SharedState {
+    if (buffer.byteLength < CONTROL_WORDS * 4) throw invalidHandle('is too small');
+    const control = new Int32Array(buffer, 0, CONTROL_WORDS);
+    if (Atomics.load(control, Word.MAGIC) !== MAGIC) throw invalidHandle('is not a BufferPool\'s');
+    const version = Atomics.load(control, Word.VERSION);
+    if (version !== LAYOUT_VERSION) {
+      throw invalidHandle(`has layout version ${version} (this iobuf uses ${LAYOUT_VERSION}); share pools only between threads that load the same iobuf`);
+    }
+    if (Atomics.load(control, Word.CLASS_ROWS) !== classRows || buffer.byteLength !== blockBytes(classRows)) {
+      throw invalidHandle('does not match its options.sizeClasses');
+    }
+    return new SharedState(buffer);
+  }
+
+  /** Becomes a member (ERR_IOBUF_UNSUPPORTED when MAX_THREADS threads are members now). */
+  join(): void {
+    const [member, region] = native.poolJoin(this.control);
+    this.member = member;
+    this.regionIndex = region;
+  }
+
+  /** Gives back whatever this thread still holds (pages, tickets, its region). */
+  leave(): void {
+    if (this.member < 0) return;
+    native.poolLeave(this.member);
+    this.member = -1;
+    this.notify();
   }
 
   /** The statistics region of thread slot `index`. */
@@ -86,13 +162,9 @@ export class SharedState {
     return new Float64Array(this.buffer, STATS_OFFSET + index * this.statsLength * 8, this.statsLength);
   }
 
-  claimRegion(): number {
-    const index = Atomics.add(this.control, Word.REGIONS, 1);
-    if (index >= MAX_THREADS) {
-      Atomics.sub(this.control, Word.REGIONS, 1);
-      return -1;
-    }
-    return index;
+  /** Whether region `index` belongs to a member now. */
+  regionTaken(index: number): boolean {
+    return Atomics.load(this.control, REGION_STATES + index) !== 0;
   }
 
   get closed(): boolean {
@@ -101,74 +173,64 @@ export class SharedState {
 
   /** Takes `pages` from the budget if they fit. */
   reserve(pages: number): boolean {
-    const control = this.control;
-    for (;;) {
-      const reserved = Atomics.load(control, Word.RESERVED_PAGES);
-      if (reserved + pages > control[Word.MAX_PAGES]) return false;
-      if (Atomics.compareExchange(control, Word.RESERVED_PAGES, reserved, reserved + pages) === reserved) {
-        const total = reserved + pages;
-        let high = Atomics.load(control, Word.HIGH_WATER_PAGES);
-        while (total > high) {
-          const seen = Atomics.compareExchange(control, Word.HIGH_WATER_PAGES, high, total);
-          if (seen === high) break;
-          high = seen;
-        }
-        return true;
-      }
-    }
+    return native.poolReserve(this.member, pages);
   }
 
   /** Gives `pages` back to the budget and wakes every waiter to look again. */
   unreserve(pages: number): void {
-    Atomics.sub(this.control, Word.RESERVED_PAGES, pages);
-    this.wake();
+    native.poolUnreserve(this.member, pages);
+    this.notify();
   }
 
+  /** Bumps the epoch and wakes everyone waiting on it. */
   wake(): void {
     Atomics.add(this.control, Word.EPOCH, 1);
+    this.notify();
+  }
+
+  /** Wakes everyone waiting on the epoch (after a native call bumped it). */
+  notify(): void {
     Atomics.notify(this.control, Word.EPOCH);
   }
 
-  /** A place in the FIFO queue, or -1 when RING waiters already wait. */
-  takeTicket(): number {
-    const control = this.control;
-    for (;;) {
-      const next = Atomics.load(control, Word.NEXT_TICKET);
-      if (next - Atomics.load(control, Word.HEAD_TICKET) >= RING) return -1;
-      if (Atomics.compareExchange(control, Word.NEXT_TICKET, next, next + 1) === next) {
-        Atomics.add(control, Word.WAITERS, 1);
-        return next;
-      }
-    }
+  /** A place in the FIFO queue, or null when RING waiters already wait. */
+  takeTicket(): number | null {
+    const ticket = native.poolTakeTicket(this.member);
+    if (ticket !== null) this.notify();  // threads holding idle slabs look again (watchIdle)
+    return ticket;
   }
 
   /** Ticket `ticket` was served or gave up; the head moves past every done ticket. */
   finishTicket(ticket: number): void {
-    const control = this.control;
-    Atomics.store(control, CONTROL_WORDS + (ticket % RING), ticket + 1);
-    Atomics.sub(control, Word.WAITERS, 1);
-    for (;;) {
-      const head = Atomics.load(control, Word.HEAD_TICKET);
-      if (head === Atomics.load(control, Word.NEXT_TICKET)) break;
-      if (Atomics.load(control, CONTROL_WORDS + (head % RING)) !== head + 1) break;
-      Atomics.compareExchange(control, Word.HEAD_TICKET, head, head + 1);
-    }
-    this.wake();
+    native.poolFinishTicket(this.member, ticket);
+    this.notify();
   }
 
-  /** Whether a request holding `ticket` (-1: not waiting) may take new budget now. */
-  mayTakeBudget(ticket: number): boolean {
+  /** Whether a request holding `ticket` (null: not waiting) may take new budget now. */
+  mayTakeBudget(ticket: number | null): boolean {
     const head = Atomics.load(this.control, Word.HEAD_TICKET);
-    return ticket < 0 ? head === Atomics.load(this.control, Word.NEXT_TICKET) : head === ticket;
+    return ticket === null ? head === Atomics.load(this.control, Word.NEXT_TICKET) : head === ticket;
   }
 
-  /** Sum of one field over every thread's region, for one class row or all. */
+  /** Sum of a counter field (acquires, releases, waits, …) over every region: a thread that left still counts. */
   sum(field: number, row: number): number {
     let total = 0;
-    const regions = Math.min(Atomics.load(this.control, Word.REGIONS), MAX_THREADS);
-    for (let index = 0; index < regions; index++) {
-      total += this.region(index)[row * Field.CLASS_FIELDS + field];
+    for (let index = 0; index < MAX_THREADS; index++) total += this.regionView(index)[row * Field.CLASS_FIELDS + field];
+    return total;
+  }
+
+  /** Sum of a field that says what a thread holds now (in use, idle, mapped) over the members. */
+  sumHeld(field: number, row: number): number {
+    let total = 0;
+    for (let index = 0; index < MAX_THREADS; index++) {
+      if (this.regionTaken(index)) total += this.regionView(index)[row * Field.CLASS_FIELDS + field];
     }
     return total;
+  }
+
+  private regionViews: Float64Array[] = [];
+
+  private regionView(index: number): Float64Array {
+    return this.regionViews[index] ??= this.region(index);
   }
 }

@@ -13,10 +13,11 @@
 // flag and the statistics.
 import os from 'node:os';
 import { native } from './binding';
-import { IobufError, codedError, validateBoolean, validateInteger, validateOneOf, validateOptions } from './errors';
+import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions } from './errors';
 import { IoVecArray } from './iovec';
+import { type Borrower, type Loan, registerLender } from './lending';
 import { cacheLineSize, hugePageSize, pageSize } from './memory';
-import { Field, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
+import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
 
 export type LeakDetection = 'off' | 'sample' | 'full';
 
@@ -113,9 +114,27 @@ const kSlot = Symbol('iobuf.slot');
 /** On a strict-mode view's own ArrayBuffer: the slab's ArrayBuffer, kept reachable. */
 const kSlabKeepAlive = Symbol('iobuf.slabKeepAlive');
 const SAMPLE_INTERVAL = 256;
+/** The longest a blocked acquireSync sleeps before it looks at the queue again (see acquireSync). */
+const WAIT_SLICE_MS = 1000;
 
 /** Every view the pool hands out carries its slot: one property load finds it again (see release). */
 type PooledView = Buffer & { [kSlot]?: Slot };
+
+/** Slabs by their ArrayBuffer, and strict views' own ArrayBuffers by their slot: to find the memory behind any view (lending). */
+const slabOfMemory = new WeakMap<ArrayBuffer, Slab>();
+const slotOfStrictView = new WeakMap<ArrayBuffer, Slot>();
+
+/** The slot whose memory `view` starts in (the very Buffer an acquire returned, or any view of pooled memory), or null. */
+function slotOfView(view: ArrayBufferView): Slot | null {
+  const slot = (view as PooledView)[kSlot];
+  if (slot !== undefined) return slot;
+  const arrayBuffer = view.buffer as ArrayBuffer;
+  const strictSlot = slotOfStrictView.get(arrayBuffer);
+  if (strictSlot !== undefined) return strictSlot;
+  const slab = slabOfMemory.get(arrayBuffer);
+  if (slab === undefined) return null;
+  return slab.slots[Math.min(slab.slots.length - 1, Math.floor(view.byteOffset / slab.stride))];
+}
 
 /**
  * One size class as this thread sees it. The counters are plain fields (the
@@ -137,6 +156,8 @@ class SizeClass {
   oversizeIdleBytes = 0;
   /** Waiters on this thread that a released slot of this class may go to directly. */
   waiting = 0;
+  /** Slots released while lent (see lib/lending.ts): out of the caller's hands, not yet reusable. */
+  awaitingRepay = 0;
 
   constructor(
     readonly row: number,
@@ -149,6 +170,11 @@ class SizeClass {
 
   get inUse(): number {
     return this.acquires - this.releases - this.leaks - this.forced;
+  }
+
+  /** Slots not free: handed out, or released but still lent. */
+  get busySlots(): number {
+    return this.inUse + this.awaitingRepay;
   }
 }
 
@@ -164,6 +190,12 @@ interface Slab {
   /** Slots not handed out; kept up to date for oversize slabs only (others count in trim()). */
   free: number;
   unmapped: boolean;
+  /** Loans of this slab's memory now (lib/lending.ts); while any, it is not unmapped. */
+  loans: number;
+  /** native.lend()'s token while loans > 0. */
+  pinToken: number;
+  /** Unmap it when the last loan is repaid (trim, close or an oversize return came while lent). */
+  unmapWhenRepaid: boolean;
 }
 
 interface Slot {
@@ -185,9 +217,14 @@ interface Slot {
   stack: string | undefined;
   /** Bumped whenever the slot is tracked, so a late leak report for an earlier owner is ignored. */
   generation: number;
+  /** Loans of this slot's memory now; release() while lent defers the slot's return (see lib/lending.ts). */
+  loans: number;
+  /** The owner released it while lent: back to the pool when the last loan is repaid. */
+  returnWhenRepaid: boolean;
 }
 
 interface Waiter {
+  /** Its place in the pool's FIFO queue (an int32 that wraps: compare with ===). */
   ticket: number;
   size: number;
   count: number;   // > 1 for acquireMany
@@ -291,42 +328,49 @@ function acquireStack(): string {
 }
 
 
-/** Checks the options of a new pool and makes the state its threads share. */
-function createHandle(options: BufferPoolOptions): BufferPoolHandle {
-  validateOptions(options, 'options');
+type SharedOptions = BufferPoolHandle['options'];
+
+/**
+ * Checks the options every thread of a pool shares and returns a copy: the
+ * constructor's, and attach()'s from a handle that came through code the
+ * attaching thread does not own (the copy is what is used, so a handle
+ * altered after the check changes nothing).
+ */
+function checkSharedOptions(options: Partial<SharedOptions>, maxMemory: number, name: string): SharedOptions {
+  validateOptions(options, name);
   const {
-    sizeClasses = DEFAULT_CLASSES, maxMemory = defaultMaxMemory(), hugePages = true,
-    strict = false, poison = false, leakDetection = 'sample',
+    sizeClasses = DEFAULT_CLASSES, hugePages = true, strict = false, poison = false, leakDetection = 'sample',
   } = options;
-  if (!Array.isArray(sizeClasses) || sizeClasses.length === 0 || sizeClasses.length > 64) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of 1 to 64 sizes for options.sizeClasses but received ${String(sizeClasses)}`);
+  if (!Array.isArray(sizeClasses) || sizeClasses.length === 0 || sizeClasses.length > MAX_CLASS_ROWS - 1) {
+    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of 1 to ${MAX_CLASS_ROWS - 1} sizes for ${name}.sizeClasses but received ${describeValue(sizeClasses)}`);
   }
-  sizeClasses.forEach((size, i) => {
-    validateInteger(size, `options.sizeClasses[${i}]`, i === 0 ? 1 : sizeClasses[i - 1] + 1, 2 ** 30);
+  const classes = [...sizeClasses];
+  classes.forEach((size, i) => {
+    validateInteger(size, `${name}.sizeClasses[${i}]`, i === 0 ? 1 : classes[i - 1] + 1, 2 ** 30);
   });
-  validateInteger(maxMemory, 'options.maxMemory', pageSize, (2 ** 31 - 1) * pageSize);
-  const maxPages = Math.floor(maxMemory / pageSize);
-  if (roundUp(sizeClasses[0], pageSize) > maxPages * pageSize) {
-    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected options.maxMemory to hold at least one slab of the smallest size class (${roundUp(sizeClasses[0], pageSize)} bytes) but received ${maxMemory}`);
+  if (roundUp(classes[0], pageSize) > maxMemory) {
+    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected options.maxMemory to hold at least one slab of the smallest size class (${roundUp(classes[0], pageSize)} bytes) but received ${maxMemory}`);
   }
   const { retainIdle = Math.floor(maxMemory / 4) } = options;
-  validateInteger(retainIdle, 'options.retainIdle', 0, Number.MAX_SAFE_INTEGER);
-  validateBoolean(hugePages, 'options.hugePages');
-  validateBoolean(strict, 'options.strict');
-  if (typeof poison !== 'boolean') validateInteger(poison, 'options.poison', 0, 255);
-  validateOneOf(leakDetection, 'options.leakDetection', ['off', 'sample', 'full'] as const);
-  if (options.onLeak !== undefined && typeof options.onLeak !== 'function') {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a function for options.onLeak');
-  }
-  const shared = SharedState.create(sizeClasses.length + 1, maxPages);
-  return {
-    shared: shared.buffer,
-    options: { sizeClasses: [...sizeClasses], retainIdle, hugePages, strict, poison, leakDetection },
-  };
+  validateInteger(retainIdle, `${name}.retainIdle`, 0, Number.MAX_SAFE_INTEGER);
+  validateBoolean(hugePages, `${name}.hugePages`);
+  validateBoolean(strict, `${name}.strict`);
+  if (typeof poison !== 'boolean') validateInteger(poison, `${name}.poison`, 0, 255);
+  validateOneOf(leakDetection, `${name}.leakDetection`, ['off', 'sample', 'full'] as const);
+  return { sizeClasses: classes, retainIdle, hugePages, strict, poison, leakDetection };
+}
+
+/** What the constructor is given by attach(): a checked block and a checked copy of the options. */
+interface Attaching {
+  shared: SharedState;
+  options: SharedOptions;
 }
 
 /** Set by BufferPool.attach() for the constructor it calls. */
-let attaching: BufferPoolHandle | null = null;
+let attaching: Attaching | null = null;
+
+/** The pools this thread is a member of and has not left (woken when another thread departs). */
+const memberPools = new Set<BufferPool>();
 
 export class BufferPool {
   /** Slot sizes, ascending. */
@@ -374,25 +418,43 @@ export class BufferPool {
   /** An Atomics.waitAsync on the epoch is armed because this thread holds idle slabs (see watchIdle). */
   private watchingIdle = false;
   private closing: Promise<void> | null = null;
+  /** Resolves `closing`. */
+  private closed: (() => void) | null = null;
   private drained: (() => void) | null = null;
+  /** close() unmapped (or deferred) everything: no acquire, no release from here on. */
   private freed = false;
+  /** Every slab is unmapped and this thread left the pool's membership. */
+  private left = false;
   /** close() was called on this pool object (in this thread). */
   private closedHere = false;
   /** Made by `new BufferPool` (its close() closes the pool for every thread), not by attach(). */
   private readonly owner: boolean;
 
   constructor(options: BufferPoolOptions = {}) {
-    this.owner = attaching === null;
-    const handle = attaching ?? createHandle(options);
+    const attached = attaching;
     attaching = null;
-    const { sizeClasses, retainIdle, hugePages, strict, poison, leakDetection } = handle.options;
-    this.handle = handle;
-    this.shared = new SharedState(handle.shared, sizeClasses.length + 1);
-    this.control = this.shared.control;
-    const region = this.shared.claimRegion();
-    if (region < 0) throw new IobufError(`A pool is shared by at most ${MAX_THREADS} threads`, 'ERR_IOBUF_UNSUPPORTED');
-    this.region = this.shared.region(region);
-    Atomics.add(this.control, Word.THREADS, 1);
+    this.owner = attached === null;
+    let shared: SharedState;
+    let sharedOptions: SharedOptions;
+    if (attached === null) {
+      validateOptions(options, 'options');
+      const { maxMemory = defaultMaxMemory() } = options;
+      validateInteger(maxMemory, 'options.maxMemory', pageSize, (2 ** 31 - 1) * pageSize);
+      const maxPages = Math.floor(maxMemory / pageSize);
+      sharedOptions = checkSharedOptions(options, maxPages * pageSize, 'options');
+      shared = SharedState.create(sharedOptions.sizeClasses.length + 1, maxPages);
+    } else {
+      ({ shared, options: sharedOptions } = attached);
+    }
+    if (options.onLeak !== undefined && typeof options.onLeak !== 'function') {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a function for options.onLeak but received ${describeValue(options.onLeak)}`);
+    }
+    const { sizeClasses, retainIdle, hugePages, strict, poison, leakDetection } = sharedOptions;
+    this.handle = { shared: shared.buffer, options: { ...sharedOptions, sizeClasses: [...sizeClasses] } };
+    this.shared = shared;
+    this.control = shared.control;
+    shared.join();  // from here on, the native side gives back what this thread holds if it dies
+    this.region = shared.region(shared.regionIndex);
 
     this.sizeClasses = Object.freeze([...sizeClasses]);
     this.maxMemory = this.control[Word.MAX_PAGES] * pageSize;
@@ -423,24 +485,62 @@ export class BufferPool {
     this.classByLog2 = powers
       ? Array.from({ length: 33 }, (_, k) => this.classes.slice(0, -1).find((c) => c.size >= 2 ** k))
       : null;
+    this.adoptRegion();
+    memberPools.add(this);
+  }
+
+  /**
+   * The region may have belonged to a thread that left: its counters carry
+   * on here (they still add up in stats()), what it held does not. Buffers it
+   * never released count as forced (gone with their thread).
+   */
+  private adoptRegion(): void {
+    const region = this.region;
+    for (const sizeClass of this.classes) {
+      const base = sizeClass.row * Field.CLASS_FIELDS;
+      sizeClass.acquires = region[base + Field.ACQUIRES];
+      sizeClass.releases = region[base + Field.RELEASES];
+      sizeClass.misses = region[base + Field.MISSES];
+      sizeClass.leaks = region[base + Field.LEAKS];
+      sizeClass.forced = sizeClass.acquires - sizeClass.releases - sizeClass.leaks;
+    }
+    this.publish();
   }
 
   /**
    * Joins, from another thread, the pool whose `handle` was passed in: the
    * same budget, waiting queue and statistics. Buffers stay with the thread
    * that acquired them (postMessage would copy a Buffer anyway); release them
-   * there. Call close() before the thread ends; if it ends without, its memory
-   * and budget are given back when it exits.
+   * there. Call close() before the thread ends; however it ends without
+   * (return, process.exit(), an uncaught error, worker.terminate()), its
+   * budget, its place in the queue and its statistics slot are given back.
+   * The handle is checked (a forged or altered one throws
+   * ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE and touches no shared state).
    */
   static attach(handle: BufferPoolHandle, options: Pick<BufferPoolOptions, 'onLeak'> = {}): BufferPool {
-    if (handle === null || typeof handle !== 'object' || !(handle.shared instanceof SharedArrayBuffer) || !Array.isArray(handle.options?.sizeClasses)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected a BufferPool handle (pool.handle) for handle');
+    if (handle === null || typeof handle !== 'object') {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool handle (pool.handle) for handle but received ${describeValue(handle)}`);
     }
-    if (new Int32Array(handle.shared, 0, 1)[Word.CLOSED] !== 0) throw closedError();
-    attaching = handle;
-    const pool = new BufferPool({ onLeak: options.onLeak });
-    process.once('exit', () => pool.abandon());
-    return pool;
+    const { shared, options: sharedOptions } = handle;
+    if (!(shared instanceof SharedArrayBuffer)) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a SharedArrayBuffer for handle.shared but received ${describeValue(shared)}`);
+    }
+    if (sharedOptions === null || typeof sharedOptions !== 'object' || !Array.isArray(sharedOptions.sizeClasses)) {
+      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected the options of a BufferPool for handle.options but received ${describeValue(sharedOptions)}`);
+    }
+    validateOptions(options, 'options');
+    const copy = { ...sharedOptions, sizeClasses: [...sharedOptions.sizeClasses] };
+    const block = SharedState.open(shared, copy.sizeClasses.length + 1);
+    const maxMemory = Atomics.load(block.control, Word.MAX_PAGES) * pageSize;
+    if (maxMemory < pageSize) throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'Expected a BufferPool handle for handle but received one whose budget is empty');
+    const checked = checkSharedOptions(copy, maxMemory, 'handle.options');
+    if (block.closed) throw closedError();
+    attaching = { shared: block, options: checked };
+    try {
+      return new BufferPool({ onLeak: options.onLeak });
+    } finally {
+      attaching = null;
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -466,7 +566,7 @@ export class BufferPool {
         return this.handOut(slot, size);
       }
     }
-    return this.acquireNew(size, sizeClass, -1, 1) as Buffer | null;
+    return this.acquireNew(size, sizeClass, null, 1) as Buffer | null;
   }
 
   /** Gives `buffer` back. It must be the very Buffer an acquire returned, not a slice of it. */
@@ -481,7 +581,7 @@ export class BufferPool {
     const sizeClass = owned.sizeClass;
     sizeClass.releases++;
     const free = sizeClass.free;
-    if (this.quiet && free !== null && this.control[Word.WAITERS] === 0) free.push(owned);
+    if (this.quiet && free !== null && owned.loans === 0 && this.control[Word.WAITERS] === 0) free.push(owned);
     else this.releaseSlowly(owned, buffer);
     if (!this.housekeepingScheduled) this.scheduleHousekeeping();
   }
@@ -517,6 +617,7 @@ export class BufferPool {
       // slab cannot be unmapped while the view is reachable.
       view = native.viewOf(slab.arrayBuffer, slot.offset, size);
       Object.defineProperty(view.buffer, kSlabKeepAlive, { value: slab.arrayBuffer });
+      slotOfStrictView.set(view.buffer as ArrayBuffer, slot);
     } else {
       view = Buffer.from(slab.arrayBuffer, slot.offset, size);
     }
@@ -538,6 +639,19 @@ export class BufferPool {
 
   /** release() for strict or poisoning pools, oversize slots, and while waiters (in any thread) or close() wait. */
   private releaseSlowly(slot: Slot, buffer: Buffer): void {
+    if (slot.loans > 0) {
+      // Lent to the kernel or libuv (lib/lending.ts): the caller's ownership
+      // ended above, but the memory is neither detached, poisoned nor reused
+      // until the last loan is repaid (repaySlot finishes the release then).
+      slot.view = buffer;
+      slot.returnWhenRepaid = true;
+      slot.sizeClass.awaitingRepay++;
+      return;
+    }
+    this.finishRelease(slot, buffer);
+  }
+
+  private finishRelease(slot: Slot, buffer: Buffer): void {
     if (this.strict) {
       native.detach(buffer.buffer as ArrayBuffer);
       slot.view = null;
@@ -576,10 +690,10 @@ export class BufferPool {
   /**
    * Maps new memory for `count` buffers of `size` bytes (`sizeClass`
    * undefined: validate `size` first). `ticket` is the caller's place in the
-   * waiting queue, -1 for a caller that does not wait. Returns null when the
+   * waiting queue, null for a caller that does not wait. Returns null when the
    * budget does not allow it now; nothing is counted then.
    */
-  private acquireNew(size: number, sizeClass: SizeClass | undefined, ticket: number, count: number): Buffer | Buffer[] | null {
+  private acquireNew(size: number, sizeClass: SizeClass | undefined, ticket: number | null, count: number): Buffer | Buffer[] | null {
     if (sizeClass === undefined) {
       validateInteger(size, 'size', 1, this.maxMemory);
       sizeClass = this.classFor(size);
@@ -614,13 +728,15 @@ export class BufferPool {
     }
     const slab: Slab = {
       pool: this, arrayBuffer, address: native.addressOf(arrayBuffer), sizeClass, stride, slots: [], bytes,
-      free: 0, unmapped: false,
+      free: 0, unmapped: false, loans: 0, pinToken: 0, unmapWhenRepaid: false,
     };
+    slabOfMemory.set(arrayBuffer, slab);
     const slotCount = count > 1 || oversize ? count : Math.floor(bytes / stride);
     for (let i = 0; i < slotCount; i++) {
       slab.slots.push({
         pool: this, sizeClass, slab, offset: i * stride, view: null, viewLength: 0, owner: null,
         tracked: null, stack: undefined, generation: 0, weakView: null, viewGeneration: 0,
+        loans: 0, returnWhenRepaid: false,
       });
     }
     this.slabs.add(slab);
@@ -730,7 +846,7 @@ export class BufferPool {
       region[base + Field.IN_USE] = sizeClass.inUse;
       region[base + Field.IN_USE_BYTES] = oversize ? sizeClass.oversizeInUseBytes : sizeClass.inUse * sizeClass.size;
       region[base + Field.OS_BYTES] = sizeClass.osBytes;
-      region[base + Field.IDLE_BYTES] = oversize ? sizeClass.oversizeIdleBytes : sizeClass.osBytes - sizeClass.inUse * sizeClass.stride;
+      region[base + Field.IDLE_BYTES] = oversize ? sizeClass.oversizeIdleBytes : sizeClass.osBytes - sizeClass.busySlots * sizeClass.stride;
       region[base + Field.LEAKS] = sizeClass.leaks;
     }
   }
@@ -746,7 +862,7 @@ export class BufferPool {
   private idleHere(): number {
     let idle = this.oversize.oversizeIdleBytes;
     for (const sizeClass of this.classes) {
-      if (sizeClass !== this.oversize) idle += sizeClass.osBytes - sizeClass.inUse * sizeClass.stride;
+      if (sizeClass !== this.oversize) idle += sizeClass.osBytes - sizeClass.busySlots * sizeClass.stride;
     }
     return idle;
   }
@@ -769,7 +885,8 @@ export class BufferPool {
     }
     for (const [slab, free] of freeCounts) {
       if (idle <= retain) break;
-      if (free !== slab.slots.length || this.registeredIndex?.has(slab)) continue;  // registered: pinned until freeAll
+      // Lent memory stays; registered slabs are pinned until freeAll.
+      if (free !== slab.slots.length || slab.loans > 0 || this.registeredIndex?.has(slab)) continue;
       const list = slab.sizeClass.free!;
       let kept = 0;
       for (let i = 0; i < list.length; i++) if (list[i].slab !== slab) list[kept++] = list[i];
@@ -782,12 +899,18 @@ export class BufferPool {
     return unmapped;
   }
 
+  /** Gives a slab back to the OS and its pages to the budget; a lent slab goes when its last loan is repaid. */
   private unmap(slab: Slab): void {
+    if (slab.loans > 0) {
+      slab.unmapWhenRepaid = true;
+      return;
+    }
     const sizeClass = slab.sizeClass;
     sizeClass.osBytes -= slab.bytes;
     if (sizeClass === this.oversize) sizeClass.oversizeIdleBytes -= slab.free * slab.stride;
     this.slabs.delete(slab);
     slab.unmapped = true;
+    slabOfMemory.delete(slab.arrayBuffer);
     native.free(slab.arrayBuffer);
     this.publish();
     this.shared.unreserve(slab.bytes / pageSize);
@@ -821,7 +944,7 @@ export class BufferPool {
       const buffer = this.tryAcquire(size);
       return buffer === null ? null : [buffer];
     }
-    return this.acquireNew(size, this.classFor(size), -1, count) as Buffer[] | null;
+    return this.acquireNew(size, this.classFor(size), null, count) as Buffer[] | null;
   }
 
   private enqueue(size: number, count: number, options: AcquireOptions = {}): Promise<Buffer | Buffer[]> {
@@ -836,9 +959,8 @@ export class BufferPool {
       const ready = count === 1 ? this.tryAcquire(size) : this.tryAcquireMany(count, size);
       if (ready !== null) return Promise.resolve(ready);
       const ticket = this.shared.takeTicket();
-      if (ticket < 0) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
+      if (ticket === null) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
       this.orderFreeLists();
-      this.shared.wake();  // threads holding idle slabs look again (watchIdle)
       return new Promise((resolve, reject) => {
         let timer: NodeJS.Timeout | undefined;
         const sizeClass = this.classFor(size);
@@ -985,9 +1107,8 @@ export class BufferPool {
       throw new IobufError('acquireSync would wait forever: no other thread shares this pool, so nothing can free memory while this thread blocks', 'ERR_IOBUF_WOULD_DEADLOCK');
     }
     const ticket = this.shared.takeTicket();
-    if (ticket < 0) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
+    if (ticket === null) throw new IobufError('Too many waiters on this pool', 'ERR_IOBUF_UNSUPPORTED');
     this.orderFreeLists();
-    this.shared.wake();  // threads holding idle slabs look again (watchIdle)
     const start = performance.now();
     const sizeClass = this.classFor(size);
     try {
@@ -1001,7 +1122,13 @@ export class BufferPool {
         }
         const remaining = start + timeout - performance.now();
         if (remaining <= 0) throw new IobufError(`No memory became free within ${timeout} ms`, 'ERR_IOBUF_BUDGET_TIMEOUT');
-        Atomics.wait(this.control, Word.EPOCH, epoch, remaining);
+        if (Atomics.load(this.control, Word.THREADS) <= 1) {
+          throw new IobufError('acquireSync would wait forever: every other thread sharing this pool has left it', 'ERR_IOBUF_WOULD_DEADLOCK');
+        }
+        // A thread that dies without JavaScript is woken for by native code
+        // through the others' event loops; if every other thread is blocked
+        // too, nobody can, so no single wait lasts longer than a slice.
+        Atomics.wait(this.control, Word.EPOCH, epoch, Math.min(remaining, WAIT_SLICE_MS));
       }
     } finally {
       this.shared.finishTicket(ticket);
@@ -1085,23 +1212,25 @@ export class BufferPool {
     this.publish();
     const shared = this.shared;
     const classes: SizeClassStats[] = this.classes.map((sizeClass) => {
-      const field = (name: number) => shared.sum(name, sizeClass.row);
-      const acquires = field(Field.ACQUIRES);
-      const misses = field(Field.MISSES);
+      // Counters add up over every thread that ever used the pool; what is
+      // held now only over the threads that are members now.
+      const counter = (name: number) => shared.sum(name, sizeClass.row);
+      const held = (name: number) => shared.sumHeld(name, sizeClass.row);
+      const acquires = counter(Field.ACQUIRES);
+      const misses = counter(Field.MISSES);
       return {
         size: sizeClass.size,
-        acquires, releases: field(Field.RELEASES), recycles: acquires - misses, misses,
+        acquires, releases: counter(Field.RELEASES), recycles: acquires - misses, misses,
         recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
-        inUse: field(Field.IN_USE), inUseBytes: field(Field.IN_USE_BYTES),
-        idleBytes: field(Field.IDLE_BYTES), osBytes: field(Field.OS_BYTES), leaks: field(Field.LEAKS),
+        inUse: held(Field.IN_USE), inUseBytes: held(Field.IN_USE_BYTES),
+        idleBytes: held(Field.IDLE_BYTES), osBytes: held(Field.OS_BYTES), leaks: counter(Field.LEAKS),
       };
     });
     const total = (key: keyof SizeClassStats) => classes.reduce((sum, row) => sum + (row[key] as number), 0);
     const threadRow = this.classes.length;
-    const regions = Math.min(Atomics.load(this.control, Word.REGIONS), MAX_THREADS);
     const samples: number[] = [];
     let waitTimeMaxMs = 0;
-    for (let index = 0; index < regions; index++) {
+    for (let index = 0; index < MAX_THREADS; index++) {
       const region = shared.region(index);
       const base = threadRow * Field.CLASS_FIELDS;
       waitTimeMaxMs = Math.max(waitTimeMaxMs, region[base + ThreadField.WAIT_MAX_MS]);
@@ -1133,9 +1262,14 @@ export class BufferPool {
    * pending waiters reject with it — in every thread when called on the pool
    * made with `new`, in this thread only when called on an attached one
    * (which so leaves the pool). Resolves once every buffer this thread handed
-   * out is released and its memory unmapped. `force` unmaps at once and
-   * detaches every outstanding buffer (they read as empty), so no view can
-   * reach freed memory.
+   * out is released and its memory unmapped. `force` does not wait for the
+   * buffers: it tells the borrowers of this thread's memory to stop (a
+   * FrameAssembler reading into it ends with ERR_IOBUF_POOL_CLOSED, a
+   * Gatherer write not yet handed to its socket rejects with it), unmaps
+   * every slab nothing is lent from and detaches its outstanding buffers (they
+   * read as empty), and resolves when the memory still lent to the kernel or
+   * libuv (a socket write in flight, a pending vectored call) has come back
+   * and been unmapped too.
    */
   close(options: CloseOptions = {}): Promise<void> {
     try {
@@ -1149,17 +1283,20 @@ export class BufferPool {
       this.updateQuiet();
       this.rejectWaiters();
       this.shared.wake();
-      if (force || this.inUseHere() === 0) {
-        this.freeAll();
-        return Promise.resolve();
-      }
       this.closing ??= new Promise<void>((resolve) => {
-        this.drained = () => {
+        this.closed = resolve;
+      });
+      if (force) {
+        for (const borrower of [...this.borrowers.keys()]) borrower.stopBorrowing(closedError());
+        this.freeAll();
+      } else if (this.inUseHere() === 0) {
+        this.freeAll();
+      } else {
+        this.drained ??= () => {
           this.drained = null;
           this.freeAll();
-          resolve();
         };
-      });
+      }
       if (timeout === undefined) return this.closing;
       return new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new IobufError(`${this.inUseHere()} buffers were still out after ${timeout} ms; close({ force: true }) frees them anyway`, 'ERR_IOBUF_CLOSE_TIMEOUT')), timeout);
@@ -1178,40 +1315,112 @@ export class BufferPool {
     void this.close({ force: true });
   }
 
+  /** Unmaps every slab (a lent one when its loans are repaid); outstanding buffers become forced. */
   private freeAll(): void {
     if (this.freed) return;
     this.freed = true;
-    let pages = 0;
-    for (const slab of this.slabs) {
-      slab.unmapped = true;
+    for (const slab of [...this.slabs]) {
       for (const slot of slab.slots) {
-        // Strict views have ArrayBuffers of their own; the others die with the slab's.
-        if (this.strict && slot.view !== null) native.detach(slot.view.buffer as ArrayBuffer);
         if (slot.tracked !== null) this.leakRegistry!.unregister(slot);
         slot.owner = null;  // a release after this finds no owner: ERR_IOBUF_POOL_CLOSED
+        // Strict views have ArrayBuffers of their own; the others go with the
+        // slab's. A lent one stays attached (libuv may still send from it)
+        // until its loans are repaid.
+        if (this.strict && slot.view !== null && slot.loans === 0) native.detach(slot.view.buffer as ArrayBuffer);
       }
-      native.free(slab.arrayBuffer);
-      pages += slab.bytes / pageSize;
+      this.unmap(slab);
     }
-    this.slabs.clear();
     for (const sizeClass of this.classes) {
       sizeClass.forced += sizeClass.inUse;
-      sizeClass.osBytes = 0;
-      sizeClass.oversizeInUseBytes = 0;
-      sizeClass.oversizeIdleBytes = 0;
       if (sizeClass.free !== null) sizeClass.free.length = 0;
     }
-    this.publish();
-    Atomics.sub(this.control, Word.THREADS, 1);
-    if (pages > 0) this.shared.unreserve(pages);
+    this.finishCloseIfDone();
     if (this.drained !== null) this.drained();
   }
 
-  /** The thread is exiting without close(): give its memory and budget back. */
-  private abandon(): void {
-    if (this.freed) return;
-    this.rejectWaiters();
-    this.freeAll();
+  /** After freeAll, once no slab is left: this thread leaves the pool and close() resolves. */
+  private finishCloseIfDone(): void {
+    if (!this.freed || this.slabs.size > 0 || this.left) return;
+    this.left = true;
+    this.oversize.oversizeInUseBytes = 0;
+    this.oversize.oversizeIdleBytes = 0;
+    this.publish();
+    this.shared.leave();
+    memberPools.delete(this);
+    this.closed?.();
+    this.closed = null;
+  }
+
+  /** Another thread left the pool without a word (native/pool.cc woke this thread): look at the queue again. */
+  private peerDeparted(): void {
+    if (this.left) return;
+    this.shared.notify();
+    if (this.waiters.length > 0) this.watch();
+    else this.watchIdle();
+  }
+
+  // -------------------------------------------------------------------------
+  // Lending (lib/lending.ts): memory the kernel or libuv is using
+  // -------------------------------------------------------------------------
+
+  /** Borrowers of this thread's memory now, and how many loans each holds. */
+  private readonly borrowers = new Map<Borrower, number>();
+
+  static {
+    registerLender((view, borrower) => {
+      const slot = slotOfView(view);
+      return slot === null || slot.slab.unmapped ? null : slot.pool.lendSlot(slot, borrower);
+    });
+    // Runs on this thread when another thread left a pool without JavaScript.
+    native.poolSetWakeHandler(() => {
+      for (const pool of [...memberPools]) pool.peerDeparted();
+    });
+  }
+
+  private lendSlot(slot: Slot, borrower: Borrower | null): Loan {
+    slot.loans++;
+    const slab = slot.slab;
+    // Pinned natively too: whatever JS does to the slab's ArrayBuffer (a
+    // transfer, a forced close), its pages stay mapped until the loan ends.
+    if (slab.loans++ === 0) slab.pinToken = native.lend(slab.arrayBuffer);
+    if (borrower !== null) this.borrowers.set(borrower, (this.borrowers.get(borrower) ?? 0) + 1);
+    let repaid = false;
+    return {
+      repay: () => {
+        if (repaid) throw new IobufError('A loan of pooled memory was repaid twice', 'ERR_IOBUF_INTERNAL');
+        repaid = true;
+        this.repaySlot(slot, borrower);
+      },
+    };
+  }
+
+  private repaySlot(slot: Slot, borrower: Borrower | null): void {
+    if (borrower !== null) {
+      const count = this.borrowers.get(borrower)! - 1;
+      if (count === 0) this.borrowers.delete(borrower);
+      else this.borrowers.set(borrower, count);
+    }
+    const slab = slot.slab;
+    slot.loans--;
+    if (--slab.loans === 0 && slab.pinToken !== 0) {
+      native.repay(slab.pinToken);
+      slab.pinToken = 0;
+    }
+    if (slot.loans === 0) {
+      if (slot.returnWhenRepaid) {
+        // Released while lent: the release finishes now.
+        slot.returnWhenRepaid = false;
+        slot.sizeClass.awaitingRepay--;
+        if (!this.freed) this.finishRelease(slot, slot.view!);
+      }
+      if (this.freed && this.strict && slot.view !== null) native.detach(slot.view.buffer as ArrayBuffer);
+    }
+    if (slab.loans === 0 && slab.unmapWhenRepaid) {
+      slab.unmapWhenRepaid = false;
+      this.unmap(slab);
+      this.serveWaiters();
+      this.finishCloseIfDone();
+    }
   }
 
   // -------------------------------------------------------------------------
@@ -1279,6 +1488,9 @@ export function pooledAddressOf(view: ArrayBufferView): number {
   const slot = (view as PooledView)[kSlot];
   if (slot === undefined || slot.slab.unmapped) return -1;
   if (slot.owner !== view && !(slot.tracked !== null && slot.tracked.deref() === view)) return -1;
+  // Detached behind the pool's back (Node 22+: ArrayBuffer.prototype.transfer
+  // detaches even a slab): the cached address is no longer this view's.
+  if ((view as Buffer).length === 0) return -1;
   return slot.slab.address + slot.offset;
 }
 

@@ -1,4 +1,4 @@
-// Registers the parts of the addon. Nothing else lives here.
+// Registers the parts of the addon and the environment's cleanup hook.
 #include "addon.h"
 
 #include "errors.h"
@@ -33,10 +33,22 @@ Napi::Value LeakCheck(const Napi::CallbackInfo& info) {
 }
 #endif
 
+// Runs when the environment ends, however it ends (JavaScript does not run
+// after worker.terminate(); this does). Registered after InitPool made the
+// environment's wake function, so it runs before Node's own cleanup of it
+// (cleanup hooks run last-registered first).
+void Cleanup(void* arg) {
+  auto* data = static_cast<AddonData*>(arg);
+  data->tearingDown.store(true);
+  PoolEnvironmentCleanup(data);
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  env.SetInstanceData(new AddonData());
+  auto* data = new AddonData();
+  data->env = env;
+  env.SetInstanceData(data);
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("errnoName", Napi::Function::New(env, ErrnoName, "errnoName"));
 #ifdef IOBUF_ASAN
@@ -45,6 +57,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMemory(env, exports);
   InitPool(env, exports);
   InitIoVec(env, exports);
+  NAPI_THROW_IF_FAILED(env, napi_add_env_cleanup_hook(env, Cleanup, data), exports);
   return exports;
 }
 

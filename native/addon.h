@@ -5,11 +5,33 @@
 
 #include <napi.h>
 
+#include <atomic>
+#include <memory>
+#include <vector>
+
 namespace iobuf {
 
+struct PoolMember;  // pool.cc: this thread's membership in one shared pool
+
 struct AddonData {
+  napi_env env = nullptr;              // the environment this data belongs to
   Napi::FunctionReference errorClass;  // lib/errors.ts IobufError
 
+  // Set by the environment's cleanup hook (a worker's return, process.exit,
+  // an uncaught error or terminate()): from then on no JavaScript may run in
+  // this environment, and completions that arrive late are dropped.
+  std::atomic<bool> tearingDown{false};
+
+  // Pools this thread has joined, indexed by member id (pool.cc).
+  std::vector<std::unique_ptr<PoolMember>> poolMembers;
+  // Wakes this thread's pools when another thread left one without a word
+  // (pool.cc); null until lib/pool.ts set a handler.
+  napi_threadsafe_function poolWake = nullptr;
+  Napi::FunctionReference poolWakeHandler;
+  std::atomic<bool> poolWakePending{false};
+
+  AddonData();
+  ~AddonData();  // pool.cc, where PoolMember is complete
   static AddonData* Of(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 };
 
@@ -17,5 +39,10 @@ struct AddonData {
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 void InitIoVec(Napi::Env env, Napi::Object exports);
+
+// The environment is going away (called from addon.cc's cleanup hook, on the
+// environment's own thread, before Node closes its handles): a pool member
+// that did not leave leaves now.
+void PoolEnvironmentCleanup(AddonData* data);
 
 }  // namespace iobuf

@@ -8,7 +8,10 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "addon.h"
@@ -254,6 +257,7 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
     napi_get_value_double(rawEnv, argv[4], &position);
     IoVecState* state = StateOf(rawEnv, argv[0]);
     if (state == nullptr) throw ClosedError(env);
+    if (count > state->capacity) throw MakeError(env, "ERR_IOBUF_INTERNAL", "count is above the array's capacity");
     auto kind = static_cast<IoVecOp>(op);
 
     if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
@@ -276,52 +280,153 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
 }
 
 // ---------------------------------------------------------------------------
-// Async: iovecTransferAsync(bounds, op, fd, count, position) -> Promise<bytes>
+// Async: iovecTransferAsync(bounds, op, fd, count, position, views) -> Promise<bytes>
 // ---------------------------------------------------------------------------
 
-// Runs one transfer on the libuv thread pool. The entries are checked and
-// copied on the JS thread when the work is queued: what the kernel sees is
-// that snapshot, whatever JS writes into the array meanwhile. The views the
-// entries point into are kept reachable by lib/iovec.ts until the promise
-// settles (the array is lent to the call). Those views can still be freed
-// (free(), a pool's close({ force })) meanwhile: the allocations the entries
-// lie in are pinned from queueing until the worker is destroyed (after
-// Execute, on the JS thread), so such a free detaches at once but unmaps
-// only then (native/memory.cc, Pins).
-class TransferWorker : public Napi::AsyncWorker {
- public:
-  TransferWorker(Napi::Env env, IoVecOp op, int fd, std::vector<struct iovec> entries, int64_t position)
-      : Napi::AsyncWorker(env, "iobuf.iovec"), deferred_(Napi::Promise::Deferred::New(env)),
-        op_(op), fd_(fd), entries_(std::move(entries)), position_(position) {
-    PinAllocations(entries_.data(), static_cast<uint32_t>(entries_.size()), &pinned_);
+// One transfer on the libuv thread pool. The entries are checked and copied
+// on the JS thread when the work is queued: what the kernel sees is that
+// snapshot, whatever JS writes into the array meanwhile.
+//
+// Lending. The memory stays the kernel's until the work is done, whatever JS
+// does meanwhile:
+// - native iobuf memory (pool slabs, allocAligned/allocHuge mappings) is
+//   pinned: free(), a pool's forced close or a transfer of the ArrayBuffer
+//   detach it at once, but the pages stay mapped until the work is done;
+// - any other memory (V8's heap: Buffer.alloc, ArrayBuffers) can be freed by
+//   JS at any moment — a transfer or postMessage moves it away — so the kernel
+//   never uses it in place: each such entry goes through a native bounce
+//   block (same offset in its page, for O_DIRECT). A write copies into it at
+//   queue time; a read copies out on completion, on the JS thread, only into
+//   a view that is still attached at the same address and length (else its
+//   bytes are dropped and the call rejects with ERR_IOBUF_DETACHED).
+// Memory of views JS holds elsewhere (lib/iovec.ts keeps the array busy and
+// the views reachable) is lent by the JS side too (lib/lending.ts).
+//
+// Completion runs on the JS thread of the environment that queued it. If
+// that environment is being torn down (a terminated worker), nothing reaches
+// JavaScript: the pins and bounce blocks are let go and the result dropped.
+struct Bounce {
+  uint32_t index;       // the entry
+  void* block;          // posix_memalign'd; freed with the work
+  uint8_t* original;    // where the entry pointed
+  size_t length;
+  double viewStart;     // the view's [start, end) when queued (the bounds)
+  double viewEnd;
+  napi_ref view;        // reads only: to check the view before copying out
+};
+
+bool Reads(IoVecOp op) { return op == IoVecOp::kReadv || op == IoVecOp::kPreadv; }
+
+struct TransferWork {
+  AddonData* data = nullptr;
+  napi_async_work request = nullptr;
+  napi_deferred deferred = nullptr;
+  IoVecOp op = IoVecOp::kReadv;
+  int fd = -1;
+  int64_t position = 0;
+  std::vector<struct iovec> entries;
+  std::vector<Allocation*> pinned;
+  std::vector<Bounce> bounces;
+  Outcome outcome;
+
+  ~TransferWork() {
+    UnpinAllocations(pinned);
+    for (Bounce& bounce : bounces) free(bounce.block);
   }
+};
 
-  ~TransferWorker() override { UnpinAllocations(pinned_); }
+void ExecuteTransfer(napi_env, void* arg) {
+  auto* work = static_cast<TransferWork*>(arg);
+  work->outcome = Transfer(work->op, work->fd, work->entries.data(),
+                           static_cast<uint32_t>(work->entries.size()), work->position);
+}
 
-  Napi::Promise Promise() const { return deferred_.Promise(); }
-
-  void Execute() override {
-    outcome_ = Transfer(op_, fd_, entries_.data(), static_cast<uint32_t>(entries_.size()), position_);
+// The current [data, data + byteLength) of a view, or {0, 0} once detached.
+std::pair<double, double> ViewRange(napi_env env, napi_value view) {
+  void* data = nullptr;
+  size_t length = 0;
+  bool isTypedArray = false;
+  napi_is_typedarray(env, view, &isTypedArray);
+  if (isTypedArray) {
+    napi_typedarray_type type;
+    size_t elements = 0;
+    if (napi_get_typedarray_info(env, view, &type, &elements, &data, nullptr, nullptr) != napi_ok) return {0, 0};
+    size_t width = type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array ? 8
+                   : type == napi_int32_array || type == napi_uint32_array || type == napi_float32_array  ? 4
+                   : type == napi_int16_array || type == napi_uint16_array                                 ? 2
+                                                                                                           : 1;
+    length = elements * width;
+  } else if (napi_get_dataview_info(env, view, &length, &data, nullptr, nullptr) != napi_ok) {
+    return {0, 0};
   }
+  auto start = static_cast<double>(reinterpret_cast<uintptr_t>(data));
+  return {start, data == nullptr ? 0 : start + static_cast<double>(length)};
+}
 
-  void OnOK() override {
-    Napi::Env env = Env();
-    if (outcome_.error != 0) {
-      deferred_.Reject(OutcomeError(env, op_, outcome_).Value());
-    } else {
-      deferred_.Resolve(Napi::Number::New(env, static_cast<double>(outcome_.bytes)));
+// A read landed in bounce blocks: copy each entry's share of `bytes` out to
+// its view, if the view is still where it was. Returns the index of the first
+// entry whose bytes were dropped, or -1.
+int64_t CopyOut(napi_env env, TransferWork* work, long bytes) {
+  int64_t dropped = -1;
+  size_t left = static_cast<size_t>(bytes);
+  size_t next = 0;  // the next bounce to look at
+  for (uint32_t i = 0; i < work->entries.size() && left > 0; i++) {
+    size_t share = std::min(left, work->entries[i].iov_len);
+    left -= share;
+    if (next < work->bounces.size() && work->bounces[next].index == i) {
+      Bounce& bounce = work->bounces[next++];
+      napi_value view = nullptr;
+      std::pair<double, double> range{0, 0};
+      if (napi_get_reference_value(env, bounce.view, &view) == napi_ok && view != nullptr) range = ViewRange(env, view);
+      if (share > 0 && range.first == bounce.viewStart && range.second == bounce.viewEnd) {
+        memcpy(bounce.original, work->entries[i].iov_base, share);
+      } else if (share > 0 && dropped < 0) {
+        dropped = i;
+      }
     }
   }
+  return dropped;
+}
 
- private:
-  Napi::Promise::Deferred deferred_;
-  IoVecOp op_;
-  int fd_;
-  std::vector<struct iovec> entries_;
-  int64_t position_;
-  Outcome outcome_;
-  std::vector<Allocation*> pinned_;
-};
+// Settles the promise (unless the environment is going away). The work's
+// pins and bounce blocks go with it (its destructor), after this returns.
+void SettleTransfer(napi_env env, napi_status status, TransferWork* work);
+
+void CompleteTransfer(napi_env env, napi_status status, void* arg) {
+  std::unique_ptr<TransferWork> work(static_cast<TransferWork*>(arg));
+  SettleTransfer(env, status, work.get());
+  napi_delete_async_work(env, work->request);
+  for (Bounce& bounce : work->bounces) {
+    if (bounce.view != nullptr) napi_delete_reference(env, bounce.view);
+  }
+}
+
+void SettleTransfer(napi_env env, napi_status status, TransferWork* work) {
+  if (work->data->tearingDown.load() || status != napi_ok) return;  // nobody to tell
+  // Never let a C++ exception out of a libuv callback (that aborts the process).
+  try {
+    Napi::Env napiEnv(env);
+    if (work->outcome.error != 0) {
+      napi_reject_deferred(env, work->deferred, OutcomeError(napiEnv, work->op, work->outcome).Value());
+      return;
+    }
+    if (Reads(work->op) && !work->bounces.empty()) {
+      if (int64_t dropped = CopyOut(env, work, work->outcome.bytes); dropped >= 0) {
+        char message[200];
+        snprintf(message, sizeof message,
+                 "The view of iovec entry %" PRId64 " was detached or transferred while the read was pending; "
+                 "the %ld bytes read for it were dropped", dropped, work->outcome.bytes);
+        Napi::Error error = MakeError(napiEnv, "ERR_IOBUF_DETACHED", message);
+        error.Set("bytesRead", Napi::Number::New(napiEnv, static_cast<double>(work->outcome.bytes)));
+        napi_reject_deferred(env, work->deferred, error.Value());
+        return;
+      }
+    }
+    napi_resolve_deferred(env, work->deferred, Napi::Number::New(napiEnv, static_cast<double>(work->outcome.bytes)));
+  } catch (...) {
+    // The environment could not take the result (it is going away): drop it.
+  }
+}
 
 Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -331,13 +436,49 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   int fd = info[2].As<Napi::Number>().Int32Value();
   uint32_t count = info[3].As<Napi::Number>().Uint32Value();
   auto position = static_cast<int64_t>(info[4].As<Napi::Number>().DoubleValue());
+  if (count > state->capacity) throw MakeError(env, "ERR_IOBUF_INTERNAL", "count is above the array's capacity");
   if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
-  auto* worker = new TransferWorker(env, op, fd,
-                                    std::vector<struct iovec>(state->entries, state->entries + count),
-                                    position);
-  Napi::Promise promise = worker->Promise();
-  worker->Queue();
-  return promise;
+
+  auto work = std::make_unique<TransferWork>();
+  work->data = AddonData::Of(env);
+  work->op = op;
+  work->fd = fd;
+  work->position = position;
+  work->entries.assign(state->entries, state->entries + count);
+  std::vector<uint32_t> foreign;
+  PinAllocations(work->entries.data(), count, &work->pinned, &foreign);
+  if (!foreign.empty()) {
+    Napi::Value views = info[5];
+    const size_t page = os::PageSize();
+    for (uint32_t index : foreign) {
+      struct iovec& entry = work->entries[index];
+      auto* original = static_cast<uint8_t*>(entry.iov_base);
+      size_t offset = reinterpret_cast<uintptr_t>(original) & (page - 1);
+      void* block = nullptr;
+      if (posix_memalign(&block, page, (offset + entry.iov_len + page - 1) & ~(page - 1)) != 0) {
+        throw MakeErrnoError(env, ENOMEM, "posix_memalign", nullptr, "bounce block for heap memory");
+      }
+      Bounce bounce{index, block, original, entry.iov_len, state->bounds[index].start, state->bounds[index].end, nullptr};
+      work->bounces.push_back(bounce);
+      entry.iov_base = static_cast<uint8_t*>(block) + offset;
+      if (Reads(op)) {
+        napi_value view = views.IsArray() ? views.As<Napi::Array>().Get(index) : env.Undefined();
+        if (view != nullptr && Napi::Value(env, view).IsObject()) {
+          napi_create_reference(env, view, 1, &work->bounces.back().view);
+        }
+      } else {
+        memcpy(entry.iov_base, original, entry.iov_len);
+      }
+    }
+  }
+  napi_value promise;
+  NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &work->deferred, &promise), Napi::Value());
+  napi_value name = Napi::String::New(env, "iobuf.iovec");
+  NAPI_THROW_IF_FAILED(env, napi_create_async_work(env, nullptr, name, ExecuteTransfer, CompleteTransfer,
+                                                   work.get(), &work->request), Napi::Value());
+  NAPI_THROW_IF_FAILED(env, napi_queue_async_work(env, work->request), Napi::Value());
+  work.release();  // CompleteTransfer owns it now
+  return Napi::Value(env, promise);
 }
 
 // ---------------------------------------------------------------------------

@@ -15,29 +15,31 @@
 namespace iobuf {
 
 // ---------------------------------------------------------------------------
-// Registry of live mappings, ordered by the address JS sees as the
+// Registry of native mappings, ordered by the address JS sees as the
 // ArrayBuffer's data (so that an address inside one finds it). Process-wide
 // (workers share the address space); everything here is guarded by one mutex.
+// A record stays in the registry for as long as its pages are mapped.
 //
-// Pins: a promise call of the iovec part (libuv thread pool) pins every
-// allocation its entries lie in while the work is queued, and unpins when it
-// is done. free() (or the finalizer) of a pinned allocation detaches at once
-// but leaves the pages mapped until the last unpin: the kernel may still be
-// reading or writing them, and an unmapped range could be reused by a new
-// mapping. A record lives until both its finalizer ran and no pin is left.
+// Pins (the native half of lending; lib/lending.ts is the JS half): memory
+// lent to the kernel or to libuv — a promise call of the iovec part, a socket
+// read or write, an io_uring operation — is pinned for as long as the
+// borrower may touch it. free() (or the finalizer) of a pinned allocation
+// detaches at once but leaves the pages mapped until the last unpin: the
+// kernel may still be reading or writing them, and an unmapped range could be
+// reused by a new mapping. This holds whatever JS does meanwhile (a transfer
+// of the ArrayBuffer, a forced close, a terminated worker). A record is
+// deleted once its finalizer ran and no pin is left.
 // ---------------------------------------------------------------------------
 
 struct Allocation {
   os::Mapping mapping;
-  size_t pins = 0;         // pending async calls using it
-  bool freed = false;      // free() or the finalizer gave it up (unregistered)
+  size_t pins = 0;         // borrowers using it now
+  bool freed = false;      // free() or the finalizer gave it up
   bool unmapped = false;
   bool finalized = false;  // the Buffer's finalizer ran
 };
 
 namespace {
-
-
 
 std::mutex registryMutex;
 auto* registry = new std::map<uintptr_t, Allocation*>();
@@ -49,26 +51,34 @@ void Register(Allocation* allocation) {
   (*registry)[BaseOf(allocation)] = allocation;
 }
 
-// Under registryMutex: gives the allocation up (unregisters it) and unmaps it
-// unless a pending call still pins it (then the last unpin unmaps).
-void ReleaseLocked(Allocation* allocation) {
-  if (!allocation->freed) {
-    allocation->freed = true;
-    registry->erase(BaseOf(allocation));
-  }
-  if (allocation->pins == 0 && !allocation->unmapped) {
-    os::Unmap(allocation->mapping);
-    allocation->unmapped = true;
-  }
+// Under registryMutex: unmaps a freed allocation that no borrower pins.
+void UnmapIfIdleLocked(Allocation* allocation) {
+  if (!allocation->freed || allocation->pins != 0 || allocation->unmapped) return;
+  registry->erase(BaseOf(allocation));
+  os::Unmap(allocation->mapping);
+  allocation->unmapped = true;
 }
 
-// Under registryMutex: the allocation whose pages hold `address`, or null.
+// Under registryMutex: gives the allocation up; unmapped now, or at the last unpin.
+void ReleaseLocked(Allocation* allocation) {
+  allocation->freed = true;
+  UnmapIfIdleLocked(allocation);
+}
+
+// Under registryMutex: the mapped allocation whose pages hold `address`, or null.
 Allocation* FindLocked(uintptr_t address) {
   auto found = registry->upper_bound(address);
   if (found == registry->begin()) return nullptr;
   --found;
   Allocation* allocation = found->second;
   return address - found->first < allocation->mapping.mapLength ? allocation : nullptr;
+}
+
+// Under registryMutex: one pin less; the last one of a freed allocation unmaps it.
+void UnpinLocked(Allocation* allocation) {
+  allocation->pins--;
+  UnmapIfIdleLocked(allocation);
+  if (allocation->pins == 0 && allocation->finalized) delete allocation;
 }
 
 void FinalizeAllocation(Napi::Env, uint8_t*, Allocation* allocation) {
@@ -163,18 +173,50 @@ Napi::Value AddressOf(const Napi::CallbackInfo& info) {
 }
 
 // free(arrayBuffer): detaches it (every view reads as empty from now on) and,
-// for a native mapping, unmaps it — at once, or when the last pending promise
-// call that uses it is done (see Pins above). Heap-backed ArrayBuffers are
-// freed by V8 when detached. The caller (lib/memory.ts) has checked that the
-// ArrayBuffer is one of ours and still attached.
+// for a native mapping, unmaps it — at once, or when the last borrower that
+// pinned it is done (see Pins above). Heap-backed ArrayBuffers are freed by
+// V8 when detached. lib/memory.ts has checked that the ArrayBuffer is one of
+// ours, still attached, and not lent (lent memory is freed when it comes
+// back); the pin holds even if that check was wrong.
 Napi::Value Free(const Napi::CallbackInfo& info) {
   Napi::ArrayBuffer arrayBuffer = info[0].As<Napi::ArrayBuffer>();
   auto data = reinterpret_cast<uintptr_t>(arrayBuffer.Data());
   // Order matters: detach first, so no JS view can reach the pages we unmap.
   arrayBuffer.Detach();
+  if (data == 0) return info.Env().Undefined();
   std::lock_guard<std::mutex> lock(registryMutex);
   auto found = registry->find(data);
-  if (found != registry->end()) ReleaseLocked(found->second);
+  if (found != registry->end() && !found->second->freed) ReleaseLocked(found->second);
+  return info.Env().Undefined();
+}
+
+// lend(arrayBuffer) -> token: pins the native allocation that holds the
+// ArrayBuffer's first byte, for a borrower driven from JS (a socket's read
+// buffer, a queued socket write). The token (the allocation's base address)
+// goes to repay() exactly once. 0 when the memory is not a native iobuf
+// allocation (V8 heap memory): nothing to pin.
+Napi::Value Lend(const Napi::CallbackInfo& info) {
+  auto data = reinterpret_cast<uintptr_t>(info[0].As<Napi::ArrayBuffer>().Data());
+  double token = 0;
+  if (data != 0) {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    if (Allocation* allocation = FindLocked(data); allocation != nullptr && !allocation->freed) {
+      allocation->pins++;
+      token = static_cast<double>(BaseOf(allocation));
+    }
+  }
+  return Napi::Number::New(info.Env(), token);
+}
+
+// repay(token): the borrower is done with what lend() pinned.
+Napi::Value Repay(const Napi::CallbackInfo& info) {
+  auto base = static_cast<uintptr_t>(info[0].As<Napi::Number>().DoubleValue());
+  std::lock_guard<std::mutex> lock(registryMutex);
+  auto found = registry->find(base);
+  if (found == registry->end() || found->second->pins == 0) {
+    throw MakeError(info.Env(), "ERR_IOBUF_INTERNAL", "repay() of memory that is not lent");
+  }
+  UnpinLocked(found->second);
   return info.Env().Undefined();
 }
 
@@ -230,12 +272,17 @@ napi_value CopyBytes(napi_env env, napi_callback_info info) {
 
 }  // namespace
 
-void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned) {
+void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned,
+                    std::vector<uint32_t>* foreign) {
   std::lock_guard<std::mutex> lock(registryMutex);
   for (uint32_t i = 0; i < count; i++) {
     if (entries[i].iov_len == 0) continue;
     Allocation* allocation = FindLocked(reinterpret_cast<uintptr_t>(entries[i].iov_base));
-    if (allocation == nullptr || (!pinned->empty() && pinned->back() == allocation)) continue;
+    if (allocation == nullptr) {
+      if (foreign != nullptr) foreign->push_back(i);
+      continue;
+    }
+    if (!pinned->empty() && pinned->back() == allocation) continue;
     allocation->pins++;
     pinned->push_back(allocation);
   }
@@ -244,14 +291,7 @@ void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<All
 void UnpinAllocations(const std::vector<Allocation*>& pinned) {
   if (pinned.empty()) return;
   std::lock_guard<std::mutex> lock(registryMutex);
-  for (Allocation* allocation : pinned) {
-    if (--allocation->pins != 0) continue;
-    if (allocation->freed && !allocation->unmapped) {
-      os::Unmap(allocation->mapping);
-      allocation->unmapped = true;
-    }
-    if (allocation->finalized) delete allocation;
-  }
+  for (Allocation* allocation : pinned) UnpinLocked(allocation);
 }
 
 void InitMemory(Napi::Env env, Napi::Object exports) {
@@ -262,6 +302,8 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("mapHuge", Napi::Function::New(env, MapHuge, "mapHuge"));
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("free", Napi::Function::New(env, Free, "free"));
+  exports.Set("lend", Napi::Function::New(env, Lend, "lend"));
+  exports.Set("repay", Napi::Function::New(env, Repay, "repay"));
   exports.Set("pageKind", Napi::Function::New(env, PageKind, "pageKind"));
   napi_value copyBytes;
   napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &copyBytes);

@@ -30,11 +30,15 @@ enum class HugeFallback { kNone = 0, kTransparent = 1, kNormal = 2 };
 // A native mapping handed out by mapAligned/mapHuge (memory.cc).
 struct Allocation;
 
-// Pins every allocation that an entry with bytes in it starts in (the iovec
-// part checked that each entry lies inside one view), appending each to
+// Pins every native allocation that an entry with bytes in it starts in (the
+// iovec part checked that each entry lies inside one view), appending each to
 // `pinned`: until UnpinAllocations, free() and the finalizer detach but do
-// not unmap it. Any thread; takes the registry mutex once.
-void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned);
+// not unmap it. Appends to `foreign` (when given) the index of every entry
+// with bytes that lies in no native allocation: V8 heap memory, which JS can
+// detach or transfer at any moment, so a borrower on another thread must not
+// use it in place. Any thread; takes the registry mutex once.
+void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned,
+                    std::vector<uint32_t>* foreign = nullptr);
 void UnpinAllocations(const std::vector<Allocation*>& pinned);
 
 }  // namespace iobuf

@@ -97,8 +97,10 @@ describe('FrameAssembler backpressure', () => {
     expect(bad).toBe(0);
     expect(assembler.error).toBe(null);
     expect(assembler.stats().bytes).toBe(total + 4 * received);
-    // Reading really stopped, often: the sender was held back by the kernel's window.
-    expect(assembler.stats().pauses).toBeGreaterThan(100);
+    // Reading really stopped, repeatedly: the sender was held back by the kernel's
+    // window. (How often depends on the two processes' speeds: ~30 under
+    // AddressSanitizer on a loaded machine, hundreds otherwise.)
+    expect(assembler.stats().pauses).toBeGreaterThan(10);
     // Held frames: the consumer's batch plus at most one read buffer's worth of frames.
     expect(maxHeld).toBeLessThanOrEqual(highWaterMark + 2 * frameSize);
     expect(pool.stats().highWaterBytes).toBeLessThanOrEqual(budget);

@@ -1,7 +1,8 @@
 // free() (and a pool's close({ force })) while a promise call of the iovec
-// part still has the memory in the kernel: the views detach at once, but the
-// pages stay mapped until the call is done, so the kernel never writes into a
-// range that a new mapping reused. Real kernel: a readv from a FIFO that has
+// part still has the memory in the kernel: the memory is lent (lib/lending.ts),
+// so the free takes effect when the call is done — the view stays attached and
+// receives the bytes, the pages stay mapped, and the kernel never writes into
+// a range that a new mapping reused. Real kernel: a readv from a FIFO that has
 // no data yet blocks in a libuv pool thread until this test writes into it.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -54,7 +55,7 @@ describe('free() during a pending readv', () => {
     huge: () => allocHuge(SIZE, { fallback: 'normal' }),
   };
   for (const [kind, alloc] of Object.entries(kinds)) {
-    test(`${kind}: detaches at once, unmaps only once the call is done; new mappings are not written`, async () => {
+    test(`${kind}: free() takes effect once the call is done; new mappings are not written`, async () => {
       const pipe = fifo();
       try {
         const buffer = alloc();
@@ -63,17 +64,20 @@ describe('free() during a pending readv', () => {
         const pending = readv(pipe.reader, iov);
         await delay(20);  // the pool thread is in readv now
         free(buffer);
-        expect(buffer.length).toBe(0);
-        expect(buffer.buffer.byteLength).toBe(0);
-        // Still mapped: nothing else can be placed there while the kernel may write.
+        // Lent: still attached and mapped, nothing else can be placed there while the kernel may write.
+        expect(buffer.length).toBe(SIZE);
         expect(mappedBytesIn(address, SIZE)).toBe(SIZE);
+        expect(() => free(buffer)).toThrow(expect.objectContaining({ code: 'ERR_IOBUF_DOUBLE_FREE' }));
         const fresh = Array.from({ length: 8 }, alloc);
         for (const other of fresh) {
           const start = addressOf(other);
           expect(start + BigInt(SIZE) <= address || start >= address + BigInt(SIZE)).toBe(true);
         }
         fs.writeSync(pipe.writer, Buffer.alloc(SIZE, 0x5a));
-        await expect(pending).resolves.toBe(SIZE);
+        const settled = pending.then((bytes) => ({ bytes, length: buffer.length, first: buffer[0] }));
+        // The bytes landed in the view; the free took effect as the call settled.
+        await expect(settled).resolves.toEqual({ bytes: SIZE, length: 0, first: undefined });
+        expect(buffer.buffer.byteLength).toBe(0);
         for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
         expectUnmapped(address);
         for (const other of fresh) free(other);
@@ -83,7 +87,7 @@ describe('free() during a pending readv', () => {
     });
   }
 
-  test('heap-backed allocAligned: detaches at once; the memory is kept until the call is done', async () => {
+  test('heap-backed allocAligned: free() takes effect once the call is done', async () => {
     const pipe = fifo();
     try {
       const buffer = allocAligned(SIZE);
@@ -91,12 +95,12 @@ describe('free() during a pending readv', () => {
       const pending = readv(pipe.reader, iov);
       await delay(20);
       free(buffer);
-      expect(buffer.length).toBe(0);
-      expect(buffer.buffer.byteLength).toBe(0);
+      expect(buffer.length).toBe(SIZE);
       // Were the memory given back to malloc, these would likely get it.
       const fresh = Array.from({ length: 16 }, () => allocAligned(SIZE));
       fs.writeSync(pipe.writer, Buffer.alloc(SIZE, 0x5a));
       await expect(pending).resolves.toBe(SIZE);
+      expect(buffer.length).toBe(0);
       for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
     } finally {
       pipe.close();
@@ -145,22 +149,27 @@ describe('free() during a pending readv', () => {
     }
   });
 
-  test('pool close({ force }) during a pending readv into a pooled buffer: the slab is unmapped after the call', async () => {
+  test('pool close({ force }) during a pending readv into a pooled buffer: resolves, and unmaps, after the call', async () => {
     const pipe = fifo();
     try {
       const pool = new BufferPool({ maxMemory: 1024 * KiB });
       const buffer = pool.tryAcquire(SIZE)!;
+      const other = pool.tryAcquire(SIZE)!;  // another slot of the same slab, not lent
       const address = addressOf(buffer);
       const pending = readv(pipe.reader, IoVecArray.from([buffer]));
       await delay(20);
-      await pool.close({ force: true });
-      expect(buffer.length).toBe(0);
+      let closed = false;
+      const closing = pool.close({ force: true }).then(() => { closed = true; });
+      await delay(20);
+      // The slab is lent: mapped, attached, close() still waiting for the kernel.
+      expect({ closed, length: buffer.length, other: other.length }).toEqual({ closed: false, length: SIZE, other: SIZE });
       expect(mappedBytesIn(address, SIZE)).toBe(SIZE);
       const fresh = Array.from({ length: 8 }, () => allocAligned(SIZE, { alignment: 64 * KiB }));
       fs.writeSync(pipe.writer, Buffer.alloc(SIZE, 0x5a));
       await expect(pending).resolves.toBe(SIZE);
+      await closing;
+      expect({ length: buffer.length, other: other.length }).toEqual({ length: 0, other: 0 });
       for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
-      expectUnmapped(address);
     } finally {
       pipe.close();
     }

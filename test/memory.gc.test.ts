@@ -34,10 +34,12 @@ describe('finalizers release unreachable allocations', () => {
     expect(buffers[COUNT - 1][SIZE - 1]).toBe((COUNT - 1) & 0xff);
 
     buffers = null;
-    const rounds = await collectUntil(() =>
-      statusBytes('VmRSS') - rss0 < 64 * MiB && process.memoryUsage().external - external0 < 64 * MiB);
+    // Under AddressSanitizer the shadow memory of 800 MiB of mappings (~100 MiB)
+    // stays resident after they are unmapped: RSS is checked in a plain build only.
+    const rssFell = () => sanitized || statusBytes('VmRSS') - rss0 < 64 * MiB;
+    const rounds = await collectUntil(() => rssFell() && process.memoryUsage().external - external0 < 64 * MiB);
     expect(rounds).toBeLessThanOrEqual(20);
-    expect(statusBytes('VmRSS') - rss0).toBeLessThan(64 * MiB);
+    expect(rssFell()).toBe(true);
     expect(process.memoryUsage().external - external0).toBeLessThan(64 * MiB);
   });
 

@@ -51,7 +51,7 @@ describe('BufferPool shared by worker threads', () => {
     expect(await a.call('stats')).toMatchObject({ inUse: 8, osBytes: 512 * KiB, threads: 3 });
     // A release in a worker frees budget for the main thread.
     await a.call('release', { key: got[0].key });
-    await until(() => pool.tryAcquire(65536) !== null, 'budget freed by worker A to reach the main thread', 1000);
+    await until(() => pool.tryAcquire(65536) !== null, 'budget freed by worker A to reach the main thread');
     expect(pool.stats().inUse).toBe(8);
   });
 
