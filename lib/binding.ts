@@ -6,6 +6,8 @@ import { IobufError } from './errors';
 
 export interface NativeBinding {
   setErrorClass(errorClass: typeof IobufError): void;
+  /** The name the addon gives errno `error` in a `code` ("ENOMEM"); undefined when Linux defines none. */
+  errnoName(error: number): string | undefined;
   /** Sanitizer builds only (IOBUF_ASAN): run LeakSanitizer now; nonzero = leaks found. */
   leakCheck?(): number;
 

@@ -16,7 +16,7 @@ import { native } from './binding';
 import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray } from './iovec';
 import { type Borrower, type Loan, registerLender } from './lending';
-import { hugePageSize, pageSize } from './memory';
+import { cacheLineSize, hugePageSize, pageSize } from './memory';
 import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
 import { SharedBuffer } from './shared-buffer';
 
@@ -256,6 +256,49 @@ interface Waiter {
 const DEFAULT_CLASSES = Array.from({ length: 15 }, (_, i) => 256 << i);  // 256 B .. 4 MiB
 const SMALL_SLAB = 64 * 1024;
 const SLOTS_PER_SLAB = 32;
+/**
+ * The alignment O_DIRECT asks of memory: the device's logical block size,
+ * 4096 bytes at most on the disks in use. Kept apart from the page size, which
+ * is 16 or 64 KiB on some arm64 kernels.
+ */
+const DIRECT_IO_ALIGNMENT = 4096;
+/** Slabs grow up to one huge page when huge pages are this big at most (2 MiB on x86-64, 32 MiB on 16 KiB-page arm64)… */
+const LARGEST_HUGE_PAGE_SLAB = 32 * 1024 * 1024;
+/** …and up to this otherwise (no huge pages, or the 512 MiB ones of 64 KiB-page arm64, too big for a slab). */
+const PLAIN_SLAB_LIMIT = 2 * 1024 * 1024;
+
+/** What the layout of a pool depends on in the machine (lib/memory.ts reads each from the kernel). */
+export interface PageGeometry {
+  pageSize: number;
+  hugePageSize: number;
+  cacheLineSize: number;
+}
+
+const systemGeometry: PageGeometry = { pageSize, hugePageSize, cacheLineSize };
+
+/** Whether huge pages exist and are small enough for pool slabs to use. */
+function slabsMayBeHuge(system: PageGeometry): boolean {
+  return system.hugePageSize > system.pageSize && system.hugePageSize <= LARGEST_HUGE_PAGE_SLAB;
+}
+
+/**
+ * The slot stride and slab bytes of the size class `size` in a pool of
+ * `maxMemory` bytes. Slots of a page and more start on page boundaries, slots
+ * of 4 KiB and more on multiples of 4096 (O_DIRECT, whatever the page size),
+ * smaller ones on cache-line boundaries once they are that big. A slab holds
+ * SLOTS_PER_SLAB slots, from 64 KiB up to one huge page (or PLAIN_SLAB_LIMIT),
+ * and at most an eighth of the budget unless a single slot needs more.
+ */
+export function classLayout(size: number, maxMemory: number, system: PageGeometry = systemGeometry): { stride: number; slabBytes: number } {
+  const stride = size >= system.pageSize ? roundUp(size, system.pageSize)
+    : size >= DIRECT_IO_ALIGNMENT ? roundUp(size, DIRECT_IO_ALIGNMENT)
+    : size >= system.cacheLineSize ? roundUp(size, system.cacheLineSize)
+    : size;
+  const limit = slabsMayBeHuge(system) ? Math.max(system.hugePageSize, SMALL_SLAB) : PLAIN_SLAB_LIMIT;
+  const wanted = Math.min(Math.max(stride * SLOTS_PER_SLAB, SMALL_SLAB), limit);
+  const capped = Math.max(stride, Math.min(wanted, Math.floor(maxMemory / 8)));
+  return { stride, slabBytes: roundUp(Math.floor(capped / stride) * stride, system.pageSize) };
+}
 
 function defaultMaxMemory(): number {
   const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
@@ -443,14 +486,8 @@ export class BufferPool {
       ? null
       : new FinalizationRegistry((held) => this.leaked(held.slot, held.generation));
     this.classes = sizeClasses.map((size, row) => {
-      // Slots of a page and more start on page boundaries (O_DIRECT); smaller
-      // ones on cache-line boundaries once they are that big.
-      const stride = size >= pageSize ? roundUp(size, pageSize) : size >= 64 ? roundUp(size, 64) : size;
-      // A slab holds SLOTS_PER_SLAB slots, from 64 KiB up to one huge page, and
-      // at most an eighth of the budget unless a single slot needs more.
-      const wanted = Math.min(Math.max(stride * SLOTS_PER_SLAB, SMALL_SLAB), hugePageSize);
-      const capped = Math.max(stride, Math.min(wanted, Math.floor(this.maxMemory / 8)));
-      return new SizeClass(row, size, stride, roundUp(Math.floor(capped / stride) * stride, pageSize));
+      const { stride, slabBytes } = classLayout(size, this.maxMemory);
+      return new SizeClass(row, size, stride, slabBytes);
     });
     // A class whose slab cannot fit the budget (one slot of it is bigger than
     // maxMemory) could never be served: sizes above the largest class that
@@ -690,7 +727,8 @@ export class BufferPool {
     }
     let arrayBuffer: ArrayBuffer;
     try {
-      const memory = this.hugePages && bytes >= hugePageSize
+      // Any slab as large as a huge page asks for huge pages (when the kernel has any).
+      const memory = this.hugePages && hugePageSize > pageSize && bytes >= hugePageSize
         ? native.mapHuge(bytes, 2 /* down to normal pages */, 0)
         : native.mapAligned(bytes, pageSize, 0);
       arrayBuffer = memory.buffer as ArrayBuffer;

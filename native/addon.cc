@@ -1,6 +1,8 @@
 // Registers the parts of the addon and the environment's cleanup hook.
 #include "addon.h"
 
+#include "errors.h"
+
 #ifdef IOBUF_ASAN
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -11,6 +13,15 @@ namespace {
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   AddonData::Of(info.Env())->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
   return info.Env().Undefined();
+}
+
+// errnoName(errno) -> "ENOMEM", or undefined for a number Linux does not
+// define: the name the addon gives a failed syscall's `code` (errors.cc).
+// Not public; the tests check the table against os.constants.errno.
+Napi::Value ErrnoName(const Napi::CallbackInfo& info) {
+  const char* name = ErrnoNameOf(info[0].As<Napi::Number>().Int32Value());
+  if (name == nullptr) return info.Env().Undefined();
+  return Napi::String::New(info.Env(), name);
 }
 
 #ifdef IOBUF_ASAN
@@ -39,6 +50,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->env = env;
   env.SetInstanceData(data);
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("errnoName", Napi::Function::New(env, ErrnoName, "errnoName"));
 #ifdef IOBUF_ASAN
   exports.Set("leakCheck", Napi::Function::New(env, LeakCheck, "leakCheck"));
 #endif

@@ -10,6 +10,10 @@
 
 namespace iobuf {
 
+// The symbolic name of a positive errno ("ENOMEM"), or null for a number
+// Linux does not define.
+const char* ErrnoNameOf(int error);
+
 // `new IobufError(message)` with `.code = code`.
 Napi::Error MakeError(Napi::Env env, const char* code, const std::string& message);
 

@@ -111,9 +111,14 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
 Napi::Value Close(const Napi::CallbackInfo& info) {
   IoVecState* state = StateOf(info.Env(), info[0]);
   if (state == nullptr) return info.Env().Undefined();  // closed already
+  // Bun runs an external ArrayBuffer's finalizer when it is detached (V8 at
+  // garbage collection): hold a reference across the detaches, so that the
+  // state outlives both finalizers until the blocks are freed here.
+  state->references++;
   info[0].As<Napi::ArrayBuffer>().Detach();
   info[1].As<Napi::ArrayBuffer>().Detach();
   FreeBlocks(state);
+  DropReference(info.Env(), nullptr, state);
   return info.Env().Undefined();
 }
 

@@ -149,9 +149,9 @@ Napi::Value MapHuge(const Napi::CallbackInfo& info) {
     throw MakeErrnoError(env, hugetlb.error, hugetlb.syscall, "ERR_IOBUF_HUGE_PAGES_UNAVAILABLE",
                          "no hugetlb pages free and transparent huge pages are disabled");
   }
-  // THP needs a huge-page-aligned region; normal pages are the same mapping
-  // without the advice.
-  const size_t huge = os::HugePageSize();
+  // THP needs a region aligned to its own size (which may differ from the
+  // hugetlb size); normal pages are the same mapping without the advice.
+  const size_t huge = os::TransparentHugePageSize();
   size_t length = (size + huge - 1) & ~(huge - 1);
   if (os::Failure failure = os::MapAligned(length, huge, &mapping)) {
     throw MakeErrnoError(env, failure.error, failure.syscall);

@@ -56,18 +56,47 @@ size_t HugePageSize() {
   static const size_t size = [] {
     size_t kib = ReadNumberAfter("/proc/meminfo", "Hugepagesize:", 0);
     if (kib != 0) return kib * 1024;
-    return ReadNumberAfter("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "",
-                           size_t{2} << 20);
+    return TransparentHugePageSize();
+  }();
+  return size;
+}
+
+size_t TransparentHugePageSize() {
+  static const size_t size = [] {
+    size_t bytes = ReadNumberAfter("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "", 0);
+    if (bytes != 0) return bytes;
+    size_t kib = ReadNumberAfter("/proc/meminfo", "Hugepagesize:", 0);
+    return kib != 0 ? kib * 1024 : PageSize();
   }();
   return size;
 }
 
 size_t CacheLineSize() {
   static const size_t size = [] {
+#ifdef _SC_LEVEL1_DCACHE_LINESIZE  // glibc; musl's sysconf has no cache queries
     long line = sysconf(_SC_LEVEL1_DCACHE_LINESIZE);
     if (line > 0) return static_cast<size_t>(line);
-    return ReadNumberAfter("/sys/devices/system/cpu/cpu0/cache/index0/coherency_line_size",
-                           "", 64);
+#endif
+    // sysfs lists cpu0's caches as index0, index1, …; the order differs
+    // between architectures, so look for the level-1 data (or unified) one.
+    for (int index = 0; index < 8; index++) {
+      char directory[80];
+      char path[128];
+      char type[32] = {0};
+      snprintf(directory, sizeof directory, "/sys/devices/system/cpu/cpu0/cache/index%d", index);
+      snprintf(path, sizeof path, "%s/level", directory);
+      if (ReadNumberAfter(path, "", 0) != 1) continue;
+      snprintf(path, sizeof path, "%s/type", directory);
+      FILE* file = fopen(path, "re");
+      if (file == nullptr) continue;
+      bool read = fgets(type, sizeof type, file) != nullptr;
+      fclose(file);
+      if (!read || (strncmp(type, "Data", 4) != 0 && strncmp(type, "Unified", 7) != 0)) continue;
+      snprintf(path, sizeof path, "%s/coherency_line_size", directory);
+      size_t line = ReadNumberAfter(path, "", 0);
+      if (line != 0) return line;
+    }
+    return size_t{64};
   }();
   return size;
 }

@@ -11,9 +11,16 @@ struct io_uring_params;
 
 namespace iobuf::os {
 
-size_t PageSize();
-size_t HugePageSize();   // the PMD size used by hugetlb and THP (2 MiB on x86-64)
-size_t CacheLineSize();
+// Sizes as this kernel reports them, never assumed: arm64 kernels run with
+// 4, 16 or 64 KiB base pages, whose huge pages are 2 MiB, 32 MiB or 512 MiB.
+size_t PageSize();                 // sysconf(_SC_PAGESIZE)
+// The default hugetlb page size (what MAP_HUGETLB maps): /proc/meminfo
+// Hugepagesize, else the THP size.
+size_t HugePageSize();
+// The PMD size THP uses (/sys/kernel/mm/transparent_hugepage/hpage_pmd_size),
+// else the hugetlb size, else PageSize() when the kernel offers neither.
+size_t TransparentHugePageSize();
+size_t CacheLineSize();            // the L1 data cache line; 64 when nothing says
 
 // One anonymous mapping. `base`/`mapLength` is what munmap must be given;
 // `data` is the first usable byte (== base once the mapping has been trimmed).

@@ -14,7 +14,11 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const repo = path.resolve(__dirname, '..');
-const SETUP_TIMEOUT = 90_000;  // measured: ~20 s alone, ~30 s beside the other test files
+// Packing builds three prebuilds (x64, arm64 cross, musl with Zig). Measured:
+// ~1 min alone, ~3 min beside the other test files; the first musl build on a
+// machine also compiles Zig's libc++ once (3.5 min, 8 min while other builds
+// ran; then cached in ~/.cache/zig).
+const SETUP_TIMEOUT = 900_000;
 
 // Children get a clean environment: no sanitizer preload or sanitizer addon
 // (npm, node-gyp and g++ would run under ASan and the installed package would
@@ -39,6 +43,13 @@ function run(command: string, args: string[], options: SpawnSyncOptions & { cwd:
   }
   return String(result.stdout);
 }
+
+// What `npm run build:prebuilds` puts in the tarball (scripts/build-prebuilds.sh).
+const PREBUILDS = [
+  { file: 'prebuilds/linux-x64/iobuf.node', machine: 'Advanced Micro Devices X86-64', libc: 'glibc' },
+  { file: 'prebuilds/linux-arm64/iobuf.node', machine: 'AArch64', libc: 'glibc' },
+  { file: 'prebuilds/linux-x64/iobuf.musl.node', machine: 'Advanced Micro Devices X86-64', libc: 'musl' },
+];
 
 describe('npm package', () => {
   let scratch = '';
@@ -102,14 +113,37 @@ describe('npm package', () => {
     }
   });
 
-  it('the tarball holds dist/, the linux-x64 prebuild and no build/', () => {
+  it('the tarball holds dist/, the linux-x64, linux-arm64 and linux-x64-musl prebuilds and no build/', () => {
     expect(tarballFiles).toContain('package/package.json');
     expect(tarballFiles).toContain('package/dist/index.js');
     expect(tarballFiles).toContain('package/dist/index.d.ts');
     expect(tarballFiles).toContain('package/binding.gyp');
-    expect(tarballFiles.filter((file) => file.endsWith('.node'))).toEqual(['package/prebuilds/linux-x64/iobuf.node']);
+    expect(tarballFiles.filter((file) => file.endsWith('.node')).sort()).toEqual(PREBUILDS.map(({ file }) => `package/${file}`).sort());
     expect(tarballFiles.filter((file) => file.startsWith('package/build/'))).toEqual([]);
     expect(tarballFiles.filter((file) => file.startsWith('package/build-asan/'))).toEqual([]);
+  });
+
+  it.each(PREBUILDS)('$file is a shared object for $machine that needs no newer glibc than Node 20 does', ({ file, machine, libc }) => {
+    const binary = path.join(installed, file);
+    expect(run('readelf', ['-h', binary], { cwd: scratch })).toMatch(new RegExp(`Machine:\\s+${machine}`));
+    const needed = [...run('readelf', ['-d', binary], { cwd: scratch }).matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)]
+      .map((match) => match[1]);
+    const symbols = run('readelf', ['-W', '--dyn-syms', binary], { cwd: scratch });
+    const glibcVersions = [...symbols.matchAll(/@GLIBC_(\d+)\.(\d+)/g)].map((match) => [Number(match[1]), Number(match[2])]);
+    if (libc === 'musl') {
+      // musl's libc only (its loader answers "libc.so" with itself); the C++ runtime is inside.
+      expect(needed).toEqual(['libc.so']);
+      expect(glibcVersions).toEqual([]);
+      // Only the Node-API entry points are exported: the C++ runtime inside stays private.
+      const exported = symbols.split('\n').filter((line) => /\s(GLOBAL|WEAK)\s/.test(line) && !/\sUND\s/.test(line))
+        .map((line) => line.trim().split(/\s+/).pop()).sort();
+      expect(exported).toEqual(['napi_register_module_v1', 'node_api_module_get_api_version_v1']);
+    } else {
+      expect(needed).toContain('libc.so.6');
+      // Node 20's own binaries need glibc 2.28; the addon must not ask for more.
+      expect(glibcVersions.length).toBeGreaterThan(0);
+      for (const [major, minor] of glibcVersions) expect(major * 1000 + minor).toBeLessThanOrEqual(2028);
+    }
   });
 
   it('installs without building: no build/ in the installed package', () => {
