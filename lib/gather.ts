@@ -166,6 +166,15 @@ class SocketWatch {
 
 const watches = new WeakMap<Writable, SocketWatch>();
 
+/**
+ * A socket error that says why a write failed: not the ECANCELED with which
+ * Node 22 and later complete a write that destroy() cancelled (and which
+ * becomes `socket.errored` when the socket had no error of its own).
+ */
+function failureOf(error: Error | null | undefined): Error | null {
+  return error != null && (error as NodeJS.ErrnoException).code !== 'ECANCELED' ? error : null;
+}
+
 export class Gatherer {
   readonly pool: BufferPool;
   readonly chunkSize: number;
@@ -786,7 +795,7 @@ export class Gatherer {
   private startSocketWrite(socket: Writable, resolve: () => void, reject: (error: Error) => void): void {
     if (socket.destroyed) {
       // Nothing reaches libuv: the memory is free to go at once.
-      this.settle(socket.errored ?? new IobufError('The socket is destroyed', 'ERR_IOBUF_SOCKET_CLOSED'), resolve, reject);
+      this.settle(failureOf(socket.errored) ?? new IobufError('The socket is destroyed', 'ERR_IOBUF_SOCKET_CLOSED'), resolve, reject);
       return;
     }
     const count = this.bufs.length;
@@ -812,11 +821,12 @@ export class Gatherer {
       watch.remove(onClose, writeAll);
       this.settle(failure, resolve, reject);
     };
-    const onClose = () => finish(watch.error ?? socket.errored ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
-    // A write callback after destroy() reports no error (Node's stream_base
-    // does that for cancelled writes), so a destroyed socket means failure.
+    const onClose = () => finish(watch.error ?? failureOf(socket.errored) ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+    // A write that destroy() cancelled reports no error on Node 20 and
+    // ECANCELED on Node 22 and later: either way a destroyed socket means
+    // failure, and the reason is the socket's own error, if it had one.
     const onWritten = (error?: Error | null) => {
-      if (error || socket.destroyed) finish(error ?? watch.error ?? socket.errored ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+      if (error || socket.destroyed) finish(failureOf(error) ?? watch.error ?? failureOf(socket.errored) ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
       else finish(null);
     };
     const writeAll = () => {
