@@ -27,6 +27,7 @@ import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
+import { maxAllocationSize } from './memory';
 
 export interface GathererOptions {
   /** Where scratch memory comes from. */
@@ -399,6 +400,7 @@ export class Gatherer {
   putSlice(view: ArrayBufferView): this {
     validateView(view, 'view');
     const length = view.byteLength;
+    if (length > maxAllocationSize) validateInteger(length, 'view.byteLength', 0, maxAllocationSize);
     if (length === 0) return this.checkOpen();
     const source = view instanceof Uint8Array ? view : new Uint8Array(view.buffer, view.byteOffset, length);
     const at = this.allocate(length);
@@ -431,6 +433,7 @@ export class Gatherer {
     validateView(view, 'view');
     this.checkOpen();
     const length = view.byteLength;
+    if (length > maxAllocationSize) validateInteger(length, 'view.byteLength', 0, maxAllocationSize);
     if (length === 0) return this;
     const buffer = Buffer.isBuffer(view) ? view : Buffer.from(view.buffer, view.byteOffset, length);
     this.flush();
@@ -718,7 +721,8 @@ export class Gatherer {
     while (i < count) {
       let j = i;
       let total = 0;
-      while (j < count && ends[j] - starts[j] < threshold) total += ends[j] - starts[j], j++;
+      // (A run's copy is one scratch Buffer: it stops before the largest Buffer.)
+      while (j < count && ends[j] - starts[j] < threshold && total + ends[j] - starts[j] <= maxAllocationSize) total += ends[j] - starts[j], j++;
       if (j - i >= 2) {
         // Scratch for the run comes from the open chunk like any put.
         const at = this.allocate(total);

@@ -15,7 +15,7 @@ import os from 'node:os';
 import { native } from './binding';
 import { IobufError, codedError, validateBoolean, validateInteger, validateOneOf, validateOptions } from './errors';
 import { IoVecArray } from './iovec';
-import { hugePageSize, pageSize } from './memory';
+import { hugePageSize, maxAllocationSize, pageSize } from './memory';
 import { Field, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
 
 export type LeakDetection = 'off' | 'sample' | 'full';
@@ -544,7 +544,7 @@ export class BufferPool {
    */
   private acquireNew(size: number, sizeClass: SizeClass | undefined, ticket: number, count: number): Buffer | Buffer[] | null {
     if (sizeClass === undefined) {
-      validateInteger(size, 'size', 1, this.maxMemory);
+      validateInteger(size, 'size', 1, Math.min(this.maxMemory, maxAllocationSize));
       sizeClass = this.classFor(size);
     }
     if (this.closedHere) throw closedError();
@@ -558,6 +558,9 @@ export class BufferPool {
     const bytes = count > 1 || oversize ? roundUp(stride * count, pageSize) : sizeClass.slabBytes;
     if (bytes > this.maxMemory) {
       throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${this.maxMemory} bytes (options.maxMemory) for count × size but received ${stride * count}`);
+    }
+    if (bytes > maxAllocationSize) {  // the buffers share one region, which is one Buffer
+      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${maxAllocationSize} bytes (the largest Buffer) for count × size but received ${stride * count}`);
     }
     const pages = bytes / pageSize;
     if (!this.shared.reserve(pages)) {
@@ -778,7 +781,7 @@ export class BufferPool {
   tryAcquireMany(count: number, size: number): Buffer[] | null {
     if (this.control[Word.CLOSED] !== 0) throw closedError();
     validateInteger(count, 'count', 1, 2 ** 20);
-    validateInteger(size, 'size', 1, this.maxMemory);
+    validateInteger(size, 'size', 1, Math.min(this.maxMemory, maxAllocationSize));
     if (count === 1) {
       const buffer = this.tryAcquire(size);
       return buffer === null ? null : [buffer];

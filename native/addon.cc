@@ -13,6 +13,11 @@ Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value SetMaxBufferLength(const Napi::CallbackInfo& info) {
+  AddonData::Of(info.Env())->maxBufferLength = info[0].As<Napi::Number>().DoubleValue();
+  return info.Env().Undefined();
+}
+
 #ifdef IOBUF_ASAN
 // Sanitizer builds only (test/setup/asan.ts): vitest kills its workers before
 // LeakSanitizer's exit-time check, so the tests ask for one. Nonzero = leaks
@@ -27,6 +32,7 @@ Napi::Value LeakCheck(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(new AddonData());
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("setMaxBufferLength", Napi::Function::New(env, SetMaxBufferLength, "setMaxBufferLength"));
 #ifdef IOBUF_ASAN
   exports.Set("leakCheck", Napi::Function::New(env, LeakCheck, "leakCheck"));
 #endif

@@ -9,6 +9,10 @@ namespace iobuf {
 
 struct AddonData {
   Napi::FunctionReference errorClass;  // lib/errors.ts IobufError
+  // The longest Buffer this runtime can make (buffer.constants.MAX_LENGTH,
+  // set by lib/binding.ts at load): 2^32 on Node 20 and Bun, 2^53 - 1 on
+  // Node 22 and later. Until it is set, the smallest of them.
+  double maxBufferLength = 4294967296.0;
 
   static AddonData* Of(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
 };

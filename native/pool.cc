@@ -2,6 +2,7 @@
 // path must not cross into native code); native code only makes and unmakes
 // the per-acquire views that strict mode hands out.
 #include "addon.h"
+#include "errors.h"
 
 namespace iobuf {
 namespace {
@@ -18,6 +19,7 @@ Napi::Value ViewOf(const Napi::CallbackInfo& info) {
   auto offset = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
   auto length = static_cast<size_t>(info[2].As<Napi::Number>().Int64Value());
   auto* data = static_cast<uint8_t*>(slab.Data()) + offset;
+  CheckBufferLength(info.Env(), static_cast<double>(length), "length");
   return Napi::Buffer<uint8_t>::New(info.Env(), data, length);
 }
 
