@@ -4,7 +4,7 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { addressOf, allocAligned, allocHuge, free } from '../lib/index';
-import { MiB, distDir, isRoot, lastJsonLine, runFixture, sanitized, statusBytes, vmaAt } from './helpers/memory-proc';
+import { MiB, distDir, isRoot, lastJsonLine, nodeRunnableByOthers, runFixture, sanitized, statusBytes, vmaAt } from './helpers/memory-proc';
 
 const NOBODY = 65534;
 
@@ -45,7 +45,8 @@ describe('lock', () => {
     const limit = Number(/^Max locked memory\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]);
     expect(limit, 'RLIMIT_MEMLOCK must be below 16 MiB for this test').toBeLessThan(16 * MiB);
 
-    const result = runFixture('memory-mlock-limit.js', [], isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/' } : {});
+    const result = runFixture('memory-mlock-limit.js', [],
+      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/', execPath: nodeRunnableByOthers() } : {});
     expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual(
       { status: 0, signal: null, stderr: '' });
     const report = lastJsonLine<Record<string, unknown>>(result);
