@@ -4,6 +4,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import path from 'node:path';
 import loadAddon from 'node-gyp-build';
 import { IobufError } from './errors';
+import { noteUntestedRuntime } from './runtime';
 
 export interface NativeBinding {
   setErrorClass(errorClass: typeof IobufError): void;
@@ -64,3 +65,4 @@ export const native = (process.env.IOBUF_ADDON_PATH
 
 native.setErrorClass(IobufError);
 native.setMaxBufferLength(bufferConstants.MAX_LENGTH);
+noteUntestedRuntime();
