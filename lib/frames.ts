@@ -368,6 +368,9 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         if (!this.push(chunk) && !this.isClosed) this.pauseSocket();
       });
       this.on('drain', () => this.resumeSocket());
+      // A 'data' listener does not start a stream that was paused (Bun's
+      // sockets from pauseOnConnect, any paused Duplex): attach() reads it.
+      if (!this.paused) socket.resume();
     }
     return this;
   }

@@ -139,4 +139,16 @@ describe(`read modes on ${process.release.name} ${process.version}`, () => {
     expect(assembler.stats()).toMatchObject({ readMode: 'data', reads: 0, directReads: 0 });
     expect(pool.stats().inUse).toBe(0);
   });
+
+  it('a paused stream attached in \'data\' mode is read too (as Bun\'s pauseOnConnect sockets are)', async () => {
+    const pool = makePool();
+    const duplex = new PassThrough();
+    duplex.pause();
+    duplex.end(stream);
+    const assembler = new FrameAssembler({ pool }).attach(duplex as unknown as net.Socket);
+    const received = await collect(assembler);
+    expect(Buffer.concat(received).equals(Buffer.concat(payloads))).toBe(true);
+    expect(assembler.stats().readMode).toBe('data');
+    expect(pool.stats().inUse).toBe(0);
+  });
 });
