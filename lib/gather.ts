@@ -170,10 +170,13 @@ const watches = new WeakMap<Writable, SocketWatch>();
 /**
  * A socket error that says why a write failed: not the ECANCELED with which
  * Node 22 and later complete a write that destroy() cancelled (and which
- * becomes `socket.errored` when the socket had no error of its own).
+ * becomes `socket.errored` when the socket had no error of its own), nor the
+ * ERR_SOCKET_CLOSED of a write after the handle closed (Bun gives a write
+ * that destroy() cancelled that one).
  */
 function failureOf(error: Error | null | undefined): Error | null {
-  return error != null && (error as NodeJS.ErrnoException).code !== 'ECANCELED' ? error : null;
+  const code = (error as NodeJS.ErrnoException | null | undefined)?.code;
+  return error != null && code !== 'ECANCELED' && code !== 'ERR_SOCKET_CLOSED' ? error : null;
 }
 
 export class Gatherer {
