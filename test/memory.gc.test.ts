@@ -34,10 +34,12 @@ describe('finalizers release unreachable allocations', () => {
     expect(buffers[COUNT - 1][SIZE - 1]).toBe((COUNT - 1) & 0xff);
 
     buffers = null;
-    const rounds = await collectUntil(() =>
-      statusBytes('VmRSS') - rss0 < 64 * MiB && process.memoryUsage().external - external0 < 64 * MiB);
+    // Under ASan, RSS says nothing here: its quarantine keeps the heap memory
+    // that V8 and Node free meanwhile (the mappings do go: `external` shows it).
+    const rssBack = () => sanitized || statusBytes('VmRSS') - rss0 < 64 * MiB;
+    const rounds = await collectUntil(() => rssBack() && process.memoryUsage().external - external0 < 64 * MiB);
     expect(rounds).toBeLessThanOrEqual(20);
-    expect(statusBytes('VmRSS') - rss0).toBeLessThan(64 * MiB);
+    expect(rssBack()).toBe(true);
     expect(process.memoryUsage().external - external0).toBeLessThan(64 * MiB);
   });
 
