@@ -27,9 +27,9 @@ describe('lock', () => {
   test.skipIf(!isRoot || sanitized)('allocHuge with lock: true locks too', () => {
     const before = statusBytes('VmLck');
     const buffer = allocHuge(4 * MiB, { lock: true, fallback: 'normal' });
-    // hugetlb pages (there are some while test/memory.huge-pages runs beside
-    // this file) are never swapped out; mlock leaves such mappings alone and
-    // the kernel does not count them in VmLck.
+    // hugetlb pages (reserved system-wide while test/memory.huge-pages runs,
+    // in any checkout on the machine) are never swapped out; mlock leaves such
+    // mappings alone and the kernel does not count them in VmLck.
     const hugetlb = pageKind(buffer) === 'hugetlb';
     expect(statusBytes('VmLck') - before).toBeGreaterThanOrEqual(hugetlb ? 0 : 4 * MiB);
     free(buffer);
