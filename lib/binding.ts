@@ -1,13 +1,17 @@
 // The one typed edge to the native addon. Every other module imports `native`
 // from here; nothing else calls require() on a .node file.
+import { constants as bufferConstants } from 'node:buffer';
 import path from 'node:path';
 import loadAddon from 'node-gyp-build';
 import { IobufError } from './errors';
+import { noteUntestedRuntime } from './runtime';
 
 export interface NativeBinding {
   setErrorClass(errorClass: typeof IobufError): void;
   /** The name the addon gives errno `error` in a `code` ("ENOMEM"); undefined when Linux defines none. */
   errnoName(error: number): string | undefined;
+  /** The longest Buffer this runtime makes: native code refuses longer ones before mapping anything. */
+  setMaxBufferLength(length: number): void;
   /** Sanitizer builds only (IOBUF_ASAN): run LeakSanitizer now; nonzero = leaks found. */
   leakCheck?(): number;
 
@@ -119,3 +123,5 @@ export const native = (process.env.IOBUF_ADDON_PATH
   : loadAddon(packageRoot)) as NativeBinding;
 
 native.setErrorClass(IobufError);
+native.setMaxBufferLength(bufferConstants.MAX_LENGTH);
+noteUntestedRuntime();

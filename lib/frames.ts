@@ -48,6 +48,7 @@ import { SharedBuffer } from './shared-buffer';
 import type { SharedReturn } from './shared-buffer';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
+import { maxAllocationSize } from './memory';
 
 export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
 
@@ -80,7 +81,7 @@ export interface FrameAssemblerOptions {
   pool: BufferPool;
   /** The length prefix before each payload. Default 'u32be'. */
   lengthPrefix?: LengthPrefix | LengthDecoder;
-  /** Largest payload accepted (at most pool.maxMemory); a larger length is ERR_IOBUF_FRAME_TOO_LARGE. Default 16 MiB, at most a quarter of pool.maxMemory. */
+  /** Largest payload accepted (at most pool.maxMemory and maxAllocationSize); a larger length is ERR_IOBUF_FRAME_TOO_LARGE. Default 16 MiB, at most a quarter of pool.maxMemory. */
   maxFrameSize?: number;
   /** Reading stops while unreleased frames hold more than this many bytes. Default 4 MiB. */
   highWaterMark?: number;
@@ -328,7 +329,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     // A quarter of the budget by default: a frame as large as the budget could never be
     // served while the read buffer (and the consumer's frames) hold part of it.
     const { maxFrameSize = Math.min(16 * MiB, Math.floor(pool.maxMemory / 4)) } = options;
-    validateInteger(maxFrameSize, 'options.maxFrameSize', 0, pool.maxMemory);
+    validateInteger(maxFrameSize, 'options.maxFrameSize', 0, Math.min(pool.maxMemory, maxAllocationSize));
     validateInteger(highWaterMark, 'options.highWaterMark', 0, Number.MAX_SAFE_INTEGER);
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);
     for (const name of ['onFrame', 'onError'] as const) {
@@ -404,7 +405,8 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         if (!this.push(chunk) && !this.isClosed) this.pauseSocket();
       });
       this.on('drain', () => this.resumeSocket());
-      // A 'data' listener does not start a paused socket (pauseOnConnect, or paused by its owner): reading starts now, as with onread.
+      // A 'data' listener does not start a stream that was paused (pauseOnConnect,
+      // Bun's sockets, any paused Duplex): attach() reads it from now on.
       if (!this.paused && !this.isClosed) socket.resume();
     }
     return this;

@@ -30,6 +30,7 @@ import { IoVecArray, writevAll, writevAllSync } from './iovec';
 import type { LengthPrefix } from './frames';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { SharedBuffer, kTakeOver } from './shared-buffer';
+import { maxAllocationSize } from './memory';
 
 export interface GathererOptions {
   /** Where scratch memory comes from. */
@@ -206,6 +207,18 @@ class SocketWatch {
 }
 
 const watches = new WeakMap<Writable, SocketWatch>();
+
+/**
+ * A socket error that says why a write failed: not the ECANCELED with which
+ * Node 22 and later complete a write that destroy() cancelled (and which
+ * becomes `socket.errored` when the socket had no error of its own), nor the
+ * ERR_SOCKET_CLOSED of a write after the handle closed (Bun gives a write
+ * that destroy() cancelled that one).
+ */
+function failureOf(error: Error | null | undefined): Error | null {
+  const code = (error as NodeJS.ErrnoException | null | undefined)?.code;
+  return error != null && code !== 'ECANCELED' && code !== 'ERR_SOCKET_CLOSED' ? error : null;
+}
 
 export class Gatherer {
   readonly pool: BufferPool;
@@ -434,6 +447,7 @@ export class Gatherer {
   putSlice(view: ArrayBufferView): this {
     validateView(view, 'view');
     const length = view.byteLength;
+    if (length > maxAllocationSize) validateInteger(length, 'view.byteLength', 0, maxAllocationSize);
     if (length === 0) return this.checkOpen();
     const source = view instanceof Uint8Array ? view : new Uint8Array(view.buffer, view.byteOffset, length);
     const at = this.allocate(length);
@@ -610,6 +624,7 @@ export class Gatherer {
     validateView(view, 'view');
     this.checkOpen();
     const length = view.byteLength;
+    if (length > maxAllocationSize) validateInteger(length, 'view.byteLength', 0, maxAllocationSize);
     if (length === 0) return this;
     const buffer = Buffer.isBuffer(view) ? view : Buffer.from(view.buffer, view.byteOffset, length);
     this.flush();
@@ -923,7 +938,8 @@ export class Gatherer {
     while (i < count) {
       let j = i;
       let total = 0;
-      while (j < count && ends[j] - starts[j] < threshold) total += ends[j] - starts[j], j++;
+      // (A run's copy is one scratch Buffer: it stops before the largest Buffer.)
+      while (j < count && ends[j] - starts[j] < threshold && total + ends[j] - starts[j] <= maxAllocationSize) total += ends[j] - starts[j], j++;
       if (j - i >= 2) {
         // Scratch for the run comes from the open chunk like any put.
         const at = this.allocate(total);
@@ -1014,7 +1030,7 @@ export class Gatherer {
   private startSocketWrite(socket: Writable, resolve: () => void, reject: (error: Error) => void): void {
     if (socket.destroyed) {
       // Nothing reaches libuv: the memory is free to go at once.
-      this.settle(socket.errored ?? new IobufError('The socket is destroyed', 'ERR_IOBUF_SOCKET_CLOSED'), resolve, reject);
+      this.settle(failureOf(socket.errored) ?? new IobufError('The socket is destroyed', 'ERR_IOBUF_SOCKET_CLOSED'), resolve, reject);
       return;
     }
     const count = this.bufs.length;
@@ -1044,11 +1060,12 @@ export class Gatherer {
       repayAll(loans);
       this.settle(failure, resolve, reject);
     };
-    const onClose = () => finish(watch.error ?? socket.errored ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
-    // A write callback after destroy() reports no error (Node's stream_base
-    // does that for cancelled writes), so a destroyed socket means failure.
+    const onClose = () => finish(watch.error ?? failureOf(socket.errored) ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+    // A write that destroy() cancelled reports no error on Node 20 and
+    // ECANCELED on Node 22 and later: either way a destroyed socket means
+    // failure, and the reason is the socket's own error, if it had one.
     const onWritten = (error?: Error | null) => {
-      if (error || socket.destroyed) finish(error ?? watch.error ?? socket.errored ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+      if (error || socket.destroyed) finish(failureOf(error) ?? watch.error ?? failureOf(socket.errored) ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
       else finish(null);
     };
     const writeAll = () => {

@@ -26,7 +26,7 @@ import os from 'node:os';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
 import { type Loan, lend, repayAll } from './lending';
-import { isDetached } from './memory';
+import { isDetached, maxAllocationSize } from './memory';
 import { pooledAddressOf } from './pool';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
@@ -340,6 +340,8 @@ export class IoVecArray {
     else validateInteger(offset, 'offset', 0, viewLength);
     if (length === undefined) length = viewLength - offset;
     else validateInteger(length, 'length', 0, viewLength - offset);
+    // entries() gives each entry back as a Buffer (a DataView can be longer on Node 20).
+    if (length > maxAllocationSize) validateInteger(length, 'length', 0, maxAllocationSize);
 
     const base = start + offset;
     const words = this.#words;

@@ -24,7 +24,12 @@ export const pageSize: number = native.pageSize;
 export const hugePageSize: number = native.hugePageSize;
 /** Bytes in an L1 data cache line, from sysconf or sysfs. */
 export const cacheLineSize: number = native.cacheLineSize;
-/** The largest `size` any allocation accepts: Node's largest Buffer. */
+/**
+ * The largest `size` any allocation accepts: the largest Buffer the running
+ * runtime can make (buffer.constants.MAX_LENGTH: 2^32 on Node 20 and Bun,
+ * 2^53 - 1 on Node 22 and later). Larger sizes are a RangeError in every part;
+ * sizes up to it go to the kernel, which may refuse them (ENOMEM).
+ */
 export const maxAllocationSize: number = bufferConstants.MAX_LENGTH;
 
 const MIN_ALIGNMENT = 8;
@@ -116,17 +121,32 @@ export function allocAligned(size: number, options: AllocAlignedOptions = {}): B
   validateBoolean(zero, 'options.zero');
   const flags = mapFlags(options);
 
-  let buffer: Buffer;
+  let buffer: Buffer | undefined;
   if (flags === 0 && alignment <= pageSize && size + alignment - 1 <= maxAllocationSize) {
     const total = size + alignment - 1;
-    const arrayBuffer = zero ? new ArrayBuffer(total) : Buffer.allocUnsafeSlow(total).buffer;
-    const misalignment = native.addressOf(arrayBuffer) % alignment;
-    buffer = Buffer.from(arrayBuffer, misalignment === 0 ? 0 : alignment - misalignment, size);
-  } else {
-    buffer = native.mapAligned(size, alignment, flags);
+    const arrayBuffer = heapArrayBuffer(total, zero);
+    if (arrayBuffer !== null) {
+      const misalignment = native.addressOf(arrayBuffer) % alignment;
+      buffer = Buffer.from(arrayBuffer, misalignment === 0 ? 0 : alignment - misalignment, size);
+    }
   }
+  buffer ??= native.mapAligned(size, alignment, flags);
   allocations.set(buffer.buffer as ArrayBuffer, { loans: 0, pinToken: 0, freeRequested: false });
   return buffer;
+}
+
+/**
+ * A V8-owned ArrayBuffer of `length` bytes, or null when V8 cannot allocate
+ * it (a RangeError without a code, for sizes Node 22+ accepts and the machine
+ * cannot hold): the mapped path then asks the kernel, which answers with an errno.
+ */
+function heapArrayBuffer(length: number, zero: boolean): ArrayBuffer | null {
+  try {
+    return zero ? new ArrayBuffer(length) : Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer;
+  } catch (error) {
+    if (error instanceof RangeError) return null;
+    throw error;
+  }
 }
 
 /** A Buffer of exactly `size` bytes in huge pages, falling back as `options.fallback` allows. */

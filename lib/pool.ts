@@ -16,7 +16,7 @@ import { native } from './binding';
 import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray } from './iovec';
 import { type Borrower, type Loan, registerLender } from './lending';
-import { cacheLineSize, hugePageSize, pageSize } from './memory';
+import { cacheLineSize, hugePageSize, maxAllocationSize, pageSize } from './memory';
 import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
 import { SharedBuffer } from './shared-buffer';
 
@@ -705,7 +705,7 @@ export class BufferPool {
    */
   private acquireNew(size: number, sizeClass: SizeClass | undefined, ticket: number | null, count: number): Buffer | Buffer[] | null {
     if (sizeClass === undefined) {
-      validateInteger(size, 'size', 1, this.maxMemory);
+      validateInteger(size, 'size', 1, Math.min(this.maxMemory, maxAllocationSize));
       sizeClass = this.classFor(size);
     }
     if (this.closedHere) throw closedError();
@@ -719,6 +719,9 @@ export class BufferPool {
     const bytes = count > 1 || oversize ? roundUp(stride * count, pageSize) : sizeClass.slabBytes;
     if (bytes > this.maxMemory) {
       throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${this.maxMemory} bytes (options.maxMemory) for count × size but received ${stride * count}`);
+    }
+    if (bytes > maxAllocationSize) {  // the buffers share one region, which is one Buffer
+      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected at most ${maxAllocationSize} bytes (the largest Buffer) for count × size but received ${stride * count}`);
     }
     const pages = bytes / pageSize;
     if (!this.shared.reserve(pages)) {
@@ -949,7 +952,7 @@ export class BufferPool {
   tryAcquireMany(count: number, size: number): Buffer[] | null {
     if (this.control[Word.CLOSED] !== 0) throw closedError();
     validateInteger(count, 'count', 1, 2 ** 20);
-    validateInteger(size, 'size', 1, this.maxMemory);
+    validateInteger(size, 'size', 1, Math.min(this.maxMemory, maxAllocationSize));
     if (count === 1) {
       const buffer = this.tryAcquire(size);
       return buffer === null ? null : [buffer];

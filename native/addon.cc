@@ -24,6 +24,12 @@ Napi::Value ErrnoName(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), name);
 }
 
+// setMaxBufferLength(length): the longest Buffer this runtime makes (lib/memory.ts, at load).
+Napi::Value SetMaxBufferLength(const Napi::CallbackInfo& info) {
+  AddonData::Of(info.Env())->maxBufferLength = info[0].As<Napi::Number>().DoubleValue();
+  return info.Env().Undefined();
+}
+
 #ifdef IOBUF_ASAN
 // Sanitizer builds only (test/setup/asan.ts): vitest kills its workers before
 // LeakSanitizer's exit-time check, so the tests ask for one. Nonzero = leaks
@@ -51,6 +57,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("errnoName", Napi::Function::New(env, ErrnoName, "errnoName"));
+  exports.Set("setMaxBufferLength", Napi::Function::New(env, SetMaxBufferLength, "setMaxBufferLength"));
 #ifdef IOBUF_ASAN
   exports.Set("leakCheck", Napi::Function::New(env, LeakCheck, "leakCheck"));
 #endif

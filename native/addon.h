@@ -16,6 +16,10 @@ struct PoolMember;  // pool.cc: this thread's membership in one shared pool
 struct AddonData {
   napi_env env = nullptr;              // the environment this data belongs to
   Napi::FunctionReference errorClass;  // lib/errors.ts IobufError
+  // The longest Buffer this runtime can make (buffer.constants.MAX_LENGTH,
+  // set by lib/binding.ts at load): 2^32 on Node 20 and Bun, 2^53 - 1 on
+  // Node 22 and later. Until it is set, the smallest of them.
+  double maxBufferLength = 4294967296.0;
 
   // Set by the environment's cleanup hook (a worker's return, process.exit,
   // an uncaught error or terminate()): from then on no JavaScript may run in

@@ -1,6 +1,7 @@
 #include "errors.h"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "addon.h"
@@ -62,6 +63,17 @@ Napi::Error MakeError(Napi::Env env, const char* code, const std::string& messag
   }
   error.Set("code", Napi::String::New(env, code));
   return Napi::Error(env, error);
+}
+
+void CheckBufferLength(Napi::Env env, double length, const char* name) {
+  const double limit = AddonData::Of(env)->maxBufferLength;
+  if (length <= limit) return;
+  char message[160];
+  snprintf(message, sizeof message, "Expected at most %.0f bytes (the largest Buffer) for %s but received %.0f",
+           limit, name, length);
+  Napi::Error error = Napi::RangeError::New(env, message);
+  error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+  throw error;
 }
 
 Napi::Error MakeErrnoError(Napi::Env env, int error, const char* syscall, const char* code,

@@ -107,7 +107,9 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
 
 // iovecClose(bounds, entries): detach both ArrayBuffers (no view can reach
 // the blocks any more), then free the blocks. The state itself lives on
-// until both finalizers have run.
+// until both finalizers have run. Node runs them when the ArrayBuffers are
+// collected; Bun runs them inside Detach(), so this call holds a reference
+// of its own until it is done with the state.
 Napi::Value Close(const Napi::CallbackInfo& info) {
   IoVecState* state = StateOf(info.Env(), info[0]);
   if (state == nullptr) return info.Env().Undefined();  // closed already

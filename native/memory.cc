@@ -104,8 +104,21 @@ Napi::Value Publish(Napi::Env env, const os::Mapping& mapping, size_t size, unsi
   }
   auto* allocation = new Allocation{mapping};
   Register(allocation);
-  return Napi::Buffer<uint8_t>::New(env, static_cast<uint8_t*>(mapping.base), size,
-                                    FinalizeAllocation, allocation);
+  // Raw Node-API rather than Napi::Buffer::New, whose failure path frees its
+  // finalizer data while Node (20) may still run the finalizer later. The
+  // callers checked the length (CheckBufferLength), which rules out the one
+  // failure seen; after any other, whether the finalizer runs differs between
+  // Node versions, so the allocation is left to it: at worst a leak, never
+  // an unmap of a range that may have been mapped again.
+  napi_value buffer;
+  napi_status status = napi_create_external_buffer(
+      env, size, mapping.base,
+      [](napi_env finalizeEnv, void* data, void* hint) {
+        FinalizeAllocation(Napi::Env(finalizeEnv), static_cast<uint8_t*>(data), static_cast<Allocation*>(hint));
+      },
+      allocation, &buffer);
+  if (status != napi_ok) throw Napi::Error::New(env);
+  return Napi::Value(env, buffer);
 }
 
 size_t SizeArgument(const Napi::CallbackInfo& info, size_t index) {
@@ -118,6 +131,7 @@ size_t SizeArgument(const Napi::CallbackInfo& info, size_t index) {
 
 // mapAligned(size, alignment, flags) -> Buffer over a fresh, zeroed mapping.
 Napi::Value MapAligned(const Napi::CallbackInfo& info) {
+  CheckBufferLength(info.Env(), info[0].As<Napi::Number>().DoubleValue(), "size");
   size_t size = SizeArgument(info, 0);
   size_t alignment = SizeArgument(info, 1);
   unsigned flags = info[2].As<Napi::Number>().Uint32Value();
@@ -133,6 +147,7 @@ Napi::Value MapAligned(const Napi::CallbackInfo& info) {
 // pages, as far as `fallback` allows.
 Napi::Value MapHuge(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  CheckBufferLength(env, info[0].As<Napi::Number>().DoubleValue(), "size");
   size_t size = SizeArgument(info, 0);
   auto fallback = static_cast<HugeFallback>(info[1].As<Napi::Number>().Int32Value());
   unsigned flags = info[2].As<Napi::Number>().Uint32Value();

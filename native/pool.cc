@@ -285,6 +285,7 @@ Napi::Value ViewOf(const Napi::CallbackInfo& info) {
   auto* data = static_cast<uint8_t*>(slab.Data());
   double size = static_cast<double>(slab.ByteLength());
   if (data == nullptr) throw MakeError(env, "ERR_IOBUF_DETACHED", "The slab was detached");
+  CheckBufferLength(env, length, "length");
   if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
     throw OutOfRange(env, "Expected a view inside the slab's " + std::to_string(slab.ByteLength()) +
                               " bytes for offset + length but received " + std::to_string(offset + length));

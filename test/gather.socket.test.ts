@@ -249,7 +249,7 @@ describe('Gatherer.writeTo(socket)', () => {
     expect(warnings.map((w) => w.name)).toEqual([]);
   });
 
-  it('pipelined writes and a peer reset: every write rejects, every pooled buffer is back', async () => {
+  it('pipelined writes and a peer reset: every write not completed before it rejects, every pooled buffer is back', async () => {
     const pool = makePool();
     const { client, server } = await connected();
     const writes: Promise<void>[] = [];
@@ -263,7 +263,16 @@ describe('Gatherer.writeTo(socket)', () => {
     await once(server, 'data');
     server.resetAndDestroy();
     const outcomes = await Promise.allSettled(writes);
-    expect(outcomes.every((o) => o.status === 'rejected')).toBe(true);
+    // The first messages may have gone wholly into the kernel's socket
+    // buffers (a few MiB on loopback) before the reset, and so completed
+    // (seen under load); every write from the first unfinished one on rejects
+    // with the reset. 40 MiB cannot all be in those buffers.
+    const completed = outcomes.findIndex((o) => o.status === 'rejected');
+    expect(completed).toBeGreaterThanOrEqual(0);
+    for (const outcome of outcomes.slice(completed)) {
+      expect(outcome.status).toBe('rejected');
+      expect(['ECONNRESET', 'EPIPE']).toContain((outcome as PromiseRejectedResult).reason.code);
+    }
     expect(pool.stats().inUse).toBe(0);
   });
 

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool, addressOf, writevSync } from '../lib/index';
 import { KiB, MiB, expectCode, thrown, turns } from './fixtures/pool-helpers';
 import { rawEntry } from './fixtures/iovec-helpers';
-import { distDir, isRoot, lastJsonLine, runFixture, sanitized } from './helpers/memory-proc';
+import { distDir, isRoot, lastJsonLine, nodeRunnableByOthers, runFixture, sanitized } from './helpers/memory-proc';
 
 const NOBODY = 65534;
 
@@ -204,7 +204,7 @@ describe('io_uring registration', () => {
       }
     }
     const result = runFixture('iovec-memlock.js', [path.join(dir, 'iovec-uring.node')],
-      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/' } : {});
+      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/', execPath: nodeRunnableByOthers() } : {});
     expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
     const report = lastJsonLine<Record<string, unknown>>(result);
     expect(report).toEqual({

@@ -109,13 +109,42 @@ describe('allocAligned: every alignment × size', () => {
     free(buffer);
   });
 
-  test('maxAllocationSize itself is accepted (mapped, virtual only)', () => {
-    const buffer = allocAligned(maxAllocationSize, { alignment: 64 });
-    expect(buffer.length).toBe(maxAllocationSize);
-    expect(isAligned(buffer, 64)).toBe(true);
-    buffer[maxAllocationSize - 1] = 0xee;
-    expect(buffer[maxAllocationSize - 1]).toBe(0xee);
-    free(buffer);
+  // maxAllocationSize is the largest Buffer the runtime makes: 4 GiB on Node 20,
+  // 2^53 - 1 on Node 22 and later. Sizes up to it go to the kernel.
+  test('the largest size up to 4 GiB + 4 KiB that maxAllocationSize allows is accepted (virtual only)', () => {
+    const size = Math.min(maxAllocationSize, 4 * GiB + 4 * KiB);
+    for (const alignment of [64, 2 * MiB]) {  // the heap path and the mapped path
+      const buffer = allocAligned(size, { alignment });
+      expect(buffer.length).toBe(size);
+      expect(isAligned(buffer, alignment)).toBe(true);
+      buffer[size - 1] = 0xee;
+      expect(buffer[size - 1]).toBe(0xee);
+      free(buffer);
+    }
+  });
+
+  test('maxAllocationSize itself is a Buffer, or ENOMEM from mmap when the machine cannot map that much (Node 22+)', () => {
+    for (const alloc of [(size: number) => allocAligned(size, { alignment: 64 }), (size: number) => allocHuge(size, { fallback: 'normal' })]) {
+      let buffer: Buffer | undefined;
+      let error: (Error & { code?: string; errno?: number; syscall?: string }) | undefined;
+      try {
+        buffer = alloc(maxAllocationSize);
+      } catch (caught) {
+        error = caught as typeof error;
+      }
+      // 2^53 - 1 bytes are more than a 47-bit address space holds.
+      if (maxAllocationSize >= 2 ** 47) {
+        expect(buffer).toBeUndefined();
+        expect(error).toBeInstanceOf(IobufError);
+        expect({ code: error!.code, errno: error!.errno, syscall: error!.syscall }).toEqual({ code: 'ENOMEM', errno: -12, syscall: 'mmap' });
+      } else {
+        expect(error).toBeUndefined();
+        expect(buffer!.length).toBe(maxAllocationSize);
+        buffer![maxAllocationSize - 1] = 0xee;
+        expect(buffer![maxAllocationSize - 1]).toBe(0xee);
+        free(buffer!);
+      }
+    }
   });
 });
 
@@ -203,15 +232,17 @@ describe('argument errors', () => {
     }
   });
 
-  test('size: 0, -1, 1.5, NaN, Infinity, maxAllocationSize + 1, 2**32 + 1 are RangeError ERR_OUT_OF_RANGE', () => {
+  test('size: 0, -1, 1.5, NaN, Infinity, maxAllocationSize + 1 are RangeError ERR_OUT_OF_RANGE; 2**32 + 1 too where it is above maxAllocationSize', () => {
     for (const alloc of [allocAligned, allocHuge]) {
       expectThrowsCode(() => alloc(0), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('0'));
       expectThrowsCode(() => alloc(-1), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('-1'));
       expectThrowsCode(() => alloc(1.5), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('1.5'));
       expectThrowsCode(() => alloc(NaN), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('NaN'));
       expectThrowsCode(() => alloc(Infinity), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('Infinity'));
-      expectThrowsCode(() => alloc(maxAllocationSize + 1), RangeError, 'ERR_OUT_OF_RANGE');
-      expectThrowsCode(() => alloc(2 ** 32 + 1), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage(String(2 ** 32 + 1)));
+      expectThrowsCode(() => alloc(maxAllocationSize + 1), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage(String(maxAllocationSize + 1)));
+      if (2 ** 32 + 1 > maxAllocationSize) {  // Node 20; Node 22+ accepts it (the test above)
+        expectThrowsCode(() => alloc(2 ** 32 + 1), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage(String(2 ** 32 + 1)));
+      }
     }
   });
 

@@ -152,7 +152,9 @@ describe('BufferPool retainIdle', () => {
   });
 
   it('gives touched memory back to the OS: RSS drops with retainIdle 0', async () => {
-    const pool = makePool({ sizeClasses: [4 * MiB], maxMemory: 64 * MiB, retainIdle: 0 });
+    // hugePages: false — hugetlb pages (reserved system-wide while
+    // test/memory.huge-pages runs, in any checkout on the machine) are not counted in RSS.
+    const pool = makePool({ sizeClasses: [4 * MiB], maxMemory: 64 * MiB, retainIdle: 0, hugePages: false });
     const held = Array.from({ length: 8 }, () => pool.tryAcquire(4 * MiB)!);
     for (const buffer of held) buffer.fill(0x77);
     const touched = rss();

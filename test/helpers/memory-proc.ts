@@ -1,7 +1,8 @@
 // Reading what the kernel says about this process (or another one) from /proc,
 // and running small node scripts in child processes. Shared by the memory tests.
 import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, linkSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { expect } from 'vitest';
@@ -135,13 +136,74 @@ export interface ChildResult {
   stderr: string;
 }
 
-/** Runs test/fixtures/<fixture> in a fresh node process and waits for it. */
-export function runFixture(fixture: string, args: string[] = [], options: SpawnSyncOptions = {}): ChildResult {
-  const result = spawnSync(process.execPath, [path.join(fixturesDir, fixture), ...args], {
-    encoding: 'utf8', env: childEnv(), timeout: 60_000, ...options,
+/**
+ * Runs test/fixtures/<fixture> in a fresh node process and waits for it.
+ * `execPath`: another node binary (default: this one).
+ */
+export function runFixture(fixture: string, args: string[] = [], options: SpawnSyncOptions & { execPath?: string } = {}): ChildResult {
+  const { execPath = process.execPath, ...spawnOptions } = options;
+  const result = spawnSync(execPath, [path.join(fixturesDir, fixture), ...args], {
+    encoding: 'utf8', env: childEnv(), timeout: 60_000, ...spawnOptions,
   });
   if (result.error) throw result.error;
   return { status: result.status, signal: result.signal, stdout: String(result.stdout), stderr: String(result.stderr) };
+}
+
+/** Whether a user other than the owner can run `file`: it and every folder above it allow others in. */
+function runnableByOthers(file: string): boolean {
+  const real = realpathSync(file);
+  if ((statSync(real).mode & 0o001) === 0) return false;
+  for (let dir = path.dirname(real); ; dir = path.dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) return false;
+    if (dir === path.dirname(dir)) return true;
+  }
+}
+
+let nodeForOthers: string | undefined;
+
+/**
+ * This node binary, at a path an unprivileged child (`nobody`) can run. The
+ * official binaries of other majors that CI installs live under root's home
+ * (mode 700, closed to others): such a binary is hard-linked (or copied) into
+ * <tmp>/iobuf-node-<version>/, which later runs reuse (vitest ends its test
+ * processes without their exit handlers, so nothing would remove it).
+ */
+export function nodeRunnableByOthers(): string {
+  if (nodeForOthers !== undefined) return nodeForOthers;
+  if (runnableByOthers(process.execPath)) return (nodeForOthers = process.execPath);
+  const dir = path.join(os.tmpdir(), `iobuf-node-${process.version}`);
+  const target = path.join(dir, 'node');
+  const ready = () => {
+    try {
+      return statSync(target).size === statSync(process.execPath).size && runnableByOthers(target);
+    } catch {
+      return false;
+    }
+  };
+  if (!ready()) {
+    // Made aside and renamed into place: test files run in parallel.
+    const staging = mkdtempSync(path.join(os.tmpdir(), 'iobuf-node-'));
+    try {
+      chmodSync(staging, 0o755);
+      try {
+        linkSync(process.execPath, path.join(staging, 'node'));
+      } catch {
+        copyFileSync(process.execPath, path.join(staging, 'node'));
+      }
+      chmodSync(path.join(staging, 'node'), 0o755);
+      try {
+        renameSync(staging, dir);
+      } catch {
+        if (!ready()) {  // a stale folder (not one another test file just made)
+          rmSync(dir, { recursive: true, force: true });
+          renameSync(staging, dir);
+        }
+      }
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
+    }
+  }
+  return (nodeForOthers = target);
 }
 
 /** The last line of a child's stdout, parsed as JSON; fails with the child's output otherwise. */
