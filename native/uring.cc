@@ -232,7 +232,7 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
     return result;
   };
   if (fd < 0) {
-    const char* name = strerrorname_np(-fd);
+    const char* name = ErrnoNameOf(-fd);
     return failure(name != nullptr ? name : "EUNKNOWN", -fd, Explain(-fd));
   }
   os::CloseFd(fd);
