@@ -108,8 +108,9 @@ const kTransferAsync = Symbol('iobuf.iovec.transferAsync');
 /**
  * Internal entry points for a part that hands the array to the kernel itself
  * (lib/uring.ts; not exported from the package): kLend checks the views and
- * lends the array (busy, as a promise call does) until kRepay; kViewsIntact
- * says whether every view is still attached and unchanged.
+ * lends the array (busy, as a promise call does) and the views' memory
+ * (lib/lending.ts) until kRepay; kViewsIntact says whether every view is
+ * still attached and unchanged.
  */
 export const kLend = Symbol('iobuf.iovec.lend');
 export const kRepay = Symbol('iobuf.iovec.repay');
@@ -147,6 +148,8 @@ export class IoVecArray {
   #closed = false;
   /** Lent to a pending promise call: no changes until it settles. */
   #busy = false;
+  /** While busy: the loans of the views' memory (lib/lending.ts). */
+  #loans: Loan[] = [];
   /** #closed || #busy: one load on the hot paths. */
   #unusable = false;
 
@@ -433,10 +436,12 @@ export class IoVecArray {
     this.#checkViews(count);
     this.#busy = true;
     this.#unusable = true;
+    for (let i = 0; i < count; i++) this.#loans.push(lend(this.#views[i]!));
     return [this.#boundsBuffer, count];
   }
 
   [kRepay](): void {
+    repayAll(this.#loans);
     this.#busy = false;
     this.#unusable = this.#closed;
   }
@@ -477,27 +482,23 @@ export class IoVecArray {
    */
   [kTransferAsync](op: Op, fd: number, position: number): Promise<number> {
     if (this.#unusable) this.#throwUnusable();
-    const count = this.#length;
-    this.#checkViews(count);
     let done!: (error: Error | null, bytes: number) => void;
     const pending = new Promise<number>((resolve, reject) => {
       done = (error, bytes) => (error === null ? resolve(bytes) : reject(error));
     });
-    native.iovecTransferAsync(this.#boundsBuffer, op, fd, count, position, this.#views, done);
-    this.#busy = true;
-    this.#unusable = true;
-    const loans: Loan[] = [];
-    for (let i = 0; i < count; i++) loans.push(lend(this.#views[i]!));
+    const [bounds, count] = this[kLend]();
+    try {
+      native.iovecTransferAsync(bounds, op, fd, count, position, this.#views, done);
+    } catch (error) {
+      this[kRepay]();
+      throw error;
+    }
     return pending.then((bytes) => {
-      repayAll(loans);
-      this.#busy = false;
-      this.#unusable = false;
+      this[kRepay]();
       if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
       return bytes;
     }, (error: Partial<IoVecWriteError>) => {
-      repayAll(loans);
-      this.#busy = false;
-      this.#unusable = false;
+      this[kRepay]();
       if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);
       throw error;
     });

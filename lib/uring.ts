@@ -17,6 +17,7 @@ import {
   IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
 } from './errors';
 import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec';
+import { type Loan, lend } from './lending';
 import { BufferPool, inUnregisteredSlab } from './pool';
 
 // native/uring.h UringOp.
@@ -118,6 +119,8 @@ class Operation {
   reject!: (error: Error) => void;
   aborted = false;
   onAbort: (() => void) | null = null;
+  /** The loan of `view`'s memory (lib/lending.ts; a vectored call's views are lent by its IoVecArray). */
+  loan: Loan | null = null;
 
   constructor(
     readonly syscall: string,
@@ -360,7 +363,9 @@ export class IoRing {
         // A slab mapped since the last registration: register it for the next operations.
         this.#registerLater(this.pool);
       }
-      return this.#started(submitted, new Operation(syscall, buffer, null, op === Op.READ && (submitted & SUBMIT_BOUNCED) !== 0, signal));
+      const operation = new Operation(syscall, buffer, null, op === Op.READ && (submitted & SUBMIT_BOUNCED) !== 0, signal);
+      operation.loan = lend(buffer);  // release()/free()/a pool's close of it wait for the kernel
+      return this.#started(submitted, operation);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -457,6 +462,7 @@ export class IoRing {
         if (native.uringCopyOut(this.#handle, slot, target) < 0) failure = detachedError();
       }
       if (operation.iov !== null) operation.iov[kRepay]();
+      operation.loan?.repay();
       if (operation.onAbort !== null) operation.signal!.removeEventListener('abort', operation.onAbort);
       if (operation.aborted) failure = abortError(operation.signal!);
       else if (this.#forced) failure = forcedError(operation.syscall);

@@ -47,6 +47,7 @@ void Cleanup(void* arg) {
   auto* data = static_cast<AddonData*>(arg);
   data->tearingDown.store(true);
   PoolEnvironmentCleanup(data);
+  RepayEnvironmentLoans(data);
 }
 
 }  // namespace

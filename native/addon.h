@@ -6,6 +6,8 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstdint>
+#include <unordered_map>
 #include <memory>
 #include <vector>
 
@@ -34,6 +36,12 @@ struct AddonData {
   Napi::FunctionReference poolWakeHandler;
   std::atomic<bool> poolWakePending{false};
 
+  // Pins this environment's JavaScript took through lend() and has not
+  // repaid (memory.cc): base address -> count. A thread that dies with
+  // loans out (a socket write in flight) repays them in its cleanup hook,
+  // once its sockets are closed and libuv no longer reads or writes them.
+  std::unordered_map<uintptr_t, size_t> jsLoans;
+
   AddonData();
   ~AddonData();  // pool.cc, where PoolMember is complete
   static AddonData* Of(Napi::Env env) { return env.GetInstanceData<AddonData>(); }
@@ -49,5 +57,8 @@ void InitUring(Napi::Env env, Napi::Object exports);
 // environment's own thread, before Node closes its handles): a pool member
 // that did not leave leaves now.
 void PoolEnvironmentCleanup(AddonData* data);
+
+// The environment is going away: repays the pins its JavaScript still holds (memory.cc).
+void RepayEnvironmentLoans(AddonData* data);
 
 }  // namespace iobuf

@@ -217,6 +217,7 @@ Napi::Value Lend(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(registryMutex);
     if (Allocation* allocation = FindLocked(data); allocation != nullptr && !allocation->freed) {
       allocation->pins++;
+      AddonData::Of(info.Env())->jsLoans[BaseOf(allocation)]++;
       token = static_cast<double>(BaseOf(allocation));
     }
   }
@@ -226,11 +227,14 @@ Napi::Value Lend(const Napi::CallbackInfo& info) {
 // repay(token): the borrower is done with what lend() pinned.
 Napi::Value Repay(const Napi::CallbackInfo& info) {
   auto base = static_cast<uintptr_t>(info[0].As<Napi::Number>().DoubleValue());
+  auto& loans = AddonData::Of(info.Env())->jsLoans;
+  auto loan = loans.find(base);
   std::lock_guard<std::mutex> lock(registryMutex);
   auto found = registry->find(base);
-  if (found == registry->end() || found->second->pins == 0) {
+  if (loan == loans.end() || found == registry->end() || found->second->pins == 0) {
     throw MakeError(info.Env(), "ERR_IOBUF_INTERNAL", "repay() of memory that is not lent");
   }
+  if (--loan->second == 0) loans.erase(loan);
   UnpinLocked(found->second);
   return info.Env().Undefined();
 }
@@ -307,6 +311,21 @@ void UnpinAllocations(const std::vector<Allocation*>& pinned) {
   if (pinned.empty()) return;
   std::lock_guard<std::mutex> lock(registryMutex);
   for (Allocation* allocation : pinned) UnpinLocked(allocation);
+}
+
+void RepayEnvironmentLoans(AddonData* data) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  for (auto [base, count] : data->jsLoans) {
+    auto found = registry->find(base);
+    if (found == registry->end()) continue;
+    Allocation* allocation = found->second;
+    for (size_t i = 0; i < count && allocation->pins > 0; i++) {
+      bool last = allocation->pins == 1;
+      UnpinLocked(allocation);
+      if (last) break;  // unpinned for good (and maybe deleted)
+    }
+  }
+  data->jsLoans.clear();
 }
 
 void InitMemory(Napi::Env env, Napi::Object exports) {

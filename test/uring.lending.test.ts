@@ -34,7 +34,7 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
     mapped: () => allocAligned(SIZE, { alignment: 64 * KiB }),
     huge: () => allocHuge(SIZE, { fallback: 'normal' }),
   })) {
-    it(`free() of ${kind} memory under a read: detached at once, unmapped only when the kernel is done`, async () => {
+    it(`free() of ${kind} memory under a read: takes effect (detached, unmapped) only when the kernel is done`, async () => {
       const fifo = blockingFifo(scratch());
       const ring = makeRing();
       try {
@@ -42,8 +42,8 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
         const address = addressOf(buffer);
         const reading = ring.read(fifo.reader, buffer, null);
         await submitted();
-        free(buffer);
-        expect(buffer.length).toBe(0);
+        free(buffer);   // lent to the kernel: deferred (lib/lending.ts)
+        expect(buffer.length).toBe(SIZE);
         expect(mappedBytesIn(address, SIZE)).toBe(SIZE);   // nothing else can be placed there
         const fresh = Array.from({ length: 8 }, alloc);
         for (const other of fresh) {
@@ -51,7 +51,8 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
           expect(start + BigInt(SIZE) <= address || start >= address + BigInt(SIZE)).toBe(true);
         }
         fs.writeSync(fifo.writer, Buffer.alloc(SIZE, 0x5a));
-        expect(await reading).toBe(SIZE);   // the kernel wrote into the (detached) memory
+        expect(await reading).toBe(SIZE);   // the kernel wrote into the memory, then it was freed
+        expect(buffer.length).toBe(0);
         for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
         expectUnmapped(address);
         for (const other of fresh) free(other);
@@ -61,7 +62,7 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
     });
   }
 
-  it("a pool's close({ force }) under a READ_FIXED: the registered slab stays mapped until the ring is closed", async () => {
+  it("a pool's close({ force }) under a READ_FIXED: waits for the read; the registered slab stays mapped until the ring is closed", async () => {
     const fifo = blockingFifo(scratch());
     const pool = new BufferPool({ maxMemory: 8 * MiB, hugePages: false });
     const buffer = pool.tryAcquire(SIZE)!;
@@ -71,12 +72,16 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
       const base = addressOf(buffer) - BigInt(pool.fixedBufferOf(buffer)!.offset);
       const reading = ring.read(fifo.reader, buffer, null);
       await submitted();
-      await pool.close({ force: true });
-      expect(buffer.length).toBe(0);
+      let closed = false;
+      const closing = pool.close({ force: true }).then(() => { closed = true; });
+      await submitted();
+      expect({ closed, length: buffer.length }).toEqual({ closed: false, length: SIZE });  // lent to the kernel
       expect(mappedBytesIn(base, slabBytes)).toBe(slabBytes);
       const fresh = Array.from({ length: 8 }, () => allocAligned(SIZE, { alignment: 64 * KiB }));
       fs.writeSync(fifo.writer, Buffer.alloc(SIZE, 0x5a));
       expect(await reading).toBe(SIZE);
+      await closing;
+      expect(buffer.length).toBe(0);
       for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
       expect(ring.stats().fixed).toBe(1);
       expect(mappedBytesIn(base, slabBytes)).toBe(slabBytes);   // still registered with the ring
