@@ -62,17 +62,23 @@ export npm_config_nodedir="${npm_config_nodedir:-$(dirname "$(dirname "$(command
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/iobuf-ci-arm64-XXXXXX")"
 if [ "${IOBUF_CI_SKIP_MUSL:-0}" = 1 ]; then export IOBUF_PREBUILD_TARGETS="${IOBUF_PREBUILD_TARGETS:-linux-x64 linux-arm64}"; fi
 
-phase "pack (every prebuild) from a copy of the working tree"
 mkdir "$scratch/source" "$scratch/packed"
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
-  [ -e "$file" ] || continue  # deleted in the working tree
-  mkdir -p "$scratch/source/$(dirname "$file")"
-  cp -p "$file" "$scratch/source/$file"
-done
-ln -s "$repo/node_modules" "$scratch/source/node_modules"
-(cd "$scratch/source" && npm pack --silent --pack-destination "$scratch/packed" > "$scratch/pack.log" 2>&1) ||
-  { cat "$scratch/pack.log" >&2; exit 1; }
-tarball="$(ls "$scratch"/packed/iobuf-*.tgz)"
+if [ -n "${IOBUF_PACKAGE_TARBALL:-}" ] && [ -s "$IOBUF_PACKAGE_TARBALL" ]; then
+  # .ci/run: the tarball the package test packed in this run (every prebuild in it).
+  phase "the tarball packed earlier in this CI run: $IOBUF_PACKAGE_TARBALL"
+  tarball="$IOBUF_PACKAGE_TARBALL"
+else
+  phase "pack (every prebuild) from a copy of the working tree"
+  git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' file; do
+    [ -e "$file" ] || continue  # deleted in the working tree
+    mkdir -p "$scratch/source/$(dirname "$file")"
+    cp -p "$file" "$scratch/source/$file"
+  done
+  ln -s "$repo/node_modules" "$scratch/source/node_modules"
+  (cd "$scratch/source" && npm pack --silent --pack-destination "$scratch/packed" > "$scratch/pack.log" 2>&1) ||
+    { cat "$scratch/pack.log" >&2; exit 1; }
+  tarball="$(ls "$scratch"/packed/iobuf-*.tgz)"
+fi
 tar -tzf "$tarball" | grep '\.node$' >&2
 
 # A PATH with node (the arm64 one, under qemu), npm and sh, and no compiler.
