@@ -71,9 +71,29 @@ export function codedError<E extends Error>(Kind: new (message: string) => E, co
   return Object.assign(new Kind(message), { code });
 }
 
-function argumentError<E extends Error>(Kind: new (message: string) => E, code: string,
-  expected: string, name: string, value: unknown): E {
-  return codedError(Kind, code, `Expected ${expected} for ${name} but received ${describeValue(value)}`);
+/**
+ * The one shape of every argument error: "Expected `expected` for `name` but
+ * received `value`" (the value as describeValue shows it, unless `received`
+ * says it in words, e.g. "a payload of 70000 bytes").
+ */
+export function argumentError<E extends Error>(Kind: new (message: string) => E, code: string,
+  expected: string, name: string, value: unknown, received?: string): E {
+  return codedError(Kind, code, `Expected ${expected} for ${name} but received ${received ?? describeValue(value)}`);
+}
+
+/** ERR_INVALID_ARG_TYPE: `value` is not of the kind `expected` says. */
+export function invalidType(expected: string, name: string, value: unknown): TypeError {
+  return argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', expected, name, value);
+}
+
+/** ERR_INVALID_ARG_VALUE: the right kind of value, but not one that is accepted. */
+export function invalidValue(expected: string, name: string, value: unknown, received?: string): TypeError {
+  return argumentError(TypeError, 'ERR_INVALID_ARG_VALUE', expected, name, value, received);
+}
+
+/** ERR_OUT_OF_RANGE: a number (or a size) outside what is accepted. */
+export function outOfRange(expected: string, name: string, value: unknown, received?: string): RangeError {
+  return argumentError(RangeError, 'ERR_OUT_OF_RANGE', expected, name, value, received);
 }
 
 /** An integer in [min, max]; TypeError for a non-number, RangeError otherwise. */
@@ -120,4 +140,31 @@ export function validateView(value: unknown, name: string): asserts value is Arr
   if (!ArrayBuffer.isView(value)) {
     throw argumentError(TypeError, 'ERR_INVALID_ARG_TYPE', 'a Buffer, TypedArray or DataView', name, value);
   }
+}
+
+export function validateFunction(value: unknown, name: string): asserts value is (...args: never[]) => unknown {
+  if (typeof value !== 'function') throw invalidType('a function', name, value);
+}
+
+export function validateString(value: unknown, name: string): asserts value is string {
+  if (typeof value !== 'string') throw invalidType('a string', name, value);
+}
+
+/** An array (of `what`, for the message) with a length in [min, max]. */
+export function validateArray(value: unknown, name: string, what: string, min = 0, max = 2 ** 32 - 1): asserts value is unknown[] {
+  if (!Array.isArray(value)) throw invalidType(`an array of ${what}`, name, value);
+  if (value.length < min || value.length > max) {
+    const range = min === max ? `${min}` : `${min} to ${max}`;
+    throw invalidValue(`an array of ${range} ${what}`, name, value, `an array of ${value.length}`);
+  }
+}
+
+export function validateAbortSignal(value: unknown, name: string): asserts value is AbortSignal | undefined {
+  if (value !== undefined && !(value instanceof AbortSignal)) throw invalidType('an AbortSignal', name, value);
+}
+
+/** An instance of `Class` (described as `expected`, e.g. 'a BufferPool'). */
+export function validateInstance<T>(value: unknown, Class: abstract new (...args: never[]) => T, name: string,
+  expected: string): asserts value is T {
+  if (!(value instanceof Class)) throw invalidType(expected, name, value);
 }
