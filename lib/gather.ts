@@ -661,24 +661,32 @@ export class Gatherer {
    * can release it, which it does after the write, on reset(), or when
    * compact() has copied it; the caller's handle reads `released` and its
    * release() does nothing. To keep the data too, put `handle.retain()`.
+   * `offset` and `length` put a range of the data instead of all of it (a
+   * payload after a header the message rewrites; packets lying back to back
+   * in a shared block); the whole handle is taken over all the same.
    * If putShared throws, the caller still holds the handle.
    */
-  putShared(handle: SharedBuffer): this {
+  putShared(handle: SharedBuffer, offset = 0, length?: number): this {
     if (!(handle instanceof SharedBuffer)) {
       throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a SharedBuffer (a Frame, or pool.share()) for handle but received ${describeValue(handle)}`);
     }
+    // (A released handle's range is not checked: kTakeOver refuses the handle itself.)
+    const size = handle.data.length;
+    if (offset !== 0 && !handle.released) validateInteger(offset, 'offset', 0, size);
+    if (length === undefined) length = size - offset;
+    else if (!handle.released) validateInteger(length, 'length', 0, size - offset);
     this.checkOpen();
     const own = handle[kTakeOver]();  // throws ERR_IOBUF_RELEASED for a released handle
-    const data = own.data;
-    if (data.length === 0) {
+    if (length === 0) {
       own.release();
       return this;
     }
+    const data = own.data;
     // The held list and compact() find a segment's owner by its Buffer: a second
     // handle of data held already gets a Buffer object of its own over the same bytes.
     const segment = this.held.includes(data) ? data.subarray(0) : data;
     this.flush();
-    this.pushSegment(segment, 0, data.length, OWNED);
+    this.pushSegment(segment, offset, offset + length, OWNED);
     this.held.push(segment);
     // release(buffer, pool) calls pool.release(buffer): the handle's release() takes (and ignores) the argument.
     this.heldPools.push(own as unknown as BufferPool);
