@@ -183,10 +183,9 @@ class SocketWatch {
     watches.set(socket, this);
   }
 
-  /** Whether writeTo() calls on `socket` wait for its 'drain' (a write now would overtake them). */
-  static hasWaiting(socket: Writable): boolean {
-    const watch = watches.get(socket);
-    return watch !== undefined && watch.waiting.length > 0;
+  /** Whether earlier writeTo() calls on `socket` are still pending (a watch exists only while they are). */
+  static watching(socket: Writable): boolean {
+    return watches.has(socket);
   }
 
   /** Runs `write` now, or after the writes queued before it once the socket has drained. */
@@ -263,8 +262,9 @@ const kDirectBytes = Symbol('iobuf.gather.directBytes');
  * the message must go through the stream: anything but a TCP or pipe
  * net.Socket of Node's own (TLS encrypts; a subclass's _write may transform),
  * one that is connecting, ended or destroyed, and one with anything queued
- * (buffered or corked in the stream, waiting in libuv, or writeTo calls
- * waiting for 'drain'), which the message would overtake.
+ * (buffered or corked in the stream, waiting in libuv), which the message
+ * would overtake. Nor while earlier writeTo calls on it are pending (waiting
+ * for 'drain', or for their callback): writeTo promises settle in call order.
  */
 function directDescriptor(socket: Writable): number {
   const candidate = socket as NodeSocket;
@@ -276,7 +276,7 @@ function directDescriptor(socket: Writable): number {
   const kind = handle.constructor.name;
   if (kind !== 'TCP' && kind !== 'Pipe') return -1;
   const fd = handle.fd;
-  if (typeof fd !== 'number' || fd < 0 || SocketWatch.hasWaiting(socket)) return -1;
+  if (typeof fd !== 'number' || fd < 0 || SocketWatch.watching(socket)) return -1;
   return fd;
 }
 

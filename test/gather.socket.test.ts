@@ -383,6 +383,21 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
+  it('while an earlier writeTo is pending, a later one waits its turn: the promises settle in call order', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const settledOrder: number[] = [];
+    const big = new Gatherer({ pool }).putBytes(pattern(16 * MiB, 7));
+    const small = new Gatherer({ pool }).putString('small');
+    const first = big.writeTo(client).then(() => settledOrder.push(1));
+    const second = small.writeTo(client).then(() => settledOrder.push(2));
+    expect(small.writing).toBe(true);  // not around the first: through the stream, behind it
+    const received = readBytes(server, 16 * MiB + 5);
+    await Promise.all([first, second]);
+    expect(settledOrder).toEqual([1, 2]);
+    expect((await received).equals(Buffer.concat([pattern(16 * MiB, 7), Buffer.from('small')]))).toBe(true);
+  });
+
   it('a reset the socket has not noticed yet: the kernel\'s error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back', async () => {
     const pool = makePool();
     const { client, server } = await connected();
