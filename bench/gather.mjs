@@ -11,6 +11,12 @@
 // Every sender waits for 'drain' when write() says so (writeTo does it itself),
 // so all four keep the same amount of data queued.
 //
+// Table 1b, small messages: the same senders with an 18-byte header (the
+// fixed fields only) and a 1 KiB blob, where the cost per write call shows
+// rather than the copy: Gatherer.writeTo's direct path (one writev(2) on the
+// descriptor during the call, when the socket has nothing queued) against
+// Node's Writable machinery (a write() per part, a write request, a callback).
+//
 // What is measured: CPU time of the sender process per GiB sent
 // (process.cpuUsage, user + system: the kernel's share of a TCP send is
 // system time and counts), and GC scavenges per GiB (PerformanceObserver
@@ -40,7 +46,6 @@ const GiB = 1024 * MiB;
 
 const HEADER_BYTES = 300;
 const BLOB_BYTES = 500_000;
-const MESSAGE_BYTES = HEADER_BYTES + BLOB_BYTES;
 const WARMUP_BYTES = 32 * MiB;
 // The header's text: fixed fields take 18 bytes, the text the other 282.
 const HEADER_TEXT = `content-type: application/octet-stream\r\ncache-control: max-age=3600\r\nx-request-id: ${'r'.repeat(150)}\r\nserver: iobuf-bench\r\n`.padEnd(HEADER_BYTES - 18, '.');
@@ -60,15 +65,19 @@ const socket = net.connect({
 socket.on('end', () => { process.stdout.write(String(total)); socket.end(); });
 `;
 
-/** The 300-byte header of message `seq` as a new Buffer (what the Buffer-based senders do). */
-function headerBuffer(seq) {
-  const header = Buffer.allocUnsafe(HEADER_BYTES);
-  header.writeUInt32BE(MESSAGE_BYTES - 4, 0);
+/** A message: a header of 18 bytes of fixed fields and `text`, then a blob by reference. */
+const SEED_SHAPE = { header: HEADER_BYTES, blob: BLOB_BYTES, text: HEADER_TEXT };
+const SMALL_SHAPE = { header: 18, blob: KiB, text: '' };
+
+/** The header of message `seq` as a new Buffer (what the Buffer-based senders do). */
+function headerBuffer(seq, shape) {
+  const header = Buffer.allocUnsafe(shape.header);
+  header.writeUInt32BE(shape.header + shape.blob - 4, 0);
   header.writeUInt16BE(200, 4);
   header.writeUInt32BE(seq >>> 0, 6);
   header.writeUInt32BE(Math.floor(seq / 2 ** 32), 10);
   header.writeUInt32BE(seq >>> 0, 14);
-  header.write(HEADER_TEXT, 18, 'latin1');
+  if (shape.text.length > 0) header.write(shape.text, 18, 'latin1');
   return header;
 }
 
@@ -76,32 +85,32 @@ const waitDrain = (socket) => new Promise((resolve) => socket.once('drain', reso
 
 /** Each maker returns send(seq) for one connected socket; send returns a promise only when it must wait. */
 const SENDERS = {
-  'Buffer.concat+write': (socket, blob) => (seq) => {
-    if (!socket.write(Buffer.concat([headerBuffer(seq), blob]))) return waitDrain(socket);
+  'Buffer.concat+write': (socket, blob, pool, shape) => (seq) => {
+    if (!socket.write(Buffer.concat([headerBuffer(seq, shape), blob]))) return waitDrain(socket);
     return undefined;
   },
-  'cork+writes+uncork': (socket, blob) => (seq) => {
+  'cork+writes+uncork': (socket, blob, pool, shape) => (seq) => {
     socket.cork();
-    socket.write(headerBuffer(seq));
+    socket.write(headerBuffer(seq, shape));
     const ok = socket.write(blob);
     socket.uncork();
     return ok ? undefined : waitDrain(socket);
   },
-  bl: (socket, blob) => (seq) => {
+  bl: (socket, blob, pool, shape) => (seq) => {
     const list = new BufferList();
-    list.append(headerBuffer(seq));
+    list.append(headerBuffer(seq, shape));
     list.append(blob);
     if (!socket.write(list.slice())) return waitDrain(socket);
     return undefined;
   },
-  'Gatherer.writeTo': (socket, blob, pool) => {
+  'Gatherer.writeTo': (socket, blob, pool, shape) => {
     const { Gatherer } = iobuf();
     const gatherer = new Gatherer({ pool });
     return (seq) => {
       gatherer.reset();
       const at = gatherer.reserve(4);
       gatherer.putU16BE(200).putU32BE(seq >>> 0).putU32BE(Math.floor(seq / 2 ** 32)).putU32BE(seq >>> 0);
-      gatherer.putString(HEADER_TEXT, 'latin1');
+      if (shape.text.length > 0) gatherer.putString(shape.text, 'latin1');
       gatherer.putBytes(blob);
       gatherer.patchU32BE(at, gatherer.byteLength - 4);
       return gatherer.writeTo(socket);
@@ -109,9 +118,10 @@ const SENDERS = {
   },
 };
 
-async function seedTrial(name, target) {
+async function seedTrial(name, target, shape = SEED_SHAPE) {
   const pool = name === 'Gatherer.writeTo' ? new (iobuf().BufferPool)({ maxMemory: 64 * MiB }) : null;
-  const blob = Buffer.alloc(BLOB_BYTES, 0x5a);
+  const blob = Buffer.alloc(shape.blob, 0x5a);
+  const messageBytes = shape.header + shape.blob;
   const server = net.createServer();
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -123,14 +133,14 @@ async function seedTrial(name, target) {
   try {
     [socket] = await once(server, 'connection');
     server.close();
-    const send = SENDERS[name](socket, blob, pool);
+    const send = SENDERS[name](socket, blob, pool, shape);
 
     let seq = 0;
     let sent = 0;
     while (sent < WARMUP_BYTES) {
       const wait = send(seq++);
       if (wait) await wait;
-      sent += MESSAGE_BYTES;
+      sent += messageBytes;
     }
     globalThis.gc?.();
     const gc = gcCounter();
@@ -141,7 +151,7 @@ async function seedTrial(name, target) {
     while (measured < target) {
       const wait = send(seq++);
       if (wait) await wait;
-      measured += MESSAGE_BYTES;
+      measured += messageBytes;
     }
     // Everything handed to the kernel: 'finish' after the last write.
     await new Promise((resolve) => socket.end(resolve));
@@ -217,6 +227,24 @@ const seedTable = {
       },
     },
   ],
+};
+
+const SMALL = ['cork+writes+uncork', 'Buffer.concat+write', 'Gatherer.writeTo'];
+
+const smallTable = {
+  id: 'small',
+  title: 'small messages over loopback TCP: 18 B header + 1 KiB blob, sender CPU',
+  unit: 'sender CPU ms per GiB',
+  better: 'lower',
+  format: formatMs,
+  params: { quick: [128 * MiB], full: [512 * MiB] },
+  paramLabel: (bytes) => `${formatBytes(bytes)} sent`,
+  processes: { quick: 5, full: 7 },
+  nodeArgs: ['--expose-gc'],
+  baseline: 'cork+writes+uncork',
+  extras: seedTable.extras,
+  competitors: SMALL.map((name) => ({ name, run: (target) => seedTrial(name, target, SMALL_SHAPE) })),
+  targets: [],
 };
 
 // ---------------------------------------------------------------------------
@@ -390,5 +418,5 @@ const stringsTable = {
 export default {
   name: 'gather',
   title: 'Gatherer: scatter-gather writes (issue 5)',
-  tables: [seedTable, putsTable, stringsTable],
+  tables: [seedTable, smallTable, putsTable, stringsTable],
 };

@@ -22,11 +22,18 @@
 // chunks and owned buffers) with the pool it came from. They are released
 // exactly once: when a write has completed (the kernel no longer reads
 // them), on reset(), or on a failed write once the socket is closed.
+//
+// Writing to a socket. A plain TCP or pipe net.Socket with nothing queued
+// gets the message with one writev(2) on its descriptor, synchronously (the
+// direct path: the kernel copies during the call, so nothing stays lent);
+// whatever the kernel did not take goes through the stream (cork, a write()
+// per segment, uncork), lent to libuv until the write's callback.
+import net from 'node:net';
 import type { Writable } from 'node:stream';
 import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import { IoVecArray, writevAll, writevAllSync } from './iovec';
+import { IOV_MAX, IoVecArray, writevAll, writevAllSync, writevSync } from './iovec';
 import type { LengthPrefix } from './frames';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { SharedBuffer, kTakeOver } from './shared-buffer';
@@ -176,6 +183,11 @@ class SocketWatch {
     watches.set(socket, this);
   }
 
+  /** Whether earlier writeTo() calls on `socket` are still pending (a watch exists only while they are). */
+  static watching(socket: Writable): boolean {
+    return watches.has(socket);
+  }
+
   /** Runs `write` now, or after the writes queued before it once the socket has drained. */
   writeInOrder(write: () => void): void {
     if (this.waiting.length > 0 || this.socket.writableNeedDrain) this.waiting.push(write);
@@ -218,6 +230,87 @@ const watches = new WeakMap<Writable, SocketWatch>();
 function failureOf(error: Error | null | undefined): Error | null {
   const code = (error as NodeJS.ErrnoException | null | undefined)?.code;
   return error != null && code !== 'ECANCELED' && code !== 'ERR_SOCKET_CLOSED' ? error : null;
+}
+
+// ---------------------------------------------------------------------------
+// The direct path (see writeTo)
+// ---------------------------------------------------------------------------
+
+/** A socket's handle, as far as the direct path reads it (Node's TCPWrap / PipeWrap). */
+interface StreamHandle {
+  fd?: number;
+  writeQueueSize?: number;
+  constructor: { name: string };
+}
+
+type NodeSocket = net.Socket & {
+  _handle?: StreamHandle | null;
+  _write?: unknown;
+  _writev?: unknown;
+  _unrefTimer?: () => void;
+  encrypted?: boolean;
+};
+
+const socketWrite = net.Socket.prototype._write;
+const socketWritev = (net.Socket.prototype as NodeSocket)._writev;
+const socketBytesWritten = Object.getOwnPropertyDescriptor(net.Socket.prototype, 'bytesWritten')?.get;
+/** Bytes a socket's direct writes sent: an own property of sockets that had one. */
+const kDirectBytes = Symbol('iobuf.gather.directBytes');
+
+/**
+ * The descriptor to write `socket`'s next message to directly, or -1 when
+ * the message must go through the stream: anything but a TCP or pipe
+ * net.Socket of Node's own (TLS encrypts; a subclass's _write may transform),
+ * one that is connecting, ended or destroyed, and one with anything queued
+ * (buffered or corked in the stream, waiting in libuv), which the message
+ * would overtake. Nor while earlier writeTo calls on it are pending (waiting
+ * for 'drain', or for their callback): writeTo promises settle in call order.
+ */
+function directDescriptor(socket: Writable): number {
+  const candidate = socket as NodeSocket;
+  if (!(candidate instanceof net.Socket) || candidate.connecting || candidate.encrypted === true) return -1;
+  if (candidate.writableLength !== 0 || candidate.writableCorked !== 0 || !candidate.writable || candidate.destroyed) return -1;
+  const handle = candidate._handle;
+  if (handle === undefined || handle === null || handle.writeQueueSize !== 0) return -1;
+  if (candidate._write !== socketWrite || candidate._writev !== socketWritev) return -1;
+  const kind = handle.constructor.name;
+  if (kind !== 'TCP' && kind !== 'Pipe') return -1;
+  const fd = handle.fd;
+  if (typeof fd !== 'number' || fd < 0 || SocketWatch.watching(socket)) return -1;
+  return fd;
+}
+
+/**
+ * What the stream would have done for bytes it wrote: count them in
+ * socket.bytesWritten (an own getter over the prototype's, installed at the
+ * first direct write), and refresh the socket's idle timer (setTimeout()).
+ */
+function directWritten(socket: NodeSocket, bytes: number): void {
+  const counted = socket as NodeSocket & { [kDirectBytes]?: number };
+  if (counted[kDirectBytes] !== undefined) {
+    counted[kDirectBytes] += bytes;
+  } else if (socketBytesWritten !== undefined && Object.getOwnPropertyDescriptor(socket, 'bytesWritten') === undefined) {
+    counted[kDirectBytes] = bytes;
+    Object.defineProperty(socket, 'bytesWritten', {
+      configurable: true,
+      enumerable: true,
+      get(this: NodeSocket & { [kDirectBytes]: number }) {
+        return (socketBytesWritten.call(this) as number) + this[kDirectBytes];
+      },
+    });
+  }
+  if (typeof socket._unrefTimer === 'function') socket._unrefTimer();
+}
+
+/** The direct path's IoVecArray: one per thread, filled and emptied within one synchronous call. */
+let directIov: IoVecArray | null = null;
+
+function directIoVec(entries: number): IoVecArray {
+  if (directIov === null || directIov.capacity < entries) {
+    directIov?.close();
+    directIov = new IoVecArray(Math.max(64, 2 ** Math.ceil(Math.log2(entries))));
+  }
+  return directIov;
 }
 
 export class Gatherer {
@@ -661,24 +754,32 @@ export class Gatherer {
    * can release it, which it does after the write, on reset(), or when
    * compact() has copied it; the caller's handle reads `released` and its
    * release() does nothing. To keep the data too, put `handle.retain()`.
+   * `offset` and `length` put a range of the data instead of all of it (a
+   * payload after a header the message rewrites; packets lying back to back
+   * in a shared block); the whole handle is taken over all the same.
    * If putShared throws, the caller still holds the handle.
    */
-  putShared(handle: SharedBuffer): this {
+  putShared(handle: SharedBuffer, offset = 0, length?: number): this {
     if (!(handle instanceof SharedBuffer)) {
       throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a SharedBuffer (a Frame, or pool.share()) for handle but received ${describeValue(handle)}`);
     }
+    // (A released handle's range is not checked: kTakeOver refuses the handle itself.)
+    const size = handle.data.length;
+    if (offset !== 0 && !handle.released) validateInteger(offset, 'offset', 0, size);
+    if (length === undefined) length = size - offset;
+    else if (!handle.released) validateInteger(length, 'length', 0, size - offset);
     this.checkOpen();
     const own = handle[kTakeOver]();  // throws ERR_IOBUF_RELEASED for a released handle
-    const data = own.data;
-    if (data.length === 0) {
+    if (length === 0) {
       own.release();
       return this;
     }
+    const data = own.data;
     // The held list and compact() find a segment's owner by its Buffer: a second
     // handle of data held already gets a Buffer object of its own over the same bytes.
     const segment = this.held.includes(data) ? data.subarray(0) : data;
     this.flush();
-    this.pushSegment(segment, 0, data.length, OWNED);
+    this.pushSegment(segment, offset, offset + length, OWNED);
     this.held.push(segment);
     // release(buffer, pool) calls pool.release(buffer): the handle's release() takes (and ignores) the argument.
     this.heldPools.push(own as unknown as BufferPool);
@@ -991,6 +1092,13 @@ export class Gatherer {
    * scratch and owned buffers go back to the pool and the gatherer is spent
    * until reset().
    *
+   * The direct path: a TCP or pipe net.Socket with nothing queued gets the
+   * message with one writev(2) on its descriptor, during the call. What the
+   * kernel took is done (a message it took whole settles the gatherer at
+   * once, before the promise is returned); the rest, if any, goes through
+   * the stream as above, behind nothing. The kernel's error (EPIPE,
+   * ECONNRESET, …) is the socket's: it is destroyed with it.
+   *
    * Backpressure: when the socket already needs a 'drain' at the call (or
    * earlier writeTo() calls on it are waiting for one), the write waits for
    * it, behind those calls. The message itself is always written in full (a
@@ -1024,10 +1132,66 @@ export class Gatherer {
     }
     this.state = WRITING;
     this.limit = -1;
-    return new Promise<void>((resolve, reject) => this.startSocketWrite(socket, resolve, reject));
+    let directError: Error | null = null;
+    const fd = this.bufs.length > 0 ? directDescriptor(socket) : -1;
+    if (fd >= 0) {
+      try {
+        if (this.writeDirect(socket as NodeSocket, fd)) {
+          const releaseError = this.spend();
+          return releaseError === null ? Promise.resolve() : Promise.reject(releaseError);
+        }
+      } catch (error) {
+        if (typeof (error as { errno?: unknown }).errno !== 'number') {
+          // Not the kernel's: the iovec's own checks refused a segment's memory (no syscall, nothing sent).
+          this.spend();
+          return Promise.reject(error);
+        }
+        directError = error as Error;
+      }
+    }
+    return new Promise<void>((resolve, reject) => this.startSocketWrite(socket, resolve, reject, directError));
   }
 
-  private startSocketWrite(socket: Writable, resolve: () => void, reject: (error: Error) => void): void {
+  /**
+   * One writev(2) of the segments (at most IOV_MAX) on `fd`, a non-blocking
+   * socket whose stream has nothing queued. Returns true when the kernel took
+   * the whole message; otherwise drops what it took from the segments (none
+   * on EAGAIN) and returns false. Throws the kernel's error (nothing was sent).
+   */
+  private writeDirect(socket: NodeSocket, fd: number): boolean {
+    const count = this.bufs.length < IOV_MAX ? this.bufs.length : IOV_MAX;
+    const iov = directIoVec(count);
+    let written = 0;
+    try {
+      // The very Buffers the pool handed out, with offset and length: no native call per entry.
+      for (let i = 0; i < count; i++) iov.push(this.bufs[i], this.starts[i], this.ends[i] - this.starts[i]);
+      written = writevSync(fd, iov);
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'EAGAIN') throw error;
+    } finally {
+      iov.clear();  // the kernel has copied what it took: nothing is lent past this call
+    }
+    if (written === 0) return false;
+    directWritten(socket, written);
+    if (written === this.closedBytes) return true;
+    this.dropSent(written);
+    return false;
+  }
+
+  /** Drops the first `bytes` of the segments (fewer than all of them): whole segments, then the start of the next. */
+  private dropSent(bytes: number): void {
+    let sent = 0;
+    while (bytes >= this.ends[sent] - this.starts[sent]) bytes -= this.ends[sent] - this.starts[sent], sent++;
+    this.starts[sent] += bytes;
+    if (sent === 0) return;
+    // Their memory stays held (released with the rest at the end); only the list forgets them.
+    this.bufs.splice(0, sent);
+    this.starts.splice(0, sent);
+    this.ends.splice(0, sent);
+    this.kinds.splice(0, sent);
+  }
+
+  private startSocketWrite(socket: Writable, resolve: () => void, reject: (error: Error) => void, directError: Error | null): void {
     if (socket.destroyed) {
       // Nothing reaches libuv: the memory is free to go at once.
       this.settle(failureOf(socket.errored) ?? new IobufError('The socket is destroyed', 'ERR_IOBUF_SOCKET_CLOSED'), resolve, reject);
@@ -1093,10 +1257,18 @@ export class Gatherer {
       },
     };
     const loans: Loan[] = [];
+    watch.add(onClose);
+    if (directError !== null) {
+      // The kernel refused the direct writev: the socket failed. Destroyed with
+      // that error, it closes; the watch reports the error to this write and
+      // keeps it from going unhandled meanwhile.
+      handedOver = true;
+      finish(directError);
+      return;
+    }
     for (let i = 0; i < count; i++) {
       if (i === 0 || this.bufs[i] !== this.bufs[i - 1]) loans.push(lend(this.bufs[i], borrower));
     }
-    watch.add(onClose);
     watch.writeInOrder(writeAll);
   }
 

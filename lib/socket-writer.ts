@@ -20,23 +20,14 @@
 // socket only after the last batch has been handed to the kernel
 // (socket.end() on its own can overtake writes that wait for 'drain').
 //
-// The direct path. When the socket is a TCP or pipe net.Socket whose stream
-// has nothing queued (writableLength 0: nothing buffered, nothing in libuv),
-// a batch is first written with one writev(2) on the socket's descriptor
-// (the iovec part's writevSync; libuv's descriptors are non-blocking, so it
-// never waits): the kernel copies what fits during the call, and that much is
-// done — no Writable bookkeeping per segment, no write request, no callback.
-// Whatever did not fit (or every batch, on any other stream) goes the usual
-// way, Gatherer.writeTo: the rest by reference, in order, behind nothing
-// (the stream had nothing queued). A fan-out of small messages is where this
-// counts: one native call per batch instead of one Writable.write() per
-// segment. Node's own counters (socket.bytesWritten) do not see direct bytes.
+// Each batch leaves through Gatherer.writeTo, whose direct path makes the
+// common case one writev(2) on the socket's descriptor during the call (a
+// TCP or pipe net.Socket with nothing queued), and sends what the kernel did
+// not take through the stream, behind nothing.
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from './errors';
 import { Gatherer } from './gather';
-import { IoVecArray, writevSync } from './iovec';
 import type { BufferPool } from './pool';
 
 export interface SocketWriterOptions {
@@ -53,7 +44,7 @@ export interface SocketWriterOptions {
 export interface SocketWriterStats {
   /** Batches written (one vectored write each). */
   writes: number;
-  /** Of those, batches the direct writev(2) took whole. */
+  /** Of those, batches the kernel took whole during the write call (Gatherer.writeTo's direct path). */
   directWrites: number;
   /** Bytes handed to the kernel. */
   bytesWritten: number;
@@ -104,18 +95,10 @@ export class SocketWriter extends EventEmitter {
   private writing: Gatherer | null = null;
   private writingBytes = 0;
   private writingHeld: Releasable[] = [];
+  /** The batch in flight settled during writeTo() (the direct path took it whole, or it failed at once). */
+  private writingSettled = false;
   /** A gatherer that finished its write and was reset, for the next rotation. */
   private idle: Gatherer | null = null;
-  /**
-   * After a direct writev that did not take everything: the gatherer whose
-   * writeTo() carries the rest, by reference to the batch's memory (which the
-   * batch still owns until the write settles).
-   */
-  private carrier: Gatherer | null = null;
-  private spareCarrier: Gatherer | null = null;
-  /** The socket's descriptor for the direct path: -2 not looked up yet, -1 none. */
-  private fd = -2;
-  private iov: IoVecArray | null = null;
 
   private scheduled = false;
   private state = OPEN;
@@ -222,8 +205,7 @@ export class SocketWriter extends EventEmitter {
     const target = this.written + this.writingBytes + this.open.byteLength;
     if (target === this.written) return Promise.resolve();
     if (this.state === CLOSED) return Promise.reject(this.closedError());
-    this.flush();  // may complete at once (the direct path)
-    if (this.written >= target) return Promise.resolve();
+    this.flush();
     return new Promise((resolve, reject) => this.flushWaiters.push({ target, resolve, reject }));
   }
 
@@ -328,86 +310,23 @@ export class SocketWriter extends EventEmitter {
     this.writingBytes = gatherer.byteLength;
     if (this.writingBytes + this.open.byteLength >= this.highWaterMark) this.drainOwed = true;
     this.writes++;
-    const written = this.writeDirect(gatherer);
-    if (written === this.writingBytes) {
-      this.directWrites++;
-      this.writeDone(null);
-    } else if (written >= 0) {
-      // The socket is full: the rest goes through the stream, which waits for
-      // room. As one Buffer (one copy into pooled memory: one Writable.write()
-      // instead of one per segment), or by reference when the pool has no
-      // room; either way the batch keeps its memory until the write settles.
-      const carrier = this.spareCarrier ?? new Gatherer(this.gathererOptions);
-      this.spareCarrier = null;
-      const iov = this.iov!;
-      const rest = iov.entries();
-      const restBytes = this.writingBytes - written;
-      iov.clear();
-      const joined = rest.length > 1 ? this.pool.tryAcquire(restBytes) : null;
-      if (joined !== null) {
-        let at = 0;
-        for (let i = 0; i < rest.length; i++) {
-          joined.set(rest[i], at);
-          at += rest[i].length;
-        }
-        carrier.putOwned(joined);
-      } else {
-        for (let i = 0; i < rest.length; i++) carrier.putBytes(rest[i]);
-      }
-      this.carrier = carrier;
-      carrier.writeTo(this.socket).then(this.onWritten, this.onWriteFailed);
-    } else {
-      gatherer.writeTo(this.socket).then(this.onWritten, this.onWriteFailed);
-    }
+    const written = gatherer.writeTo(this.socket);
+    this.writingSettled = !gatherer.writing;
+    written.then(this.onWritten, this.onWriteFailed);
   }
 
-  /**
-   * The direct path: one writev(2) of the batch on the socket's descriptor,
-   * if the stream has nothing queued. Returns the bytes the kernel took, 0
-   * for EAGAIN (the iov then holds what is left), or -1 to send the whole
-   * batch the usual way (not a plain socket, something queued, or an error
-   * the stream path will meet and report).
-   */
-  private writeDirect(gatherer: Gatherer): number {
-    const socket = this.socket as net.Socket;
-    if (socket.connecting || socket.destroyed || !socket.writable || socket.writableLength !== 0) return -1;
-    if (this.fd === -2) this.fd = descriptorOf(socket);
-    if (this.fd < 0) return -1;
-    const count = gatherer.segmentCount;
-    let iov = this.iov;
-    if (iov === null || iov.capacity < count) {
-      iov?.close();
-      iov = this.iov = new IoVecArray(Math.max(64, 2 ** Math.ceil(Math.log2(count))));
-    }
-    iov.clear();
-    let written = 0;
-    try {
-      gatherer.toIoVec(iov);
-      // More than IOV_MAX segments: the first writev takes IOV_MAX of them, and the rest goes the usual way.
-      written = writevSync(this.fd, iov);
-    } catch (error) {
-      if ((error as { code?: string }).code === 'EAGAIN') return 0;  // full: the iov holds it all
-      iov.clear();
-      return -1;  // a stale segment, or an error (EPIPE, ECONNRESET) the stream path will meet and report
-    }
-    if (written === this.writingBytes) iov.clear();
-    else iov.advance(written);
-    return written;
-  }
-
-  /** The write in flight settled: its memory is back in the pool (writeTo released it, or the reset below does). */
+  /** The write in flight settled: its memory is back in the pool (writeTo released it). */
   private writeDone(error: Error | null): void {
     const gatherer = this.writing!;
     this.writing = null;
     const releaseError = releaseAll(this.writingHeld);
-    if (error === null) this.written += this.writingBytes;
-    this.writingBytes = 0;
-    gatherer.reset();  // after a direct or carried write, this is what releases its scratch
-    this.idle = gatherer;
-    if (this.carrier !== null) {
-      this.spareCarrier = this.carrier.reset();
-      this.carrier = null;
+    if (error === null) {
+      this.written += this.writingBytes;
+      if (this.writingSettled) this.directWrites++;
     }
+    this.writingBytes = 0;
+    gatherer.reset();
+    this.idle = gatherer;
     if (error !== null) {
       this.close(error);
     } else {
@@ -473,18 +392,6 @@ export class SocketWriter extends EventEmitter {
       ? 'The writer was ended; nothing more can be sent'
       : 'The writer is closed; nothing more can be sent', 'ERR_IOBUF_WRITER_CLOSED');
   }
-}
-
-/**
- * The descriptor of a TCP or pipe net.Socket (libuv's, non-blocking), or -1
- * for anything else (a TLS socket encrypts: its bytes must go through it).
- */
-function descriptorOf(socket: net.Socket): number {
-  if (!(socket instanceof net.Socket) || (socket as { encrypted?: boolean }).encrypted === true) return -1;
-  const handle = (socket as unknown as { _handle?: { fd?: unknown; constructor: { name: string } } | null })._handle;
-  if (handle === undefined || handle === null) return -1;
-  if (handle.constructor.name !== 'TCP' && handle.constructor.name !== 'Pipe') return -1;
-  return typeof handle.fd === 'number' && handle.fd >= 0 ? handle.fd : -1;
 }
 
 /**

@@ -237,6 +237,94 @@ describe('Gatherer.putShared()', () => {
   });
 });
 
+describe('Gatherer.putShared(handle, offset, length): a range of the data', () => {
+  it('sends just the range, by reference; the whole handle is taken over and released after the write', async () => {
+    const pool = makePool();
+    const received: Buffer[] = [];
+    const { server, port } = await listen((socket) => { socket.on('data', (chunk: Buffer) => received.push(chunk)).resume(); });
+    const client = await connect(port);
+    const bytes = pool.tryAcquire(70_000)!;
+    for (let i = 0; i < bytes.length; i++) bytes[i] = i % 251;
+    const shared = pool.share(bytes);
+    const gatherer = new Gatherer({ pool });
+    gatherer.putU8(0xee).putShared(shared, 1000, 60_000).putU8(0xff);
+    expect(shared.released).toBe(true);
+    expect(gatherer.byteLength).toBe(60_002);
+    const segments = gatherer.segments();
+    expect(segments[1].buffer).toBe(bytes.buffer);  // the pooled memory itself, not a copy
+    expect(segments[1]).toEqual(bytes.subarray(1000, 61_000));
+    await gatherer.writeTo(client);
+    expect(pool.stats().inUse).toBe(0);
+    client.end();
+    await closeOf(client);
+    await closeServer(server);
+    expect(Buffer.concat(received)).toEqual(Buffer.concat([Buffer.from([0xee]), Buffer.from(Array.from({ length: 60_000 }, (_, i) => (i + 1000) % 251)), Buffer.from([0xff])]));
+  });
+
+  it('the offset alone puts the rest of the data (a payload after a header)', () => {
+    const pool = makePool();
+    const data = pool.tryAcquire(10)!;
+    data.set([1, 2, 3, 4, 7, 7, 7, 7, 7, 7]);
+    const shared = pool.share(data);
+    const gatherer = new Gatherer({ pool });
+    gatherer.putShared(shared, 4);
+    expect(Buffer.concat(gatherer.segments())).toEqual(Buffer.alloc(6, 7));
+    gatherer.reset();
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('ranges of one block in one batch, back to back and apart, one copied by compact(): each handle released once, the block after the last', async () => {
+    const pool = makePool();
+    const block = pool.share(pool.tryAcquire(4096)!);
+    for (let i = 0; i < 4096; i++) block.data[i] = i & 0xff;
+    const gatherer = new Gatherer({ pool });
+    gatherer.putShared(block.retain(), 0, 100).putShared(block.retain(), 100, 50).putU8(1).putShared(block.retain(), 3000, 1000);
+    block.release();  // the gatherer's three handles keep it
+    expect(pool.stats().inUse).toBe(2);  // the block and a scratch chunk
+    gatherer.compact(64);  // copies [100, 150) and the byte after it (a run of two small segments)
+    expect(pool.stats().inUse).toBe(2);
+    expect(Buffer.concat(gatherer.segments())).toEqual(Buffer.concat([
+      Buffer.from(Array.from({ length: 150 }, (_, i) => i & 0xff)), Buffer.from([1]),
+      Buffer.from(Array.from({ length: 1000 }, (_, i) => (3000 + i) & 0xff)),
+    ]));
+    const { server, port } = await listen((socket) => socket.resume());
+    const client = await connect(port);
+    await gatherer.writeTo(client);
+    expect(pool.stats().inUse).toBe(0);
+    client.end();
+    await closeServer(server);
+  });
+
+  it('a zero-length range releases the handle at once', () => {
+    const pool = makePool();
+    const shared = pool.share(pool.tryAcquire(100)!);
+    const gatherer = new Gatherer({ pool });
+    gatherer.putShared(shared, 100).putShared(pool.share(pool.tryAcquire(100)!), 10, 0);
+    expect(shared.released).toBe(true);
+    expect(gatherer.byteLength).toBe(0);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('refuses a range outside the data (ERR_OUT_OF_RANGE) or not an integer (ERR_INVALID_ARG_TYPE): nothing put, the caller keeps the handle', () => {
+    const pool = makePool();
+    const shared = pool.share(pool.tryAcquire(100)!);
+    const gatherer = new Gatherer({ pool });
+    expectCode(thrown(() => gatherer.putShared(shared, 101)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => gatherer.putShared(shared, -1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => gatherer.putShared(shared, 50, 51)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => gatherer.putShared(shared, 0, -1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => gatherer.putShared(shared, 1.5)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(thrown(() => gatherer.putShared(shared, '1' as unknown as number)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expect(thrown(() => gatherer.putShared(shared, 50, 51)).message).toBe('Expected an integer from 0 to 50 for length but received 51');
+    expect(shared.released).toBe(false);
+    expect(gatherer.byteLength).toBe(0);
+    gatherer.putShared(shared, 50, 50);
+    expect(gatherer.byteLength).toBe(50);
+    gatherer.reset();
+    expect(pool.stats().inUse).toBe(0);
+  });
+});
+
 describe('sharing over real sockets', () => {
   it('fan-out: every frame a publisher sends goes to 5 subscribers by reference (retain + putShared); every byte arrives, counts back to 0', async () => {
     const pool = makePool();

@@ -1,8 +1,11 @@
 // Gatherer.writeTo over real loopback TCP: the receiver gets exactly the
 // bytes, pooled memory is released only once the write completed, socket
 // backpressure is honoured, and a peer that resets mid-write leaves nothing
-// leaked (every pooled byte back in the pool, the promise rejected).
+// leaked (every pooled byte back in the pool, the promise rejected). The
+// direct path (one writev(2) on the descriptor during the call) is checked
+// whole, split with the stream, behind what is queued, and failing.
 import { once } from 'node:events';
+import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
 import { Gatherer } from '../lib/gather';
@@ -229,13 +232,16 @@ describe('Gatherer.writeTo(socket)', () => {
     const listeners = count();
     const expected: Buffer[] = [];
     const writes: Promise<void>[] = [];
+    // 30 MB to a peer that reads nothing yet: more than the kernel's socket buffers
+    // take, so most writes are pending (the first ones may go directly, with no listener).
     for (let i = 0; i < 30; i++) {
-      const blob = pattern(100_000 + i, i);
+      const blob = pattern(1_000_000 + i, i);
       const gatherer = new Gatherer({ pool });
       gatherer.putU32BE(i).putBytes(blob);
       expected.push(Buffer.from([0, 0, 0, i]), blob);
       writes.push(gatherer.writeTo(client));
     }
+    expect(client.writableLength).toBeGreaterThan(0);
     // Each listener once, however many writes are pending.
     expect(count()).toEqual(listeners.map((n) => n + 1));
     const all = Buffer.concat(expected);
@@ -293,5 +299,120 @@ describe('Gatherer.writeTo(socket)', () => {
     gatherer.putU8(2);
     expect(gatherer.byteLength).toBe(2);
     gatherer.reset();
+  });
+});
+
+describe('Gatherer.writeTo(socket): the direct path', () => {
+  const listeners = (socket: net.Socket) => ['error', 'close', 'drain'].map((event) => socket.listenerCount(event));
+
+  it('a message the kernel takes whole leaves during the call: settled and released before the promise is returned, no listener attached, socket.bytesWritten counts it', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const before = listeners(client);
+    const owned = pool.tryAcquire(3000)!.fill(0x42);
+    const blob = pattern(10_000, 4);
+    const gatherer = new Gatherer({ pool }).putU32BE(7).putBytes(blob).putOwned(owned).putStringNul('end');
+    const expected = Buffer.concat([Buffer.from([0, 0, 0, 7]), blob, Buffer.alloc(3000, 0x42), Buffer.from('end\0')]);
+    const write = gatherer.writeTo(client);
+    expect(gatherer.writing).toBe(false);
+    expect(pool.stats().inUse).toBe(0);
+    expect(listeners(client)).toEqual(before);
+    expect(client.writableLength).toBe(0);
+    expect(client.bytesWritten).toBe(expected.length);
+    await write;
+    expect((await readBytes(server, expected.length)).equals(expected)).toBe(true);
+    // Node's own writes count on top, and the count outlives the handle.
+    client.end('!');
+    await once(client, 'close');
+    expect(client.bytesWritten).toBe(expected.length + 1);
+  });
+
+  it('more than the kernel takes: the rest goes through the stream, in order, byte-exact, and each byte is counted once', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const owned = pool.tryAcquire(MiB)!.fill(0x24);
+    const blob = pattern(16 * MiB, 5);
+    const gatherer = new Gatherer({ pool }).putString('head').putBytes(blob).putOwned(owned).putU8(9);
+    const expected = Buffer.concat([Buffer.from('head'), blob, Buffer.alloc(MiB, 0x24), Buffer.from([9])]);
+    const write = gatherer.writeTo(client);
+    expect(gatherer.writing).toBe(true);
+    // The kernel took a part (a fresh socket has room), the stream holds the rest.
+    expect(client.writableLength).toBeGreaterThan(0);
+    expect(client.writableLength).toBeLessThan(expected.length);
+    expect(client.bytesWritten).toBe(expected.length);
+    const received = readBytes(server, expected.length);
+    await write;
+    expect(pool.stats().inUse).toBe(0);
+    expect((await received).equals(expected)).toBe(true);  // the pool poisons released memory: an early release would show
+  });
+
+  it('more segments than IOV_MAX: the first 1024 leave directly, the rest through the stream, in order', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const gatherer = new Gatherer({ pool });
+    const parts = Array.from({ length: 1500 }, (_, i) => pattern(100, i));
+    for (const part of parts) gatherer.putBytes(part);
+    const expected = Buffer.concat(parts);
+    const received = readBytes(server, expected.length);
+    const write = gatherer.writeTo(client);
+    expect(gatherer.writing).toBe(true);  // the last 476 segments went to the stream
+    await write;
+    expect((await received).equals(expected)).toBe(true);
+    expect(client.bytesWritten).toBe(expected.length);
+  });
+
+  it('never overtakes: a pending socket.write() and a corked socket keep their place', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const filler = pattern(8 * MiB, 6);  // more than the kernel takes while nobody reads: it stays queued
+    client.write(filler);
+    const first = new Gatherer({ pool }).putString('first');
+    const firstWrite = first.writeTo(client);
+    expect(first.writing).toBe(true);  // behind the filler, through the stream
+    const expected = Buffer.concat([filler, Buffer.from('firstcorkedafter')]);
+    const received = readBytes(server, expected.length);
+    await firstWrite;
+    client.cork();
+    const corked = new Gatherer({ pool }).putString('corked');
+    const corkedWrite = corked.writeTo(client);
+    expect(corked.writing).toBe(true);  // into the corked stream, not around it
+    client.write('after');
+    client.uncork();
+    await corkedWrite;
+    expect((await received).equals(expected)).toBe(true);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('while an earlier writeTo is pending, a later one waits its turn: the promises settle in call order', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    const settledOrder: number[] = [];
+    const big = new Gatherer({ pool }).putBytes(pattern(16 * MiB, 7));
+    const small = new Gatherer({ pool }).putString('small');
+    const first = big.writeTo(client).then(() => settledOrder.push(1));
+    const second = small.writeTo(client).then(() => settledOrder.push(2));
+    expect(small.writing).toBe(true);  // not around the first: through the stream, behind it
+    const received = readBytes(server, 16 * MiB + 5);
+    await Promise.all([first, second]);
+    expect(settledOrder).toEqual([1, 2]);
+    expect((await received).equals(Buffer.concat([pattern(16 * MiB, 7), Buffer.from('small')]))).toBe(true);
+  });
+
+  it('a reset the socket has not noticed yet: the kernel\'s error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back', async () => {
+    const pool = makePool();
+    const { client, server } = await connected();
+    // The accepted side was paused on connect: libuv does not poll it, so it learns of the reset only by writing.
+    client.resetAndDestroy();
+    await once(client, 'close');
+    await new Promise((resolve) => setImmediate(resolve));
+    const gatherer = new Gatherer({ pool }).putU32BE(1).putOwned(pool.tryAcquire(4096)!);
+    const error = await rejection(gatherer.writeTo(server)) as Error & { code?: string; errno?: number; syscall?: string };
+    expect(['ECONNRESET', 'EPIPE']).toContain(error.code);
+    expect(typeof error.errno).toBe('number');
+    expect(error.syscall).toBe('writev');
+    expect(server.destroyed).toBe(true);
+    expect(server.errored).toBe(error);
+    expect(pool.stats().inUse).toBe(0);
+    expect(listeners(server)).toEqual([0, 0, 0]);  // the watch let go once the socket closed
   });
 });

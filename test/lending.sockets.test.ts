@@ -78,7 +78,11 @@ describe('a Gatherer write in flight', () => {
     body.set(pattern(8 * MiB, 3));
     first.putString('first:').putOwned(body);
     const expected = Buffer.concat([Buffer.from('first:'), pattern(8 * MiB, 3)]);
-    const writing = first.writeTo(pair.client);  // more than the kernel buffers: stays in libuv's queue
+    // Through the stream to libuv (corked: not the direct path, which would leave nothing lent);
+    // more than the kernel buffers take, so the rest stays in libuv's queue.
+    pair.client.cork();
+    const writing = first.writeTo(pair.client);
+    pair.client.uncork();
     expect(pair.client.writableNeedDrain).toBe(true);
     const second = new Gatherer({ pool });
     second.putString('second:').putOwned(pool.tryAcquire(MiB)!.fill(0x22));
@@ -129,7 +133,10 @@ describe('a Gatherer write in flight', () => {
     const buffer = pool.tryAcquire(4 * MiB)!;
     buffer.set(pattern(4 * MiB, 5));
     const gatherer = new Gatherer({ pool, chunkSize: 64 }).putBytes(buffer);
+    // Through the stream to libuv (corked: not the direct path, which would leave nothing lent).
+    pair.client.cork();
     const writing = gatherer.writeTo(pair.client);
+    pair.client.uncork();
     pool.release(buffer);
     expect(pool.stats().inUse).toBe(0);  // the caller's ownership ended
     // The released slot is still lent: a new acquire gets other memory, and writes there change nothing sent.
@@ -140,6 +147,37 @@ describe('a Gatherer write in flight', () => {
     await writing;
     expect(bytes.equals(pattern(4 * MiB, 5))).toBe(true);
     if (other !== null) pool.release(other);
+    expect(pool.stats().inUse).toBe(0);
+  });
+});
+
+describe('a Gatherer write on the direct path', () => {
+  it('a message the kernel took whole is not lent after the call (free() takes effect at once); the rest of one it took in part is lent until sent', async () => {
+    const pool = track(new BufferPool({ maxMemory: 16 * MiB }));
+    const pair = await socketPair();
+    cleanups.push(() => pair.close());
+    const small = allocAligned(64 * KiB);
+    small.set(pattern(64 * KiB, 11));
+    const whole = new Gatherer({ pool }).putString('small:').putBytes(small);
+    const first = whole.writeTo(pair.client);
+    expect(whole.writing).toBe(false);  // the kernel copied it during the call
+    free(small);
+    expect(small.length).toBe(0);  // nothing lent: freed now
+    await first;
+
+    const big = allocAligned(16 * MiB, { alignment: 64 * KiB });
+    big.set(pattern(16 * MiB, 12));
+    const split = new Gatherer({ pool }).putString('big:').putBytes(big);
+    const second = split.writeTo(pair.client);
+    expect(split.writing).toBe(true);  // the kernel took a part; the stream holds the rest
+    free(big);
+    expect(big.length).toBe(16 * MiB);  // lent: freed once the stream is done with it
+    const fresh = sentinels(16, MiB);
+    for (const buffer of fresh) buffer.fill(0xee);
+    const bytes = await readBytes(pair.server, 6 + 64 * KiB + 4 + 16 * MiB);
+    await second;
+    expect(bytes.equals(Buffer.concat([Buffer.from('small:'), pattern(64 * KiB, 11), Buffer.from('big:'), pattern(16 * MiB, 12)]))).toBe(true);
+    expect(big.length).toBe(0);
     expect(pool.stats().inUse).toBe(0);
   });
 });

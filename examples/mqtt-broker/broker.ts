@@ -15,15 +15,17 @@
 // (a QoS 2 PUBLISH closes the connection; subscriptions are granted QoS 1 at
 // most).
 //
-// Fan-out. A PUBLISH is one pooled frame. A small QoS 0 packet is encoded
-// once into the tick's shared block (pooled); a subscriber's packets of one
-// tick lie back to back there and go into its batch as one range, so its
-// batch is one iovec entry however many messages it got. A larger packet
-// goes as its fixed header (one put into the subscriber's scratch) and the
-// frame's bytes by reference — one more handle on the frame, released when
-// that subscriber's write is done; the memory goes back at the last release.
-// (QoS 1 packets carry a packet id per subscriber: small ones are copied into
-// each subscriber's scratch.)
+// Fan-out. A PUBLISH is one pooled frame (frame.tag: its first byte). A
+// small QoS 0 packet is encoded once into the tick's shared block (pooled,
+// pool.share()); a subscriber's packets of one tick lie back to back there
+// and go into its batch as one range (putShared(handle, offset, length)), so
+// its batch is one iovec entry however many messages it got. Anything larger
+// goes as a prefix in the subscriber's scratch (fixed header; for QoS 1 the
+// topic and its own packet id too) and the rest of the frame by reference —
+// another handle on the frame (frame.retain()), released when that
+// subscriber's write is done; the memory goes back at the last release.
+// (Small QoS 1 packets carry a packet id per subscriber: they are copied
+// into each subscriber's scratch.)
 //
 // Slow subscribers, by three rules (broker-plain.ts keeps the first two):
 //   1. At most maxQueuedBytes wait to be sent to a client (its writer's
@@ -43,7 +45,7 @@
 import net from 'node:net';
 import path from 'node:path';
 import { BufferPool, FrameAssembler, SocketWriter } from '../../lib/index';
-import type { Frame, Gatherer, Releasable } from '../../lib/index';
+import type { Frame, Gatherer, SharedBuffer } from '../../lib/index';
 import {
   ACCEPTED, CONNACK, CONNECT, CONNECT_TIMEOUT_MS, DEFAULTS, DISCONNECT, MAX_QOS, PINGREQ, PINGRESP, PUBACK, PUBLISH,
   ProtocolError, SUBACK, SUBSCRIBE, SUBSCRIBE_FAILURE, TopicTree, UNSUBACK, UNSUBSCRIBE,
@@ -51,7 +53,6 @@ import {
   validTopicName, varintLength, willBody,
 } from './protocol';
 import type { BrokerOptions, BrokerStats, RunningBroker, Will } from './protocol';
-import { putShared, release, retain, taggingDecoder } from './frame-sharing';
 
 /**
  * How a QoS 0 packet reaches each subscriber's batch, by its size:
@@ -64,7 +65,7 @@ import { putShared, release, retain, taggingDecoder } from './frame-sharing';
  *   - larger: its fixed header into the batch's scratch, its body by
  *     reference to the frame it was received in (no copy at all).
  * QoS 1 packets up to SHARE_BELOW are copied into each subscriber's scratch
- * (their packet ids differ); the bodies of larger ones go by reference.
+ * (their packet ids differ); the payloads of larger ones go by reference.
  */
 const SHARE_BELOW = 4096;
 /** Bytes of a shared block (a pool size class); a larger packet gets a block of its own size. */
@@ -73,41 +74,23 @@ const BLOCK_BYTES = 64 * 1024;
 /** Largest staged prefix: fixed header, topic (u16 length + up to 65535 bytes), packet id, a body copied along. */
 const STAGE_BYTES = 5 + 2 + 0xffff + 2 + SHARE_BELOW;
 
-/**
- * Pooled memory that the packets routed in one tick are encoded into, back
- * to back, and that subscribers' batches refer to: the broker holds one count
- * while the tick lasts, each pending range and each batch that refers to it
- * one more, released after its write; the memory goes back at the last release.
- */
-class SharedBlock implements Releasable {
-  private refs = 1;
-  /** Bytes filled so far. */
-  used = 0;
-  constructor(private readonly pool: BufferPool, readonly bytes: Buffer) {}
-
-  retain(): this {
-    this.refs++;
-    return this;
-  }
-
-  release(): void {
-    if (--this.refs === 0) this.pool.release(this.bytes);
-  }
-}
+const EMPTY = Buffer.alloc(0);
 
 /**
  * The message being routed, and what every subscriber of it gets, staged
- * once per message and outgoing QoS, lazily: a small QoS 0 packet whole (a
- * SharedPacket); otherwise a prefix put into each subscriber's scratch (one
- * put) and, for large packets, the body by reference to the frame.
+ * once per message and outgoing QoS, lazily: a small QoS 0 packet whole, in
+ * the tick's shared block; otherwise a prefix put into each subscriber's
+ * scratch (one put) and, for large packets, the rest of the received bytes
+ * by reference.
  */
 class Outgoing {
   qos = 0;
-  data: Buffer = Buffer.alloc(0);
+  data: Buffer = EMPTY;
   topicEnd = 0;
+  /** The frame `data` is (null: a heap Buffer, a will). */
   frame: Frame | null = null;
-  /** Where the QoS 0 packet was encoded in a shared block (null: not staged, too large, or no memory). */
-  block0: SharedBlock | null = null;
+  /** The block the QoS 0 packet was encoded in, and where (null: not staged, too large, or no memory). */
+  block0: SharedBuffer | null = null;
   start0 = 0;
   end0 = 0;
   /** The pool had no memory for the packet: every QoS 0 subscriber misses this message (rule 3). */
@@ -117,14 +100,15 @@ class Outgoing {
   /** The prefix for QoS 0 / QoS 1 subscribers (null: not staged yet for this message). */
   prefix0: Buffer | null = null;
   prefix1: Buffer | null = null;
-  /** What follows the prefix by reference (null: the prefix is the whole packet). */
-  body0: Buffer | null = null;
-  body1: Buffer | null = null;
+  /** Where in `data` the bytes that follow the prefix by reference start (-1: the prefix is the whole packet). */
+  bodyAt0 = -1;
+  bodyAt1 = -1;
   /** Where the packet id sits in prefix1. */
   idAt = 0;
 
-  /** The block packets of this tick go into (null: none yet this tick). */
-  private block: SharedBlock | null = null;
+  /** The broker's handle on the block packets of this tick go into (null: none yet this tick), and its bytes filled. */
+  private block: SharedBuffer | null = null;
+  private blockUsed = 0;
 
   constructor(private readonly pool: BufferPool) {}
 
@@ -133,25 +117,27 @@ class Outgoing {
     this.data = data;
     this.topicEnd = topicEnd;
     this.frame = frame;
-    this.prefix0 = this.prefix1 = this.body0 = this.body1 = null;
+    this.prefix0 = this.prefix1 = null;
+    this.bodyAt0 = this.bodyAt1 = -1;
     this.block0 = null;
     this.noMemory0 = false;
   }
 
-  /** The tick is over: the broker lets go of its block (batches that refer to it keep it). */
+  /** The tick is over: the broker lets go of its block (the ranges that refer to it hold handles of their own). */
   endTick(): void {
     this.block?.release();
     this.block = null;
   }
 
   /** `length` bytes at the end of this tick's block (a new block when they do not fit); null when the pool has none. */
-  private room(length: number): SharedBlock | null {
+  private room(length: number): SharedBuffer | null {
     let block = this.block;
-    if (block === null || block.used + length > block.bytes.length) {
+    if (block === null || this.blockUsed + length > block.length) {
       const bytes = this.pool.tryAcquire(length > BLOCK_BYTES ? length : BLOCK_BYTES);
       if (bytes === null) return null;
       block?.release();
-      block = this.block = new SharedBlock(this.pool, bytes);
+      block = this.block = this.pool.share(bytes);
+      this.blockUsed = 0;
     }
     return block;
   }
@@ -167,22 +153,22 @@ class Outgoing {
       if (block === null) {
         this.noMemory0 = true;
       } else {
-        const bytes = block.bytes;
-        const start = block.used;
+        const bytes = block.data;
+        const start = this.blockUsed;
         let at = writeHeader(bytes, PUBLISH << 4, length, start);
         if (this.qos !== 0) at += data.copy(bytes, at, 0, topicEnd);
         data.copy(bytes, at, bodyStart);
-        block.used = start + size;
+        this.blockUsed = start + size;
         this.block0 = block;
         this.start0 = start;
         this.end0 = start + size;
       }
-      this.prefix0 = this.stage0.subarray(0, 0);  // staged (empty: the packet is in block0)
+      this.prefix0 = EMPTY;  // staged (empty: the packet is in block0)
       return;
     }
     let at = writeHeader(this.stage0, PUBLISH << 4, length);
     if (this.qos !== 0) at += data.copy(this.stage0, at, 0, topicEnd);
-    this.body0 = bodyStart === 0 ? data : data.subarray(bodyStart);
+    this.bodyAt0 = bodyStart;
     this.prefix0 = this.stage0.subarray(0, at);
   }
 
@@ -193,20 +179,16 @@ class Outgoing {
     at += data.copy(this.stage1, at, 0, topicEnd);
     this.idAt = at;
     at += 2;
-    if (data.length <= SHARE_BELOW) {
-      at += data.copy(this.stage1, at, topicEnd + 2);
-      this.body1 = null;
-    } else {
-      this.body1 = data.subarray(topicEnd + 2);
-    }
+    if (data.length <= SHARE_BELOW) at += data.copy(this.stage1, at, topicEnd + 2);
+    else this.bodyAt1 = topicEnd + 2;  // the payload, after the packet id
     this.prefix1 = this.stage1.subarray(0, at);
   }
 
   end(): void {
     this.block0 = null;
-    this.data = Buffer.alloc(0);
+    this.data = EMPTY;
     this.frame = null;
-    this.prefix0 = this.prefix1 = this.body0 = this.body1 = null;
+    this.prefix0 = this.prefix1 = null;
   }
 }
 
@@ -233,13 +215,14 @@ class Client {
   closed = false;
   assembler: FrameAssembler | null = null;
   /**
-   * Packets routed to this client this tick, not yet in its batch: a range
-   * of a shared block (the client holds a count on it), put into the batch as
-   * one view before anything else is (out()) or at the end of the tick.
+   * Packets routed to this client this tick, not yet in its batch: bytes
+   * [rangeStart, rangeEnd) of a shared block, held by a handle of the
+   * client's own, put into the batch as one range before anything else is
+   * (out()) or at the end of the tick.
    */
-  pendingBlock: SharedBlock | null = null;
-  pendingStart = 0;
-  pendingEnd = 0;
+  range: SharedBuffer | null = null;
+  rangeStart = 0;
+  rangeEnd = 0;
   /** Its writer was ended (DISCONNECT, a refused CONNECT): nothing more is sent to it. */
   ending = false;
 
@@ -247,26 +230,22 @@ class Client {
 
   /** The client's batch, with its pending range put first: everything it is sent stays in order. */
   out(): Gatherer {
-    if (this.pendingBlock !== null) this.commit();
+    if (this.range !== null) this.commit();
     return this.writer.batch();
   }
 
-  /** Puts the pending range into the batch (by reference; no scratch, so it cannot fail). */
+  /** Puts the pending range into the batch (by reference, the handle with it; no scratch, so it cannot fail). */
   commit(): void {
-    const block = this.pendingBlock!;
-    this.pendingBlock = null;
-    if (this.socket.destroyed || this.ending) {
-      block.release();
-      return;
-    }
-    this.writer.batch().putBytes(block.bytes.subarray(this.pendingStart, this.pendingEnd));
-    this.writer.releaseAfterWrite(block);  // the count the range held passes to the batch
+    const range = this.range!;
+    this.range = null;
+    if (this.socket.destroyed || this.ending) range.release();
+    else this.writer.batch().putShared(range, this.rangeStart, this.rangeEnd - this.rangeStart);
   }
 
   /** Drops the pending range (the client is gone). */
   dropPending(): void {
-    this.pendingBlock?.release();
-    this.pendingBlock = null;
+    this.range?.release();
+    this.range = null;
   }
 }
 
@@ -284,8 +263,8 @@ class Broker {
   readonly connections = new Set<Client>();
   private nextAnonymous = 0;
   private readonly outgoing: Outgoing;
-  /** Clients with a pending range (see Client.pendingBlock), committed at the end of the tick. */
-  private pending: Client[] = [];
+  /** Clients given a range this tick (see Client.range), committed at the end of the tick. */
+  private withRanges: Client[] = [];
   private tickScheduled = false;
   /**
    * The end of a tick that routed shared packets: every pending range goes into
@@ -294,9 +273,9 @@ class Broker {
    */
   private readonly endTick = () => {
     this.tickScheduled = false;
-    const pending = this.pending;
-    this.pending = [];
-    for (let i = 0; i < pending.length; i++) if (pending[i].pendingBlock !== null) pending[i].commit();
+    const clients = this.withRanges;
+    this.withRanges = [];
+    for (let i = 0; i < clients.length; i++) if (clients[i].range !== null) clients[i].commit();
     this.outgoing.endTick();
   };
   readonly counters = { published: 0, delivered: 0, dropped: 0, slowDisconnects: 0 };
@@ -320,16 +299,15 @@ class Broker {
     });
     const client = new Client(socket, writer);
     this.connections.add(client);
-    const { decoder, tagOf } = taggingDecoder(decodeFixedHeader);
     client.assembler = new FrameAssembler({
       pool: this.pool,
-      lengthPrefix: decoder,
+      lengthPrefix: decodeFixedHeader,
       maxFrameSize: this.maxPacketSize,
       // Subscribers hold handles on a publisher's frames until their writes are
       // done; maxQueuedBytes bounds that per subscriber, and the budget bounds
       // it all. A held-bytes limit here would let one stalled subscriber stop a publisher.
       highWaterMark: Number.MAX_SAFE_INTEGER,
-      onFrame: (frame) => this.packet(client, tagOf(frame), frame),
+      onFrame: (frame) => this.packet(client, frame),
       onError: () => {},  // a malformed stream or a reset: the socket is destroyed, 'close' cleans up
     }).attach(socket);
     socket.on('close', () => this.disconnected(client));
@@ -340,7 +318,8 @@ class Broker {
   // Packets from a client
   // -------------------------------------------------------------------------
 
-  private packet(client: Client, tag: number, frame: Frame): void {
+  private packet(client: Client, frame: Frame): void {
+    const tag = frame.tag;  // the packet's first byte: type << 4 | flags
     const type = tag >> 4;
     client.timer?.refresh();
     if (!validFlags(type, tag & 0x0f) || (client.clientId === null) !== (type === CONNECT)) {
@@ -418,19 +397,19 @@ class Broker {
     const qos = (tag >> 1) & 0x03;
     const topicEnd = data.length >= 2 ? 2 + ((data[0] << 8) | data[1]) : Infinity;
     if (qos === 2 || topicEnd + (qos > 0 ? 2 : 0) > data.length) {
-      release(frame);
+      frame.release();
       throw new ProtocolError(qos === 2 ? 'QoS 2 is not supported' : 'PUBLISH too short');
     }
     const topic = data.toString('latin1', 2, topicEnd);
     if (!validTopicName(topic)) {
-      release(frame);
+      frame.release();
       throw new ProtocolError('invalid topic name');
     }
     try {
       this.route(topic, qos, data, topicEnd, frame);
       if (qos === 1) client.out().putU8(PUBACK << 4).putU8(2).putU16BE((data[topicEnd] << 8) | data[topicEnd + 1]);
     } finally {
-      release(frame);  // the subscribers that refer to its bytes hold handles of their own
+      frame.release();  // the subscribers that refer to its bytes hold handles of their own
     }
   }
 
@@ -465,27 +444,28 @@ class Broker {
     // The Remaining Length: the received body, less the packet id when it goes out at QoS 0.
     const length = qos === message.qos ? message.data.length : message.data.length - 2;
     const writer = to.writer;
-    const queued = writer.queuedBytes + (to.pendingBlock === null ? 0 : to.pendingEnd - to.pendingStart);
+    const queued = writer.queuedBytes + (to.range === null ? 0 : to.rangeEnd - to.rangeStart);
     if (queued > 0 && queued + length > this.maxQueuedBytes) {
       this.overQueued(to, qos);
       return;
     }
     let prefix: Buffer;
-    let body: Buffer | null;
+    let bodyAt: number;
     if (qos === 0) {
       if (message.prefix0 === null) message.stageQos0();
       const block = message.block0;
       if (block !== null) {
         // The packet every QoS 0 subscriber gets, by reference to the tick's block:
         // it extends the client's pending range when it follows it there.
-        if (to.pendingBlock === block && to.pendingEnd === message.start0) {
-          to.pendingEnd = message.end0;
+        // (A range's handle keeps its block out of the pool: the same data is the same block.)
+        if (to.range !== null && to.range.data === block.data && to.rangeEnd === message.start0) {
+          to.rangeEnd = message.end0;
         } else {
-          if (to.pendingBlock !== null) to.commit();
-          else this.pending.push(to);
-          to.pendingBlock = block.retain();
-          to.pendingStart = message.start0;
-          to.pendingEnd = message.end0;
+          if (to.range !== null) to.commit();
+          else this.withRanges.push(to);
+          to.range = block.retain();
+          to.rangeStart = message.start0;
+          to.rangeEnd = message.end0;
         }
         this.counters.delivered++;
         return;
@@ -495,11 +475,11 @@ class Broker {
         return;
       }
       prefix = message.prefix0!;
-      body = message.body0;
+      bodyAt = message.bodyAt0;
     } else {
       if (message.prefix1 === null) message.stageQos1();
       prefix = message.prefix1!;
-      body = message.body1;
+      bodyAt = message.bodyAt1;
       to.packetId = to.packetId === 0xffff ? 1 : to.packetId + 1;
       prefix[message.idAt] = to.packetId >> 8;
       prefix[message.idAt + 1] = to.packetId & 0xff;
@@ -512,15 +492,11 @@ class Broker {
       this.overQueued(to, qos);
       return;
     }
-    if (body !== null) {
-      // By reference: no scratch, nothing left to fail.
+    if (bodyAt >= 0) {
+      // The rest of the received bytes by reference: no scratch, nothing left to fail.
       const frame = message.frame;
-      if (frame === null) out.putBytes(body);  // a will: a heap Buffer nobody changes
-      else if (body.length === frame.data.length) putShared(writer, out, retain(frame));
-      else {
-        out.putBytes(body);
-        writer.releaseAfterWrite(retain(frame));
-      }
+      if (frame !== null) out.putShared(frame.retain(), bodyAt);  // released after this subscriber's write
+      else out.putBytes(message.data.subarray(bodyAt));  // a will: a heap Buffer nobody changes
     }
     this.counters.delivered++;
   }

@@ -69,21 +69,23 @@ export interface FixedHeader {
 const decoded: FixedHeader = { headerLength: 0, payloadLength: 0, tag: 0 };
 
 /**
- * Reads a fixed header at the start of `bytes`: null while its Remaining
- * Length is incomplete; throws for one longer than 4 bytes (the assembler
- * reports that as ERR_IOBUF_FRAME_INVALID).
+ * Reads a fixed header at bytes[start] (the assembler shows it bytes[start]
+ * to bytes[end - 1]): null while its Remaining Length is incomplete; throws
+ * for one longer than 4 bytes (the assembler reports that as
+ * ERR_IOBUF_FRAME_INVALID). The tag, the packet's first byte, reaches the
+ * consumer as frame.tag.
  */
-export function decodeFixedHeader(bytes: Buffer): FixedHeader | null {
+export function decodeFixedHeader(bytes: Buffer, start: number, end: number): FixedHeader | null {
   let length = 0;
   let scale = 1;
   for (let i = 1; i < 5; i++) {
-    if (i >= bytes.length) return null;
-    const byte = bytes[i];
+    if (start + i >= end) return null;
+    const byte = bytes[start + i];
     length += (byte & 0x7f) * scale;
     if (byte < 0x80) {
       decoded.headerLength = i + 1;
       decoded.payloadLength = length;
-      decoded.tag = bytes[0];
+      decoded.tag = bytes[start];
       return decoded;
     }
     scale *= 128;
