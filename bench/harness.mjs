@@ -433,10 +433,10 @@ function summarize(table, params, cells) {
         : { value: NaN, skip: cell.skip ?? 'no result', extras: {}, notes: [] };
     }
     for (const competitor of table.competitors) {
-      const base = row.cells[competitor.vs ?? table.baseline];
+      const base = row.cells[competitor.vs ?? table.baseline];  // absent from a narrowed table (--headline)
       const cell = row.cells[competitor.name];
       cell.baseline = competitor.vs ?? table.baseline;
-      cell.ratio = cell.value / base.value;
+      cell.ratio = base ? cell.value / base.value : NaN;
     }
     return row;
   });
@@ -453,7 +453,7 @@ function summarize(table, params, cells) {
     }
     for (const c of floored) {
       const cell = row.cells[c.name];
-      cell.overFloorRatio = cell.overFloor / row.cells[cell.baseline].overFloor;
+      cell.overFloorRatio = cell.overFloor / (row.cells[cell.baseline]?.overFloor ?? NaN);
     }
   }
   const get = (name, param) => rows.find((r) => r.param === param)?.cells[name];
@@ -466,10 +466,13 @@ function summarize(table, params, cells) {
       return { name: t.name, pass: null, detail: `not measured in this run (${error.message})` };
     }
   });
+  // A baseline that is not in the table (narrowed) gets no ratio column.
+  const present = new Set(table.competitors.map((c) => c.name));
+  const vsOf = (c) => (present.has(c.vs ?? table.baseline) ? c.vs ?? table.baseline : c.name);
   return {
     id: table.id, title: table.title, unit: table.unit, better: table.better, baseline: table.baseline,
-    competitors: table.competitors.map((c) => ({ name: c.name, vs: c.vs ?? table.baseline })),
-    floored: floored.map((c) => ({ name: c.name, vs: c.vs ?? table.baseline, floor: floorOf(c) })),
+    competitors: table.competitors.map((c) => ({ name: c.name, vs: vsOf(c) })),
+    floored: floored.map((c) => ({ name: c.name, vs: vsOf(c), floor: floorOf(c) })),
     floorFormat: table.floorFormat ?? table.format ?? formatNs,
     extras: table.extras ?? [], rows, targets, format: table.format ?? formatNs,
   };
