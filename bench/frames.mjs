@@ -15,6 +15,11 @@
 //   push:    the same mix (and 41-byte frames, its mean size) given to push()
 //            in process: CPU per frame without the socket, so the assembler's
 //            per-frame work and the decoder call show apart from syscalls.
+//   copy:    the payload copy of the receive path (lib/frames.ts
+//            copyPayload: a JS loop up to 32 bytes, the addon's copyBytes
+//            above) from a read buffer into a pooled frame, beside
+//            Buffer#copy and Uint8Array#set, with C memcpy of the same sizes
+//            as the floor (bench/floor.c).
 //   rpc:     examples/rpc-server.ts vs examples/rpc-server-plain.ts under the
 //            load generator in bench/frames/load.mjs (4 connections,
 //            pipelined): requests per second, p50/p99 latency.
@@ -22,7 +27,9 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
-import { ROOT, formatBytes, formatNs, gcCounter, iobuf, median } from './harness.mjs';
+import {
+  DIST, ROOT, ensureFloorBinary, formatBytes, formatNs, gcCounter, iobuf, median, runFloor, timeOps,
+} from './harness.mjs';
 import { runLoad, startServerProcess, stopServerProcess } from './frames/load.mjs';
 
 const { mixBatch } = createRequire(import.meta.url)('../test/fixtures/frames-mix.js');
@@ -344,6 +351,102 @@ const pushTable = {
 };
 
 // ---------------------------------------------------------------------------
+// The payload copy: memcpy-bound, with the C floor
+// ---------------------------------------------------------------------------
+
+/**
+ * lib/frames.ts copyPayload, as the receive path runs it (the module keeps it
+ * private): a JS loop up to SMALL_COPY bytes, above that the addon's
+ * copyBytes (memmove behind one Node-API call, no allocation).
+ */
+const SMALL_COPY = 32;
+function framesCopy() {
+  const { copyBytes } = createRequire(import.meta.url)(path.join(DIST, 'binding.js')).native;
+  return (src, from, target, at, length) => {
+    if (length <= SMALL_COPY) {
+      for (let i = 0; i < length; i++) target[at + i] = src[from + i];
+    } else {
+      copyBytes(src, target, at, from, from + length);
+    }
+  };
+}
+
+const COPIES = {
+  framesCopy: () => {
+    const copy = framesCopy();
+    return (src, target, size) => copy(src, 4, target, 0, size);
+  },
+  bufferCopy: () => (src, target, size) => src.copy(target, 0, 4, 4 + size),
+  set: () => (src, target, size) => target.set(src.subarray(4, 4 + size)),
+};
+
+/**
+ * `size` payload bytes from offset 4 of a 64 KiB read buffer (after a 4-byte
+ * length, as frames arrive) into a pooled Buffer of exactly `size` (a frame);
+ * the same layout as bench/floor.c memcpy.
+ */
+const copyTrial = (kind) => async (size, ctx) => {
+  const { BufferPool } = iobuf();
+  const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off' });
+  const src = Buffer.allocUnsafeSlow(Math.max(64 * KiB, size + 4)).fill(7);
+  const target = pool.tryAcquire(size);
+  const copy = COPIES[kind]();
+  const result = await timeOps(() => {
+    copy(src, target, size);
+    return target;
+  }, copyTiming(ctx));
+  if (target[size - 1] !== 7) return { error: 'the copy did not copy' };
+  return result;
+};
+
+const copyTiming = (ctx) => (ctx.full ? { samples: 11, sampleMs: 20, warmupMs: 100 } : { samples: 7, sampleMs: 10, warmupMs: 40 });
+const C_MEMCPY = 'C memcpy (floor)';
+const FRAMES_COPY = 'FrameAssembler payload copy';
+const BUFFER_COPY = 'Buffer#copy';
+
+const copyTable = {
+  id: 'copy',
+  title: 'payload copy from the read buffer into a pooled frame',
+  unit: 'time per copy',
+  better: 'lower',
+  params: { quick: [16, 41, KiB, 64 * KiB], full: [16, 41, 200, KiB, 64 * KiB, MiB] },
+  paramLabel: formatBytes,
+  processes: { quick: 3, full: 5 },
+  nodeArgs: ['--expose-gc'],
+  baseline: BUFFER_COPY,
+  floor: C_MEMCPY,
+  extras: [
+    { key: 'cpuNs', label: 'CPU time per copy', format: formatNs },
+    { key: 'scavenges', label: 'GC scavenges per 1000 copies' },
+  ],
+  competitors: [
+    {
+      name: C_MEMCPY,
+      run: async (size, ctx) => {
+        const { samples, sampleMs, warmupMs } = copyTiming(ctx);
+        return runFloor(['memcpy', size, samples, sampleMs, warmupMs]);
+      },
+    },
+    { name: BUFFER_COPY, run: copyTrial('bufferCopy') },
+    { name: 'Uint8Array#set(subarray)', run: copyTrial('set') },
+    { name: FRAMES_COPY, run: copyTrial('framesCopy') },
+  ],
+  targets: [{
+    name: `${FRAMES_COPY}: overhead above C memcpy (report)`,
+    check: (get) => {
+      const parts = copyTable.params.full.map((size) => [size, get(FRAMES_COPY, size), get(C_MEMCPY, size), get(BUFFER_COPY, size)])
+        .filter(([, cell, floor, base]) => [cell, floor, base].every((c) => c && !c.skip && Number.isFinite(c.value)));
+      if (parts.length === 0) return { pass: null, detail: 'not measured' };
+      return {
+        pass: null,
+        detail: parts.map(([size, cell, floor, base]) => `${formatBytes(size)}: ${formatNs(cell.value)} vs C ${formatNs(floor.value)} `
+          + `(+${formatNs(cell.overFloor)}; ${BUFFER_COPY} +${formatNs(base.overFloor)})`).join(', '),
+      };
+    },
+  }],
+};
+
+// ---------------------------------------------------------------------------
 // The example servers under load
 // ---------------------------------------------------------------------------
 
@@ -405,5 +508,8 @@ const rpcTable = {
 export default {
   name: 'frames',
   title: 'frames: FrameAssembler receive path and the example RPC server',
-  tables: [receiveTable, pushTable, rpcTable],
+  setup() {
+    ensureFloorBinary();
+  },
+  tables: [receiveTable, pushTable, copyTable, rpcTable],
 };

@@ -15,7 +15,17 @@
 //                             env?: { NAME: value },   // set in the trial process
 //                             run(param, ctx) -> { value, extras?, note? } | { skip } }],
 //             targets?: [{ name, check(get) -> { pass: boolean | null, detail } }],
-//             derived?: [{ id, title, unit, better, format?, extra, targets? }] }
+//             derived?: [{ id, title, unit, better, format?, extra, targets? }],
+//             floor?: competitor name,       // the C floor of every other competitor
+//             floorOverhead?(value, floorValue) -> number, floorFormat?(n) }
+//
+// A floor is a competitor doing the same system call (or copy) in C, with
+// nothing in between (bench/floor.c). For every other competitor (or only
+// those naming one: competitor.floor, when kinds of memory need floors of
+// their own) the table then also shows its overhead above its floor — value −
+// floor for time tables, floorOverhead(value, floor) otherwise — and that
+// overhead ÷ the overhead of the competitor's baseline: the part of a figure
+// that the host's syscall cost, which moves from week to week, cannot move.
 //
 // A derived table is a second table made from the same trials: its value is
 // the trial's extras[extra] (e.g. CPU per GiB beside a throughput table), with
@@ -31,7 +41,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import {
-  closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, writeSync,
+  closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -59,6 +69,46 @@ export function iobuf() {
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
 // ---------------------------------------------------------------------------
+// The C floor (bench/floor.c), compiled on first use with the system's cc
+// ---------------------------------------------------------------------------
+
+const FLOOR_SOURCE = path.join(BENCH_DIR, 'floor.c');
+const FLOOR_BINARY = path.join(BENCH_DIR, '.build', 'floor');
+
+/**
+ * bench/.build/floor, compiled from bench/floor.c when missing or older than
+ * the source (into a temporary name, then renamed: trial processes may race).
+ * Returns { binary } or { skip: reason } when there is no C compiler.
+ */
+export function ensureFloorBinary() {
+  try {
+    if (statSync(FLOOR_BINARY).mtimeMs >= statSync(FLOOR_SOURCE).mtimeMs) return { binary: FLOOR_BINARY };
+  } catch { /* not built yet */ }
+  mkdirSync(path.dirname(FLOOR_BINARY), { recursive: true });
+  const temporary = `${FLOOR_BINARY}.${process.pid}`;
+  const cc = process.env.CC || 'cc';
+  const built = spawnSync(cc, ['-O2', '-std=gnu11', '-Wall', '-o', temporary, FLOOR_SOURCE], { encoding: 'utf8' });
+  if (built.error || built.status !== 0) {
+    return { skip: `the C floor could not be compiled (${cc}: ${built.error?.message ?? built.stderr.trim().split('\n')[0]})` };
+  }
+  renameSync(temporary, FLOOR_BINARY);
+  return { binary: FLOOR_BINARY };
+}
+
+/**
+ * Runs `bench/.build/floor ...args` (see bench/floor.c) and returns its
+ * result line: { value, extras?, note? } | { skip } | { error }.
+ */
+export function runFloor(args) {
+  const { binary, skip } = ensureFloorBinary();
+  if (skip) return { skip };
+  const run = spawnSync(binary, args.map(String), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = run.stdout?.trim().split('\n').pop();
+  if (run.status !== 0 || !line) return { error: `floor ${args.join(' ')} exited with ${run.signal ?? run.status}` };
+  return JSON.parse(line);
+}
+
+// ---------------------------------------------------------------------------
 // Numbers and formatting
 // ---------------------------------------------------------------------------
 
@@ -76,13 +126,13 @@ export function formatBytes(bytes) {
   return `${bytes} B`;
 }
 
-const sig = (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+const sig = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
 
-/** Nanoseconds as ns / µs / ms with three significant figures. */
+/** Nanoseconds as ns / µs / ms with three significant figures (negative: an overhead below a floor). */
 export function formatNs(ns) {
   if (!Number.isFinite(ns)) return '–';
-  if (ns < 1e3) return `${sig(ns)} ns`;
-  if (ns < 1e6) return `${sig(ns / 1e3)} µs`;
+  if (Math.abs(ns) < 1e3) return `${sig(ns)} ns`;
+  if (Math.abs(ns) < 1e6) return `${sig(ns / 1e3)} µs`;
   return `${sig(ns / 1e6)} ms`;
 }
 
@@ -383,18 +433,47 @@ function summarize(table, params, cells) {
         : { value: NaN, skip: cell.skip ?? 'no result', extras: {}, notes: [] };
     }
     for (const competitor of table.competitors) {
-      const base = row.cells[competitor.vs ?? table.baseline];
+      const base = row.cells[competitor.vs ?? table.baseline];  // absent from a narrowed table (--headline)
       const cell = row.cells[competitor.name];
       cell.baseline = competitor.vs ?? table.baseline;
-      cell.ratio = cell.value / base.value;
+      cell.ratio = base ? cell.value / base.value : NaN;
     }
     return row;
   });
+  // Overheads above the C floor (see the table fields at the top of this file).
+  const floorNames = new Set([table.floor, ...table.competitors.map((c) => c.floor)].filter(Boolean));
+  const floorOf = (c) => c.floor ?? (table.floor && !floorNames.has(c.name) ? table.floor : null);
+  const overhead = table.floorOverhead ?? ((value, floorValue) => value - floorValue);
+  const floored = table.competitors.filter((c) => floorOf(c) && table.competitors.some((f) => f.name === floorOf(c)));
+  for (const row of rows) {
+    for (const c of floored) {
+      const cell = row.cells[c.name];
+      cell.floor = floorOf(c);
+      cell.overFloor = overhead(cell.value, row.cells[cell.floor].value);
+    }
+    for (const c of floored) {
+      const cell = row.cells[c.name];
+      cell.overFloorRatio = cell.overFloor / (row.cells[cell.baseline]?.overFloor ?? NaN);
+    }
+  }
   const get = (name, param) => rows.find((r) => r.param === param)?.cells[name];
-  const targets = (table.targets ?? []).map((t) => ({ name: t.name, ...t.check(get) }));
+  // A check that reads a cell this run did not measure (a table narrowed to a
+  // few competitors or params) says so instead of failing the run.
+  const targets = (table.targets ?? []).map((t) => {
+    try {
+      return { name: t.name, ...t.check(get) };
+    } catch (error) {
+      return { name: t.name, pass: null, detail: `not measured in this run (${error.message})` };
+    }
+  });
+  // A baseline that is not in the table (narrowed) gets no ratio column.
+  const present = new Set(table.competitors.map((c) => c.name));
+  const vsOf = (c) => (present.has(c.vs ?? table.baseline) ? c.vs ?? table.baseline : c.name);
   return {
     id: table.id, title: table.title, unit: table.unit, better: table.better, baseline: table.baseline,
-    competitors: table.competitors.map((c) => ({ name: c.name, vs: c.vs ?? table.baseline })),
+    competitors: table.competitors.map((c) => ({ name: c.name, vs: vsOf(c) })),
+    floored: floored.map((c) => ({ name: c.name, vs: vsOf(c), floor: floorOf(c) })),
+    floorFormat: table.floorFormat ?? table.format ?? formatNs,
     extras: table.extras ?? [], rows, targets, format: table.format ?? formatNs,
   };
 }
@@ -433,6 +512,28 @@ export function renderTable(summary, kind = 'text') {
     return line;
   });
   out.push(grid(header, body, kind));
+  if (summary.floored?.length) {
+    const floors = [...new Set(summary.floored.map((c) => c.floor))].join(', ');
+    const flooredNames = new Set(summary.floored.map((c) => c.name));
+    out.push('');
+    const label = `above the C floor (${floors}): overhead = value − floor; ÷ = overhead ÷ the baseline's overhead`;
+    out.push(kind === 'markdown' ? `${label}:` : `-- ${label}`);
+    if (kind === 'markdown') out.push('');
+    const floorHeader = [''];
+    for (const c of summary.floored) {
+      floorHeader.push(c.name);
+      if (c.vs !== c.name && flooredNames.has(c.vs)) floorHeader.push(`÷ ${c.vs}`);
+    }
+    out.push(grid(floorHeader, summary.rows.map((row) => {
+      const line = [row.label];
+      for (const c of summary.floored) {
+        const cell = row.cells[c.name];
+        line.push(Number.isFinite(cell.overFloor) ? summary.floorFormat(cell.overFloor) : '–');
+        if (c.vs !== c.name && flooredNames.has(c.vs)) line.push(formatRatio(cell.overFloorRatio));
+      }
+      return line;
+    }), kind));
+  }
   for (const extra of summary.extras) {
     const present = summary.rows.some((r) => Object.values(r.cells).some((c) => c.extras[extra.key] !== undefined));
     if (!present) continue;

@@ -1,10 +1,13 @@
 // Benchmarks of the BufferPool (issue 3): the hot path (tryAcquire + release)
 // against a pure-JS free list, typedarray-pool and Buffer.allocUnsafe, one at a
-// time and in batches of 16; GCs in a steady state; two worker threads sharing
-// one pool; and how long a waiter takes to resume after a release in another
-// thread. The worker side is bench/workers/pool-worker.mjs.
+// time and in batches of 16; sizes that vary from one acquire to the next
+// (within a class, and a protocol-like mix), with the old-space heap across
+// 10M such pairs; GCs in a steady state; two worker threads sharing one pool;
+// and how long a waiter takes to resume after a release in another thread.
+// The worker side is bench/workers/pool-worker.mjs.
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import { BENCH_DIR, formatBytes, formatNs, gcCounter, iobuf, median, timeOps } from './harness.mjs';
 
@@ -216,6 +219,232 @@ const batchTable = {
   competitors: HOT_COMPETITORS.map((name) => ({ name, run: batchTrial(name) })),
   extras: HOT_EXTRAS,
   targets: hotTargets(BATCH_SIZES.full, `batches of ${BATCH}`),
+};
+
+// ---------------------------------------------------------------------------
+// Varying sizes: every acquire may ask for another size than the last
+// ---------------------------------------------------------------------------
+
+/** A fixed-seed generator (mulberry32): the same sizes in every process and on every runtime. */
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+}
+
+/** [share, smallest, largest]: the protocol-like mix, mostly small (2 B to 64 KiB). */
+const PROTOCOL_MIX = [[0.60, 2, 64], [0.25, 65, KiB], [0.10, KiB + 1, 8 * KiB], [0.05, 8 * KiB + 1, 64 * KiB]];
+const SIZES_COUNT = 1 << 16;  // a power of two: the op picks sizes[i & (SIZES_COUNT - 1)]
+
+const VARYING = {
+  same: { label: 'same size (1 KiB)', sizes: () => new Int32Array(SIZES_COUNT).fill(KiB) },
+  class: {
+    label: 'varying within a class (513 B–1 KiB)',
+    sizes: () => {
+      const random = mulberry32(1);
+      return Int32Array.from({ length: SIZES_COUNT }, () => 513 + Math.floor(random() * 512));
+    },
+  },
+  mix: {
+    label: 'protocol-like mix (2 B–64 KiB)',
+    sizes: () => {
+      const random = mulberry32(2);
+      return Int32Array.from({ length: SIZES_COUNT }, () => {
+        let pick = random();
+        for (const [share, smallest, largest] of PROTOCOL_MIX) {
+          if (pick < share) return smallest + Math.floor(random() * (largest - smallest + 1));
+          pick -= share;
+        }
+        return 64 * KiB;
+      });
+    },
+  },
+};
+
+/**
+ * The floor of a size change: one Buffer view over memory that already
+ * exists, made as the pool makes it (Node's own Buffer class,
+ * `new (Buffer[Symbol.species])(arrayBuffer, offset, length)`), nothing else.
+ */
+function viewFloor() {
+  const NodeBuffer = Buffer[Symbol.species];
+  const arrayBuffer = new ArrayBuffer(64 * KiB);
+  return { acquire: (size) => new NodeBuffer(arrayBuffer, 0, size), release: () => {} };
+}
+
+/** The same view with one symbol-keyed property added, as the pool marks its views with their slot. */
+function viewWithProperty() {
+  const NodeBuffer = Buffer[Symbol.species];
+  const arrayBuffer = new ArrayBuffer(64 * KiB);
+  const key = Symbol('slot');
+  const slot = { offset: 0 };
+  return {
+    acquire: (size) => {
+      const view = new NodeBuffer(arrayBuffer, 0, size);
+      view[key] = slot;
+      return view;
+    },
+    release: () => {},
+  };
+}
+
+const VIEW_FLOOR = 'floor: a new Buffer view of existing memory';
+const VIEW_PROPERTY = 'the same view + one symbol-keyed property';
+const VARYING_MAKERS = { ...MAKERS, [VIEW_FLOOR]: viewFloor, [VIEW_PROPERTY]: viewWithProperty };
+
+/** One pair per op, the size taken in turn from the param's fixed sequence. */
+const varyingTrial = (name) => async (param, ctx) => {
+  const { acquire, release } = VARYING_MAKERS[name](KiB);
+  const sizes = VARYING[param].sizes();
+  const mask = SIZES_COUNT - 1;
+  let i = 0;
+  const result = await timeOps(() => {
+    const buffer = acquire(sizes[i++ & mask]);
+    release(buffer);
+    return buffer;
+  }, timing(ctx));
+  return { ...result, extras: { ...result.extras, scavengesPerMillion: result.extras.scavenges * 1000 } };
+};
+
+const VARYING_COMPETITORS = [ALLOC_UNSAFE, POOL, POOL_NO_LEAKS, VIEW_FLOOR, VIEW_PROPERTY];
+
+/** The pool's cost for `param` ÷ its same-size cost, with the bare view beside it: at most `factor`. */
+const varyingTarget = (param, factor) => ({
+  name: `${POOL} (default options): ${VARYING[param].label} ≤ ${factor}× the same size`,
+  check: (get) => {
+    const cell = get(POOL, param);
+    const same = get(POOL, 'same');
+    const view = get(VIEW_FLOOR, param);
+    if (!measured(cell, same)) return { pass: null, detail: 'not measured' };
+    const ratio = cell.value / same.value;
+    const floor = measured(view) ? `; one new Buffer view alone: ${formatNs(view.value)}` : '';
+    return { pass: ratio <= factor, detail: `${formatNs(cell.value)} vs ${formatNs(same.value)} = ${ratio.toFixed(2)}×${cpuRatio(cell, same)}${floor}` };
+  },
+});
+
+const varyingTable = {
+  id: 'varying',
+  title: 'tryAcquire + release of sizes that vary from one pair to the next',
+  unit: 'time per pair',
+  better: 'lower',
+  params: { quick: ['same', 'class', 'mix'], full: ['same', 'class', 'mix'] },
+  paramLabel: (param) => VARYING[param].label,
+  processes: { quick: 3, full: 7 },
+  nodeArgs: ['--expose-gc'],
+  baseline: ALLOC_UNSAFE,
+  competitors: VARYING_COMPETITORS.map((name) => ({ name, run: varyingTrial(name) })),
+  extras: [
+    { key: 'scavengesPerMillion', label: 'GC scavenges per million pairs', format: (v) => v.toFixed(0) },
+    { key: 'cpuNs', label: 'CPU time per pair', format: formatNs },
+  ],
+  targets: [varyingTarget('class', 2), varyingTarget('mix', 2)],
+};
+
+// Old space across many pairs of varying sizes: heapUsed and old-space use
+// after a full GC, with the event loop turned in between so that
+// FinalizationRegistry callbacks (the pool's leak detection) have run, before
+// and after HEAP_PAIRS pairs. Flat means nothing per pair is kept.
+const HEAP_PAIRS = 10_000_000;
+const HEAP_CHUNK = 100_000;  // the loop turns between chunks, as a server's would
+const HEAP_WARMUP_CHUNKS = 20;  // 2M pairs before the first measurement
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+async function settledHeap() {
+  for (let round = 0; round < 3; round++) {
+    globalThis.gc();
+    await turn();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  globalThis.gc();
+  const oldSpace = v8.getHeapSpaceStatistics().find((space) => space.space_name === 'old_space');
+  return { heapUsed: process.memoryUsage().heapUsed, oldSpace: oldSpace?.space_used_size ?? NaN };
+}
+
+const heapTrial = (name) => async (param) => {
+  const { acquire, release } = VARYING_MAKERS[name](KiB);
+  const sizes = VARYING[param].sizes();
+  const mask = SIZES_COUNT - 1;
+  let i = 0;
+  const chunk = () => {
+    let last = null;
+    for (let n = 0; n < HEAP_CHUNK; n++) {
+      last = acquire(sizes[i++ & mask]);
+      release(last);
+    }
+    return last;
+  };
+  // Slabs mapped, code optimized, V8's one-time growth (feedback, pretenuring) behind us.
+  for (let n = 0; n < HEAP_WARMUP_CHUNKS; n++) { chunk(); await turn(); }
+  const before = await settledHeap();
+  // In a function of its own: the GC observer's entries (a PerformanceEntry
+  // per GC) must be unreachable by the time the heap is measured again, or
+  // they show as growth in proportion to the GCs.
+  const { ns, scavenges, markSweeps } = await (async () => {
+    const gc = gcCounter();
+    gc.start();
+    const start = now();
+    for (let done = 0; done < HEAP_PAIRS; done += HEAP_CHUNK) {
+      chunk();
+      await turn();
+    }
+    const elapsed = Number(now() - start);
+    gc.stop();
+    return { ns: elapsed, ...(await gc.counts()) };
+  })();
+  const after = await settledHeap();
+  const MiB = 2 ** 20;
+  return {
+    value: (after.oldSpace - before.oldSpace) / MiB,
+    extras: {
+      heapUsedGrowth: (after.heapUsed - before.heapUsed) / MiB,
+      oldSpaceBefore: before.oldSpace / MiB,
+      oldSpaceAfter: after.oldSpace / MiB,
+      scavengesPerMillion: scavenges / (HEAP_PAIRS / 1e6),
+      markSweeps,
+      nsPerPair: ns / HEAP_PAIRS,
+    },
+  };
+};
+
+const HEAP_FLAT_MIB = 1;
+const formatMiB = (v) => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(2)} MiB` : '–');
+
+const heapTable = {
+  id: 'varying-heap',
+  title: `old-space heap across ${HEAP_PAIRS.toLocaleString('en')} pairs of varying sizes (after a full GC, the event loop turned)`,
+  unit: 'old-space growth',
+  better: 'lower',
+  format: formatMiB,
+  params: { quick: ['same', 'class', 'mix'], full: ['same', 'class', 'mix'] },
+  paramLabel: (param) => VARYING[param].label,
+  processes: { quick: 1, full: 3 },
+  nodeArgs: ['--expose-gc'],
+  baseline: ALLOC_UNSAFE,
+  // Each its own baseline: growth ÷ another growth near zero means nothing, so no ratio columns.
+  competitors: [ALLOC_UNSAFE, POOL, POOL_NO_LEAKS].map((name) => ({ name, vs: name, run: heapTrial(name) })),
+  extras: [
+    { key: 'heapUsedGrowth', label: 'heapUsed growth', format: formatMiB },
+    { key: 'oldSpaceBefore', label: 'old space before (MiB)', format: (v) => v.toFixed(2) },
+    { key: 'oldSpaceAfter', label: 'old space after (MiB)', format: (v) => v.toFixed(2) },
+    { key: 'scavengesPerMillion', label: 'GC scavenges per million pairs', format: (v) => v.toFixed(0) },
+    { key: 'markSweeps', label: 'GC mark-sweeps during the pairs', format: (v) => v.toFixed(0) },
+    { key: 'nsPerPair', label: 'time per pair (the loop turning every 100,000)', format: formatNs },
+  ],
+  targets: ['class', 'mix'].map((param) => ({
+    name: `${POOL} (default options): old space flat across ${HEAP_PAIRS.toLocaleString('en')} pairs, ${VARYING[param].label} (growth < ${HEAP_FLAT_MIB} MiB)`,
+    check: (get) => {
+      const cell = get(POOL, param);
+      if (!measured(cell)) return { pass: null, detail: cell?.skip ?? 'not measured' };
+      const runs = cell.runs.map(formatMiB).join(', ');
+      return { pass: cell.runs.every((v) => v < HEAP_FLAT_MIB), detail: `${runs} per process (heapUsed ${formatMiB(cell.extras.heapUsedGrowth)})` };
+    },
+  })),
 };
 
 // ---------------------------------------------------------------------------
@@ -512,5 +741,5 @@ const wakeTable = {
 export default {
   name: 'pool',
   title: 'BufferPool: hot path, GC, threads, waiting',
-  tables: [pairTable, batchTable, steadyTable, threadsTable, wakeTable],
+  tables: [pairTable, batchTable, varyingTable, heapTable, steadyTable, threadsTable, wakeTable],
 };
