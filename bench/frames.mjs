@@ -30,7 +30,7 @@ import path from 'node:path';
 import {
   DIST, ROOT, ensureFloorBinary, formatBytes, formatNs, gcCounter, iobuf, median, runFloor, timeOps,
 } from './harness.mjs';
-import { runLoad, startServerProcess, stopServerProcess } from './frames/load.mjs';
+import { compileServers, runLoad, startServerProcess, stopServerProcess } from './frames/load.mjs';
 
 const { mixBatch } = createRequire(import.meta.url)('../test/fixtures/frames-mix.js');
 
@@ -510,6 +510,7 @@ export default {
   title: 'frames: FrameAssembler receive path and the example RPC server',
   setup() {
     ensureFloorBinary();
+    compileServers();
   },
   tables: [receiveTable, pushTable, copyTable, rpcTable],
 };

@@ -9,7 +9,8 @@
 // only their headers are looked at; the requests a read answered go out
 // corked, in one writev.
 import net from 'node:net';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,10 +18,27 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const ECHO = 1;
 const BYTES = 2;
 
-/** Starts `examples/<file>` in a child process (through tsx) and resolves with its port and the child. */
+/**
+ * The example servers are TypeScript. They run compiled by tsc (as the package's
+ * dist/ is; compileServers() at the suite's setup), not through tsx: tsx's module
+ * output reaches every cross-module function through a getter, which cost the
+ * server on iobuf (lib/ is many modules) more than half its requests per second
+ * at 1 KiB echo and the plain twin (one module) nothing.
+ */
+const BUILD = path.join(ROOT, 'bench', '.build', 'frames');
+const ADDON = createRequire(import.meta.url)('node-gyp-build').path(ROOT);
+
+/** Compiles examples/rpc-*.ts and the lib/ they import into bench/.build/frames/. */
+export function compileServers() {
+  const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(ROOT, 'bench', 'frames', 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  if (tsc.status !== 0) throw new Error('compiling examples/rpc-server*.ts failed');
+}
+
+/** Starts the compiled `examples/<file>` (a .ts name) in a child process and resolves with its port and the child. */
 export function startServerProcess(file) {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'examples', file), '--port', '0'], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'],
+  const compiled = path.join(BUILD, 'examples', file.replace(/\.ts$/, '.js'));
+  const child = spawn(process.execPath, [compiled, '--port', '0'], {
+    cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, IOBUF_ADDON_PATH: ADDON },
   });
   return new Promise((resolve, reject) => {
     let output = '';
