@@ -26,7 +26,7 @@ import type { Writable } from 'node:stream';
 import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import { IoVecArray, writevAll, writevAllSync } from './iovec';
+import { IoVecArray, writevAll, writevAllSync } from './iovec/array';
 import type { LengthPrefix } from './frames';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { SharedBuffer, kTakeOver } from './shared-buffer';

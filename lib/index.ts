@@ -15,8 +15,8 @@ export {
   IoVecArray, IOV_MAX, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY,
   readvSync, writevSync, preadvSync, pwritevSync, writevAllSync, pwritevAllSync,
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
-} from './iovec';
-export type { IoVecWriteError } from './iovec';
+} from './iovec/array';
+export type { IoVecWriteError } from './iovec/array';
 export { IoRing } from './uring';
 export type {
   IoRingCloseOptions, IoRingFsyncOptions, IoRingOperationOptions, IoRingOptions, IoRingStats, IoRingSupport,

@@ -36,7 +36,7 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from './errors';
 import { Gatherer } from './gather';
-import { IoVecArray, writevSync } from './iovec';
+import { IoVecArray, writevSync } from './iovec/array';
 import type { BufferPool } from './pool';
 
 export interface SocketWriterOptions {

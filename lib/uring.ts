@@ -16,7 +16,7 @@ import { native } from './binding';
 import {
   IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
 } from './errors';
-import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec';
+import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec/array';
 import { type Loan, lend } from './lending';
 import { BufferPool, inUnregisteredSlab } from './pool';
 

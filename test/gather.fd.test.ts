@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
-import { IOV_MAX, IoVecArray } from '../lib/iovec';
+import { IOV_MAX, IoVecArray } from '../lib/iovec/array';
 import { Gatherer } from '../lib/gather';
 import { allocAligned, free } from '../lib/memory';
 import { expectCode, rejection, settled, thrown } from './fixtures/pool-helpers';

@@ -23,11 +23,11 @@
 // Together: the kernel only ever sees memory of views this array holds, that
 // are alive and attached right now.
 import os from 'node:os';
-import { native } from './binding';
-import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
-import { type Loan, lend, repayAll } from './lending';
-import { isDetached, maxAllocationSize } from './memory';
-import { pooledAddressOf } from './pool';
+import { native } from '../binding';
+import { IobufError, codedError, describeValue, validateInteger, validateView } from '../errors';
+import { type Loan, lend, repayAll } from '../lending';
+import { isDetached, maxAllocationSize } from '../memory';
+import { pooledAddressOf } from '../pool';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
 export const IOV_MAX: number = native.iovMax;
