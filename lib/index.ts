@@ -11,11 +11,12 @@ export type {
   BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
   LeakReport, PoolStats, SizeClassStats,
 } from './pool';
+export { IoVecArray, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY } from './iovec/array';
 export {
-  IoVecArray, IOV_MAX, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY,
+  IOV_MAX,
   readvSync, writevSync, preadvSync, pwritevSync, writevAllSync, pwritevAllSync,
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
-} from './iovec/array';
+} from './iovec/calls';
 export type { IoVecWriteError } from './iovec/array';
 export { IoRing } from './uring';
 export type {

@@ -36,7 +36,8 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from './errors';
 import { Gatherer } from './gather';
-import { IoVecArray, writevSync } from './iovec/array';
+import { IoVecArray } from './iovec/array';
+import { writevSync } from './iovec/calls';
 import type { BufferPool } from './pool';
 
 export interface SocketWriterOptions {

@@ -16,7 +16,8 @@ import { native } from './binding';
 import {
   IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
 } from './errors';
-import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec/array';
+import { IoVecArray, kLend, kRepay, kViewsIntact } from './iovec/array';
+import { IOV_MAX } from './iovec/calls';
 import { type Loan, lend } from './lending';
 import { BufferPool, inUnregisteredSlab } from './pool';
 
