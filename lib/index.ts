@@ -11,7 +11,8 @@ export type {
   BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
   LeakReport, PoolStats, SizeClassStats,
 } from './pool';
-export { IoVecArray, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY } from './iovec/array';
+export { IoVecArray } from './iovec/array';
+export { IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY } from './iovec/entries';
 export {
   IOV_MAX,
   readvSync, writevSync, preadvSync, pwritevSync, writevAllSync, pwritevAllSync,

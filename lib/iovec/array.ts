@@ -1,11 +1,11 @@
-// The iovec part: IoVecArray (a `struct iovec[]` in native memory that JS
-// fills in place) and vectored syscalls over it.
+// The iovec part's array: IoVecArray, a `struct iovec[]` in native memory that
+// JS fills in place (the vectored syscalls over it: lib/iovec/calls.ts).
 //
-// Entry layout (native/iovec.h has the full drawing): entry i is bytes
-// [16 i, 16 i + 16) of `buffer`: iov_base (u64) then iov_len (u64), little-
-// endian. push() writes each as two Uint32 halves: no BigInt, no native call
-// for a pooled Buffer (the pool knows its slab addresses), one native call to
-// learn a foreign view's address.
+// Entry layout (native/iovec.h has the full drawing; lib/iovec/entries.ts
+// reads and writes it): entry i is bytes [16 i, 16 i + 16) of `buffer`:
+// iov_base (u64) then iov_len (u64). push() needs no native call for a pooled
+// Buffer (the pool knows its slab addresses), and one to learn a foreign
+// view's address.
 //
 // Safety. Users may write anything into `buffer`. Two checks stand between
 // those bytes and the kernel, both before every syscall:
@@ -22,36 +22,14 @@
 //    (a #private field; never exposed).
 // Together: the kernel only ever sees memory of views this array holds, that
 // are alive and attached right now.
-import os from 'node:os';
 import { native } from '../binding';
 import { IobufError, codedError, describeValue, validateInteger, validateView } from '../errors';
 import { type Loan, lend, repayAll } from '../lending';
 import { isDetached, maxAllocationSize } from '../memory';
 import { pooledAddressOf } from '../pool';
-
-/** Bytes per entry in `IoVecArray#buffer`: sizeof(struct iovec). */
-export const IOVEC_ENTRY_BYTES = 16;
-/** The largest capacity an IoVecArray takes. */
-export const MAX_IOVEC_CAPACITY = 2 ** 20;
-
-
-// Which Uint32 of a 64-bit field holds its low half.
-const LOW = os.endianness() === 'LE' ? 0 : 1;
-const HIGH = 1 - LOW;
-const TWO_32 = 2 ** 32;
-
-// The operations of native/iovec.h IoVecOp.
-export const enum Op {
-  READV = 0,
-  WRITEV = 1,
-  PREADV = 2,
-  PWRITEV = 3,
-  WRITEV_ALL = 4,
-  PWRITEV_ALL = 5,
-}
-
-/** native/iovec.h kBoundsHeaderBytes: the bounds block starts with the native state's address. */
-const BOUNDS_HEADER_BYTES = 16;
+import {
+  BOUNDS_HEADER_BYTES, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY, Op, entryBase, entryLength, shiftEntries, storeEntry,
+} from './entries';
 
 // How an entry's view is checked before a syscall (see checkViews).
 const enum Kind {
@@ -126,7 +104,7 @@ export class IoVecArray {
   /** The address of entry 0 (of `buffer`), for a binding that hands it to the kernel. */
   readonly address: bigint;
 
-  /** `buffer` as Uint32 halves: entry i's base at [4i + LOW, 4i + HIGH], its length at [4i + 2 + LOW, 4i + 2 + HIGH]. */
+  /** `buffer` as Uint32 words (lib/iovec/entries.ts reads and writes entries through it). */
   #words: Uint32Array;
   /**
    * Private bounds in native memory, and the array's handle for native calls:
@@ -186,7 +164,7 @@ export class IoVecArray {
   get byteLength(): number {
     const words = this.#words;
     let total = 0;
-    for (let i = 0, w = 2; i < this.#length; i++, w += 4) total += words[w + LOW] + words[w + HIGH] * TWO_32;
+    for (let i = 0; i < this.#length; i++) total += entryLength(words, i);
     return total;
   }
 
@@ -212,14 +190,7 @@ export class IoVecArray {
     if (start >= 0 && offset === undefined && length === undefined) {
       // The common case, inline: a whole pooled Buffer (#write does the same, and the rest).
       const bytes = (view as Buffer).length;
-      const words = this.#words;
-      const w = 4 * index;
-      const startLow = start >>> 0;
-      words[w + LOW] = startLow;
-      words[w + HIGH] = (start - startLow) / TWO_32;
-      const bytesLow = bytes >>> 0;
-      words[w + 2 + LOW] = bytesLow;
-      words[w + 2 + HIGH] = (bytes - bytesLow) / TWO_32;
+      storeEntry(this.#words, index, start, bytes);
       const bounds = this.#bounds;
       bounds[2 * index] = start;
       bounds[2 * index + 1] = start + bytes;
@@ -268,8 +239,8 @@ export class IoVecArray {
     const bounds = this.#bounds;
     this.#checkViews(this.#length);
     for (let i = 0; i < this.#length; i++) {
-      const base = words[4 * i + LOW] + words[4 * i + HIGH] * TWO_32;
-      const length = words[4 * i + 2 + LOW] + words[4 * i + 2 + HIGH] * TWO_32;
+      const base = entryBase(words, i);
+      const length = entryLength(words, i);
       const start = bounds[2 * i];
       if (base < start || base + length > bounds[2 * i + 1]) {
         throw new IobufError(`iovec entry ${i} is not inside the view it was made from`, 'ERR_IOBUF_IOVEC_INVALID');
@@ -343,15 +314,7 @@ export class IoVecArray {
     // entries() gives each entry back as a Buffer (a DataView can be longer on Node 20).
     if (length > maxAllocationSize) validateInteger(length, 'length', 0, maxAllocationSize);
 
-    const base = start + offset;
-    const words = this.#words;
-    const w = 4 * index;
-    const baseLow = base >>> 0;
-    words[w + LOW] = baseLow;
-    words[w + HIGH] = (base - baseLow) / TWO_32;
-    const lengthLow = length >>> 0;
-    words[w + 2 + LOW] = lengthLow;
-    words[w + 2 + HIGH] = (length - lengthLow) / TWO_32;
+    storeEntry(this.#words, index, start + offset, length);
     const bounds = this.#bounds;
     bounds[2 * index] = start;
     bounds[2 * index + 1] = start + viewLength;
@@ -388,14 +351,13 @@ export class IoVecArray {
     let left = bytes;
     let dropped = 0;
     while (dropped < count) {
-      const w = 4 * dropped + 2;
-      const length = words[w + LOW] + words[w + HIGH] * TWO_32;
+      const length = entryLength(words, dropped);
       if (left < length) break;  // (zero-length entries at the front go too)
       left -= length;
       dropped++;
     }
     if (dropped > 0) {
-      words.copyWithin(0, 4 * dropped, 4 * count);
+      shiftEntries(words, dropped, count);
       this.#bounds.copyWithin(0, 2 * dropped, 2 * count);
       this.#viewLengths.copyWithin(0, dropped, count);
       this.#kinds.copyWithin(0, dropped, count);
@@ -404,16 +366,7 @@ export class IoVecArray {
       views.fill(undefined, count - dropped, count);
       this.#length = count - dropped;
     }
-    if (left > 0) {
-      const base = words[LOW] + words[HIGH] * TWO_32 + left;
-      const length = words[2 + LOW] + words[2 + HIGH] * TWO_32 - left;
-      const baseLow = base >>> 0;
-      words[LOW] = baseLow;
-      words[HIGH] = (base - baseLow) / TWO_32;
-      const lengthLow = length >>> 0;
-      words[2 + LOW] = lengthLow;
-      words[2 + HIGH] = (length - lengthLow) / TWO_32;
-    }
+    if (left > 0) storeEntry(words, 0, entryBase(words, 0) + left, entryLength(words, 0) - left);
   }
 
   /** After an All call: success empties the array; a failure drops what was written. */

@@ -4,7 +4,8 @@
 // its views and lends itself (lib/iovec/array.ts).
 import { native } from '../binding';
 import { codedError, describeValue, validateInteger } from '../errors';
-import { IoVecArray, Op, kTransferAsync, kTransferSync } from './array';
+import { IoVecArray, kTransferAsync, kTransferSync } from './array';
+import { Op } from './entries';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
 export const IOV_MAX: number = native.iovMax;
