@@ -19,10 +19,10 @@ export {
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
 } from './iovec/calls';
 export type { IoVecWriteError } from './iovec/array';
-export { IoRing } from './uring';
+export { IoRing } from './uring/ring';
 export type {
   IoRingCloseOptions, IoRingFsyncOptions, IoRingOperationOptions, IoRingOptions, IoRingStats, IoRingSupport,
-} from './uring';
+} from './uring/ring';
 export { Gatherer } from './gather';
 export type { GathererOptions, NulStringEncoding } from './gather';
 export { SocketWriter } from './socket-writer';

@@ -82,7 +82,7 @@ export const kTransferSync = Symbol('iobuf.iovec.transferSync');
 export const kTransferAsync = Symbol('iobuf.iovec.transferAsync');
 /**
  * Internal entry points for a part that hands the array to the kernel itself
- * (lib/uring.ts; not exported from the package): kLend checks the views and
+ * (lib/uring/ring.ts; not exported from the package): kLend checks the views and
  * lends the array (busy, as a promise call does) and the views' memory
  * (lib/lending.ts) until kRepay; kViewsIntact says whether every view is
  * still attached and unchanged.

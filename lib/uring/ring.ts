@@ -12,14 +12,14 @@
 // Memory that is not native iobuf memory (a V8-heap Buffer) goes through a
 // native bounce buffer; after a read, its bytes are copied to the view only
 // if the view is still attached at the same address (uringCopyOut checks).
-import { native } from './binding';
+import { native } from '../binding';
 import {
   IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
-} from './errors';
-import { IoVecArray, kLend, kRepay, kViewsIntact } from './iovec/array';
-import { IOV_MAX } from './iovec/calls';
-import { type Loan, lend } from './lending';
-import { BufferPool, inUnregisteredSlab } from './pool';
+} from '../errors';
+import { IoVecArray, kLend, kRepay, kViewsIntact } from '../iovec/array';
+import { IOV_MAX } from '../iovec/calls';
+import { type Loan, lend } from '../lending';
+import { BufferPool, inUnregisteredSlab } from '../pool';
 
 // native/uring.h UringOp.
 const enum Op {
