@@ -23,7 +23,7 @@
 // Together: the kernel only ever sees memory of views this array holds, that
 // are alive and attached right now.
 import { native } from '../binding';
-import { IobufError, codedError, describeValue, validateInteger, validateView } from '../errors';
+import { IobufError, validateArray, validateInteger, validateView } from '../errors';
 import { type Loan, lend, repayAll } from '../lending';
 import { isDetached, maxAllocationSize } from '../memory';
 import { pooledAddressOf } from '../pool';
@@ -147,9 +147,7 @@ export class IoVecArray {
 
   /** An array holding `views` (whole), with room for exactly them. */
   static from(views: readonly ArrayBufferView[]): IoVecArray {
-    if (!Array.isArray(views)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of views for views but received ${describeValue(views)}`);
-    }
+    validateArray(views, 'views', 'views');
     const array = new IoVecArray(Math.max(1, views.length));
     for (const view of views) array.push(view);
     return array;

@@ -3,7 +3,7 @@
 // (on the libuv thread pool). Arguments are validated here; the array checks
 // its views and lends itself (lib/iovec/array.ts).
 import { native } from '../binding';
-import { codedError, describeValue, validateInteger } from '../errors';
+import { validateInstance, validateInteger } from '../errors';
 import { IoVecArray, kTransferAsync, kTransferSync } from './array';
 import { Op } from './entries';
 
@@ -19,9 +19,7 @@ const MAX_POSITION = Number.MAX_SAFE_INTEGER;
 
 function checkArguments(fd: unknown, iov: unknown): void {
   validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
-  if (!(iov instanceof IoVecArray)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
-  }
+  validateInstance(iov, IoVecArray, 'iov', 'an IoVecArray');
 }
 
 function sync(op: Op, fd: number, iov: IoVecArray, position: number): number {

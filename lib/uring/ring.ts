@@ -14,7 +14,8 @@
 // if the view is still attached at the same address (uringCopyOut checks).
 import { native } from '../binding';
 import {
-  IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
+  IobufError, abortError, validateAbortSignal, validateBoolean, validateInstance, validateInteger, validateOptions,
+  validateView,
 } from '../errors';
 import { IoVecArray, kLend, kRepay, kViewsIntact } from '../iovec/array';
 import { IOV_MAX } from '../iovec/calls';
@@ -169,9 +170,7 @@ function validateSignal(options: IoRingOperationOptions | undefined): AbortSigna
   if (options === undefined) return undefined;
   validateOptions(options, 'options');
   const { signal } = options;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an AbortSignal for options.signal but received ${describeValue(signal)}`);
-  }
+  validateAbortSignal(signal, 'options.signal');
   return signal;
 }
 
@@ -215,9 +214,7 @@ export class IoRing {
     validateOptions(options, 'options');
     const { entries = DEFAULT_ENTRIES, pool } = options;
     validateInteger(entries, 'options.entries', 1, MAX_ENTRIES);
-    if (pool !== undefined && !(pool instanceof BufferPool)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(pool)}`);
-    }
+    if (pool !== undefined) validateInstance(pool, BufferPool, 'options.pool', 'a BufferPool');
     // Registered slabs are never unmapped while the pool lives, so the
     // budget bounds how many there can be.
     const problem = runtimeProblem();
@@ -376,9 +373,7 @@ export class IoRing {
     options: IoRingOperationOptions | undefined): Promise<number> {
     try {
       validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
-      if (!(iov instanceof IoVecArray)) {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
-      }
+      validateInstance(iov, IoVecArray, 'iov', 'an IoVecArray');
       const offset = validatePosition(position);
       const signal = validateSignal(options);
       const early = this.#refuse(signal);
