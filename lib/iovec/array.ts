@@ -9,14 +9,9 @@
 //
 // Safety. Users may write anything into `buffer`. Two checks stand between
 // those bytes and the kernel, both before every syscall:
-// 1. here, checkViews(): every view an entry was made from is still what it
-//    was at push time: a pooled Buffer is still out (pooledAddressOf gives the
-//    same address: not released, slab not unmapped), a foreign view still has
-//    its length (a detached or shrunk buffer reads 0 or less). A property
-//    load and a compare per entry. `length`, not `byteLength`: V8 inlines the
-//    first and calls out for the second (measured: 0.8 vs 8 ns per view), and
-//    `view.buffer` is dearer still; a DataView, which has no `length`, pays
-//    for byteLength (it throws once detached).
+// 1. here, #checkViews() (lib/iovec/views.ts): every view an entry was made
+//    from is still what it was at push time: a pooled Buffer is still out, a
+//    foreign view is attached and has its length. A load and a compare per entry.
 // 2. native/iovec.cc: every entry lies inside the [start, end) recorded at
 //    push time for its view, in a bounds array that only this module writes
 //    (a #private field; never exposed).
@@ -30,31 +25,7 @@ import { pooledAddressOf } from '../pool';
 import {
   BOUNDS_HEADER_BYTES, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY, Op, entryBase, entryLength, shiftEntries, storeEntry,
 } from './entries';
-
-// How an entry's view is checked before a syscall (see checkViews).
-const enum Kind {
-  TYPED_ARRAY = 0,
-  POOLED = 1,
-  DATA_VIEW = 2,
-}
-
-/** A DataView's byteLength, or -1 once its buffer is detached (the getter throws then). */
-function dataViewLength(view: DataView): number {
-  try {
-    return view.byteLength;
-  } catch {
-    return -1;
-  }
-}
-
-/** A DataView's byteLength throws once its buffer is detached (or shrunk out of reach). */
-function dataViewIntact(view: DataView, byteLength: number): boolean {
-  try {
-    return view.byteLength === byteLength;
-  } catch {
-    return false;
-  }
-}
+import { ViewKind, dataViewLength, firstStaleView, staleError } from './views';
 
 /** An `errno` error from an All call also says how much was written before it. */
 export interface IoVecWriteError extends IobufError {
@@ -68,13 +39,6 @@ function closedError(): IobufError {
 
 function busyError(): IobufError {
   return new IobufError('This IoVecArray is lent to a pending promise call (readv/writev/…) until it settles', 'ERR_IOBUF_IOVEC_BUSY');
-}
-
-function staleError(index: number, pooled: boolean): IobufError {
-  const what = pooled
-    ? 'the pooled Buffer it was made from was released to its pool (or the pool freed its memory)'
-    : 'the view it was made from was detached or changed length';
-  return new IobufError(`iovec entry ${index} is stale: ${what}; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
 }
 
 /** Internal entry points of IoVecArray for the vectored calls (lib/iovec/calls.ts; not exported from the package). */
@@ -117,7 +81,7 @@ export class IoVecArray {
   #views: (ArrayBufferView | undefined)[];
   /** A foreign view's `length` (a DataView's byteLength) at push time. */
   #viewLengths: Float64Array;
-  /** How entry i's view is checked: Kind.TYPED_ARRAY, POOLED or DATA_VIEW. */
+  /** How entry i's view is checked: a ViewKind. */
   #kinds: Uint8Array;
   #length = 0;
   #closed = false;
@@ -193,7 +157,7 @@ export class IoVecArray {
       bounds[2 * index] = start;
       bounds[2 * index + 1] = start + bytes;
       this.#views[index] = view;
-      this.#kinds[index] = Kind.POOLED;
+      this.#kinds[index] = ViewKind.POOLED;
     } else {
       this.#write(index, view, offset, length);
     }
@@ -280,11 +244,11 @@ export class IoVecArray {
   #write(index: number, view: ArrayBufferView, offset: number | undefined, length: number | undefined): void {
     let start = pooledAddressOf(view);
     let viewLength: number;
-    let kind: Kind;
+    let kind: ViewKind;
     let checkLength = 0;
     if (start >= 0) {
       viewLength = (view as Buffer).length;  // a pooled view is a Buffer: length is bytes
-      kind = Kind.POOLED;
+      kind = ViewKind.POOLED;
     } else {
       validateView(view, 'view');
       viewLength = view instanceof DataView ? dataViewLength(view) : view.byteLength;
@@ -293,10 +257,10 @@ export class IoVecArray {
         throw new IobufError('view was freed or detached', 'ERR_IOBUF_DETACHED');
       }
       if (view instanceof DataView) {
-        kind = Kind.DATA_VIEW;
+        kind = ViewKind.DATA_VIEW;
         checkLength = viewLength;
       } else {
-        kind = Kind.TYPED_ARRAY;
+        kind = ViewKind.TYPED_ARRAY;
         checkLength = (view as Uint8Array).length;
       }
       // An empty view needs no address: its entry is {0, 0}, bounds [0, 0).
@@ -326,21 +290,8 @@ export class IoVecArray {
    * time. Throws ERR_IOBUF_IOVEC_INVALID for the first stale one.
    */
   #checkViews(count: number): void {
-    const views = this.#views;
-    const kinds = this.#kinds;
-    const bounds = this.#bounds;
-    const lengths = this.#viewLengths;
-    for (let i = 0; i < count; i++) {
-      const view = views[i]!;
-      const kind = kinds[i];
-      if (kind === Kind.POOLED) {
-        if (pooledAddressOf(view) !== bounds[2 * i]) throw staleError(i, true);
-      } else if (kind === Kind.TYPED_ARRAY) {
-        if ((view as Uint8Array).length !== lengths[i]) throw staleError(i, false);
-      } else if (!dataViewIntact(view as DataView, lengths[i])) {
-        throw staleError(i, false);
-      }
-    }
+    const stale = firstStaleView(this.#views, this.#kinds, this.#bounds, this.#viewLengths, count);
+    if (stale >= 0) throw staleError(stale, this.#kinds[stale]);
   }
 
   #advance(bytes: number): void {
