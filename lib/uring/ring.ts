@@ -7,7 +7,7 @@
 // an SQE (no syscall), and a slot in #operations. Per tick in which
 // operations started: one microtask that submits them all with one
 // io_uring_enter. Per batch of completions: one call from native code into
-// #dispatch, which reads {slot, result} pairs from the control block.
+// #settle, which reads {slot, result} pairs from the control block.
 //
 // Memory that is not native iobuf memory (a V8-heap Buffer) goes through a
 // native bounce buffer; after a read, its bytes are copied to the view only
@@ -209,6 +209,9 @@ export class IoRing {
   #fixedBuffers = 0;
   /** No more registrations: one failed (RLIMIT_MEMLOCK) or the table is full. */
   #registrationStopped = false;
+  /** #submit for queueMicrotask, and #settle for native code (the ring's dispatcher), bound to this ring. */
+  #flush = (): void => this.#submit();
+  #dispatch = (count: number): void => this.#settle(count);
 
   constructor(options: IoRingOptions = {}) {
     validateOptions(options, 'options');
@@ -308,7 +311,7 @@ export class IoRing {
       this.#closing = true;
       if (force && !this.#forced && !this.#shut) {
         this.#forced = true;
-        for (let dropped; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#dispatch(dropped);
+        for (let dropped; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#settle(dropped);
         this.#scheduleFlush();
       }
       if (this.#pending === 0) {
@@ -424,16 +427,16 @@ export class IoRing {
   }
 
   /** Every operation started in this tick goes to the kernel in one io_uring_enter. */
-  #flush = (): void => {
+  #submit(): void {
     this.#flushQueued = false;
     if (!this.#shut) native.uringSubmit(this.#handle);
-  };
+  }
 
   #abort(slot: number, operation: Operation): void {
     if (this.#operations[slot] !== operation || operation.aborted) return;
     operation.aborted = true;
     const dropped = native.uringCancel(this.#handle, slot);
-    if (dropped > 0) this.#dispatch(dropped);
+    if (dropped > 0) this.#settle(dropped);
     else this.#scheduleFlush();
   }
 
@@ -442,7 +445,7 @@ export class IoRing {
    * code wrote into the control block. Called by native code (one call per
    * batch reaped after a wakeup) and by cancellations of queued operations.
    */
-  #dispatch = (count: number): void => {
+  #settle(count: number): void {
     const completions = this.#completions;
     for (let i = 0; i < count; i++) {
       const slot = completions[2 * i];
@@ -467,7 +470,7 @@ export class IoRing {
       else operation.resolve(result);
     }
     if (this.#pending === 0 && this.#closing) this.#shutdown();
-  };
+  }
 
   #shutdown(): void {
     if (this.#shut) return;
