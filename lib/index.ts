@@ -11,16 +11,18 @@ export type {
   BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
   LeakReport, PoolStats, SizeClassStats,
 } from './pool';
+export { IoVecArray } from './iovec/array';
+export { IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY } from './iovec/entries';
 export {
-  IoVecArray, IOV_MAX, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY,
+  IOV_MAX,
   readvSync, writevSync, preadvSync, pwritevSync, writevAllSync, pwritevAllSync,
   readv, writev, preadv, pwritev, writevAll, pwritevAll,
-} from './iovec';
-export type { IoVecWriteError } from './iovec';
-export { IoRing } from './uring';
+} from './iovec/calls';
+export type { IoVecWriteError } from './iovec/array';
+export { IoRing } from './uring/ring';
 export type {
   IoRingCloseOptions, IoRingFsyncOptions, IoRingOperationOptions, IoRingOptions, IoRingStats, IoRingSupport,
-} from './uring';
+} from './uring/ring';
 export { Gatherer } from './gather';
 export type { GathererOptions, NulStringEncoding } from './gather';
 export { SocketWriter } from './socket-writer';

@@ -14,7 +14,7 @@
 import os from 'node:os';
 import { native } from './binding';
 import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import { IoVecArray } from './iovec';
+import { IoVecArray } from './iovec/array';
 import { type Borrower, type Loan, registerLender } from './lending';
 import { cacheLineSize, hugePageSize, maxAllocationSize, pageSize } from './memory';
 import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';

@@ -205,6 +205,10 @@ describe('bad fds, closed and busy arrays', () => {
     expectCode(thrown(() => preadvSync(fd, iov, undefined as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(await rejection(writev(fd, null as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(await rejection(pwritev(fd, iov, 2 ** 53)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    // One shape for every argument error (lib/errors.ts).
+    expect(thrown(() => writevSync(fd, [Buffer.from('x')] as never)).message)
+      .toBe('Expected an IoVecArray for iov but received an instance of Array');
+    expect(thrown(() => IoVecArray.from(5 as never)).message).toBe('Expected an array of views for views but received 5');
   });
 
   it('a closed array is refused by every call', async () => {

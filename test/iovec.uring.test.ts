@@ -199,7 +199,7 @@ describe('io_uring registration', () => {
     const limit = Number(/^Max locked memory\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1]);
     expect(limit, 'RLIMIT_MEMLOCK must be 8 MiB for this test').toBe(8 * MiB);
     if (isRoot) {
-      for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'iovec.js')]) {
+      for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'iovec'), path.join(distDir, 'iovec', 'array.js')]) {
         expect((fs.statSync(file).mode & 0o004) !== 0, `${file} must be world-readable for the nobody child`).toBe(true);
       }
     }

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   BufferPool, IoRing, IoVecArray, allocAligned, allocHuge, free, pageSize,
 } from '../lib/index';
-import { KiB, MiB, expectCode, rejection } from './fixtures/pool-helpers';
+import { KiB, MiB, expectCode, rejection, thrown } from './fixtures/pool-helpers';
 import { random } from './fixtures/iovec-helpers';
 import { dataFile, submitted, uringSkip, useRings, useScratchDir } from './fixtures/uring-helpers';
 
@@ -362,6 +362,11 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       [ring.close({ force: 'yes' as unknown as boolean }), 'TypeError', 'ERR_INVALID_ARG_TYPE'],
     ];
     for (const [promise, name, code] of cases) expectCode(await rejection(promise), name, code);
+    // One shape for every argument error (lib/errors.ts).
+    expect((await rejection(ring.read(0, Buffer.alloc(1), 0, { signal: 'no' as unknown as AbortSignal }))).message)
+      .toBe('Expected an AbortSignal for options.signal but received "no"');
+    expect((await rejection(ring.writev(0, null as unknown as IoVecArray))).message).toBe('Expected an IoVecArray for iov but received null');
+    expect(thrown(() => new IoRing({ pool: {} as BufferPool })).message).toBe('Expected a BufferPool for options.pool but received an instance of Object');
     expect(ring.closed).toBe(false);
     expect(ring.stats()).toMatchObject({ operations: 0, pending: 0 });
     expect(() => new IoRing({ entries: 0 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));

@@ -7,18 +7,20 @@
 // an SQE (no syscall), and a slot in #operations. Per tick in which
 // operations started: one microtask that submits them all with one
 // io_uring_enter. Per batch of completions: one call from native code into
-// #dispatch, which reads {slot, result} pairs from the control block.
+// #settle, which reads {slot, result} pairs from the control block.
 //
 // Memory that is not native iobuf memory (a V8-heap Buffer) goes through a
 // native bounce buffer; after a read, its bytes are copied to the view only
 // if the view is still attached at the same address (uringCopyOut checks).
-import { native } from './binding';
+import { native } from '../binding';
 import {
-  IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
-} from './errors';
-import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec';
-import { type Loan, lend } from './lending';
-import { BufferPool, inUnregisteredSlab } from './pool';
+  IobufError, abortError, validateAbortSignal, validateBoolean, validateInstance, validateInteger, validateOptions,
+  validateView,
+} from '../errors';
+import { IoVecArray, kLend, kRepay, kViewsIntact } from '../iovec/array';
+import { IOV_MAX } from '../iovec/calls';
+import { type Loan, lend } from '../lending';
+import { BufferPool, inUnregisteredSlab } from '../pool';
 
 // native/uring.h UringOp.
 const enum Op {
@@ -168,9 +170,7 @@ function validateSignal(options: IoRingOperationOptions | undefined): AbortSigna
   if (options === undefined) return undefined;
   validateOptions(options, 'options');
   const { signal } = options;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an AbortSignal for options.signal but received ${describeValue(signal)}`);
-  }
+  validateAbortSignal(signal, 'options.signal');
   return signal;
 }
 
@@ -209,14 +209,15 @@ export class IoRing {
   #fixedBuffers = 0;
   /** No more registrations: one failed (RLIMIT_MEMLOCK) or the table is full. */
   #registrationStopped = false;
+  /** #submit for queueMicrotask, and #settle for native code (the ring's dispatcher), bound to this ring. */
+  #flush = (): void => this.#submit();
+  #dispatch = (count: number): void => this.#settle(count);
 
   constructor(options: IoRingOptions = {}) {
     validateOptions(options, 'options');
     const { entries = DEFAULT_ENTRIES, pool } = options;
     validateInteger(entries, 'options.entries', 1, MAX_ENTRIES);
-    if (pool !== undefined && !(pool instanceof BufferPool)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(pool)}`);
-    }
+    if (pool !== undefined) validateInstance(pool, BufferPool, 'options.pool', 'a BufferPool');
     // Registered slabs are never unmapped while the pool lives, so the
     // budget bounds how many there can be.
     const problem = runtimeProblem();
@@ -310,7 +311,7 @@ export class IoRing {
       this.#closing = true;
       if (force && !this.#forced && !this.#shut) {
         this.#forced = true;
-        for (let dropped; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#dispatch(dropped);
+        for (let dropped; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#settle(dropped);
         this.#scheduleFlush();
       }
       if (this.#pending === 0) {
@@ -375,9 +376,7 @@ export class IoRing {
     options: IoRingOperationOptions | undefined): Promise<number> {
     try {
       validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
-      if (!(iov instanceof IoVecArray)) {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
-      }
+      validateInstance(iov, IoVecArray, 'iov', 'an IoVecArray');
       const offset = validatePosition(position);
       const signal = validateSignal(options);
       const early = this.#refuse(signal);
@@ -428,16 +427,16 @@ export class IoRing {
   }
 
   /** Every operation started in this tick goes to the kernel in one io_uring_enter. */
-  #flush = (): void => {
+  #submit(): void {
     this.#flushQueued = false;
     if (!this.#shut) native.uringSubmit(this.#handle);
-  };
+  }
 
   #abort(slot: number, operation: Operation): void {
     if (this.#operations[slot] !== operation || operation.aborted) return;
     operation.aborted = true;
     const dropped = native.uringCancel(this.#handle, slot);
-    if (dropped > 0) this.#dispatch(dropped);
+    if (dropped > 0) this.#settle(dropped);
     else this.#scheduleFlush();
   }
 
@@ -446,7 +445,7 @@ export class IoRing {
    * code wrote into the control block. Called by native code (one call per
    * batch reaped after a wakeup) and by cancellations of queued operations.
    */
-  #dispatch = (count: number): void => {
+  #settle(count: number): void {
     const completions = this.#completions;
     for (let i = 0; i < count; i++) {
       const slot = completions[2 * i];
@@ -471,7 +470,7 @@ export class IoRing {
       else operation.resolve(result);
     }
     if (this.#pending === 0 && this.#closing) this.#shutdown();
-  };
+  }
 
   #shutdown(): void {
     if (this.#shut) return;
