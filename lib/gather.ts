@@ -29,7 +29,7 @@ import { IobufError, codedError, describeValue, validateInteger, validateOneOf, 
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
 import type { LengthPrefix } from './frames';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
-import { SharedBuffer, kTakeOver } from './shared-buffer';
+import { SharedBuffer, kTakeOver } from './pool/shared-buffer';
 import { maxAllocationSize } from './memory';
 
 export interface GathererOptions {

@@ -12,12 +12,12 @@
 // threads share is in pool-shared.ts: the budget, the waiting queue, the close
 // flag and the statistics.
 import os from 'node:os';
-import { native } from './binding';
-import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import { IoVecArray } from './iovec';
-import { type Borrower, type Loan, registerLender } from './lending';
-import { cacheLineSize, hugePageSize, maxAllocationSize, pageSize } from './memory';
-import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
+import { native } from '../binding';
+import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import { IoVecArray } from '../iovec';
+import { type Borrower, type Loan, registerLender } from '../lending';
+import { cacheLineSize, hugePageSize, maxAllocationSize, pageSize } from '../memory';
+import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './shared';
 import { SharedBuffer } from './shared-buffer';
 
 export type LeakDetection = 'off' | 'sample' | 'full';
