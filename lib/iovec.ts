@@ -27,7 +27,7 @@ import { native } from './binding';
 import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
 import { type Loan, lend, repayAll } from './lending';
 import { isDetached, maxAllocationSize } from './memory';
-import { pooledAddressOf } from './pool';
+import { pooledAddressOf } from './pooled';
 
 /** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
 export const IOV_MAX: number = native.iovMax;

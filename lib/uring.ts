@@ -18,7 +18,8 @@ import {
 } from './errors';
 import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec';
 import { type Loan, lend } from './lending';
-import { BufferPool, inUnregisteredSlab } from './pool';
+import { BufferPool } from './pool';
+import { inUnregisteredSlab } from './uring/registration';
 
 // native/uring.h UringOp.
 const enum Op {

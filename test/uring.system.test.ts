@@ -181,7 +181,7 @@ describe.skipIf(uringSkip !== '' || sanitized)('registered buffers and RLIMIT_ME
     if (isRoot) {
       fs.chmodSync(scratch(), 0o755);
       fs.chmodSync(file, 0o644);
-      for (const name of ['index.js', 'uring.js', 'pool.js']) {
+      for (const name of ['index.js', 'uring.js', 'pool/pool.js']) {
         const built = path.join(distDir, name);
         expect((fs.statSync(built).mode & 0o004) !== 0, `${built} must be world-readable for the nobody child`).toBe(true);
       }

@@ -7,4 +7,3 @@ export type {
 } from './pool';
 export { SharedBuffer } from './shared-buffer';
 export type { SharedReturn } from './shared-buffer';
-export { inUnregisteredSlab, poolOf, pooledAddressOf } from './pool';
