@@ -57,7 +57,7 @@ export interface NativeBinding {
   poolFinishTicket(member: number, ticket: number): void;
   /** Runs on this thread when another thread left a pool without JavaScript (worker.terminate()). */
   poolSetWakeHandler(handler: () => void): void;
-  /** native/pool.h's layout, for the test that checks lib/pool-shared.ts against it. */
+  /** native/pool.h's layout, for the test that checks lib/pool/shared.ts against it. */
   readonly poolLayout: Record<string, unknown>;
 
   // iovec (native/iovec.cc)

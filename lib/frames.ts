@@ -44,8 +44,8 @@ import { IobufError, codedError, describeValue, validateInteger, validateOneOf, 
 import type { Gatherer } from './gather';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { BufferPool } from './pool';
-import { SharedBuffer } from './shared-buffer';
-import type { SharedReturn } from './shared-buffer';
+import { SharedBuffer } from './pool/shared-buffer';
+import type { SharedReturn } from './pool/shared-buffer';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
 import { maxAllocationSize } from './memory';

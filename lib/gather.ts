@@ -31,13 +31,13 @@
 import net from 'node:net';
 import type { Writable } from 'node:stream';
 import type { BufferPool } from './pool';
-import { poolOf } from './pool';
+import { poolOf } from './pooled';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray } from './iovec/array';
 import { IOV_MAX, writevAll, writevAllSync, writevSync } from './iovec/calls';
 import type { LengthPrefix } from './frames';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
-import { SharedBuffer, kTakeOver } from './shared-buffer';
+import { type SharedReturn, SharedBuffer, kTakeOver } from './pool/shared-buffer';
 import { maxAllocationSize } from './memory';
 
 export interface GathererOptions {
@@ -340,7 +340,7 @@ export class Gatherer {
 
   /** Pooled buffers this gatherer owns, and the pool each goes back to. */
   private held: Buffer[] = [];
-  private heldPools: BufferPool[] = [];
+  private heldPools: SharedReturn[] = [];
 
   /** reserve()d regions as absolute byte positions [start, end). */
   private reservedStarts: number[] = [];
@@ -1497,7 +1497,7 @@ export class Gatherer {
     const used = new Set<Buffer>(this.bufs);
     used.add(this.chunk);
     const held: Buffer[] = [];
-    const heldPools: BufferPool[] = [];
+    const heldPools: SharedReturn[] = [];
     let first: unknown = null;
     for (let i = 0; i < this.held.length; i++) {
       if (used.has(this.held[i]) && !owned.includes(this.held[i])) {
@@ -1550,7 +1550,7 @@ function empty(array: unknown[]): void {
  * is released. A pool that was force-closed has freed the memory already
  * (ERR_IOBUF_POOL_CLOSED): nothing to give back, not an error here.
  */
-function release(buffer: Buffer, pool: BufferPool, first: unknown): unknown {
+function release(buffer: Buffer, pool: SharedReturn, first: unknown): unknown {
   try {
     pool.release(buffer);
   } catch (error) {

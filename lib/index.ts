@@ -6,7 +6,7 @@ export type { AllocAlignedOptions, AllocHugeOptions, HugePageFallback, PageKind 
 export { IobufError } from './errors';
 export type { IobufErrorCode } from './errors';
 export { BufferPool } from './pool';
-export { SharedBuffer } from './shared-buffer';
+export { SharedBuffer } from './pool';
 export type {
   BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
   LeakReport, PoolStats, SizeClassStats,

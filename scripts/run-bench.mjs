@@ -19,7 +19,7 @@
 // docs/benchmark.md holds the figures the project keeps), and a --runtimes
 // run's comparison to bench/results/runtimes-<mode>.md.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -41,11 +41,14 @@ const filters = args.filter((a, i) => !a.startsWith('--') && !VALUED.includes(ar
 const mode = full ? 'full' : 'quick';
 const resultsDir = path.join(BENCH_DIR, 'results');
 
-// dist/ is what the suites load: rebuild it when lib/ is newer.
-const newest = (dir) => Math.max(0, ...readdirSync(dir).map((f) => statSync(path.join(dir, f)).mtimeMs));
+// dist/ is what the suites load: rebuild it, from scratch, when anything in lib/
+// is newer (a file left from an older layout, dist/pool.js beside dist/pool/,
+// would be loaded instead of the folder).
+const newest = (dir) => Math.max(0, ...readdirSync(dir, { recursive: true }).map((f) => statSync(path.join(dir, f)).mtimeMs));
 let distTime = 0;
 try { distTime = statSync(path.join(ROOT, 'dist', 'index.js')).mtimeMs; } catch { /* not built yet */ }
 if (newest(path.join(ROOT, 'lib')) > distTime) {
+  rmSync(path.join(ROOT, 'dist'), { recursive: true, force: true });
   const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
   if (tsc.status !== 0) process.exit(1);
 }

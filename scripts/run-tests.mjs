@@ -10,6 +10,9 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => path.join(root, 'node_modules', '.bin', name);
 const run = (command, args) => spawnSync(command, args, { cwd: root, stdio: 'inherit' }).status ?? 1;
 
+// From scratch: a file left from an older layout (dist/pool.js beside
+// dist/pool/) would be loaded instead of the folder that replaced it.
+rmSync(path.join(root, 'dist'), { recursive: true, force: true });
 if (run(bin('tsc'), ['-p', 'tsconfig.build.json']) !== 0) {
   console.log('0 passed, 1 failed');
   writeFileSync(path.join(root, '.test-summary'), '0 passed, 1 failed\n');

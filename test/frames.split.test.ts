@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { BufferPool, Frame, FrameAssembler, MAX_HEADER_LENGTH } from '../lib/index';
 import type { FrameHeader, LengthPrefix } from '../lib/index';
-import { pooledAddressOf } from '../lib/pool';
+import { pooledAddressOf } from '../lib/pooled';
 import { usePools } from './fixtures/pool-helpers';
 import {
   KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, prng, writeInPieces,

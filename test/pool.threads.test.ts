@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool, type BufferPoolHandle } from '../lib/index';
 import { native } from '../lib/binding';
-import { layout } from '../lib/pool-shared';
+import { layout } from '../lib/pool/shared';
 import { makeFifo } from './fixtures/iovec-helpers';
 import { KiB, PoolWorker, expectCode, rejection, thrown, until, usePools } from './fixtures/pool-helpers';
 

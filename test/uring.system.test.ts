@@ -181,7 +181,7 @@ describe.skipIf(uringSkip !== '' || sanitized)('registered buffers and RLIMIT_ME
     if (isRoot) {
       fs.chmodSync(scratch(), 0o755);
       fs.chmodSync(file, 0o644);
-      for (const name of ['index.js', 'uring', 'uring/ring.js', 'pool.js']) {
+      for (const name of ['index.js', 'uring', 'uring/ring.js', 'uring/registration.js', 'pool', 'pool/pool.js', 'pooled.js']) {
         const built = path.join(distDir, name);
         expect((fs.statSync(built).mode & 0o004) !== 0, `${built} must be world-readable for the nobody child`).toBe(true);
       }

@@ -21,7 +21,7 @@ import { native } from '../binding';
 import { IobufError, validateArray, validateInteger, validateView } from '../errors';
 import { type Loan, lend, repayAll } from '../lending';
 import { isDetached, maxAllocationSize } from '../memory';
-import { pooledAddressOf } from '../pool';
+import { pooledAddressOf } from '../pooled';
 import {
   BOUNDS_HEADER_BYTES, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY, Op, entryBase, entryLength, shiftEntries, storeEntry,
 } from './entries';

@@ -10,7 +10,7 @@
 // dearer still; a DataView, which has no `length`, pays for byteLength (it
 // throws once detached).
 import { IobufError } from '../errors';
-import { pooledAddressOf } from '../pool';
+import { pooledAddressOf } from '../pooled';
 
 /** How an entry's view is checked. */
 export const enum ViewKind {

@@ -20,7 +20,8 @@ import {
 import { IoVecArray, kLend, kRepay, kViewsIntact } from '../iovec/array';
 import { IOV_MAX } from '../iovec/calls';
 import { type Loan, lend } from '../lending';
-import { BufferPool, inUnregisteredSlab } from '../pool';
+import { BufferPool } from '../pool';
+import { inUnregisteredSlab } from './registration';
 
 // native/uring.h UringOp.
 const enum Op {

@@ -12,12 +12,16 @@
 // threads share is in pool-shared.ts: the budget, the waiting queue, the close
 // flag and the statistics.
 import os from 'node:os';
-import { native } from './binding';
-import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import { IoVecArray } from './iovec/array';
-import { type Borrower, type Loan, registerLender } from './lending';
-import { cacheLineSize, hugePageSize, maxAllocationSize, pageSize } from './memory';
-import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './pool-shared';
+import { native } from '../binding';
+import { IobufError, codedError, describeValue, validateBoolean, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import type { IoVecArray } from '../iovec/array';
+import type { Borrower, Loan } from '../lending';
+import { cacheLineSize, hugePageSize, maxAllocationSize, pageSize } from '../memory';
+import {
+  type PooledSlab, type PooledSlot, forgetSlab, kSlot as pooledSlotKey, poolOf, rememberSlab, rememberStrictView,
+} from '../pooled';
+import { FixedBufferRegistration, fixedBufferOf } from '../uring/registration';
+import { Field, MAX_CLASS_ROWS, MAX_THREADS, SharedState, ThreadField, Word } from './shared';
 import { SharedBuffer } from './shared-buffer';
 
 export type LeakDetection = 'off' | 'sample' | 'full';
@@ -111,7 +115,8 @@ export interface Lease extends Disposable {
 // Slabs and slots
 // ---------------------------------------------------------------------------
 
-const kSlot = Symbol('iobuf.slot');
+/** lib/pooled.ts's key, as a constant of this module (release() reads it on every call). */
+const kSlot = pooledSlotKey;
 /** On a strict-mode view's own ArrayBuffer: the slab's ArrayBuffer, kept reachable. */
 const kSlabKeepAlive = Symbol('iobuf.slabKeepAlive');
 const SAMPLE_INTERVAL = 256;
@@ -139,22 +144,6 @@ const NodeBuffer: new (arrayBuffer: ArrayBuffer, offset: number, length: number)
     return Buffer.from(arrayBuffer, offset, length);
   } as unknown as new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
 })();
-
-/** Slabs by their ArrayBuffer, and strict views' own ArrayBuffers by their slot: to find the memory behind any view (lending). */
-const slabOfMemory = new WeakMap<ArrayBuffer, Slab>();
-const slotOfStrictView = new WeakMap<ArrayBuffer, Slot>();
-
-/** The slot whose memory `view` starts in (the very Buffer an acquire returned, or any view of pooled memory), or null. */
-function slotOfView(view: ArrayBufferView): Slot | null {
-  const slot = (view as PooledView)[kSlot];
-  if (slot !== undefined) return slot;
-  const arrayBuffer = view.buffer as ArrayBuffer;
-  const strictSlot = slotOfStrictView.get(arrayBuffer);
-  if (strictSlot !== undefined) return strictSlot;
-  const slab = slabOfMemory.get(arrayBuffer);
-  if (slab === undefined) return null;
-  return slab.slots[Math.min(slab.slots.length - 1, Math.floor(view.byteOffset / slab.stride))];
-}
 
 /**
  * One size class as this thread sees it. The counters are plain fields (the
@@ -198,18 +187,12 @@ class SizeClass {
   }
 }
 
-interface Slab {
-  readonly pool: BufferPool;
-  readonly arrayBuffer: ArrayBuffer;
-  /** The slab's first byte in this process (pointers fit in a double: < 2^53). */
-  readonly address: number;
+interface Slab extends PooledSlab {
   readonly sizeClass: SizeClass;
-  readonly stride: number;       // bytes between slots
   readonly slots: Slot[];
   readonly bytes: number;        // bytes mapped (a multiple of the page size)
   /** Slots not handed out; kept up to date for oversize slabs only (others count in trim()). */
   free: number;
-  unmapped: boolean;
   /** Loans of this slab's memory now (lib/lending.ts); while any, it is not unmapped. */
   loans: number;
   /** native.lend()'s token while loans > 0. */
@@ -218,18 +201,13 @@ interface Slab {
   unmapWhenRepaid: boolean;
 }
 
-interface Slot {
-  readonly pool: BufferPool;
+interface Slot extends PooledSlot {
   readonly sizeClass: SizeClass;
   readonly slab: Slab;
-  readonly offset: number;
   /** The view handed out last; handed out again when the size matches (never in strict mode). */
   view: Buffer | null;
   /** view.length, kept here because a field load is cheaper than the typed-array getter. */
   viewLength: number;
-  /** The buffer now out; null when free, and while a leak-tracked buffer is out (held weakly in `tracked`). */
-  owner: Buffer | null;
-  tracked: WeakRef<Buffer> | null;
   stack: string | undefined;
   /** Bumped whenever the slot is tracked, so a late leak report for an earlier owner is ignored. */
   generation: number;
@@ -633,7 +611,7 @@ export class BufferPool {
       // slab cannot be unmapped while the view is reachable.
       view = native.viewOf(slab.arrayBuffer, slot.offset, size);
       Object.defineProperty(view.buffer, kSlabKeepAlive, { value: slab.arrayBuffer });
-      slotOfStrictView.set(view.buffer as ArrayBuffer, slot);
+      rememberStrictView(view.buffer as ArrayBuffer, slot);
     } else {
       view = new NodeBuffer(slab.arrayBuffer, slot.offset, size);
     }
@@ -741,9 +719,9 @@ export class BufferPool {
     }
     const slab: Slab = {
       pool: this, arrayBuffer, address: native.addressOf(arrayBuffer), sizeClass, stride, slots: [], bytes,
-      free: 0, unmapped: false, loans: 0, pinToken: 0, unmapWhenRepaid: false,
+      free: 0, unmapped: false, loans: 0, pinToken: 0, unmapWhenRepaid: false, dedicated: oversize, fixedIndex: -1,
     };
-    slabOfMemory.set(arrayBuffer, slab);
+    rememberSlab(slab);
     const slotCount = count > 1 || oversize ? count : Math.floor(bytes / stride);
     for (let i = 0; i < slotCount; i++) {
       slab.slots.push({
@@ -899,7 +877,7 @@ export class BufferPool {
     for (const [slab, free] of freeCounts) {
       if (idle <= retain) break;
       // Lent memory stays; registered slabs are pinned until freeAll.
-      if (free !== slab.slots.length || slab.loans > 0 || this.registeredIndex?.has(slab)) continue;
+      if (free !== slab.slots.length || slab.loans > 0 || slab.fixedIndex >= 0) continue;
       const list = slab.sizeClass.free!;
       let kept = 0;
       for (let i = 0; i < list.length; i++) if (list[i].slab !== slab) list[kept++] = list[i];
@@ -923,7 +901,7 @@ export class BufferPool {
     if (sizeClass === this.oversize) sizeClass.oversizeIdleBytes -= slab.free * slab.stride;
     this.slabs.delete(slab);
     slab.unmapped = true;
-    slabOfMemory.delete(slab.arrayBuffer);
+    forgetSlab(slab);
     native.free(slab.arrayBuffer);
     this.publish();
     this.shared.unreserve(slab.bytes / pageSize);
@@ -1394,17 +1372,14 @@ export class BufferPool {
   private readonly borrowers = new Map<Borrower, number>();
 
   static {
-    registerLender((view, borrower) => {
-      const slot = slotOfView(view);
-      return slot === null || slot.slab.unmapped ? null : slot.pool.lendSlot(slot, borrower);
-    });
     // Runs on this thread when another thread left a pool without JavaScript.
     native.poolSetWakeHandler(() => {
       for (const pool of [...memberPools]) pool.peerDeparted();
     });
   }
 
-  private lendSlot(slot: Slot, borrower: Borrower | null): Loan {
+  /** @internal Lends the memory of `slot` (lib/pooled.ts finds the slot of a view to lend). */
+  lendSlot(slot: Slot, borrower: Borrower | null): Loan {
     slot.loans++;
     const slab = slot.slab;
     // Pinned natively too: whatever JS does to the slab's ArrayBuffer (a
@@ -1451,16 +1426,11 @@ export class BufferPool {
   }
 
   // -------------------------------------------------------------------------
-  // io_uring registration (the iovec part; docs/api.md "IoVecArray and vectored I/O")
+  // io_uring registration (lib/uring/registration.ts; docs/api.md "IoVecArray and vectored I/O")
   // -------------------------------------------------------------------------
 
-  /**
-   * Slabs registered by registration(), in order: the value is the io_uring
-   * buffer index. Append-only; trim() skips these slabs, so they stay mapped
-   * at the same address until freeAll() (close). Oversize (dedicated) slabs
-   * are never registered: they are unmapped when their buffer is released.
-   */
-  private registeredIndex: Map<Slab, number> | null = null;
+  /** Made by the first registration() call. */
+  private fixedBuffers: FixedBufferRegistration | null = null;
 
   /**
    * An IoVecArray with one entry per slab of this thread's size classes, in
@@ -1474,15 +1444,7 @@ export class BufferPool {
   registration(): IoVecArray {
     // control[CLOSED]: the owning thread closed the pool (an attached one is then closed too).
     if (this.freed || this.closedHere || this.control[Word.CLOSED] !== 0) throw closedError();
-    const index = (this.registeredIndex ??= new Map());
-    for (const slab of this.slabs) {
-      if (slab.sizeClass === this.oversize || index.has(slab)) continue;
-      native.adviseDontFork(slab.arrayBuffer);
-      index.set(slab, index.size);
-    }
-    const iov = new IoVecArray(Math.max(1, index.size));
-    for (const slab of index.keys()) iov.push(new Uint8Array(slab.arrayBuffer));
-    return iov;
+    return (this.fixedBuffers ??= new FixedBufferRegistration()).update(this.slabs);
   }
 
   /**
@@ -1492,48 +1454,6 @@ export class BufferPool {
    * out, or its slab was mapped after the last registration() call.
    */
   fixedBufferOf(buffer: Buffer): { index: number; offset: number } | null {
-    validateView(buffer, 'buffer');
-    if (pooledAddressOf(buffer) < 0) return null;
-    const slot = (buffer as PooledView)[kSlot]!;
-    if (slot.pool !== this) return null;
-    const index = this.registeredIndex?.get(slot.slab);
-    return index === undefined ? null : { index, offset: slot.offset };
+    return fixedBufferOf(this, buffer);
   }
-}
-
-// ---------------------------------------------------------------------------
-// For the other parts (iovec, gather, frames): no native call needed
-// ---------------------------------------------------------------------------
-
-/**
- * The address of view[0] when `view` is a Buffer that a BufferPool in this
- * thread handed out and that is still out (not released, pool not freed);
- * -1 otherwise (a slice of a pooled Buffer, a foreign view, a released one).
- * A property load and a few compares, no allocation: the parts that take
- * pooled buffers use it instead of a native call.
- */
-export function pooledAddressOf(view: ArrayBufferView): number {
-  const slot = (view as PooledView | null | undefined)?.[kSlot];  // null/undefined: not a view, the caller reports it
-  if (slot === undefined || slot.slab.unmapped) return -1;
-  if (slot.owner !== view && !(slot.tracked !== null && slot.tracked.deref() === view)) return -1;
-  // Detached behind the pool's back (Node 22+: ArrayBuffer.prototype.transfer
-  // detaches even a slab): the cached address is no longer this view's.
-  if ((view as Buffer).length === 0) return -1;
-  return slot.slab.address + slot.offset;
-}
-
-/** The pool that handed `view` out, or null when it is not a pooled Buffer that is still out. */
-export function poolOf(view: ArrayBufferView): BufferPool | null {
-  return pooledAddressOf(view) < 0 ? null : (view as PooledView)[kSlot]!.pool;
-}
-
-/**
- * For lib/uring.ts: true when `view` is a Buffer that `pool` has out from a
- * size-class slab that registration() has not registered yet (a slab mapped
- * since), so that a new registration() would give it an index.
- */
-export function inUnregisteredSlab(pool: BufferPool, view: ArrayBufferView): boolean {
-  if (pooledAddressOf(view) < 0) return false;
-  const slab = (view as PooledView)[kSlot]!.slab;
-  return slab.pool === pool && slab.sizeClass !== pool['oversize'] && !pool['registeredIndex']?.has(slab);
 }

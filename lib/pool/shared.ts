@@ -15,8 +15,8 @@
 // ticket not yet done. Only the head may take new budget while anyone waits,
 // so a large request is never starved by a stream of small ones. Tickets are
 // int32 and wrap; they are only ever compared for equality.
-import { native } from './binding';
-import { codedError } from './errors';
+import { native } from '../binding';
+import { codedError } from '../errors';
 
 // Control words (Int32). const enums: tsc inlines them, so the hot path loads no module property.
 // native/pool.h Word; test/pool.layout.test.ts checks they agree.

@@ -13,7 +13,7 @@
 // while a handle is the only one (nothing allocated for the common case of a
 // frame released by the one consumer it went to); the first retain() makes one
 // small { count } object shared by every handle over the same data.
-import { IobufError } from './errors';
+import { IobufError } from '../errors';
 
 /** What takes the memory back when the last handle is released: a BufferPool, or a FrameAssembler for its frames. */
 export interface SharedReturn {
