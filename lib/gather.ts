@@ -27,7 +27,7 @@ import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray, writevAll, writevAllSync } from './iovec';
-import type { LengthPrefix } from './frames';
+import type { LengthPrefix } from './frames/assembler';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { SharedBuffer, kTakeOver } from './shared-buffer';
 import { maxAllocationSize } from './memory';
