@@ -35,7 +35,7 @@ import { poolOf } from './pooled';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
 import { IoVecArray } from './iovec/array';
 import { IOV_MAX, writevAll, writevAllSync, writevSync } from './iovec/calls';
-import type { LengthPrefix } from './frames';
+import type { LengthPrefix } from './frames/assembler';
 import { type Borrower, type Loan, lend, repayAll } from './lending';
 import { type SharedReturn, SharedBuffer, kTakeOver } from './pool/shared-buffer';
 import { maxAllocationSize } from './memory';

@@ -29,7 +29,7 @@ export { SocketWriter } from './socket-writer';
 export type { SocketWriterOptions, SocketWriterStats, Releasable } from './socket-writer';
 export {
   FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
-} from './frames';
+} from './frames/assembler';
 export type {
   FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, LengthPrefix, EncodeFrameOptions,
-} from './frames';
+} from './frames/assembler';

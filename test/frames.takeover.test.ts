@@ -9,7 +9,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { FrameAssembler } from '../lib/index';
 import type { BufferPool, FrameAssemblerOptions } from '../lib/index';
-import { readsThrough, takeOverReads } from '../lib/socket-takeover';
+import { readsThrough, takeOverReads } from '../lib/frames/socket-takeover';
 import { usePools } from './fixtures/pool-helpers';
 import {
   KiB, MiB, closeOf, closeServer, connect, encodeLength, encodeStream, listen, makePayloads, prng, writeInPieces,

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
 import { Gatherer } from '../lib/gather';
-import type { LengthPrefix } from '../lib/frames';
+import type { LengthPrefix } from '../lib/index';
 import { expectCode, thrown } from './fixtures/pool-helpers';
 import { bytesOf } from './fixtures/gather-helpers';
 

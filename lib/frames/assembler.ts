@@ -39,16 +39,16 @@
 // memory came and the held bytes fell to half the mark.
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
-import { native } from './binding';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import type { Gatherer } from './gather';
-import { type Borrower, type Loan, lend, repayAll } from './lending';
-import { BufferPool } from './pool';
-import { SharedBuffer } from './pool/shared-buffer';
-import type { SharedReturn } from './pool/shared-buffer';
+import { native } from '../binding';
+import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import type { Gatherer } from '../gather';
+import { type Borrower, type Loan, lend, repayAll } from '../lending';
+import { BufferPool } from '../pool';
+import { SharedBuffer } from '../pool/shared-buffer';
+import type { SharedReturn } from '../pool/shared-buffer';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
-import { maxAllocationSize } from './memory';
+import { maxAllocationSize } from '../memory';
 
 export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
 
