@@ -25,8 +25,8 @@ export type {
 } from './uring/ring';
 export { Gatherer } from './gather';
 export type { GathererOptions, NulStringEncoding } from './gather';
-export { SocketWriter } from './socket-writer';
-export type { SocketWriterOptions, SocketWriterStats, Releasable } from './socket-writer';
+export { SocketWriter } from './gather';
+export type { SocketWriterOptions, SocketWriterStats, Releasable } from './gather';
 export {
   FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
 } from './frames/assembler';

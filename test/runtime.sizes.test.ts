@@ -207,7 +207,7 @@ describe('frames', () => {
       assembler = new FrameAssembler({
         pool,
         maxFrameSize: Math.min(pool.maxMemory, maxAllocationSize),
-        lengthPrefix: (bytes) => (bytes.length >= 1 ? { headerLength: 1, payloadLength: frameLength } : null),
+        lengthPrefix: (bytes: Buffer) => (bytes.length >= 1 ? { headerLength: 1, payloadLength: frameLength } : null),
       });
       assembler.on('error', () => {});
       assembler.attach(socket);

@@ -8,7 +8,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
-import { SocketWriter } from '../lib/socket-writer';
+import { SocketWriter } from '../lib/gather/socket-writer';
 import { expectCode, rejection, settled, thrown, until } from './fixtures/pool-helpers';
 import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
 

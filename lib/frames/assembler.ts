@@ -41,7 +41,7 @@ import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { native } from '../binding';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
-import type { Gatherer } from '../gather';
+import type { Gatherer } from '../gather/gatherer';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
 import { BufferPool } from '../pool';
 import { SharedBuffer } from '../pool/shared-buffer';

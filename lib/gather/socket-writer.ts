@@ -26,9 +26,9 @@
 // not take through the stream, behind nothing.
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from './errors';
-import { Gatherer } from './gather';
-import type { BufferPool } from './pool';
+import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from '../errors';
+import { Gatherer } from './gatherer';
+import type { BufferPool } from '../pool';
 
 export interface SocketWriterOptions {
   /** Where the gatherers' scratch memory comes from. */

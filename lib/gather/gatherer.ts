@@ -30,15 +30,15 @@
 // per segment, uncork), lent to libuv until the write's callback.
 import net from 'node:net';
 import type { Writable } from 'node:stream';
-import type { BufferPool } from './pool';
-import { poolOf } from './pooled';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
-import { IoVecArray } from './iovec/array';
-import { IOV_MAX, writevAll, writevAllSync, writevSync } from './iovec/calls';
-import type { LengthPrefix } from './frames/assembler';
-import { type Borrower, type Loan, lend, repayAll } from './lending';
-import { type SharedReturn, SharedBuffer, kTakeOver } from './pool/shared-buffer';
-import { maxAllocationSize } from './memory';
+import type { BufferPool } from '../pool';
+import { poolOf } from '../pooled';
+import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import { IoVecArray } from '../iovec/array';
+import { IOV_MAX, writevAll, writevAllSync, writevSync } from '../iovec/calls';
+import type { LengthPrefix } from '../frames/assembler';
+import { type Borrower, type Loan, lend, repayAll } from '../lending';
+import { type SharedReturn, SharedBuffer, kTakeOver } from '../pool/shared-buffer';
+import { maxAllocationSize } from '../memory';
 
 export interface GathererOptions {
   /** Where scratch memory comes from. */
