@@ -31,5 +31,6 @@ export {
   FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
 } from './frames/assembler';
 export type {
-  FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, LengthPrefix, EncodeFrameOptions,
+  FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, EncodeFrameOptions,
 } from './frames/assembler';
+export type { LengthPrefix } from './length-prefixes';

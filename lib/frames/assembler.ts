@@ -40,7 +40,7 @@
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { native } from '../binding';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import { IobufError, codedError, describeValue, invalidValue, outOfRange, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
 import type { Gatherer } from '../gather/gatherer';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
 import { BufferPool } from '../pool';
@@ -49,8 +49,10 @@ import type { SharedReturn } from '../pool/shared-buffer';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
 import { maxAllocationSize } from '../memory';
-
-export type LengthPrefix = 'u8' | 'u16be' | 'u16le' | 'u32be' | 'u32le' | 'varint';
+import {
+  type DecodedHeader, FIXED_LENGTH_PREFIX_NAMES, type LengthPrefix, type LengthPrefixFormat, LENGTH_PREFIX_NAMES, NEED_MORE,
+  lengthPrefixFormat, lengthPrefixNamed, malformedReason, quotedNames,
+} from '../length-prefixes';
 
 /**
  * What a custom length decoder found: the header's own length, the
@@ -117,22 +119,12 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const EMPTY = Buffer.alloc(0);
 
-const U8 = 0;
-const U16BE = 1;
-const U16LE = 2;
-const U32BE = 3;
-const U32LE = 4;
-const VARINT = 5;
-const CUSTOM = 6;
-const PREFIXES: readonly LengthPrefix[] = ['u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint'];
-
 /** Where the next socket read lands. */
 const INTO_STAGING = 0;
 const INTO_FRAME = 1;
 const INTO_SPARE = 2;
 
-/** decodeHeader() results besides a length. */
-const NEED_MORE = -1;
+/** decodeHeader(): the header was malformed (and reported). Besides a length, it also returns NEED_MORE. */
 const INVALID = -2;
 
 // ---------------------------------------------------------------------------
@@ -222,7 +214,10 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   readonly highWaterMark: number;
   readonly readBufferSize: number;
 
-  private readonly prefix: number;
+  /** The built-in length prefix; null with a custom decoder. */
+  private readonly format: LengthPrefixFormat | null;
+  /** The prefix is u32be: the parse loop decodes a whole one inline. */
+  private readonly inlineU32BE: boolean;
   private readonly decoder: ((bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined) | null;
   /** The decoder takes one argument: it is given a view from the header's first byte. */
   private readonly viewDecoder: boolean;
@@ -238,7 +233,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private readonly scratch = Buffer.alloc(MAX_HEADER_LENGTH);
   private scratchFill = 0;
   /** Set by decodeHeader(): the length of the header it decoded. */
-  private headerLength = 0;
+  private readonly decoded: DecodedHeader = { headerLength: 0 };
   /** Set by a custom decoder's header: the tag of the frame being assembled (0 for built-in prefixes). */
   private headerTag = 0;
   /** Where released frames' memory goes (Frame.release() of the last handle). */
@@ -314,15 +309,17 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     } = options;
     this.pool = pool;
     if (typeof lengthPrefix === 'function') {
-      this.prefix = CUSTOM;
+      this.format = null;
+      this.inlineU32BE = false;
       this.decoder = lengthPrefix as (bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined;
       this.viewDecoder = lengthPrefix.length === 1;
     } else {
-      const index = PREFIXES.indexOf(lengthPrefix);
-      if (index < 0) {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected one of ${PREFIXES.map((p) => `'${p}'`).join(', ')} or a function for options.lengthPrefix but received ${describeValue(lengthPrefix)}`);
+      const format = lengthPrefixNamed(lengthPrefix);
+      if (format === undefined) {
+        throw invalidValue(`one of ${quotedNames(LENGTH_PREFIX_NAMES)} or a function`, 'options.lengthPrefix', lengthPrefix);
       }
-      this.prefix = index;
+      this.format = format;
+      this.inlineU32BE = format.name === 'u32be';
       this.decoder = null;
       this.viewDecoder = false;
     }
@@ -581,7 +578,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
             return pos + taken;  // = end
           }
           if (length === INVALID) return -1;
-          const headerLength = this.headerLength;
+          const headerLength = this.decoded.headerLength;
           if (headerLength >= before) {
             this.scratchFill = 0;
             pos += headerLength - before;
@@ -592,15 +589,15 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
           }
         } else if (pos === end) {
           return pos;
-        } else if (this.prefix === U32BE && end - pos >= 4) {
-          // The common case inline: a whole u32be header in this chunk.
+        } else if (this.inlineU32BE && end - pos >= 4) {
+          // The common case inline (the hot path): a whole u32be header in this chunk.
           length = ((src[pos] << 24) | (src[pos + 1] << 16) | (src[pos + 2] << 8) | src[pos + 3]) >>> 0;
           pos += 4;
         } else {
           length = this.decodeHeader(src, pos, end);
           if (length === NEED_MORE) return this.gatherHeader(src, pos, end);
           if (length === INVALID) return -1;
-          pos += this.headerLength;
+          pos += this.decoded.headerLength;
         }
         if (length > this.maxFrameSize) {
           this.destroy(frameError('ERR_IOBUF_FRAME_TOO_LARGE',
@@ -660,54 +657,19 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
 
   /**
    * The payload length of the header at bytes[pos, end), setting
-   * this.headerLength; NEED_MORE when the header is not complete yet;
+   * decoded.headerLength; NEED_MORE when the header is not complete yet;
    * INVALID after reporting a malformed header.
    */
   private decodeHeader(bytes: Buffer, pos: number, end: number): number {
-    const available = end - pos;
-    switch (this.prefix) {
-      case U8:
-        this.headerLength = 1;
-        return bytes[pos];
-      case U16BE:
-        if (available < 2) return NEED_MORE;
-        this.headerLength = 2;
-        return (bytes[pos] << 8) | bytes[pos + 1];
-      case U16LE:
-        if (available < 2) return NEED_MORE;
-        this.headerLength = 2;
-        return bytes[pos] | (bytes[pos + 1] << 8);
-      case U32BE:
-        if (available < 4) return NEED_MORE;
-        this.headerLength = 4;
-        return ((bytes[pos] << 24) | (bytes[pos + 1] << 16) | (bytes[pos + 2] << 8) | bytes[pos + 3]) >>> 0;
-      case U32LE:
-        if (available < 4) return NEED_MORE;
-        this.headerLength = 4;
-        return (bytes[pos] | (bytes[pos + 1] << 8) | (bytes[pos + 2] << 16) | (bytes[pos + 3] << 24)) >>> 0;
-      case VARINT: {
-        // Unsigned LEB128, at most 5 bytes, at most 2^32 - 1.
-        let value = 0;
-        for (let i = 0; i < 5; i++) {
-          if (i === available) return NEED_MORE;
-          const byte = bytes[pos + i];
-          value += (byte & 0x7f) * 2 ** (7 * i);
-          if (byte < 0x80) {
-            if (value > 0xffffffff) return this.headerInvalid('the varint length is above 2^32 - 1');
-            this.headerLength = i + 1;
-            return value;
-          }
-        }
-        return this.headerInvalid('the varint length runs past 5 bytes');
-      }
-      default:
-        return this.decodeCustom(bytes, pos, end - pos > MAX_HEADER_LENGTH ? pos + MAX_HEADER_LENGTH : end);
-    }
+    const format = this.format;
+    if (format === null) return this.decodeCustom(bytes, pos, end - pos > MAX_HEADER_LENGTH ? pos + MAX_HEADER_LENGTH : end);
+    const length = format.decode(bytes, pos, end, this.decoded);
+    return length < NEED_MORE ? this.headerInvalid(malformedReason(length)) : length;
   }
 
   /**
    * Calls the custom decoder on bytes[start, end) and reads its result at
-   * once (the decoder may reuse the object); sets headerLength and headerTag.
+   * once (the decoder may reuse the object); sets decoded.headerLength and headerTag.
    * Anything that throws, and any result that cannot be a header, ends the
    * assembler with ERR_IOBUF_FRAME_INVALID (the thrown error as `cause`).
    */
@@ -743,7 +705,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     } else if (typeof tag !== 'number' || !Number.isSafeInteger(tag)) {
       return this.headerInvalid(`the length decoder returned tag ${describeValue(tag)} (expected an integer)`);
     }
-    this.headerLength = headerLength;
+    this.decoded.headerLength = headerLength;
     this.headerTag = tag as number;
     return payloadLength;
   }
@@ -1075,25 +1037,18 @@ export interface EncodeFrameOptions {
   copyBelow?: number;
 }
 
-const PREFIX_LIMIT = [0xff, 0xffff, 0xffff, 0xffffffff, 0xffffffff, 0xffffffff];
-
 function checkGatherer(gatherer: Gatherer): void {
   if (gatherer === null || typeof gatherer !== 'object' || typeof (gatherer as Partial<Gatherer>).putU32BE !== 'function') {
     throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for gatherer but received ${describeValue(gatherer)}`);
   }
 }
 
-function putLength(gatherer: Gatherer, prefix: number, length: number): void {
-  switch (prefix) {
-    case U8: gatherer.putU8(length); break;
-    case U16BE: gatherer.putU16BE(length); break;
-    case U16LE: gatherer.putU16LE(length); break;
-    case U32BE: gatherer.putU32BE(length); break;
-    case U32LE: gatherer.putU32LE(length); break;
-    default:
-      for (; length >= 0x80; length = Math.floor(length / 128)) gatherer.putU8((length % 128) | 0x80);
-      gatherer.putU8(length);
-  }
+/** The prefix encodeFrame() puts, encoded here first (at most 5 bytes), and a view of each width. */
+const prefixBytes = Buffer.alloc(5);
+const prefixViews = [0, 1, 2, 3, 4, 5].map((width) => prefixBytes.subarray(0, width));
+
+function payloadTooLarge(format: LengthPrefixFormat, length: number): RangeError {
+  return outOfRange(`a payload of at most ${format.limit} bytes`, `a '${format.name}' length prefix`, length, `${length} bytes`);
 }
 
 /**
@@ -1108,9 +1063,8 @@ export function encodeFrame(gatherer: Gatherer, payload: ArrayBufferView | reado
   checkGatherer(gatherer);
   validateOptions(options, 'options');
   const { lengthPrefix = 'u32be', copyBelow = 512 } = options;
-  validateOneOf(lengthPrefix, 'options.lengthPrefix', PREFIXES);
+  const format = lengthPrefixFormat(lengthPrefix, 'options.lengthPrefix');
   validateInteger(copyBelow, 'options.copyBelow', 0, 2 ** 30);
-  const prefix = PREFIXES.indexOf(lengthPrefix);
   const parts = ArrayBuffer.isView(payload) ? [payload] : payload;
   if (!Array.isArray(parts)) validateView(payload, 'payload');
   let length = 0;
@@ -1118,10 +1072,8 @@ export function encodeFrame(gatherer: Gatherer, payload: ArrayBufferView | reado
     validateView(parts[i], `payload[${i}]`);
     length += parts[i].byteLength;
   }
-  if (length > PREFIX_LIMIT[prefix]) {
-    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
-  }
-  putLength(gatherer, prefix, length);
+  if (length > format.limit) throw payloadTooLarge(format, length);
+  gatherer.putSlice(prefixViews[format.encode(prefixBytes, 0, length)]);
   for (const part of parts) {
     if (part.byteLength <= copyBelow) gatherer.putSlice(part);
     else gatherer.putBytes(part);
@@ -1136,28 +1088,24 @@ export function encodeFrame(gatherer: Gatherer, payload: ArrayBufferView | reado
  */
 export function beginFrame(gatherer: Gatherer, lengthPrefix: Exclude<LengthPrefix, 'varint'> = 'u32be'): number {
   checkGatherer(gatherer);
-  validateOneOf(lengthPrefix, 'lengthPrefix', ['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const);
-  return gatherer.reserve(lengthPrefix === 'u8' ? 1 : lengthPrefix.startsWith('u16') ? 2 : 4);
+  validateOneOf(lengthPrefix, 'lengthPrefix', FIXED_LENGTH_PREFIX_NAMES);
+  return gatherer.reserve(lengthPrefixNamed(lengthPrefix)!.width);
 }
 
 /** Fills in the prefix beginFrame() reserved at `position` with the bytes put since. */
 export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exclude<LengthPrefix, 'varint'> = 'u32be'): Gatherer {
   checkGatherer(gatherer);
-  validateOneOf(lengthPrefix, 'lengthPrefix', ['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const);
-  const width = lengthPrefix === 'u8' ? 1 : lengthPrefix.startsWith('u16') ? 2 : 4;
+  validateOneOf(lengthPrefix, 'lengthPrefix', FIXED_LENGTH_PREFIX_NAMES);
+  const format = lengthPrefixNamed(lengthPrefix)!;
+  const width = format.width;
   validateInteger(position, 'position', 0, Math.max(0, gatherer.byteLength - width));
   const length = gatherer.byteLength - position - width;
-  const prefix = PREFIXES.indexOf(lengthPrefix);
-  if (length < 0 || length > PREFIX_LIMIT[prefix]) {
-    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a payload of at most ${PREFIX_LIMIT[prefix]} bytes for a '${lengthPrefix}' length prefix but received ${length} bytes`);
-  }
-  switch (prefix) {
-    case U8: gatherer.patchU8(position, length); break;
-    case U16BE: gatherer.patchU16BE(position, length); break;
-    case U16LE: gatherer.patchU16LE(position, length); break;
-    case U32BE: gatherer.patchU32BE(position, length); break;
-    default: gatherer.patchU32LE(position, length);
-  }
+  if (length < 0 || length > format.limit) throw payloadTooLarge(format, length);
+  // The table writes the prefix in its byte order; its bytes go into the reserved ones as they
+  // are, read as one big-endian integer of their width (one patch: one reserved region).
+  format.encode(prefixBytes, 0, length);
+  if (width === 1) gatherer.patchU8(position, prefixBytes[0]);
+  else if (width === 2) gatherer.patchU16BE(position, prefixBytes.readUInt16BE(0));
+  else gatherer.patchU32BE(position, prefixBytes.readUInt32BE(0));
   return gatherer;
 }
-

@@ -32,10 +32,10 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import type { BufferPool } from '../pool';
 import { poolOf } from '../pooled';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import { IobufError, codedError, describeValue, outOfRange, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
 import { IoVecArray } from '../iovec/array';
 import { IOV_MAX, writevAll, writevAllSync, writevSync } from '../iovec/calls';
-import type { LengthPrefix } from '../frames/assembler';
+import { type LengthPrefix, lengthPrefixFormat } from '../length-prefixes';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
 import { type SharedReturn, SharedBuffer, kTakeOver } from '../pool/shared-buffer';
 import { maxAllocationSize } from '../memory';
@@ -113,7 +113,6 @@ function validateEncoding(encoding: unknown): asserts encoding is BufferEncoding
 /** Encodings putStringNul() takes: those where a 0 byte can only come from a NUL character. */
 export type NulStringEncoding = 'utf8' | 'utf-8' | 'latin1' | 'binary' | 'ascii';
 const NUL_ENCODINGS: readonly NulStringEncoding[] = ['utf8', 'utf-8', 'latin1', 'binary', 'ascii'];
-const STRING_PREFIXES: readonly LengthPrefix[] = ['u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint'];
 
 /** Text up to this many UTF-16 units is tried as ASCII in JS before Buffer#write (see Gatherer#encode). */
 const SHORT_TEXT = 32;
@@ -601,14 +600,8 @@ export class Gatherer {
    */
   putStringPrefixed(text: string, prefix: LengthPrefix, encoding: BufferEncoding = 'utf8'): this {
     if (typeof text !== 'string') badText(text);
-    let max: number;
-    switch (prefix) {
-      case 'u8': max = 0xff; break;
-      case 'u16be': case 'u16le': max = 0xffff; break;
-      case 'u32be': case 'u32le': max = 0xffffffff; break;
-      case 'varint': max = Number.MAX_SAFE_INTEGER; break;
-      default: validateOneOf(prefix, 'prefix', STRING_PREFIXES); max = 0;
-    }
+    const format = lengthPrefixFormat(prefix, 'prefix');
+    const max = format.limit;
     const utf8 = encoding === 'utf8';
     if (!utf8) validateEncoding(encoding);
     const length = text.length;
@@ -628,32 +621,19 @@ export class Gatherer {
       least = bound = Buffer.byteLength(text, encoding);
     }
     if (least > max) {
-      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a string of at most ${max} bytes for a '${prefix}' prefix for text but received ${least} bytes`);
+      throw outOfRange(`a string of at most ${max} bytes for a '${prefix}' prefix`, 'text', text, `${least} bytes`);
     }
-    const width = prefix === 'varint' ? varintWidth(bound) : max === 0xff ? 1 : max === 0xffff ? 2 : 4;
+    const width = format.widthOf(bound);
     const at = this.allocate(width + bound);
     const chunk = this.chunk;
-    let written = this.encode(text, at + width, bound, encoding);
-    if (prefix === 'varint') {
-      const used = varintWidth(written);
-      if (used < width) {
-        // Fewer bytes than the bound, and a shorter varint: move the text up against it.
-        chunk.copyWithin(at + used, at + width, at + width + written);
-        written += used;
-        writeVarint(chunk, at, written - used);
-        this.cursor = at + written;
-        this.stringBytes = written - used;
-        return this;
-      }
-      writeVarint(chunk, at, written);
-    } else if (max === 0xff) {
-      chunk[at] = written;
-    } else if (max === 0xffff) {
-      this.view.setUint16(at, written, prefix === 'u16le');
-    } else {
-      this.view.setUint32(at, written, prefix === 'u32le');
+    const written = this.encode(text, at + width, bound, encoding);
+    const used = format.widthOf(written);
+    if (used < width) {
+      // A varint: fewer bytes than the bound, and a shorter prefix: move the text up against it.
+      chunk.copyWithin(at + used, at + width, at + width + written);
     }
-    this.cursor = at + width + written;
+    format.encode(chunk, at, written);
+    this.cursor = at + used + written;
     this.stringBytes = written;
     return this;
   }
