@@ -28,15 +28,15 @@ import { describeConditions, describeStart, watchConditions } from '../bench/run
 import { comparisonTable, narrowToHeadlines, resolveRuntime } from '../bench/run/runtimes.mjs';
 
 const args = process.argv.slice(2);
-const valueOf = (flag) => {
+const valueAfter = (flag) => {
   const at = args.indexOf(flag);
   return at >= 0 ? args[at + 1] : undefined;
 };
 const VALUED = ['--runtimes', '--results-tag'];
 const full = args.includes('--full') || process.env.BENCH_FULL === '1';
 const headline = args.includes('--headline');
-const runtimes = valueOf('--runtimes');
-const resultsTag = valueOf('--results-tag');  // set by a --runtimes parent for its children
+const runtimes = valueAfter('--runtimes');
+const resultsTag = valueAfter('--results-tag');  // set by a --runtimes parent for its children
 const filters = args.filter((a, i) => !a.startsWith('--') && !VALUED.includes(args[i - 1]));
 const mode = full ? 'full' : 'quick';
 const resultsDir = path.join(BENCH_DIR, 'results');

@@ -1,8 +1,15 @@
 // `npm test`: compile the TypeScript (worker-thread tests and the package test
-// load dist/), run vitest, and end with the plain line "N passed, N failed"
-// that CI reads. Extra arguments go to vitest (e.g. `npm test -- test/memory`).
+// load dist/), run the checks, run vitest, and end with the plain line
+// "N passed, N failed" that CI reads. Extra arguments go to vitest (e.g.
+// `npm test -- test/memory`); a run given test files skips the checks.
+//
+// The checks, each counted as one test in the closing line:
+//   typecheck     tsc -p tsconfig.json --noEmit: lib/, test/, bench/, examples/
+//   biome         biome check (lint, with the import-cycle rule, and format) of
+//                 lib/, test/, bench/, examples/, scripts/ (biome.json)
+//   clang-format  clang-format --dry-run -Werror of native/ (.clang-format)
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -19,10 +26,38 @@ if (run(bin('tsc'), ['-p', 'tsconfig.build.json']) !== 0) {
   process.exit(1);
 }
 
+const vitestArgs = process.argv.slice(2);
+const selection = vitestArgs.some((arg) => !arg.startsWith('-'));
+const native = readdirSync(path.join(root, 'native'))
+  .filter((name) => /\.(cc|h)$/.test(name))
+  .map((name) => path.join('native', name));
+const checks = [
+  { name: 'typecheck (tsc -p tsconfig.json: lib, test, bench, examples)', command: bin('tsc'), args: ['-p', 'tsconfig.json', '--noEmit'] },
+  { name: 'biome check (lint incl. no import cycles, format)', command: bin('biome'), args: ['check', 'lib', 'test', 'bench', 'examples', 'scripts'] },
+  { name: 'clang-format --dry-run -Werror native/', command: bin('clang-format'), args: ['--dry-run', '-Werror', ...native] },
+];
+let checksPassed = 0;
+let checksFailed = 0;
+if (selection) {
+  console.log('checks: skipped (test files were given; the full `npm test` runs them)');
+} else {
+  for (const check of checks) {
+    console.log(`\ncheck: ${check.name}`);
+    if (run(check.command, check.args) === 0) {
+      checksPassed++;
+      console.log(`check passed: ${check.name}`);
+    } else {
+      checksFailed++;
+      console.log(`CHECK FAILED: ${check.name}`);
+    }
+  }
+  console.log(`\nchecks: ${checksPassed} passed, ${checksFailed} failed\n`);
+}
+
 const results = path.join(root, '.vitest-results.json');
 rmSync(results, { force: true });
 const status = run(bin('vitest'), [
-  'run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...process.argv.slice(2),
+  'run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...vitestArgs,
 ]);
 
 let passed = 0;
@@ -39,6 +74,8 @@ try {
   failed = Math.max(failed, 1);
 }
 if (status !== 0 && failed === 0) failed = 1;
+passed += checksPassed;
+failed += checksFailed;
 const summary = `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`;
 console.log(summary);
 // .ci/run prints this file as its own closing line.

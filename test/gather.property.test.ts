@@ -27,7 +27,7 @@ type Op =
   | { op: 'segments' }
   | { op: 'merge'; ops: Op[] };
 
-function valueOf(width: Width): fc.Arbitrary<number | bigint> {
+function arbitraryFor(width: Width): fc.Arbitrary<number | bigint> {
   if (width.kind === 'int') return fc.integer({ min: width.min as number, max: width.max as number });
   if (width.kind === 'float') return width.bytes === 4 ? fc.float({ noNaN: true }) : fc.double({ noNaN: true });
   const big = fc.bigInt({ min: width.min as bigint, max: width.max as bigint });
@@ -36,7 +36,7 @@ function valueOf(width: Width): fc.Arbitrary<number | bigint> {
   return fc.oneof(big, small);
 }
 
-const widthValue = fc.constantFrom(...WIDTHS).chain((width) => valueOf(width).map((value) => ({ width, value })));
+const widthValue = fc.constantFrom(...WIDTHS).chain((width) => arbitraryFor(width).map((value) => ({ width, value })));
 
 const leafOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 8, arbitrary: widthValue.map(({ width, value }) => ({ op: 'put' as const, width, value })) },

@@ -1063,7 +1063,10 @@ export class BufferPool {
     const epoch = Atomics.load(this.control, Word.EPOCH);
     if (this.control[Word.CLOSED] !== 0) this.rejectWaiters();
     else this.serveWaiters();
-    if (this.waiters.length === 0) return this.watch();
+    if (this.waiters.length === 0) {
+      this.watch();
+      return;
+    }
     this.keepAlive ??= setInterval(() => {}, 2 ** 30);
     this.watching = true;
     this.afterEpoch(epoch, () => {

@@ -312,7 +312,7 @@ export class IoRing {
       this.#closing = true;
       if (force && !this.#forced && !this.#shut) {
         this.#forced = true;
-        for (let dropped; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#settle(dropped);
+        for (let dropped: number; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#settle(dropped);
         this.#scheduleFlush();
       }
       if (this.#pending === 0) {

@@ -238,7 +238,7 @@ export class LineChild {
     let partial = '';
     this.child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       partial += chunk;
-      let newline;
+      let newline: number;
       while ((newline = partial.indexOf('\n')) >= 0) {
         const line = partial.slice(0, newline);
         partial = partial.slice(newline + 1);
