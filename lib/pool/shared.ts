@@ -10,13 +10,18 @@
 // finish a ticket, join, leave) is therefore one native call; JS reads the
 // words with Atomics and waits on EPOCH.
 //
+// This module owns the layout: every read and write of the regions (publish,
+// recordWait, stats) goes through SharedState. Only the pool's hot path reads
+// two control words itself (CLOSED, WAITERS: a typed-array load, no call).
+//
 // Why tickets: waiters in any thread are served budget in the order they
 // arrived. A waiter takes ticket NEXT_TICKET++; HEAD_TICKET is the oldest
 // ticket not yet done. Only the head may take new budget while anyone waits,
 // so a large request is never starved by a stream of small ones. Tickets are
 // int32 and wrap; they are only ever compared for equality.
 import { native } from '../binding';
-import { codedError } from '../errors';
+import { IobufError, invalidValue } from '../errors';
+import { pageSize } from '../memory';
 
 // Control words (Int32). const enums: tsc inlines them, so the hot path loads no module property.
 // native/pool.h Word; test/pool.layout.test.ts checks they agree.
@@ -90,9 +95,74 @@ export const layout = {
   },
 };
 
-function invalidHandle(why: string): TypeError {
-  return codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected a BufferPool handle for handle but received one whose shared block ${why}`);
+/** An acquire, release or attach of a pool that was closed (CLOSED is set, or this thread closed it). */
+export function closedError(): IobufError {
+  return new IobufError('The pool is closed', 'ERR_IOBUF_POOL_CLOSED');
 }
+
+function invalidHandle(why: string): TypeError {
+  return invalidValue('a BufferPool handle', 'handle', undefined, `one whose shared block ${why}`);
+}
+
+/** What publish() writes of one size class and adoptCounters() reads back (SizeClass, size-classes.ts). */
+export interface ClassCounters {
+  readonly row: number;
+  acquires: number;
+  releases: number;
+  misses: number;
+  leaks: number;
+  readonly inUse: number;
+  readonly inUseBytes: number;
+  readonly osBytes: number;
+  readonly idleBytes: number;
+}
+
+export interface SizeClassStats {
+  /** Slot size in bytes; `Infinity` for the row of dedicated (oversize) allocations. */
+  size: number;
+  acquires: number;
+  releases: number;
+  /** Acquires served from a free list. */
+  recycles: number;
+  /** Acquires that had to take new memory from the OS. */
+  misses: number;
+  /** recycles / acquires (1 when there were none). */
+  recycleRate: number;
+  inUse: number;
+  /** Bytes of the slots handed out (class size × inUse). */
+  inUseBytes: number;
+  /** Bytes mapped but not handed out. */
+  idleBytes: number;
+  /** Bytes of slabs mapped for this class. */
+  osBytes: number;
+  leaks: number;
+}
+
+export interface PoolStats extends Omit<SizeClassStats, 'size'> {
+  maxMemory: number;
+  /** Most bytes ever taken from the OS at once. */
+  highWaterBytes: number;
+  waiters: number;
+  waits: number;
+  waitTimeTotalMs: number;
+  waitTimeMaxMs: number;
+  waitTimeP99Ms: number;
+  threads: number;
+  classes: SizeClassStats[];
+}
+
+/** Told when another thread left a pool without JavaScript (native/pool.cc woke this thread). */
+export interface PoolMember {
+  peerDeparted(): void;
+}
+
+/** The members of pools in this thread that have not left: woken when another thread departs. */
+const members = new Map<SharedState, PoolMember>();
+
+// Runs on this thread when another thread left a pool without JavaScript.
+native.poolSetWakeHandler(() => {
+  for (const member of [...members.values()]) member.peerDeparted();
+});
 
 /**
  * One thread's view of the shared block, and its membership: made by
@@ -103,9 +173,10 @@ export class SharedState {
   readonly control: Int32Array;
   readonly classRows: number;
   readonly statsLength: number;
-  /** This thread's member id and region, once joined. */
+  /** This thread's member id and statistics region, once joined. */
   private member = -1;
-  regionIndex = -1;
+  private own: Float64Array | null = null;
+  private regionViews: Float64Array[] = [];
 
   private constructor(readonly buffer: SharedArrayBuffer) {
     this.control = new Int32Array(buffer);
@@ -142,11 +213,15 @@ export class SharedState {
     return new SharedState(buffer);
   }
 
-  /** Becomes a member (ERR_IOBUF_UNSUPPORTED when MAX_THREADS threads are members now). */
-  join(): void {
-    const [member, region] = native.poolJoin(this.control);
-    this.member = member;
-    this.regionIndex = region;
+  /**
+   * Becomes a member (ERR_IOBUF_UNSUPPORTED when MAX_THREADS threads are
+   * members now); `member` is told whenever another thread departs.
+   */
+  join(member: PoolMember): void {
+    const [id, region] = native.poolJoin(this.control);
+    this.member = id;
+    this.own = this.regionView(region);
+    members.set(this, member);
   }
 
   /** Gives back whatever this thread still holds (pages, tickets, its region). */
@@ -154,21 +229,51 @@ export class SharedState {
     if (this.member < 0) return;
     native.poolLeave(this.member);
     this.member = -1;
+    // The region may be another thread's from now on: nothing more is written to it from here.
+    this.own = null;
     this.notify();
-  }
-
-  /** The statistics region of thread slot `index`. */
-  region(index: number): Float64Array {
-    return new Float64Array(this.buffer, STATS_OFFSET + index * this.statsLength * 8, this.statsLength);
-  }
-
-  /** Whether region `index` belongs to a member now. */
-  regionTaken(index: number): boolean {
-    return Atomics.load(this.control, REGION_STATES + index) !== 0;
+    members.delete(this);
   }
 
   get closed(): boolean {
     return this.control[Word.CLOSED] !== 0;
+  }
+
+  /** Closes the pool for every thread (the owning thread's close()). */
+  markClosed(): void {
+    Atomics.store(this.control, Word.CLOSED, 1);
+  }
+
+  /** Whether waiters in any thread hold tickets. */
+  get waiting(): boolean {
+    return this.control[Word.WAITERS] !== 0;
+  }
+
+  /** Threads that are members now. */
+  get threads(): number {
+    return Atomics.load(this.control, Word.THREADS);
+  }
+
+  /** The budget in bytes. */
+  get maxMemory(): number {
+    return Atomics.load(this.control, Word.MAX_PAGES) * pageSize;
+  }
+
+  /** The epoch now: read it before looking, then wait for it to move (afterEpoch, waitEpoch). */
+  epoch(): number {
+    return Atomics.load(this.control, Word.EPOCH);
+  }
+
+  /** Runs `then` once the epoch is no longer `epoch` (soon, if it has moved already). */
+  afterEpoch(epoch: number, then: () => void): void {
+    const result = Atomics.waitAsync(this.control, Word.EPOCH, epoch);
+    if (result.async) void result.value.then(then);
+    else queueMicrotask(then);
+  }
+
+  /** Blocks this thread until the epoch is no longer `epoch`, at most `milliseconds`. */
+  waitEpoch(epoch: number, milliseconds: number): void {
+    Atomics.wait(this.control, Word.EPOCH, epoch, milliseconds);
   }
 
   /** Takes `pages` from the budget if they fit. */
@@ -212,15 +317,115 @@ export class SharedState {
     return ticket === null ? head === Atomics.load(this.control, Word.NEXT_TICKET) : head === ticket;
   }
 
+  // -------------------------------------------------------------------------
+  // Statistics: this thread's region, and every region for stats()
+  // -------------------------------------------------------------------------
+
+  /** Writes this thread's counters of every class into its region (nothing once it left). */
+  publish(classes: readonly ClassCounters[]): void {
+    const region = this.own;
+    if (region === null) return;
+    for (const counters of classes) {
+      const base = counters.row * Field.CLASS_FIELDS;
+      region[base + Field.ACQUIRES] = counters.acquires;
+      region[base + Field.RELEASES] = counters.releases;
+      region[base + Field.MISSES] = counters.misses;
+      region[base + Field.IN_USE] = counters.inUse;
+      region[base + Field.IN_USE_BYTES] = counters.inUseBytes;
+      region[base + Field.OS_BYTES] = counters.osBytes;
+      region[base + Field.IDLE_BYTES] = counters.idleBytes;
+      region[base + Field.LEAKS] = counters.leaks;
+    }
+  }
+
+  /**
+   * Reads back the counters this thread's region holds: it may have belonged
+   * to a thread that left, whose counters carry on here.
+   */
+  adoptCounters(classes: readonly ClassCounters[]): void {
+    const region = this.own!;
+    for (const counters of classes) {
+      const base = counters.row * Field.CLASS_FIELDS;
+      counters.acquires = region[base + Field.ACQUIRES];
+      counters.releases = region[base + Field.RELEASES];
+      counters.misses = region[base + Field.MISSES];
+      counters.leaks = region[base + Field.LEAKS];
+    }
+  }
+
+  /** Counts one wait of this thread that ended after `milliseconds`. */
+  recordWait(milliseconds: number): void {
+    const region = this.own;
+    if (region === null) return;
+    const base = this.classRows * Field.CLASS_FIELDS;
+    region[base + ThreadField.WAITS]++;
+    region[base + ThreadField.WAIT_TOTAL_MS] += milliseconds;
+    if (milliseconds > region[base + ThreadField.WAIT_MAX_MS]) region[base + ThreadField.WAIT_MAX_MS] = milliseconds;
+    const next = region[base + ThreadField.WAIT_SAMPLE_NEXT];
+    region[base + ThreadField.WAIT_SAMPLES_START + next] = milliseconds;
+    region[base + ThreadField.WAIT_SAMPLE_NEXT] = (next + 1) % ThreadField.WAIT_SAMPLE_COUNT;
+    region[base + ThreadField.WAIT_SAMPLES] = Math.min(region[base + ThreadField.WAIT_SAMPLES] + 1, ThreadField.WAIT_SAMPLE_COUNT);
+  }
+
+  /**
+   * Counters for the whole pool (every region), in total and per size class
+   * (`classSizes`: the size of each row, Infinity for the oversize row).
+   * Counters add up over every thread that ever used the pool; what is held
+   * now only over the threads that are members now.
+   */
+  stats(classSizes: readonly number[]): PoolStats {
+    const classes: SizeClassStats[] = classSizes.map((size, row) => {
+      const counter = (field: number) => this.sum(field, row);
+      const held = (field: number) => this.sumHeld(field, row);
+      const acquires = counter(Field.ACQUIRES);
+      const misses = counter(Field.MISSES);
+      return {
+        size,
+        acquires, releases: counter(Field.RELEASES), recycles: acquires - misses, misses,
+        recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
+        inUse: held(Field.IN_USE), inUseBytes: held(Field.IN_USE_BYTES),
+        idleBytes: held(Field.IDLE_BYTES), osBytes: held(Field.OS_BYTES), leaks: counter(Field.LEAKS),
+      };
+    });
+    const total = (key: keyof SizeClassStats) => classes.reduce((sum, row) => sum + (row[key] as number), 0);
+    const threadBase = this.classRows * Field.CLASS_FIELDS;
+    const samples: number[] = [];
+    let waitTimeMaxMs = 0;
+    for (let index = 0; index < MAX_THREADS; index++) {
+      const region = this.regionView(index);
+      waitTimeMaxMs = Math.max(waitTimeMaxMs, region[threadBase + ThreadField.WAIT_MAX_MS]);
+      for (let i = 0; i < region[threadBase + ThreadField.WAIT_SAMPLES]; i++) samples.push(region[threadBase + ThreadField.WAIT_SAMPLES_START + i]);
+    }
+    samples.sort((a, b) => a - b);
+    const acquires = total('acquires');
+    const misses = total('misses');
+    return {
+      maxMemory: this.maxMemory,
+      acquires, releases: total('releases'), recycles: acquires - misses, misses,
+      recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
+      inUse: total('inUse'), inUseBytes: total('inUseBytes'), idleBytes: total('idleBytes'),
+      osBytes: Atomics.load(this.control, Word.RESERVED_PAGES) * pageSize,
+      highWaterBytes: Atomics.load(this.control, Word.HIGH_WATER_PAGES) * pageSize,
+      leaks: total('leaks'),
+      waiters: Atomics.load(this.control, Word.WAITERS),
+      waits: this.sum(ThreadField.WAITS, this.classRows),
+      waitTimeTotalMs: this.sum(ThreadField.WAIT_TOTAL_MS, this.classRows),
+      waitTimeMaxMs,
+      waitTimeP99Ms: samples.length === 0 ? 0 : samples[Math.ceil(samples.length * 0.99) - 1],
+      threads: this.threads,
+      classes,
+    };
+  }
+
   /** Sum of a counter field (acquires, releases, waits, …) over every region: a thread that left still counts. */
-  sum(field: number, row: number): number {
+  private sum(field: number, row: number): number {
     let total = 0;
     for (let index = 0; index < MAX_THREADS; index++) total += this.regionView(index)[row * Field.CLASS_FIELDS + field];
     return total;
   }
 
   /** Sum of a field that says what a thread holds now (in use, idle, mapped) over the members. */
-  sumHeld(field: number, row: number): number {
+  private sumHeld(field: number, row: number): number {
     let total = 0;
     for (let index = 0; index < MAX_THREADS; index++) {
       if (this.regionTaken(index)) total += this.regionView(index)[row * Field.CLASS_FIELDS + field];
@@ -228,9 +433,13 @@ export class SharedState {
     return total;
   }
 
-  private regionViews: Float64Array[] = [];
+  /** Whether region `index` belongs to a member now. */
+  private regionTaken(index: number): boolean {
+    return Atomics.load(this.control, REGION_STATES + index) !== 0;
+  }
 
+  /** The statistics region of thread slot `index`. */
   private regionView(index: number): Float64Array {
-    return this.regionViews[index] ??= this.region(index);
+    return this.regionViews[index] ??= new Float64Array(this.buffer, STATS_OFFSET + index * this.statsLength * 8, this.statsLength);
   }
 }
