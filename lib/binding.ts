@@ -77,8 +77,15 @@ export interface NativeBinding {
    * non-native memory go through bounce blocks; `views` (entry i's view at i) lets a
    * read copy out only into views still attached where they were.
    */
-  iovecTransferAsync(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number,
-    views: readonly (ArrayBufferView | undefined)[], done: (error: Error | null, bytes: number) => void): void;
+  iovecTransferAsync(
+    bounds: ArrayBuffer,
+    op: number,
+    fd: number,
+    count: number,
+    position: number,
+    views: readonly (ArrayBufferView | undefined)[],
+    done: (error: Error | null, bytes: number) => void,
+  ): void;
   /** The address of a TypedArray's or DataView's first byte (0 when detached). */
   viewAddress(view: ArrayBufferView): number;
   /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */
@@ -118,9 +125,9 @@ export interface NativeBinding {
 
 // IOBUF_ADDON_PATH loads a specific build (the sanitizer build uses it).
 const packageRoot = path.join(__dirname, '..');
-export const native = (process.env.IOBUF_ADDON_PATH
-  ? require(path.resolve(process.env.IOBUF_ADDON_PATH))
-  : loadAddon(packageRoot)) as NativeBinding;
+export const native = (
+  process.env.IOBUF_ADDON_PATH ? require(path.resolve(process.env.IOBUF_ADDON_PATH)) : loadAddon(packageRoot)
+) as NativeBinding;
 
 native.setErrorClass(IobufError);
 native.setMaxBufferLength(bufferConstants.MAX_LENGTH);

@@ -1,6 +1,14 @@
 export {
-  allocAligned, allocHuge, addressOf, isAligned, pageKind, free,
-  pageSize, hugePageSize, cacheLineSize, maxAllocationSize,
+  allocAligned,
+  allocHuge,
+  addressOf,
+  isAligned,
+  pageKind,
+  free,
+  pageSize,
+  hugePageSize,
+  cacheLineSize,
+  maxAllocationSize,
 } from './memory';
 export type { AllocAlignedOptions, AllocHugeOptions, HugePageFallback, PageKind } from './memory';
 export { IobufError } from './errors';
@@ -8,29 +16,60 @@ export type { IobufErrorCode } from './errors';
 export { BufferPool } from './pool';
 export { SharedBuffer } from './pool';
 export type {
-  BufferPoolOptions, BufferPoolHandle, AcquireOptions, CloseOptions, Lease, LeakDetection,
-  LeakReport, PoolStats, SizeClassStats,
+  BufferPoolOptions,
+  BufferPoolHandle,
+  AcquireOptions,
+  CloseOptions,
+  Lease,
+  LeakDetection,
+  LeakReport,
+  PoolStats,
+  SizeClassStats,
 } from './pool';
 export { IoVecArray } from './iovec/array';
 export { IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY } from './iovec/entries';
 export {
   IOV_MAX,
-  readvSync, writevSync, preadvSync, pwritevSync, writevAllSync, pwritevAllSync,
-  readv, writev, preadv, pwritev, writevAll, pwritevAll,
+  readvSync,
+  writevSync,
+  preadvSync,
+  pwritevSync,
+  writevAllSync,
+  pwritevAllSync,
+  readv,
+  writev,
+  preadv,
+  pwritev,
+  writevAll,
+  pwritevAll,
 } from './iovec/calls';
 export type { IoVecWriteError } from './iovec/array';
 export { IoRing } from './uring/ring';
 export type {
-  IoRingCloseOptions, IoRingFsyncOptions, IoRingOperationOptions, IoRingOptions, IoRingStats, IoRingSupport,
+  IoRingCloseOptions,
+  IoRingFsyncOptions,
+  IoRingOperationOptions,
+  IoRingOptions,
+  IoRingStats,
+  IoRingSupport,
 } from './uring/ring';
 export { Gatherer } from './gather';
 export type { GathererOptions, NulStringEncoding } from './gather';
 export { SocketWriter } from './gather';
 export type { SocketWriterOptions, SocketWriterStats, Releasable } from './gather';
 export {
-  FrameAssembler, Frame, MAX_HEADER_LENGTH, encodeFrame, beginFrame, endFrame,
+  FrameAssembler,
+  Frame,
+  MAX_HEADER_LENGTH,
+  encodeFrame,
+  beginFrame,
+  endFrame,
 } from './frames/assembler';
 export type {
-  FrameAssemblerOptions, FrameAssemblerStats, FrameHeader, LengthDecoder, EncodeFrameOptions,
+  FrameAssemblerOptions,
+  FrameAssemblerStats,
+  FrameHeader,
+  LengthDecoder,
+  EncodeFrameOptions,
 } from './frames/assembler';
 export type { LengthPrefix } from './length-prefixes';

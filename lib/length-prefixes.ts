@@ -58,7 +58,10 @@ export function malformedReason(status: number): string {
 }
 
 const U8: LengthPrefixFormat = {
-  name: 'u8', width: 1, fixedWidth: true, limit: 0xff,
+  name: 'u8',
+  width: 1,
+  fixedWidth: true,
+  limit: 0xff,
   widthOf: () => 1,
   decode(bytes, pos, end, into) {
     if (end - pos < 1) return NEED_MORE;
@@ -72,7 +75,10 @@ const U8: LengthPrefixFormat = {
 };
 
 const U16BE: LengthPrefixFormat = {
-  name: 'u16be', width: 2, fixedWidth: true, limit: 0xffff,
+  name: 'u16be',
+  width: 2,
+  fixedWidth: true,
+  limit: 0xffff,
   widthOf: () => 2,
   decode(bytes, pos, end, into) {
     if (end - pos < 2) return NEED_MORE;
@@ -87,7 +93,10 @@ const U16BE: LengthPrefixFormat = {
 };
 
 const U16LE: LengthPrefixFormat = {
-  name: 'u16le', width: 2, fixedWidth: true, limit: 0xffff,
+  name: 'u16le',
+  width: 2,
+  fixedWidth: true,
+  limit: 0xffff,
   widthOf: () => 2,
   decode(bytes, pos, end, into) {
     if (end - pos < 2) return NEED_MORE;
@@ -102,7 +111,10 @@ const U16LE: LengthPrefixFormat = {
 };
 
 const U32BE: LengthPrefixFormat = {
-  name: 'u32be', width: 4, fixedWidth: true, limit: 0xffffffff,
+  name: 'u32be',
+  width: 4,
+  fixedWidth: true,
+  limit: 0xffffffff,
   widthOf: () => 4,
   decode(bytes, pos, end, into) {
     if (end - pos < 4) return NEED_MORE;
@@ -119,7 +131,10 @@ const U32BE: LengthPrefixFormat = {
 };
 
 const U32LE: LengthPrefixFormat = {
-  name: 'u32le', width: 4, fixedWidth: true, limit: 0xffffffff,
+  name: 'u32le',
+  width: 4,
+  fixedWidth: true,
+  limit: 0xffffffff,
   widthOf: () => 4,
   decode(bytes, pos, end, into) {
     if (end - pos < 4) return NEED_MORE;
@@ -136,7 +151,10 @@ const U32LE: LengthPrefixFormat = {
 };
 
 const VARINT: LengthPrefixFormat = {
-  name: 'varint', width: 5, fixedWidth: false, limit: 0xffffffff,
+  name: 'varint',
+  width: 5,
+  fixedWidth: false,
+  limit: 0xffffffff,
   widthOf(length) {
     let width = 1;
     for (let rest = length; rest >= 0x80; rest = Math.floor(rest / 0x80)) width++;
@@ -171,19 +189,27 @@ export const LENGTH_PREFIXES: readonly LengthPrefixFormat[] = [U8, U16BE, U16LE,
 
 /** The names of every prefix, and of the fixed-width ones (those beginFrame() can reserve). */
 export const LENGTH_PREFIX_NAMES: readonly LengthPrefix[] = LENGTH_PREFIXES.map((format) => format.name);
-export const FIXED_LENGTH_PREFIX_NAMES = LENGTH_PREFIXES.filter((format) => format.fixedWidth).map((format) => format.name) as
-  readonly Exclude<LengthPrefix, 'varint'>[];
+export const FIXED_LENGTH_PREFIX_NAMES = LENGTH_PREFIXES.filter((format) => format.fixedWidth).map(
+  (format) => format.name,
+) as readonly Exclude<LengthPrefix, 'varint'>[];
 
 /** The format called `name`; undefined for anything else (the caller reports it). */
 export function lengthPrefixNamed(name: unknown): LengthPrefixFormat | undefined {
   switch (name) {
-    case 'u8': return U8;
-    case 'u16be': return U16BE;
-    case 'u16le': return U16LE;
-    case 'u32be': return U32BE;
-    case 'u32le': return U32LE;
-    case 'varint': return VARINT;
-    default: return undefined;
+    case 'u8':
+      return U8;
+    case 'u16be':
+      return U16BE;
+    case 'u16le':
+      return U16LE;
+    case 'u32be':
+      return U32BE;
+    case 'u32le':
+      return U32LE;
+    case 'varint':
+      return VARINT;
+    default:
+      return undefined;
   }
 }
 

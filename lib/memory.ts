@@ -14,8 +14,14 @@ import { constants as bufferConstants } from 'node:buffer';
 import { native } from './binding';
 import { registerLender } from './lending';
 import {
-  IobufError, invalidValue, validateBoolean, validateInteger, validateOneOf, validateOptions,
-  validatePowerOfTwo, validateView,
+  IobufError,
+  invalidValue,
+  validateBoolean,
+  validateInteger,
+  validateOneOf,
+  validateOptions,
+  validatePowerOfTwo,
+  validateView,
 } from './errors';
 
 /** Bytes in a base page, from sysconf(_SC_PAGESIZE). */
@@ -142,7 +148,7 @@ export function allocAligned(size: number, options: AllocAlignedOptions = {}): B
  */
 function heapArrayBuffer(length: number, zero: boolean): ArrayBuffer | null {
   try {
-    return zero ? new ArrayBuffer(length) : Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer;
+    return zero ? new ArrayBuffer(length) : (Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer);
   } catch (error) {
     if (error instanceof RangeError) return null;
     throw error;

@@ -91,7 +91,7 @@ export function slotOfView(view: ArrayBufferView): PooledSlot | null {
  * pooled buffers use it instead of a native call.
  */
 export function pooledAddressOf(view: ArrayBufferView): number {
-  const slot = (view as PooledView | null | undefined)?.[kSlot];  // null/undefined: not a view, the caller reports it
+  const slot = (view as PooledView | null | undefined)?.[kSlot]; // null/undefined: not a view, the caller reports it
   if (slot === undefined || slot.slab.unmapped) return -1;
   if (slot.owner !== view && !(slot.tracked !== null && slot.tracked.deref() === view)) return -1;
   // Detached behind the pool's back (Node 22+: ArrayBuffer.prototype.transfer

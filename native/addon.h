@@ -7,8 +7,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <unordered_map>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace iobuf {

@@ -63,8 +63,8 @@ constexpr size_t kBoundsHeaderBytes = sizeof(IoVecBounds);
 // when a worker's environment ends with it uncollected.)
 struct IoVecState {
   struct iovec* entries = nullptr;
-  void* boundsBlock = nullptr;     // kBoundsHeaderBytes, then IoVecBounds[capacity]
-  IoVecBounds* bounds = nullptr;   // = boundsBlock + kBoundsHeaderBytes
+  void* boundsBlock = nullptr;    // kBoundsHeaderBytes, then IoVecBounds[capacity]
+  IoVecBounds* bounds = nullptr;  // = boundsBlock + kBoundsHeaderBytes
   uint32_t capacity = 0;
   int references = 2;
 };

@@ -33,8 +33,8 @@ namespace iobuf {
 
 struct Allocation {
   os::Mapping mapping;
-  size_t pins = 0;         // borrowers using it now
-  bool freed = false;      // free() or the finalizer gave it up
+  size_t pins = 0;     // borrowers using it now
+  bool freed = false;  // free() or the finalizer gave it up
   bool unmapped = false;
   bool finalized = false;  // the Buffer's finalizer ran
 };
@@ -44,7 +44,9 @@ namespace {
 std::mutex registryMutex;
 auto* registry = new std::map<uintptr_t, Allocation*>();
 
-uintptr_t BaseOf(const Allocation* allocation) { return reinterpret_cast<uintptr_t>(allocation->mapping.base); }
+uintptr_t BaseOf(const Allocation* allocation) {
+  return reinterpret_cast<uintptr_t>(allocation->mapping.base);
+}
 
 void Register(Allocation* allocation) {
   std::lock_guard<std::mutex> lock(registryMutex);
@@ -114,7 +116,8 @@ Napi::Value Publish(Napi::Env env, const os::Mapping& mapping, size_t size, unsi
   napi_status status = napi_create_external_buffer(
       env, size, mapping.base,
       [](napi_env finalizeEnv, void* data, void* hint) {
-        FinalizeAllocation(Napi::Env(finalizeEnv), static_cast<uint8_t*>(data), static_cast<Allocation*>(hint));
+        FinalizeAllocation(Napi::Env(finalizeEnv), static_cast<uint8_t*>(data),
+                           static_cast<Allocation*>(hint));
       },
       allocation, &buffer);
   if (status != napi_ok) throw Napi::Error::New(env);
@@ -279,7 +282,8 @@ napi_value CopyBytes(napi_env env, napi_callback_info info) {
       targetStart < static_cast<double>(targetLength) && sourceStart < static_cast<double>(sourceLength)) {
     auto from = static_cast<size_t>(sourceStart);
     auto to = static_cast<size_t>(targetStart);
-    size_t end = sourceEnd < static_cast<double>(sourceLength) ? static_cast<size_t>(sourceEnd) : sourceLength;
+    size_t end =
+        sourceEnd < static_cast<double>(sourceLength) ? static_cast<size_t>(sourceEnd) : sourceLength;
     copied = end - from;
     if (copied > targetLength - to) copied = targetLength - to;
     memmove(static_cast<uint8_t*>(target) + to, static_cast<uint8_t*>(source) + from, copied);

@@ -68,11 +68,11 @@ void StoreRelease(T* location, T value) {
 
 // A range of V8-heap memory that the kernel sees through a bounce buffer.
 struct Bounce {
-  uint8_t* user;     // the JS view's bytes
-  uint8_t* bounce;   // what the kernel reads or writes
+  uint8_t* user;    // the JS view's bytes
+  uint8_t* bounce;  // what the kernel reads or writes
   size_t length;
-  size_t at;         // where this range starts in the transfer (vectored: sum of the entries before)
-  void* block;       // the allocation holding `bounce`
+  size_t at;    // where this range starts in the transfer (vectored: sum of the entries before)
+  void* block;  // the allocation holding `bounce`
 };
 
 struct Operation {
@@ -113,42 +113,42 @@ struct Ring {
   int eventFd = -1;
   unsigned sqEntries = 0;
   unsigned cqEntries = 0;
-  os::Mapping ringsMapping;   // SQ and CQ rings (IORING_FEAT_SINGLE_MMAP)
+  os::Mapping ringsMapping;  // SQ and CQ rings (IORING_FEAT_SINGLE_MMAP)
   os::Mapping sqesMapping;
 
   // Inside the shared rings.
-  unsigned* sqHead = nullptr;   // the kernel's
-  unsigned* sqTail = nullptr;   // ours
+  unsigned* sqHead = nullptr;  // the kernel's
+  unsigned* sqTail = nullptr;  // ours
   unsigned sqMask = 0;
   io_uring_sqe* sqes = nullptr;
-  unsigned* cqHead = nullptr;   // ours
-  unsigned* cqTail = nullptr;   // the kernel's
+  unsigned* cqHead = nullptr;  // ours
+  unsigned* cqTail = nullptr;  // the kernel's
   unsigned cqMask = 0;
   io_uring_cqe* cqes = nullptr;
 
-  unsigned sqTailLocal = 0;   // == *sqTail: only this thread writes it
-  unsigned unsubmitted = 0;   // SQEs published that no io_uring_enter has taken yet
-  unsigned inKernel = 0;      // SQEs published (operations and cancels) whose CQE is not reaped
+  unsigned sqTailLocal = 0;  // == *sqTail: only this thread writes it
+  unsigned unsubmitted = 0;  // SQEs published that no io_uring_enter has taken yet
+  unsigned inKernel = 0;     // SQEs published (operations and cancels) whose CQE is not reaped
   unsigned operationsInKernel = 0;
   unsigned operationLimit = 0;  // operations in the kernel at once; beyond, the backlog
 
-  std::vector<std::unique_ptr<Operation>> operations;   // by slot
+  std::vector<std::unique_ptr<Operation>> operations;  // by slot
   std::vector<uint32_t> freeSlots;
   std::deque<uint32_t> backlog;
-  std::deque<uint32_t> cancelBacklog;   // cancels that found the SQ ring full
-  size_t live = 0;   // operations queued or submitted
+  std::deque<uint32_t> cancelBacklog;  // cancels that found the SQ ring full
+  size_t live = 0;                     // operations queued or submitted
 
-  std::vector<RegisteredBuffer> registered;   // sorted by start
+  std::vector<RegisteredBuffer> registered;  // sorted by start
   std::vector<Allocation*> registeredPins;
-  uint32_t tableSize = 0;   // slots of the sparse fixed-buffer table (0: none)
+  uint32_t tableSize = 0;  // slots of the sparse fixed-buffer table (0: none)
 
-  uint8_t* control = nullptr;   // the control block (uring.h)
+  uint8_t* control = nullptr;  // the control block (uring.h)
   double* counters = nullptr;
   int32_t* completions = nullptr;
   uint32_t completionCapacity = 0;
 
   uv_poll_t* poll = nullptr;
-  bool referenced = false;      // the poll handle and the dispatcher are held
+  bool referenced = false;  // the poll handle and the dispatcher are held
   napi_ref dispatcher = nullptr;
   napi_async_cleanup_hook_handle cleanupHook = nullptr;
 
@@ -190,10 +190,8 @@ std::string Explain(int error) {
     }
     case ENOMEM:
       return "not enough memory for the rings (before Linux 5.12 they count against RLIMIT_MEMLOCK)";
-    case EINVAL:
-      return "the kernel refused the ring's parameters (Linux 5.13 or later is needed)";
-    default:
-      return "io_uring_setup failed";
+    case EINVAL: return "the kernel refused the ring's parameters (Linux 5.13 or later is needed)";
+    default: return "io_uring_setup failed";
   }
 }
 
@@ -203,7 +201,8 @@ bool MeansUnavailable(int error) {
   return error == ENOSYS || error == EPERM || error == EACCES || error == EINVAL;
 }
 
-constexpr const char* kTooOld = "this kernel's io_uring lacks features IoRing needs (Linux 5.13 or later is needed)";
+constexpr const char* kTooOld =
+    "this kernel's io_uring lacks features IoRing needs (Linux 5.13 or later is needed)";
 
 // io_uring_setup with the flags we want, dropping the ones an older kernel refuses.
 int Setup(unsigned entries, io_uring_params* params) {
@@ -392,15 +391,16 @@ void Release(Ring* ring, uint32_t slot) {
 }
 
 bool NeedsCopyOut(const Operation& operation) {
-  return (operation.op == UringOp::kRead || operation.op == UringOp::kReadv) &&
-         !operation.bounces.empty() && operation.result > 0;
+  return (operation.op == UringOp::kRead || operation.op == UringOp::kReadv) && !operation.bounces.empty() &&
+         operation.result > 0;
 }
 
 // The registered buffer that holds all of [address, address + length), or null.
 const RegisteredBuffer* FindRegistered(const Ring* ring, const uint8_t* address, size_t length) {
   auto start = reinterpret_cast<uintptr_t>(address);
-  auto found = std::upper_bound(ring->registered.begin(), ring->registered.end(), start,
-                                [](uintptr_t value, const RegisteredBuffer& buffer) { return value < buffer.start; });
+  auto found =
+      std::upper_bound(ring->registered.begin(), ring->registered.end(), start,
+                       [](uintptr_t value, const RegisteredBuffer& buffer) { return value < buffer.start; });
   if (found == ring->registered.begin()) return nullptr;
   --found;
   return start < found->end && length <= found->end - start ? &*found : nullptr;
@@ -411,8 +411,8 @@ const RegisteredBuffer* FindRegistered(const Ring* ring, const uint8_t* address,
 // asked), pinned native memory (kSubmitInPlace), or a bounce buffer
 // (kSubmitBounced: *kernelAddress becomes the bounce address; a write's bytes
 // are copied in now). Throws ENOMEM when no bounce buffer can be had.
-uint32_t Lend(Napi::Env env, Ring* ring, Operation* operation, uint8_t* address, size_t length,
-              size_t at, bool allowFixed, uint8_t** kernelAddress) {
+uint32_t Lend(Napi::Env env, Ring* ring, Operation* operation, uint8_t* address, size_t length, size_t at,
+              bool allowFixed, uint8_t** kernelAddress) {
   *kernelAddress = address;
   if (length == 0) return 0;
   if (const RegisteredBuffer* buffer = FindRegistered(ring, address, length)) {
@@ -427,7 +427,8 @@ uint32_t Lend(Napi::Env env, Ring* ring, Operation* operation, uint8_t* address,
   if (posix_memalign(&block, kBounceAlignment, length + kBounceAlignment) != 0) {
     throw MakeErrnoError(env, ENOMEM, "posix_memalign", nullptr, "no memory for a bounce buffer");
   }
-  uint8_t* bounce = static_cast<uint8_t*>(block) + (reinterpret_cast<uintptr_t>(address) & (kBounceAlignment - 1));
+  uint8_t* bounce =
+      static_cast<uint8_t*>(block) + (reinterpret_cast<uintptr_t>(address) & (kBounceAlignment - 1));
   operation->bounces.push_back({address, bounce, length, at, block});
   if (operation->op == UringOp::kWrite || operation->op == UringOp::kWritev) memcpy(bounce, address, length);
   *kernelAddress = bounce;
@@ -525,8 +526,8 @@ void OnReadable(uv_poll_t* handle, int status, int events) {
     SubmitBacklog(ring);
     if (count == 0) break;
     Dispatch(ring, count);
-    if (ring->shutDown) return;   // closed by the dispatcher
-    if (count < ring->completionCapacity) break;   // later CQEs signal the eventfd again
+    if (ring->shutDown) return;                   // closed by the dispatcher
+    if (count < ring->completionCapacity) break;  // later CQEs signal the eventfd again
   }
   Flush(ring);
   UpdateReference(ring);
@@ -626,7 +627,7 @@ void Shutdown(Ring* ring) {
 void OnEnvironmentCleanup(napi_async_cleanup_hook_handle handle, void* data) {
   auto* ring = static_cast<Ring*>(data);
   ring->cleanupHook = handle;
-  Shutdown(ring);   // (a no-op when close() ran: OnPollClosed then removes the hook)
+  Shutdown(ring);  // (a no-op when close() ran: OnPollClosed then removes the hook)
 }
 
 // The control block's ArrayBuffer was collected: JS cannot reach the ring any
@@ -690,7 +691,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
     int error = -ring->ringFd;
     delete ring;
     if (!MeansUnavailable(error)) throw MakeErrnoError(env, error, "io_uring_setup");
-    Napi::Error failure = MakeErrnoError(env, error, "io_uring_setup", "ERR_IOBUF_URING_UNAVAILABLE", Explain(error));
+    Napi::Error failure =
+        MakeErrnoError(env, error, "io_uring_setup", "ERR_IOBUF_URING_UNAVAILABLE", Explain(error));
     failure.Set("reason", Napi::String::New(env, Explain(error)));
     throw failure;
   }
@@ -700,7 +702,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   };
   if ((params.features & kRequiredFeatures) != kRequiredFeatures) {
     DestroyUnfinished(ring);
-    Napi::Error failure = MakeError(env, "ERR_IOBUF_URING_UNAVAILABLE", std::string("ERR_IOBUF_URING_UNAVAILABLE: ") + kTooOld);
+    Napi::Error failure =
+        MakeError(env, "ERR_IOBUF_URING_UNAVAILABLE", std::string("ERR_IOBUF_URING_UNAVAILABLE: ") + kTooOld);
     failure.Set("reason", Napi::String::New(env, kTooOld));
     throw failure;
   }
@@ -711,10 +714,12 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   // One mapping holds both rings (IORING_FEAT_SINGLE_MMAP); the SQEs are another.
   const size_t sqBytes = params.sq_off.array + params.sq_entries * sizeof(unsigned);
   const size_t cqBytes = params.cq_off.cqes + params.cq_entries * sizeof(io_uring_cqe);
-  if (os::Failure failure = os::MapShared(ring->ringFd, IORING_OFF_SQ_RING, std::max(sqBytes, cqBytes), &ring->ringsMapping)) {
+  if (os::Failure failure =
+          os::MapShared(ring->ringFd, IORING_OFF_SQ_RING, std::max(sqBytes, cqBytes), &ring->ringsMapping)) {
     throw fail(failure.error, failure.syscall);
   }
-  if (os::Failure failure = os::MapShared(ring->ringFd, IORING_OFF_SQES, params.sq_entries * sizeof(io_uring_sqe), &ring->sqesMapping)) {
+  if (os::Failure failure = os::MapShared(ring->ringFd, IORING_OFF_SQES,
+                                          params.sq_entries * sizeof(io_uring_sqe), &ring->sqesMapping)) {
     throw fail(failure.error, failure.syscall);
   }
   auto* rings = static_cast<uint8_t*>(ring->ringsMapping.base);
@@ -722,7 +727,7 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   ring->sqTail = reinterpret_cast<unsigned*>(rings + params.sq_off.tail);
   ring->sqMask = *reinterpret_cast<unsigned*>(rings + params.sq_off.ring_mask);
   auto* sqArray = reinterpret_cast<unsigned*>(rings + params.sq_off.array);
-  for (unsigned i = 0; i < params.sq_entries; i++) sqArray[i] = i;   // SQE i is always at index i
+  for (unsigned i = 0; i < params.sq_entries; i++) sqArray[i] = i;  // SQE i is always at index i
   ring->sqes = static_cast<io_uring_sqe*>(ring->sqesMapping.base);
   ring->cqHead = reinterpret_cast<unsigned*>(rings + params.cq_off.head);
   ring->cqTail = reinterpret_cast<unsigned*>(rings + params.cq_off.tail);
@@ -752,7 +757,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   ring->completions = reinterpret_cast<int32_t*>(ring->counters + kCounterCount);
 
   napi_value handle;
-  if (napi_create_external_arraybuffer(env, ring->control, controlBytes, FinalizeControl, ring, &handle) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, ring->control, controlBytes, FinalizeControl, ring, &handle) !=
+      napi_ok) {
     DestroyUnfinished(ring);
     throw MakeError(env, "ENOMEM", "cannot create the ring's control block");
   }
@@ -787,12 +793,18 @@ void ViewBytes(napi_env env, napi_value view, uint8_t** data, size_t* length) {
   if (isTypedArray) {
     napi_typedarray_type type;
     size_t elements = 0;
-    NAPI_THROW_IF_FAILED_VOID(env, napi_get_typedarray_info(env, view, &type, &elements, &raw, &arrayBuffer, nullptr));
+    NAPI_THROW_IF_FAILED_VOID(
+        env, napi_get_typedarray_info(env, view, &type, &elements, &raw, &arrayBuffer, nullptr));
     size_t elementSize = 1;
     switch (type) {
-      case napi_int16_array: case napi_uint16_array: elementSize = 2; break;
-      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elementSize = 4; break;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elementSize = 8; break;
+      case napi_int16_array:
+      case napi_uint16_array: elementSize = 2; break;
+      case napi_int32_array:
+      case napi_uint32_array:
+      case napi_float32_array: elementSize = 4; break;
+      case napi_float64_array:
+      case napi_bigint64_array:
+      case napi_biguint64_array: elementSize = 8; break;
       default: break;
     }
     bytes = elements * elementSize;
@@ -802,7 +814,8 @@ void ViewBytes(napi_env env, napi_value view, uint8_t** data, size_t* length) {
   if (raw == nullptr || bytes == 0) {
     bool detached = false;
     napi_is_detached_arraybuffer(env, arrayBuffer, &detached);
-    if (detached) throw MakeError(env, "ERR_IOBUF_DETACHED", "The buffer was freed or its ArrayBuffer detached");
+    if (detached)
+      throw MakeError(env, "ERR_IOBUF_DETACHED", "The buffer was freed or its ArrayBuffer detached");
     bytes = 0;
   }
   *data = static_cast<uint8_t*>(raw);
@@ -810,7 +823,7 @@ void ViewBytes(napi_env env, napi_value view, uint8_t** data, size_t* length) {
 }
 
 uint64_t OffsetOf(double position) {
-  return position < 0 ? ~uint64_t{0} : static_cast<uint64_t>(position);   // -1: the file position
+  return position < 0 ? ~uint64_t{0} : static_cast<uint64_t>(position);  // -1: the file position
 }
 
 // Accepts a prepared operation: into the SQ ring, or the backlog when the
@@ -900,7 +913,8 @@ Napi::Value Vectored(const Napi::CallbackInfo& info) {
     size_t at = 0;
     for (struct iovec& entry : operation.entries) {
       uint8_t* kernelAddress = nullptr;
-      flags |= Lend(env, ring, &operation, static_cast<uint8_t*>(entry.iov_base), entry.iov_len, at, false, &kernelAddress);
+      flags |= Lend(env, ring, &operation, static_cast<uint8_t*>(entry.iov_base), entry.iov_len, at, false,
+                    &kernelAddress);
       entry.iov_base = kernelAddress;
       at += entry.iov_len;
     }
@@ -1008,7 +1022,7 @@ Napi::Value CopyOut(const Napi::CallbackInfo& info) {
     try {
       ViewBytes(env, info[2], &data, &length);
     } catch (const Napi::Error&) {
-      intact = false;   // detached
+      intact = false;  // detached
     }
     intact = intact && operation.bounces.size() == 1 && data == operation.bounces[0].user &&
              length >= operation.bounces[0].length;
@@ -1057,7 +1071,8 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
     PinAllocations(&entries[i], 1, &pins);
     if (pins.size() == before) {
       UnpinAllocations(pins);
-      throw MakeError(env, "ERR_IOBUF_FOREIGN_BUFFER", "A registered buffer must be native iobuf memory (a pool slab)");
+      throw MakeError(env, "ERR_IOBUF_FOREIGN_BUFFER",
+                      "A registered buffer must be native iobuf memory (a pool slab)");
     }
   }
   uint32_t done = 0;
@@ -1072,7 +1087,7 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
       error = -result;
       break;
     }
-    if (result == 0) {   // no progress and no error: never spin
+    if (result == 0) {  // no progress and no error: never spin
       error = EIO;
       break;
     }
@@ -1084,7 +1099,9 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
     auto start = reinterpret_cast<uintptr_t>(entries[i].iov_base);
     RegisteredBuffer buffer = {start, start + entries[i].iov_len, first + i};
     ring->registered.insert(std::upper_bound(ring->registered.begin(), ring->registered.end(), buffer,
-                                             [](const RegisteredBuffer& a, const RegisteredBuffer& b) { return a.start < b.start; }),
+                                             [](const RegisteredBuffer& a, const RegisteredBuffer& b) {
+                                               return a.start < b.start;
+                                             }),
                             buffer);
   }
   Napi::Array result = Napi::Array::New(env, 2);
@@ -1092,10 +1109,12 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
   if (error == 0) {
     result.Set(1u, env.Null());
   } else {
-    result.Set(1u, MakeErrnoError(env, error, "io_uring_register", nullptr,
-                                  error == ENOMEM ? "registered buffers count against RLIMIT_MEMLOCK; raise it "
-                                                    "(ulimit -l) or give the process CAP_IPC_LOCK"
-                                                  : "").Value());
+    result.Set(1u,
+               MakeErrnoError(env, error, "io_uring_register", nullptr,
+                              error == ENOMEM ? "registered buffers count against RLIMIT_MEMLOCK; raise it "
+                                                "(ulimit -l) or give the process CAP_IPC_LOCK"
+                                              : "")
+                   .Value());
   }
   return result;
 }
@@ -1112,12 +1131,14 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 // uringError(errno, syscall) -> IobufError with code (the errno's name), errno (negative), syscall.
 Napi::Value Error(const Napi::CallbackInfo& info) {
   return MakeErrnoError(info.Env(), info[0].As<Napi::Number>().Int32Value(),
-                        info[1].As<Napi::String>().Utf8Value().c_str()).Value();
+                        info[1].As<Napi::String>().Utf8Value().c_str())
+      .Value();
 }
 
 void SetRaw(Napi::Env env, Napi::Object exports, const char* name, napi_callback callback) {
   napi_value function;
-  NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function));
+  NAPI_THROW_IF_FAILED_VOID(env,
+                            napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function));
   exports.Set(name, Napi::Value(env, function));
 }
 

@@ -59,14 +59,14 @@ enum class UringOp : int32_t {
 
 // The counters of the control block, in order (lib/uring.ts mirrors these).
 enum UringCounter : uint32_t {
-  kOperations = 0,    // operations accepted
-  kEnterCalls = 1,    // io_uring_enter syscalls made to submit
-  kWakeups = 2,       // times the eventfd woke the loop
-  kCompletions = 3,   // operations completed (reaped)
-  kFixedOps = 4,      // READ_FIXED / WRITE_FIXED into registered memory
-  kInPlaceOps = 5,    // operations on unregistered native memory, pinned
-  kBouncedOps = 6,    // operations through a bounce buffer (V8-heap memory)
-  kCancels = 7,       // ASYNC_CANCEL requests made
+  kOperations = 0,   // operations accepted
+  kEnterCalls = 1,   // io_uring_enter syscalls made to submit
+  kWakeups = 2,      // times the eventfd woke the loop
+  kCompletions = 3,  // operations completed (reaped)
+  kFixedOps = 4,     // READ_FIXED / WRITE_FIXED into registered memory
+  kInPlaceOps = 5,   // operations on unregistered native memory, pinned
+  kBouncedOps = 6,   // operations through a bounce buffer (V8-heap memory)
+  kCancels = 7,      // ASYNC_CANCEL requests made
   kCounterCount = 8,
 };
 
@@ -75,9 +75,9 @@ constexpr size_t kUringControlHeaderBytes = 16;
 
 // Low bits of what a submission returns: (slot << kSubmitSlotShift) | flags.
 enum UringSubmitFlags : uint32_t {
-  kSubmitFixed = 1,     // a registered buffer (READ_FIXED/WRITE_FIXED)
-  kSubmitBounced = 2,   // at least one bounce buffer: a read needs uringCopyOut at completion
-  kSubmitInPlace = 4,   // native memory, pinned, used in place
+  kSubmitFixed = 1,    // a registered buffer (READ_FIXED/WRITE_FIXED)
+  kSubmitBounced = 2,  // at least one bounce buffer: a read needs uringCopyOut at completion
+  kSubmitInPlace = 4,  // native memory, pinned, used in place
 };
 constexpr uint32_t kSubmitSlotShift = 3;
 

@@ -33,7 +33,11 @@ const native = readdirSync(path.join(root, 'native'))
   .map((name) => path.join('native', name));
 const checks = [
   { name: 'typecheck (tsc -p tsconfig.json: lib, test, bench, examples)', command: bin('tsc'), args: ['-p', 'tsconfig.json', '--noEmit'] },
-  { name: 'biome check (lint incl. no import cycles, format)', command: bin('biome'), args: ['check', 'lib', 'test', 'bench', 'examples', 'scripts'] },
+  {
+    name: 'biome check (lint incl. no import cycles, format)',
+    command: bin('biome'),
+    args: ['check', 'lib', 'test', 'bench', 'examples', 'scripts'],
+  },
   { name: 'clang-format --dry-run -Werror native/', command: bin('clang-format'), args: ['--dry-run', '-Werror', ...native] },
 ];
 let checksPassed = 0;
@@ -56,9 +60,7 @@ if (selection) {
 
 const results = path.join(root, '.vitest-results.json');
 rmSync(results, { force: true });
-const status = run(bin('vitest'), [
-  'run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...vitestArgs,
-]);
+const status = run(bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...vitestArgs]);
 
 let passed = 0;
 let failed = 0;

@@ -30,11 +30,13 @@ describe('copyBytes (native) behaves as Buffer#copy', () => {
               try {
                 copiedByNode = source.copy(expected, targetStart, sourceStart, sourceEnd);
               } catch {
-                continue;  // Buffer#copy refuses a sourceStart past the end; lib/frames.ts never passes one
+                continue; // Buffer#copy refuses a sourceStart past the end; lib/frames.ts never passes one
               }
               const copied = native.copyBytes(source, actual, targetStart, sourceStart, sourceEnd);
-              expect({ copied, bytes: actual.toString('hex') }, JSON.stringify({ sourceLength, targetLength, targetStart, sourceStart, sourceEnd }))
-                .toEqual({ copied: copiedByNode, bytes: expected.toString('hex') });
+              expect(
+                { copied, bytes: actual.toString('hex') },
+                JSON.stringify({ sourceLength, targetLength, targetStart, sourceStart, sourceEnd }),
+              ).toEqual({ copied: copiedByNode, bytes: expected.toString('hex') });
               cases++;
             }
           }

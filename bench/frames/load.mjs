@@ -20,7 +20,8 @@ const BYTES = 2;
 /** Starts `examples/<file>` in a child process (through tsx) and resolves with its port and the child. */
 export function startServerProcess(file) {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'examples', file), '--port', '0'], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'],
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
     let output = '';
@@ -85,7 +86,9 @@ export async function runLoad({ port, op, size, connections, depth, seconds, war
     };
     const readBuffer = Buffer.allocUnsafe(256 * 1024);
     socket = net.connect({
-      port, host: '127.0.0.1', noDelay: true,
+      port,
+      host: '127.0.0.1',
+      noDelay: true,
       onread: {
         buffer: readBuffer,
         callback(nread, buffer) {
@@ -118,18 +121,22 @@ export async function runLoad({ port, op, size, connections, depth, seconds, war
         },
       },
     });
-    socket.on('error', (error) => { failure ??= error; });
-    clients.push(new Promise((resolve) => {
-      socket.once('connect', () => {
-        socket.cork();
-        for (let slot = 0; slot < depth; slot++) {
-          sentAt[slot] = performance.now();
-          socket.write(requests[slot]);
-        }
-        socket.uncork();
-        resolve(socket);
-      });
-    }));
+    socket.on('error', (error) => {
+      failure ??= error;
+    });
+    clients.push(
+      new Promise((resolve) => {
+        socket.once('connect', () => {
+          socket.cork();
+          for (let slot = 0; slot < depth; slot++) {
+            sentAt[slot] = performance.now();
+            socket.write(requests[slot]);
+          }
+          socket.uncork();
+          resolve(socket);
+        });
+      }),
+    );
   }
   const sockets = await Promise.all(clients);
   await new Promise((resolve) => setTimeout(resolve, warmupSeconds * 1000));

@@ -40,7 +40,17 @@
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { native } from '../binding';
-import { IobufError, codedError, describeValue, invalidValue, outOfRange, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import {
+  IobufError,
+  codedError,
+  describeValue,
+  invalidValue,
+  outOfRange,
+  validateInteger,
+  validateOneOf,
+  validateOptions,
+  validateView,
+} from '../errors';
 import type { Gatherer } from '../gather/gatherer';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
 import { BufferPool } from '../pool';
@@ -50,8 +60,16 @@ import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
 import { maxAllocationSize } from '../memory';
 import {
-  type DecodedHeader, FIXED_LENGTH_PREFIX_NAMES, type LengthPrefix, type LengthPrefixFormat, LENGTH_PREFIX_NAMES, NEED_MORE,
-  lengthPrefixFormat, lengthPrefixNamed, malformedReason, quotedNames,
+  type DecodedHeader,
+  FIXED_LENGTH_PREFIX_NAMES,
+  type LengthPrefix,
+  type LengthPrefixFormat,
+  LENGTH_PREFIX_NAMES,
+  NEED_MORE,
+  lengthPrefixFormat,
+  lengthPrefixNamed,
+  malformedReason,
+  quotedNames,
 } from '../length-prefixes';
 
 /**
@@ -201,7 +219,6 @@ function messageOf(thrown: unknown): string {
   }
 }
 
-
 // ---------------------------------------------------------------------------
 // FrameAssembler
 // ---------------------------------------------------------------------------
@@ -302,11 +319,13 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     super();
     validateOptions(options, 'options');
     if (options === undefined || !(options.pool instanceof BufferPool)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`);
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
+        `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`,
+      );
     }
-    const {
-      pool, lengthPrefix = 'u32be', highWaterMark = 4 * MiB, readBufferSize = 64 * KiB,
-    } = options;
+    const { pool, lengthPrefix = 'u32be', highWaterMark = 4 * MiB, readBufferSize = 64 * KiB } = options;
     this.pool = pool;
     if (typeof lengthPrefix === 'function') {
       this.format = null;
@@ -331,7 +350,11 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);
     for (const name of ['onFrame', 'onError'] as const) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a function for options.${name} but received ${describeValue(options[name])}`);
+        throw codedError(
+          TypeError,
+          'ERR_INVALID_ARG_TYPE',
+          `Expected a function for options.${name} but received ${describeValue(options[name])}`,
+        );
       }
     }
     this.maxFrameSize = maxFrameSize;
@@ -439,7 +462,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         if (stop >= 0 && stop < end && !this.isClosed) this.backlog.unshift(bytes.subarray(stop));
         this.parseBacklog();
       } catch (error) {
-        this.destroy(error as Error);  // a throwing onFrame
+        this.destroy(error as Error); // a throwing onFrame
       } finally {
         this.parsing = false;
       }
@@ -462,7 +485,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
 
   private nextReadBuffer(): Uint8Array | undefined {
     if (this.isClosed) return undefined;
-    this.targetLoan?.repay();  // the last read into a frame landed; the next one goes where this says
+    this.targetLoan?.repay(); // the last read into a frame landed; the next one goes where this says
     this.targetLoan = null;
     const frame = this.frame;
     if (frame !== null && this.parsePos === this.fillEnd && this.frameLength - this.frameFill >= this.directThreshold) {
@@ -575,7 +598,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
           if (length === NEED_MORE) {
             this.scratchFill = before + taken;
             if (this.scratchFill === MAX_HEADER_LENGTH) return this.headerInvalid(`no header found in ${MAX_HEADER_LENGTH} bytes`);
-            return pos + taken;  // = end
+            return pos + taken; // = end
           }
           if (length === INVALID) return -1;
           const headerLength = this.decoded.headerLength;
@@ -600,9 +623,12 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
           pos += this.decoded.headerLength;
         }
         if (length > this.maxFrameSize) {
-          this.destroy(frameError('ERR_IOBUF_FRAME_TOO_LARGE',
-            `A frame of ${length} bytes is larger than maxFrameSize (${this.maxFrameSize})`,
-            { frameLength: length, maxFrameSize: this.maxFrameSize }));
+          this.destroy(
+            frameError('ERR_IOBUF_FRAME_TOO_LARGE', `A frame of ${length} bytes is larger than maxFrameSize (${this.maxFrameSize})`, {
+              frameLength: length,
+              maxFrameSize: this.maxFrameSize,
+            }),
+          );
           return -1;
         }
         if (length === 0) {
@@ -682,7 +708,9 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     }
     if (header === null || header === undefined) return NEED_MORE;
     if (typeof header !== 'object') {
-      return this.headerInvalid(`the length decoder returned ${describeValue(header)} (expected { headerLength, payloadLength, tag? } or null)`);
+      return this.headerInvalid(
+        `the length decoder returned ${describeValue(header)} (expected { headerLength, payloadLength, tag? } or null)`,
+      );
     }
     let headerLength: unknown;
     let payloadLength: unknown;
@@ -772,19 +800,22 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private waitForMemory(length: number): void {
     this.waitingFor = length;
     this.pauseSocket();
-    this.pool.acquire(length, { signal: this.memoryAbort.signal }).then((buffer) => {
-      if (this.isClosed) {
-        this.releaseQuietly(buffer);
-        return;
-      }
-      this.waitingFor = -1;
-      this.frame = buffer;
-      this.frameLength = length;
-      this.frameFill = 0;
-      this.drainWaiting();
-    }, (error: Error) => {
-      if (!this.isClosed) this.destroy(error);
-    });
+    this.pool.acquire(length, { signal: this.memoryAbort.signal }).then(
+      (buffer) => {
+        if (this.isClosed) {
+          this.releaseQuietly(buffer);
+          return;
+        }
+        this.waitingFor = -1;
+        this.frame = buffer;
+        this.frameLength = length;
+        this.frameFill = 0;
+        this.drainWaiting();
+      },
+      (error: Error) => {
+        if (!this.isClosed) this.destroy(error);
+      },
+    );
   }
 
   /**
@@ -870,11 +901,12 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private finish(): void {
     if (this.isClosed) return;
     if (this.frame !== null || this.scratchFill > 0 || this.waitingFor >= 0) {
-      const message = this.frame !== null
-        ? `The stream ended inside a frame: ${this.frameFill} of its ${this.frameLength} payload bytes arrived`
-        : this.waitingFor >= 0
-          ? `The stream ended inside a frame of ${this.waitingFor} bytes`
-          : `The stream ended inside a frame header (${this.scratchFill} bytes of it arrived)`;
+      const message =
+        this.frame !== null
+          ? `The stream ended inside a frame: ${this.frameFill} of its ${this.frameLength} payload bytes arrived`
+          : this.waitingFor >= 0
+            ? `The stream ended inside a frame of ${this.waitingFor} bytes`
+            : `The stream ended inside a frame header (${this.scratchFill} bytes of it arrived)`;
       this.destroy(frameError('ERR_IOBUF_FRAME_TRUNCATED', message));
       return;
     }
@@ -911,7 +943,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
    * to 'error' listeners and to the iterator; it is never thrown.
    */
   destroy(error?: Error | null): void {
-    this.discardQueue();  // also after a clean end: frames the iterator did not take
+    this.discardQueue(); // also after a clean end: frames the iterator did not take
     if (this.isClosed) return;
     if (error !== undefined && error !== null) this.failure = error;
     this.socket?.destroy();
@@ -1059,7 +1091,11 @@ function payloadTooLarge(format: LengthPrefixFormat, length: number): RangeError
  * completed. A received Frame's `data` can be sent back this way, and
  * released once writeTo() has resolved.
  */
-export function encodeFrame(gatherer: Gatherer, payload: ArrayBufferView | readonly ArrayBufferView[], options: EncodeFrameOptions = {}): Gatherer {
+export function encodeFrame(
+  gatherer: Gatherer,
+  payload: ArrayBufferView | readonly ArrayBufferView[],
+  options: EncodeFrameOptions = {},
+): Gatherer {
   checkGatherer(gatherer);
   validateOptions(options, 'options');
   const { lengthPrefix = 'u32be', copyBelow = 512 } = options;

@@ -32,7 +32,16 @@ import net from 'node:net';
 import type { Writable } from 'node:stream';
 import type { BufferPool } from '../pool';
 import { poolOf } from '../pooled';
-import { IobufError, codedError, describeValue, outOfRange, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import {
+  IobufError,
+  codedError,
+  describeValue,
+  outOfRange,
+  validateInteger,
+  validateOneOf,
+  validateOptions,
+  validateView,
+} from '../errors';
 import { IoVecArray } from '../iovec/array';
 import { IOV_MAX, writevAll, writevAllSync, writevSync } from '../iovec/calls';
 import { type LengthPrefix, lengthPrefixFormat } from '../length-prefixes';
@@ -53,7 +62,6 @@ export interface GathererOptions {
   onBudgetExhausted?: 'heap' | 'throw';
 }
 
-
 const SCRATCH = 0;
 const BORROWED = 1;
 const OWNED = 2;
@@ -71,7 +79,7 @@ const kDataView = Symbol('iobuf.gather.dataView');
 type ChunkBuffer = Buffer & { [kDataView]?: DataView };
 
 function dataViewOf(chunk: ChunkBuffer): DataView {
-  return chunk[kDataView] ??= new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  return (chunk[kDataView] ??= new DataView(chunk.buffer, chunk.byteOffset, chunk.byteLength));
 }
 
 // ---------------------------------------------------------------------------
@@ -80,7 +88,7 @@ function dataViewOf(chunk: ChunkBuffer): DataView {
 
 function badInteger(value: unknown, min: number, max: number): never {
   validateInteger(value, 'value', min, max);
-  throw new RangeError(`Expected an integer from ${min} to ${max} for value`);  // not reached
+  throw new RangeError(`Expected an integer from ${min} to ${max} for value`); // not reached
 }
 
 function check64(value: unknown, signed: boolean): void {
@@ -91,14 +99,21 @@ function check64(value: unknown, signed: boolean): void {
     throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a bigint from ${min} to ${max} for value but received ${value}n`);
   }
   if (typeof value !== 'number') {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a bigint or a safe integer for value but received ${describeValue(value)}`);
+    throw codedError(
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      `Expected a bigint or a safe integer for value but received ${describeValue(value)}`,
+    );
   }
   if (!Number.isSafeInteger(value) || (!signed && value < 0)) {
     const range = signed ? `${Number.MIN_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}` : `0 to ${Number.MAX_SAFE_INTEGER}`;
-    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected an integer from ${range} (a bigint for the full 64-bit range) for value but received ${value}`);
+    throw codedError(
+      RangeError,
+      'ERR_OUT_OF_RANGE',
+      `Expected an integer from ${range} (a bigint for the full 64-bit range) for value but received ${value}`,
+    );
   }
 }
-
 
 function badFloat(value: unknown): never {
   throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a number for value but received ${describeValue(value)}`);
@@ -165,7 +180,9 @@ class SocketWatch {
   closed = false;
   private readonly onClose = new Set<() => void>();
   private readonly waiting: Array<() => void> = [];
-  private readonly errorListener = (error: Error) => { this.error ??= error; };
+  private readonly errorListener = (error: Error) => {
+    this.error ??= error;
+  };
   private readonly closeListener = () => {
     this.closed = true;
     this.detach();
@@ -354,8 +371,17 @@ export class Gatherer {
 
   constructor(options: GathererOptions) {
     validateOptions(options, 'options');
-    if (options === undefined || options.pool === null || typeof options.pool !== 'object' || typeof options.pool.tryAcquire !== 'function') {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`);
+    if (
+      options === undefined ||
+      options.pool === null ||
+      typeof options.pool !== 'object' ||
+      typeof options.pool.tryAcquire !== 'function'
+    ) {
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
+        `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`,
+      );
     }
     const { chunkSize = 4096, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
@@ -389,7 +415,7 @@ export class Gatherer {
   }
 
   putI8(value: number): this {
-    if (typeof value !== 'number' || ((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
+    if (typeof value !== 'number' || (value << 24) >> 24 !== value) badInteger(value, -0x80, 0x7f);
     let at = this.cursor;
     if (at + 1 > this.limit) at = this.grow(1);
     this.chunk[at] = value & 0xff;
@@ -416,7 +442,7 @@ export class Gatherer {
   }
 
   putI16BE(value: number): this {
-    if (typeof value !== 'number' || ((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
+    if (typeof value !== 'number' || (value << 16) >> 16 !== value) badInteger(value, -0x8000, 0x7fff);
     let at = this.cursor;
     if (at + 2 > this.limit) at = this.grow(2);
     this.view.setInt16(at, value);
@@ -425,7 +451,7 @@ export class Gatherer {
   }
 
   putI16LE(value: number): this {
-    if (typeof value !== 'number' || ((value << 16) >> 16) !== value) badInteger(value, -0x8000, 0x7fff);
+    if (typeof value !== 'number' || (value << 16) >> 16 !== value) badInteger(value, -0x8000, 0x7fff);
     let at = this.cursor;
     if (at + 2 > this.limit) at = this.grow(2);
     this.view.setInt16(at, value, true);
@@ -434,7 +460,7 @@ export class Gatherer {
   }
 
   putU32BE(value: number): this {
-    if (typeof value !== 'number' || (value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
+    if (typeof value !== 'number' || value >>> 0 !== value) badInteger(value, 0, 0xffffffff);
     let at = this.cursor;
     if (at + 4 > this.limit) at = this.grow(4);
     this.view.setUint32(at, value);
@@ -443,7 +469,7 @@ export class Gatherer {
   }
 
   putU32LE(value: number): this {
-    if (typeof value !== 'number' || (value >>> 0) !== value) badInteger(value, 0, 0xffffffff);
+    if (typeof value !== 'number' || value >>> 0 !== value) badInteger(value, 0, 0xffffffff);
     let at = this.cursor;
     if (at + 4 > this.limit) at = this.grow(4);
     this.view.setUint32(at, value, true);
@@ -576,7 +602,11 @@ export class Gatherer {
     const utf8 = encoding === 'utf8' || encoding === 'utf-8';
     if (!utf8) validateOneOf(encoding, 'encoding', NUL_ENCODINGS);
     if (utf8 ? text.indexOf('\0') !== -1 : hasLowZeroByte(text)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected a string without NUL characters for text but received ${describeValue(text)}`);
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_VALUE',
+        `Expected a string without NUL characters for text but received ${describeValue(text)}`,
+      );
     }
     const length = text.length;
     // latin1/ascii write one byte per UTF-16 unit; utf8 at most three.
@@ -717,10 +747,16 @@ export class Gatherer {
     this.checkOpen();
     const pool = poolOf(buffer);
     if (pool === null || !Buffer.isBuffer(buffer)) {
-      throw new IobufError('putOwned takes a pooled Buffer that is still out (the very Buffer an acquire returned, not a slice)', 'ERR_IOBUF_FOREIGN_BUFFER');
+      throw new IobufError(
+        'putOwned takes a pooled Buffer that is still out (the very Buffer an acquire returned, not a slice)',
+        'ERR_IOBUF_FOREIGN_BUFFER',
+      );
     }
     if (this.held.includes(buffer)) {
-      throw new IobufError('This buffer is owned by this gatherer already; a second putOwned would release it twice', 'ERR_IOBUF_DOUBLE_RELEASE');
+      throw new IobufError(
+        'This buffer is owned by this gatherer already; a second putOwned would release it twice',
+        'ERR_IOBUF_DOUBLE_RELEASE',
+      );
     }
     this.flush();
     this.pushSegment(buffer, 0, buffer.length, OWNED);
@@ -742,7 +778,11 @@ export class Gatherer {
    */
   putShared(handle: SharedBuffer, offset = 0, length?: number): this {
     if (!(handle instanceof SharedBuffer)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a SharedBuffer (a Frame, or pool.share()) for handle but received ${describeValue(handle)}`);
+      throw codedError(
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
+        `Expected a SharedBuffer (a Frame, or pool.share()) for handle but received ${describeValue(handle)}`,
+      );
     }
     // (A released handle's range is not checked: kTakeOver refuses the handle itself.)
     const size = handle.data.length;
@@ -750,7 +790,7 @@ export class Gatherer {
     if (length === undefined) length = size - offset;
     else if (!handle.released) validateInteger(length, 'length', 0, size - offset);
     this.checkOpen();
-    const own = handle[kTakeOver]();  // throws ERR_IOBUF_RELEASED for a released handle
+    const own = handle[kTakeOver](); // throws ERR_IOBUF_RELEASED for a released handle
     if (length === 0) {
       own.release();
       return this;
@@ -787,7 +827,7 @@ export class Gatherer {
     const base = this.byteLength;
     const length = other.byteLength;
     if (length === 0) {
-      other.reset();  // it may hold a chunk all the same (putString of bad hex writes nothing)
+      other.reset(); // it may hold a chunk all the same (putString of bad hex writes nothing)
       return this;
     }
     other.flush();
@@ -852,30 +892,62 @@ export class Gatherer {
   }
 
   patchI8(at: number, value: number): this {
-    if (typeof value !== 'number' || ((value << 24) >> 24) !== value) badInteger(value, -0x80, 0x7f);
+    if (typeof value !== 'number' || (value << 24) >> 24 !== value) badInteger(value, -0x80, 0x7f);
     this.locate(at, 1).setInt8(this.patchOffset, value);
     return this;
   }
 
-  patchU16BE(at: number, value: number): this { return this.patch16(at, value, false, false); }
-  patchU16LE(at: number, value: number): this { return this.patch16(at, value, false, true); }
-  patchI16BE(at: number, value: number): this { return this.patch16(at, value, true, false); }
-  patchI16LE(at: number, value: number): this { return this.patch16(at, value, true, true); }
-  patchU32BE(at: number, value: number): this { return this.patch32(at, value, false, false); }
-  patchU32LE(at: number, value: number): this { return this.patch32(at, value, false, true); }
-  patchI32BE(at: number, value: number): this { return this.patch32(at, value, true, false); }
-  patchI32LE(at: number, value: number): this { return this.patch32(at, value, true, true); }
-  patchU64BE(at: number, value: bigint | number): this { return this.patch64(at, value, false, false); }
-  patchU64LE(at: number, value: bigint | number): this { return this.patch64(at, value, false, true); }
-  patchI64BE(at: number, value: bigint | number): this { return this.patch64(at, value, true, false); }
-  patchI64LE(at: number, value: bigint | number): this { return this.patch64(at, value, true, true); }
-  patchF32BE(at: number, value: number): this { return this.patchFloat(at, value, 4, false); }
-  patchF32LE(at: number, value: number): this { return this.patchFloat(at, value, 4, true); }
-  patchF64BE(at: number, value: number): this { return this.patchFloat(at, value, 8, false); }
-  patchF64LE(at: number, value: number): this { return this.patchFloat(at, value, 8, true); }
+  patchU16BE(at: number, value: number): this {
+    return this.patch16(at, value, false, false);
+  }
+  patchU16LE(at: number, value: number): this {
+    return this.patch16(at, value, false, true);
+  }
+  patchI16BE(at: number, value: number): this {
+    return this.patch16(at, value, true, false);
+  }
+  patchI16LE(at: number, value: number): this {
+    return this.patch16(at, value, true, true);
+  }
+  patchU32BE(at: number, value: number): this {
+    return this.patch32(at, value, false, false);
+  }
+  patchU32LE(at: number, value: number): this {
+    return this.patch32(at, value, false, true);
+  }
+  patchI32BE(at: number, value: number): this {
+    return this.patch32(at, value, true, false);
+  }
+  patchI32LE(at: number, value: number): this {
+    return this.patch32(at, value, true, true);
+  }
+  patchU64BE(at: number, value: bigint | number): this {
+    return this.patch64(at, value, false, false);
+  }
+  patchU64LE(at: number, value: bigint | number): this {
+    return this.patch64(at, value, false, true);
+  }
+  patchI64BE(at: number, value: bigint | number): this {
+    return this.patch64(at, value, true, false);
+  }
+  patchI64LE(at: number, value: bigint | number): this {
+    return this.patch64(at, value, true, true);
+  }
+  patchF32BE(at: number, value: number): this {
+    return this.patchFloat(at, value, 4, false);
+  }
+  patchF32LE(at: number, value: number): this {
+    return this.patchFloat(at, value, 4, true);
+  }
+  patchF64BE(at: number, value: number): this {
+    return this.patchFloat(at, value, 8, false);
+  }
+  patchF64LE(at: number, value: number): this {
+    return this.patchFloat(at, value, 8, true);
+  }
 
   private patch16(at: number, value: number, signed: boolean, littleEndian: boolean): this {
-    if (typeof value !== 'number' || (signed ? ((value << 16) >> 16) !== value : (value & 0xffff) !== value)) {
+    if (typeof value !== 'number' || (signed ? (value << 16) >> 16 !== value : (value & 0xffff) !== value)) {
       badInteger(value, signed ? -0x8000 : 0, signed ? 0x7fff : 0xffff);
     }
     this.locate(at, 2).setUint16(this.patchOffset, value & 0xffff, littleEndian);
@@ -883,7 +955,7 @@ export class Gatherer {
   }
 
   private patch32(at: number, value: number, signed: boolean, littleEndian: boolean): this {
-    if (typeof value !== 'number' || (signed ? (value | 0) !== value : (value >>> 0) !== value)) {
+    if (typeof value !== 'number' || (signed ? (value | 0) !== value : value >>> 0 !== value)) {
       badInteger(value, signed ? -0x80000000 : 0, signed ? 0x7fffffff : 0xffffffff);
     }
     this.locate(at, 4).setUint32(this.patchOffset, value >>> 0, littleEndian);
@@ -919,7 +991,11 @@ export class Gatherer {
       }
     }
     if (!inside) {
-      throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected the position of ${width} bytes inside a region reserve() returned for at but received ${at}`);
+      throw codedError(
+        RangeError,
+        'ERR_OUT_OF_RANGE',
+        `Expected the position of ${width} bytes inside a region reserve() returned for at but received ${at}`,
+      );
     }
     // A reserved region never straddles two segments: reserve() takes it in
     // one piece, and compact() / putGatherer() only join segments.
@@ -977,7 +1053,10 @@ export class Gatherer {
     }
     if (this.state === OPEN) this.flush();
     if (iov.length + this.bufs.length > iov.capacity) {
-      throw new IobufError(`The IoVecArray has room for ${iov.capacity - iov.length} more entries; this gatherer has ${this.bufs.length} segments`, 'ERR_IOBUF_IOVEC_FULL');
+      throw new IobufError(
+        `The IoVecArray has room for ${iov.capacity - iov.length} more entries; this gatherer has ${this.bufs.length} segments`,
+        'ERR_IOBUF_IOVEC_FULL',
+      );
     }
     // Scratch chunks and owned buffers are the very Buffers the pool handed
     // out, passed with offset/length (not as subarrays): IoVecArray then finds
@@ -1014,18 +1093,19 @@ export class Gatherer {
     const newEnds: number[] = [];
     const newKinds: number[] = [];
     const copiedOwned: Buffer[] = [];
-    let copiedBlobs = 0;  // counted off `blobs` only once the new list is in place (allocate may throw)
+    let copiedBlobs = 0; // counted off `blobs` only once the new list is in place (allocate may throw)
     let merged = false;
     let i = 0;
     while (i < count) {
       let j = i;
       let total = 0;
       // (A run's copy is one scratch Buffer: it stops before the largest Buffer.)
-      while (j < count && ends[j] - starts[j] < threshold && total + ends[j] - starts[j] <= maxAllocationSize) total += ends[j] - starts[j], j++;
+      while (j < count && ends[j] - starts[j] < threshold && total + ends[j] - starts[j] <= maxAllocationSize)
+        (total += ends[j] - starts[j]), j++;
       if (j - i >= 2) {
         // Scratch for the run comes from the open chunk like any put.
         const at = this.allocate(total);
-        this.segBegin = this.cursor;  // the run is placed in the list here, not in the open segment
+        this.segBegin = this.cursor; // the run is placed in the list here, not in the open segment
         let offset = at;
         for (let k = i; k < j; k++) {
           bufs[k].copy(this.chunk, offset, starts[k], ends[k]);
@@ -1102,7 +1182,13 @@ export class Gatherer {
    */
   writeTo(socket: Writable): Promise<void> {
     if (socket === null || typeof socket !== 'object' || typeof (socket as Writable).write !== 'function') {
-      return Promise.reject(codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a net.Socket or stream.Writable for socket but received ${describeValue(socket)}`));
+      return Promise.reject(
+        codedError(
+          TypeError,
+          'ERR_INVALID_ARG_TYPE',
+          `Expected a net.Socket or stream.Writable for socket but received ${describeValue(socket)}`,
+        ),
+      );
     }
     if (this.state !== OPEN) return Promise.reject(this.stateError());
     this.flush();
@@ -1150,7 +1236,7 @@ export class Gatherer {
     } catch (error) {
       if ((error as { code?: string }).code !== 'EAGAIN') throw error;
     } finally {
-      iov.clear();  // the kernel has copied what it took: nothing is lent past this call
+      iov.clear(); // the kernel has copied what it took: nothing is lent past this call
     }
     if (written === 0) return false;
     directWritten(socket, written);
@@ -1162,7 +1248,7 @@ export class Gatherer {
   /** Drops the first `bytes` of the segments (fewer than all of them): whole segments, then the start of the next. */
   private dropSent(bytes: number): void {
     let sent = 0;
-    while (bytes >= this.ends[sent] - this.starts[sent]) bytes -= this.ends[sent] - this.starts[sent], sent++;
+    while (bytes >= this.ends[sent] - this.starts[sent]) (bytes -= this.ends[sent] - this.starts[sent]), sent++;
     this.starts[sent] += bytes;
     if (sent === 0) return;
     // Their memory stays held (released with the rest at the end); only the list forgets them.
@@ -1197,7 +1283,7 @@ export class Gatherer {
         failure ??= error;
         if (handedOver && !watch.closed) {
           if (!socket.destroyed) socket.destroy(failure);
-          return;  // onClose finishes
+          return; // onClose finishes
         }
       }
       done = true;
@@ -1205,12 +1291,23 @@ export class Gatherer {
       repayAll(loans);
       this.settle(failure, resolve, reject);
     };
-    const onClose = () => finish(watch.error ?? failureOf(socket.errored) ?? new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+    const onClose = () =>
+      finish(
+        watch.error ??
+          failureOf(socket.errored) ??
+          new IobufError('The socket closed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'),
+      );
     // A write that destroy() cancelled reports no error on Node 20 and
     // ECANCELED on Node 22 and later: either way a destroyed socket means
     // failure, and the reason is the socket's own error, if it had one.
     const onWritten = (error?: Error | null) => {
-      if (error || socket.destroyed) finish(failureOf(error) ?? watch.error ?? failureOf(socket.errored) ?? new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'));
+      if (error || socket.destroyed)
+        finish(
+          failureOf(error) ??
+            watch.error ??
+            failureOf(socket.errored) ??
+            new IobufError('The socket was destroyed before the write completed', 'ERR_IOBUF_SOCKET_CLOSED'),
+        );
       else finish(null);
     };
     const writeAll = () => {
@@ -1258,8 +1355,16 @@ export class Gatherer {
     for (let i = 0; i < this.bufs.length; i++) {
       // A detached Buffer reads length 0.
       if (this.bufs[i].length < this.ends[i]) {
-        const what = this.kinds[i] === BORROWED ? 'the view passed to putBytes' : this.kinds[i] === SCRATCH ? 'its scratch chunk' : 'the Buffer passed to putOwned';
-        return new IobufError(`Gatherer segment ${i} is stale: ${what} was freed or detached since the put; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
+        const what =
+          this.kinds[i] === BORROWED
+            ? 'the view passed to putBytes'
+            : this.kinds[i] === SCRATCH
+              ? 'its scratch chunk'
+              : 'the Buffer passed to putOwned';
+        return new IobufError(
+          `Gatherer segment ${i} is stale: ${what} was freed or detached since the put; no syscall was made`,
+          'ERR_IOBUF_IOVEC_INVALID',
+        );
       }
     }
     return null;
@@ -1267,7 +1372,7 @@ export class Gatherer {
 
   /** The write is over: every pooled buffer back, the gatherer spent. */
   private settle(error: Error | null, resolve: () => void, reject: (error: Error) => void): void {
-    const releaseError = this.spend();  // always: the pooled buffers go back on failure too
+    const releaseError = this.spend(); // always: the pooled buffers go back on failure too
     const reason = error ?? releaseError;
     if (reason === null) resolve();
     else reject(reason);
@@ -1352,7 +1457,7 @@ export class Gatherer {
   }
 
   private endFdWrite(iov: IoVecArray | null, error: Error | null, written: number): number {
-    iov?.clear();  // drop its references to the views before they go back to the pool
+    iov?.clear(); // drop its references to the views before they go back to the pool
     const releaseError = this.spend();
     if (error !== null) throw error;
     if (releaseError !== null) throw releaseError;
@@ -1439,7 +1544,10 @@ export class Gatherer {
       return buffer;
     }
     if (!this.heapFallback) {
-      throw new IobufError(`The pool's budget is spent: no ${size}-byte scratch chunk (onBudgetExhausted: 'throw')`, 'ERR_IOBUF_BUDGET_EXHAUSTED');
+      throw new IobufError(
+        `The pool's budget is spent: no ${size}-byte scratch chunk (onBudgetExhausted: 'throw')`,
+        'ERR_IOBUF_BUDGET_EXHAUSTED',
+      );
     }
     return Buffer.allocUnsafeSlow(size);
   }

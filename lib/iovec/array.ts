@@ -23,7 +23,14 @@ import { type Loan, lend, repayAll } from '../lending';
 import { isDetached, maxAllocationSize } from '../memory';
 import { pooledAddressOf } from '../pooled';
 import {
-  BOUNDS_HEADER_BYTES, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY, Op, entryBase, entryLength, shiftEntries, storeEntry,
+  BOUNDS_HEADER_BYTES,
+  IOVEC_ENTRY_BYTES,
+  MAX_IOVEC_CAPACITY,
+  Op,
+  entryBase,
+  entryLength,
+  shiftEntries,
+  storeEntry,
 } from './entries';
 import { ViewKind, dataViewLength, firstStaleView, staleError } from './views';
 
@@ -95,7 +102,10 @@ export class IoVecArray {
   constructor(capacity: number) {
     validateInteger(capacity, 'capacity', 1, MAX_IOVEC_CAPACITY);
     if (native.iovecEntryBytes !== IOVEC_ENTRY_BYTES) {
-      throw new IobufError(`IoVecArray needs a 64-bit platform (sizeof(struct iovec) is ${native.iovecEntryBytes})`, 'ERR_IOBUF_UNSUPPORTED');
+      throw new IobufError(
+        `IoVecArray needs a 64-bit platform (sizeof(struct iovec) is ${native.iovecEntryBytes})`,
+        'ERR_IOBUF_UNSUPPORTED',
+      );
     }
     const [entries, bounds, address] = native.iovecCreate(capacity);
     this.capacity = capacity;
@@ -247,7 +257,7 @@ export class IoVecArray {
     let kind: ViewKind;
     let checkLength = 0;
     if (start >= 0) {
-      viewLength = (view as Buffer).length;  // a pooled view is a Buffer: length is bytes
+      viewLength = (view as Buffer).length; // a pooled view is a Buffer: length is bytes
       kind = ViewKind.POOLED;
     } else {
       validateView(view, 'view');
@@ -301,7 +311,7 @@ export class IoVecArray {
     let dropped = 0;
     while (dropped < count) {
       const length = entryLength(words, dropped);
-      if (left < length) break;  // (zero-length entries at the front go too)
+      if (left < length) break; // (zero-length entries at the front go too)
       left -= length;
       dropped++;
     }
@@ -392,14 +402,17 @@ export class IoVecArray {
       this[kRepay]();
       throw error;
     }
-    return pending.then((bytes) => {
-      this[kRepay]();
-      if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
-      return bytes;
-    }, (error: Partial<IoVecWriteError>) => {
-      this[kRepay]();
-      if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);
-      throw error;
-    });
+    return pending.then(
+      (bytes) => {
+        this[kRepay]();
+        if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
+        return bytes;
+      },
+      (error: Partial<IoVecWriteError>) => {
+        this[kRepay]();
+        if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);
+        throw error;
+      },
+    );
   }
 }

@@ -34,8 +34,13 @@ export function dataViewLength(view: DataView): number {
  * against the start it had (starts[2 i]: the bounds) or its length then
  * (lengths[i]; a TypedArray's `length`, a DataView's byteLength).
  */
-export function firstStaleView(views: readonly (ArrayBufferView | undefined)[], kinds: Uint8Array,
-  starts: Float64Array, lengths: Float64Array, count: number): number {
+export function firstStaleView(
+  views: readonly (ArrayBufferView | undefined)[],
+  kinds: Uint8Array,
+  starts: Float64Array,
+  lengths: Float64Array,
+  count: number,
+): number {
   for (let i = 0; i < count; i++) {
     const view = views[i]!;
     const kind = kinds[i];
@@ -51,8 +56,9 @@ export function firstStaleView(views: readonly (ArrayBufferView | undefined)[], 
 }
 
 export function staleError(index: number, kind: ViewKind): IobufError {
-  const what = kind === ViewKind.POOLED
-    ? 'the pooled Buffer it was made from was released to its pool (or the pool freed its memory)'
-    : 'the view it was made from was detached or changed length';
+  const what =
+    kind === ViewKind.POOLED
+      ? 'the pooled Buffer it was made from was released to its pool (or the pool freed its memory)'
+      : 'the view it was made from was detached or changed length';
   return new IobufError(`iovec entry ${index} is stale: ${what}; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
 }

@@ -79,7 +79,16 @@ export class PoolCloser {
       }
       if (timeout === undefined) return this.done;
       return new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new IobufError(`${this.inUse()} buffers were still out after ${timeout} ms; close({ force: true }) frees them anyway`, 'ERR_IOBUF_CLOSE_TIMEOUT')), timeout);
+        const timer = setTimeout(
+          () =>
+            reject(
+              new IobufError(
+                `${this.inUse()} buffers were still out after ${timeout} ms; close({ force: true }) frees them anyway`,
+                'ERR_IOBUF_CLOSE_TIMEOUT',
+              ),
+            ),
+          timeout,
+        );
         void this.done!.then(() => {
           clearTimeout(timer);
           resolve();
@@ -119,7 +128,7 @@ export class PoolCloser {
     for (const slab of [...pool.slabs]) {
       for (const slot of slab.slots) {
         pool.leaks?.forget(slot);
-        slot.owner = null;  // a release after this finds no owner: ERR_IOBUF_POOL_CLOSED
+        slot.owner = null; // a release after this finds no owner: ERR_IOBUF_POOL_CLOSED
         // Strict views have ArrayBuffers of their own; the others go with the
         // slab's. A lent one stays attached (libuv may still send from it)
         // until its loans are repaid.

@@ -47,7 +47,7 @@ export class LeakTracker {
 
   /** `view` goes out of `slot` tracked: the pool holds it only weakly until it is released. */
   track(slot: Slot, view: Buffer): void {
-    slot.owner = null;  // held weakly through slot.tracked
+    slot.owner = null; // held weakly through slot.tracked
     slot.view = null;
     slot.stack = this.mode === 'full' ? acquireStack() : undefined;
     // Registered only while this tracked acquire is out (release unregisters
@@ -96,7 +96,9 @@ export class LeakTracker {
       this.onLeak(report);
     } else {
       const where = report.stack !== undefined ? `\n${report.stack}` : " (leakDetection: 'full' records where it was acquired)";
-      process.emitWarning(`A pooled buffer of ${report.size} bytes was garbage-collected without release()${where}`, { code: 'IOBUF_LEAK' });
+      process.emitWarning(`A pooled buffer of ${report.size} bytes was garbage-collected without release()${where}`, {
+        code: 'IOBUF_LEAK',
+      });
     }
   }
 }

@@ -31,8 +31,14 @@ import { type PoolStats, type SharedState, Word, closedError } from './shared';
 import { SharedBuffer } from './shared-buffer';
 import { SlabStore } from './slabs';
 import {
-  type BufferPoolHandle, type BufferPoolOptions, type SharedSetup, type SizeClass, type Slot,
-  classTable, createShared, openHandle,
+  type BufferPoolHandle,
+  type BufferPoolOptions,
+  type SharedSetup,
+  type SizeClass,
+  type Slot,
+  classTable,
+  createShared,
+  openHandle,
 } from './size-classes';
 import { type AcquireOptions, WaitQueue } from './waiting';
 
@@ -66,7 +72,11 @@ const NodeBuffer: new (arrayBuffer: ArrayBuffer, offset: number, length: number)
   }
   return function (arrayBuffer: ArrayBuffer, offset: number, length: number) {
     return Buffer.from(arrayBuffer, offset, length);
-  } as unknown as new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
+  } as unknown as new (
+    arrayBuffer: ArrayBuffer,
+    offset: number,
+    length: number,
+  ) => Buffer;
 })();
 
 /** `buffer` as a Lease: its release() (or the end of its scope) releases it to `pool` once. */
@@ -138,7 +148,7 @@ export class BufferPool {
     this.handle = { shared: shared.buffer, options: { ...sharedOptions, sizeClasses: [...sizeClasses] } };
     this.shared = shared;
     this.control = shared.control;
-    shared.join(this);  // from here on, the native side gives back what this thread holds if it dies
+    shared.join(this); // from here on, the native side gives back what this thread holds if it dies
 
     this.sizeClasses = Object.freeze([...sizeClasses]);
     this.maxMemory = shared.maxMemory;
@@ -149,8 +159,13 @@ export class BufferPool {
     this.quiet = !strict && this.poisonByte < 0;
     this.leakCountdown = trackingInterval(leakDetection);
     this.leaks = leakDetection === 'off' ? null : new LeakTracker(this, leakDetection, options.onLeak);
-    ({ classes: this.classes, oversize: this.oversize, largest: this.largest, powerShift: this.powerShift,
-      classByLog2: this.classByLog2 } = classTable(sizeClasses, this.maxMemory));
+    ({
+      classes: this.classes,
+      oversize: this.oversize,
+      largest: this.largest,
+      powerShift: this.powerShift,
+      classByLog2: this.classByLog2,
+    } = classTable(sizeClasses, this.maxMemory));
     this.queue = new WaitQueue(this);
     this.housekeeper = new Housekeeper(this);
     this.closer = new PoolCloser(this);
@@ -190,8 +205,10 @@ export class BufferPool {
   tryAcquire(size: number): Buffer | null {
     if (this.control[Word.CLOSED] !== 0) throw closedError();
     const table = this.classByLog2;
-    const sizeClass = table !== null && typeof size === 'number' && (size | 0) === size && size > 0 && size <= this.largest
-      ? table[32 - Math.clz32(size - 1)] : this.classOf(size);
+    const sizeClass =
+      table !== null && typeof size === 'number' && (size | 0) === size && size > 0 && size <= this.largest
+        ? table[32 - Math.clz32(size - 1)]
+        : this.classOf(size);
     if (sizeClass !== undefined) {
       const slot = sizeClass.free!.pop();
       if (slot !== undefined) {
@@ -213,7 +230,7 @@ export class BufferPool {
     // Not buffer.buffer/byteOffset: on a Buffer those getters cost more than the whole release.
     const slot = (buffer as PooledView | null | undefined)?.[kSlot];
     if (slot === undefined || slot.owner !== buffer || slot.pool !== this) {
-      this.checkUnusualRelease(buffer, slot);  // throws, or re-arms a leak-tracked slot
+      this.checkUnusualRelease(buffer, slot); // throws, or re-arms a leak-tracked slot
     }
     const owned = slot!;
     owned.owner = null;
@@ -339,7 +356,10 @@ export class BufferPool {
         throw new IobufError('This buffer was released already', 'ERR_IOBUF_DOUBLE_RELEASE');
       }
     }
-    throw new IobufError('This buffer did not come from this pool, or is a slice of a pooled buffer (release the Buffer that acquire returned)', 'ERR_IOBUF_FOREIGN_BUFFER');
+    throw new IobufError(
+      'This buffer did not come from this pool, or is a slice of a pooled buffer (release the Buffer that acquire returned)',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
   }
 
   /** The acquire the countdown reached goes out tracked (leaks.ts). */
@@ -418,7 +438,10 @@ export class BufferPool {
   share(buffer: Buffer): SharedBuffer {
     validateView(buffer, 'buffer');
     if (poolOf(buffer) !== this || !Buffer.isBuffer(buffer)) {
-      throw new IobufError('share() takes a Buffer this pool has out (the very Buffer an acquire returned, not a slice)', 'ERR_IOBUF_FOREIGN_BUFFER');
+      throw new IobufError(
+        'share() takes a Buffer this pool has out (the very Buffer an acquire returned, not a slice)',
+        'ERR_IOBUF_FOREIGN_BUFFER',
+      );
     }
     return new SharedBuffer(buffer, this);
   }

@@ -33,7 +33,10 @@ interface Holders {
 export const kTakeOver = Symbol('iobuf.sharedBuffer.takeOver');
 
 function releasedError(): IobufError {
-  return new IobufError('This handle was released: its memory may be another owner\'s by now (retain() before releasing, to keep it)', 'ERR_IOBUF_RELEASED');
+  return new IobufError(
+    "This handle was released: its memory may be another owner's by now (retain() before releasing, to keep it)",
+    'ERR_IOBUF_RELEASED',
+  );
 }
 
 /**
@@ -75,7 +78,7 @@ export class SharedBuffer implements Disposable {
    */
   retain(): this {
     if (this.spent) throw releasedError();
-    const holders = this.holders ??= { count: 1 };
+    const holders = (this.holders ??= { count: 1 });
     holders.count++;
     const handle = this.newHandle();
     handle.holders = holders;

@@ -28,16 +28,16 @@ import { pageSize } from '../memory';
 export const enum Word {
   MAGIC = 0,
   VERSION = 1,
-  CLOSED = 2,            // 1 once close() began on the owning thread
-  RESERVED_PAGES = 3,    // pages taken from the OS, all threads
-  MAX_PAGES = 4,         // the budget, in pages
-  EPOCH = 5,             // bumped (and notified) whenever waiters should look again
+  CLOSED = 2, // 1 once close() began on the owning thread
+  RESERVED_PAGES = 3, // pages taken from the OS, all threads
+  MAX_PAGES = 4, // the budget, in pages
+  EPOCH = 5, // bumped (and notified) whenever waiters should look again
   NEXT_TICKET = 6,
   HEAD_TICKET = 7,
-  THREADS = 8,           // threads that are members now
-  HIGH_WATER_PAGES = 9,  // most pages ever reserved at once
-  WAITERS = 10,          // tickets out, all threads
-  CLASS_ROWS = 11,       // size classes + 1 (the oversize row)
+  THREADS = 8, // threads that are members now
+  HIGH_WATER_PAGES = 9, // most pages ever reserved at once
+  WAITERS = 10, // tickets out, all threads
+  CLASS_ROWS = 11, // size classes + 1 (the oversize row)
 }
 
 // Per size class, in a thread's region (doubles).
@@ -46,9 +46,9 @@ export const enum Field {
   RELEASES = 1,
   MISSES = 2,
   IN_USE = 3,
-  IN_USE_BYTES = 4,     // kept for the oversize row only; other rows derive it
+  IN_USE_BYTES = 4, // kept for the oversize row only; other rows derive it
   OS_BYTES = 5,
-  IDLE_BYTES = 6,       // kept for the oversize row only; other rows derive it
+  IDLE_BYTES = 6, // kept for the oversize row only; other rows derive it
   LEAKS = 7,
   CLASS_FIELDS = 8,
 }
@@ -58,13 +58,13 @@ export const enum ThreadField {
   WAITS = 0,
   WAIT_TOTAL_MS = 1,
   WAIT_MAX_MS = 2,
-  WAIT_SAMPLES = 3,          // how many of the samples below are filled
-  WAIT_SAMPLE_NEXT = 4,      // next index to overwrite
+  WAIT_SAMPLES = 3, // how many of the samples below are filled
+  WAIT_SAMPLE_NEXT = 4, // next index to overwrite
   WAIT_SAMPLES_START = 5,
-  WAIT_SAMPLE_COUNT = 512,   // the p99 is taken over the last 512 waits of each thread
+  WAIT_SAMPLE_COUNT = 512, // the p99 is taken over the last 512 waits of each thread
 }
 
-export const MAGIC = 0x696f6266;  // "iobf"
+export const MAGIC = 0x696f6266; // "iobf"
 export const LAYOUT_VERSION = 2;
 const CONTROL_WORDS = 16;
 export const RING = 1 << 14;
@@ -86,12 +86,26 @@ function blockBytes(classRows: number): number {
 
 /** This module's layout as numbers, for the test that checks them against native/pool.h. */
 export const layout = {
-  magic: MAGIC, version: LAYOUT_VERSION, controlWords: CONTROL_WORDS, ring: RING, maxThreads: MAX_THREADS,
-  regionStates: REGION_STATES, statsOffset: STATS_OFFSET, classFields: Field.CLASS_FIELDS, threadFields: THREAD_FIELDS,
+  magic: MAGIC,
+  version: LAYOUT_VERSION,
+  controlWords: CONTROL_WORDS,
+  ring: RING,
+  maxThreads: MAX_THREADS,
+  regionStates: REGION_STATES,
+  statsOffset: STATS_OFFSET,
+  classFields: Field.CLASS_FIELDS,
+  threadFields: THREAD_FIELDS,
   words: {
-    closed: Word.CLOSED, reservedPages: Word.RESERVED_PAGES, maxPages: Word.MAX_PAGES, epoch: Word.EPOCH,
-    nextTicket: Word.NEXT_TICKET, headTicket: Word.HEAD_TICKET, threads: Word.THREADS,
-    highWaterPages: Word.HIGH_WATER_PAGES, waiters: Word.WAITERS, classRows: Word.CLASS_ROWS,
+    closed: Word.CLOSED,
+    reservedPages: Word.RESERVED_PAGES,
+    maxPages: Word.MAX_PAGES,
+    epoch: Word.EPOCH,
+    nextTicket: Word.NEXT_TICKET,
+    headTicket: Word.HEAD_TICKET,
+    threads: Word.THREADS,
+    highWaterPages: Word.HIGH_WATER_PAGES,
+    waiters: Word.WAITERS,
+    classRows: Word.CLASS_ROWS,
   },
 };
 
@@ -202,10 +216,12 @@ export class SharedState {
   static open(buffer: SharedArrayBuffer, classRows: number): SharedState {
     if (buffer.byteLength < CONTROL_WORDS * 4) throw invalidHandle('is too small');
     const control = new Int32Array(buffer, 0, CONTROL_WORDS);
-    if (Atomics.load(control, Word.MAGIC) !== MAGIC) throw invalidHandle('is not a BufferPool\'s');
+    if (Atomics.load(control, Word.MAGIC) !== MAGIC) throw invalidHandle("is not a BufferPool's");
     const version = Atomics.load(control, Word.VERSION);
     if (version !== LAYOUT_VERSION) {
-      throw invalidHandle(`has layout version ${version} (this iobuf uses ${LAYOUT_VERSION}); share pools only between threads that load the same iobuf`);
+      throw invalidHandle(
+        `has layout version ${version} (this iobuf uses ${LAYOUT_VERSION}); share pools only between threads that load the same iobuf`,
+      );
     }
     if (Atomics.load(control, Word.CLASS_ROWS) !== classRows || buffer.byteLength !== blockBytes(classRows)) {
       throw invalidHandle('does not match its options.sizeClasses');
@@ -301,7 +317,7 @@ export class SharedState {
   /** A place in the FIFO queue, or null when RING waiters already wait. */
   takeTicket(): number | null {
     const ticket = native.poolTakeTicket(this.member);
-    if (ticket !== null) this.notify();  // threads holding idle slabs look again (watchIdle)
+    if (ticket !== null) this.notify(); // threads holding idle slabs look again (watchIdle)
     return ticket;
   }
 
@@ -381,10 +397,16 @@ export class SharedState {
       const misses = counter(Field.MISSES);
       return {
         size,
-        acquires, releases: counter(Field.RELEASES), recycles: acquires - misses, misses,
+        acquires,
+        releases: counter(Field.RELEASES),
+        recycles: acquires - misses,
+        misses,
         recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
-        inUse: held(Field.IN_USE), inUseBytes: held(Field.IN_USE_BYTES),
-        idleBytes: held(Field.IDLE_BYTES), osBytes: held(Field.OS_BYTES), leaks: counter(Field.LEAKS),
+        inUse: held(Field.IN_USE),
+        inUseBytes: held(Field.IN_USE_BYTES),
+        idleBytes: held(Field.IDLE_BYTES),
+        osBytes: held(Field.OS_BYTES),
+        leaks: counter(Field.LEAKS),
       };
     });
     const total = (key: keyof SizeClassStats) => classes.reduce((sum, row) => sum + (row[key] as number), 0);
@@ -394,16 +416,22 @@ export class SharedState {
     for (let index = 0; index < MAX_THREADS; index++) {
       const region = this.regionView(index);
       waitTimeMaxMs = Math.max(waitTimeMaxMs, region[threadBase + ThreadField.WAIT_MAX_MS]);
-      for (let i = 0; i < region[threadBase + ThreadField.WAIT_SAMPLES]; i++) samples.push(region[threadBase + ThreadField.WAIT_SAMPLES_START + i]);
+      for (let i = 0; i < region[threadBase + ThreadField.WAIT_SAMPLES]; i++)
+        samples.push(region[threadBase + ThreadField.WAIT_SAMPLES_START + i]);
     }
     samples.sort((a, b) => a - b);
     const acquires = total('acquires');
     const misses = total('misses');
     return {
       maxMemory: this.maxMemory,
-      acquires, releases: total('releases'), recycles: acquires - misses, misses,
+      acquires,
+      releases: total('releases'),
+      recycles: acquires - misses,
+      misses,
       recycleRate: acquires === 0 ? 1 : (acquires - misses) / acquires,
-      inUse: total('inUse'), inUseBytes: total('inUseBytes'), idleBytes: total('idleBytes'),
+      inUse: total('inUse'),
+      inUseBytes: total('inUseBytes'),
+      idleBytes: total('idleBytes'),
       osBytes: Atomics.load(this.control, Word.RESERVED_PAGES) * pageSize,
       highWaterBytes: Atomics.load(this.control, Word.HIGH_WATER_PAGES) * pageSize,
       leaks: total('leaks'),
@@ -440,6 +468,6 @@ export class SharedState {
 
   /** The statistics region of thread slot `index`. */
   private regionView(index: number): Float64Array {
-    return this.regionViews[index] ??= new Float64Array(this.buffer, STATS_OFFSET + index * this.statsLength * 8, this.statsLength);
+    return (this.regionViews[index] ??= new Float64Array(this.buffer, STATS_OFFSET + index * this.statsLength * 8, this.statsLength));
   }
 }

@@ -53,7 +53,7 @@ export type SharedOptions = BufferPoolHandle['options'];
 export interface Slab extends PooledSlab {
   readonly sizeClass: SizeClass;
   readonly slots: Slot[];
-  readonly bytes: number;        // bytes mapped (a multiple of the page size)
+  readonly bytes: number; // bytes mapped (a multiple of the page size)
   /** Slots not handed out; kept up to date for oversize slabs only (others count in trim()). */
   free: number;
   /** Loans of this slab's memory now (lib/lending.ts); while any, it is not unmapped. */
@@ -110,8 +110,8 @@ export class SizeClass {
 
   constructor(
     readonly row: number,
-    readonly size: number,      // Infinity for the oversize row
-    readonly stride: number,    // bytes between slots (0 for the oversize row: per slab)
+    readonly size: number, // Infinity for the oversize row
+    readonly stride: number, // bytes between slots (0 for the oversize row: per slab)
     readonly slabBytes: number,
   ) {
     this.free = Number.isFinite(size) ? [] : null;
@@ -180,9 +180,7 @@ export function classTable(sizeClasses: readonly number[], maxMemory: number): C
   const fitting = classes.filter((sizeClass) => sizeClass.slabBytes <= maxMemory);
   const largest = fitting[fitting.length - 1].size;
   const powers = sizeClasses.every((size, i) => Number.isInteger(Math.log2(size)) && (i === 0 || size === sizeClasses[i - 1] * 2));
-  const classByLog2 = powers
-    ? Array.from({ length: 33 }, (_, k) => classes.find((c) => c.size >= 2 ** k))
-    : null;
+  const classByLog2 = powers ? Array.from({ length: 33 }, (_, k) => classes.find((c) => c.size >= 2 ** k)) : null;
   const oversize = new SizeClass(sizeClasses.length, Infinity, 0, 0);
   classes.push(oversize);
   return { classes, oversize, largest, powerShift: powers ? Math.log2(sizeClasses[0]) : -1, classByLog2 };
@@ -192,7 +190,7 @@ export function classTable(sizeClasses: readonly number[], maxMemory: number): C
 // Layout on this machine
 // ---------------------------------------------------------------------------
 
-const DEFAULT_CLASSES = Array.from({ length: 15 }, (_, i) => 256 << i);  // 256 B .. 4 MiB
+const DEFAULT_CLASSES = Array.from({ length: 15 }, (_, i) => 256 << i); // 256 B .. 4 MiB
 const SMALL_SLAB = 64 * 1024;
 const SLOTS_PER_SLAB = 32;
 /**
@@ -229,10 +227,14 @@ function slabsMayBeHuge(system: PageGeometry): boolean {
  * and at most an eighth of the budget unless a single slot needs more.
  */
 export function classLayout(size: number, maxMemory: number, system: PageGeometry = systemGeometry): { stride: number; slabBytes: number } {
-  const stride = size >= system.pageSize ? roundUp(size, system.pageSize)
-    : size >= DIRECT_IO_ALIGNMENT ? roundUp(size, DIRECT_IO_ALIGNMENT)
-    : size >= system.cacheLineSize ? roundUp(size, system.cacheLineSize)
-    : size;
+  const stride =
+    size >= system.pageSize
+      ? roundUp(size, system.pageSize)
+      : size >= DIRECT_IO_ALIGNMENT
+        ? roundUp(size, DIRECT_IO_ALIGNMENT)
+        : size >= system.cacheLineSize
+          ? roundUp(size, system.cacheLineSize)
+          : size;
   const limit = slabsMayBeHuge(system) ? Math.max(system.hugePageSize, SMALL_SLAB) : PLAIN_SLAB_LIMIT;
   const wanted = Math.min(Math.max(stride * SLOTS_PER_SLAB, SMALL_SLAB), limit);
   const capped = Math.max(stride, Math.min(wanted, Math.floor(maxMemory / 8)));
@@ -261,9 +263,7 @@ export function roundUp(value: number, multiple: number): number {
  */
 export function checkSharedOptions(options: Partial<SharedOptions>, maxMemory: number, name: string): SharedOptions {
   validateOptions(options, name);
-  const {
-    sizeClasses = DEFAULT_CLASSES, hugePages = true, strict = false, poison = false, leakDetection = 'sample',
-  } = options;
+  const { sizeClasses = DEFAULT_CLASSES, hugePages = true, strict = false, poison = false, leakDetection = 'sample' } = options;
   if (!Array.isArray(sizeClasses) || sizeClasses.length === 0 || sizeClasses.length > MAX_CLASS_ROWS - 1) {
     throw invalidType(`an array of 1 to ${MAX_CLASS_ROWS - 1} sizes`, `${name}.sizeClasses`, sizeClasses);
   }

@@ -31,7 +31,10 @@ export interface SlabbingPool extends SlotPool {
 export class SlabStore implements Iterable<Slab> {
   private readonly mapped = new Set<Slab>();
 
-  constructor(private readonly pool: SlabbingPool, private readonly hugePages: boolean) {}
+  constructor(
+    private readonly pool: SlabbingPool,
+    private readonly hugePages: boolean,
+  ) {}
 
   /** Slabs mapped now. */
   get size(): number {
@@ -66,12 +69,13 @@ export class SlabStore implements Iterable<Slab> {
     const stride = oversize ? roundUp(size, pageSize) : sizeClass.stride;
     const bytes = count > 1 || oversize ? roundUp(stride * count, pageSize) : sizeClass.slabBytes;
     if (bytes > pool.maxMemory) throw outOfRange(`at most ${pool.maxMemory} bytes (options.maxMemory)`, 'count × size', stride * count);
-    if (bytes > maxAllocationSize) {  // the buffers share one region, which is one Buffer
+    if (bytes > maxAllocationSize) {
+      // the buffers share one region, which is one Buffer
       throw outOfRange(`at most ${maxAllocationSize} bytes (the largest Buffer)`, 'count × size', stride * count);
     }
     const pages = bytes / pageSize;
     if (!shared.reserve(pages)) {
-      pool.housekeeper.trim(0, sizeClass);  // this thread's idle slabs of other classes are budget too
+      pool.housekeeper.trim(0, sizeClass); // this thread's idle slabs of other classes are budget too
       if (!shared.reserve(pages)) return null;
     }
     const slotCount = count > 1 || oversize ? count : Math.floor(bytes / stride);
@@ -98,21 +102,43 @@ export class SlabStore implements Iterable<Slab> {
    */
   private map(sizeClass: SizeClass, stride: number, bytes: number, slotCount: number, dedicated: boolean): Slab {
     // Any slab as large as a huge page asks for huge pages (when the kernel has any).
-    const memory = this.hugePages && hugePageSize > pageSize && bytes >= hugePageSize
-      ? native.mapHuge(bytes, 2 /* down to normal pages */, 0)
-      : native.mapAligned(bytes, pageSize, 0);
+    const memory =
+      this.hugePages && hugePageSize > pageSize && bytes >= hugePageSize
+        ? native.mapHuge(bytes, 2 /* down to normal pages */, 0)
+        : native.mapAligned(bytes, pageSize, 0);
     const arrayBuffer = memory.buffer as ArrayBuffer;
     const pool = this.pool;
     const slab: Slab = {
-      pool, arrayBuffer, address: native.addressOf(arrayBuffer), sizeClass, stride, slots: [], bytes,
-      free: 0, unmapped: false, loans: 0, pinToken: 0, unmapWhenRepaid: false, dedicated, fixedIndex: -1,
+      pool,
+      arrayBuffer,
+      address: native.addressOf(arrayBuffer),
+      sizeClass,
+      stride,
+      slots: [],
+      bytes,
+      free: 0,
+      unmapped: false,
+      loans: 0,
+      pinToken: 0,
+      unmapWhenRepaid: false,
+      dedicated,
+      fixedIndex: -1,
     };
     rememberSlab(slab);
     for (let i = 0; i < slotCount; i++) {
       slab.slots.push({
-        pool, sizeClass, slab, offset: i * stride, view: null, viewLength: 0, owner: null,
-        tracked: null, stack: undefined, generation: 0,
-        loans: 0, returnWhenRepaid: false,
+        pool,
+        sizeClass,
+        slab,
+        offset: i * stride,
+        view: null,
+        viewLength: 0,
+        owner: null,
+        tracked: null,
+        stack: undefined,
+        generation: 0,
+        loans: 0,
+        returnWhenRepaid: false,
       });
     }
     this.mapped.add(slab);

@@ -25,7 +25,7 @@ interface Waiter {
   /** Its place in the pool's FIFO queue (an int32 that wraps: compare with ===). */
   ticket: number;
   size: number;
-  count: number;   // > 1 for acquireMany
+  count: number; // > 1 for acquireMany
   sizeClass: SizeClass;
   /** Whether a released slot of its class may go straight to it (not for acquireMany, nor oversize). */
   takesHandoff: boolean;
@@ -96,8 +96,14 @@ export class WaitQueue {
         let timer: NodeJS.Timeout | undefined;
         const sizeClass = pool.classFor(size);
         const waiter: Waiter = {
-          ticket, size, count, sizeClass, takesHandoff: count === 1 && sizeClass.free !== null,
-          start: performance.now(), resolve, reject,
+          ticket,
+          size,
+          count,
+          sizeClass,
+          takesHandoff: count === 1 && sizeClass.free !== null,
+          start: performance.now(),
+          resolve,
+          reject,
           cleanup: () => {
             if (timer !== undefined) clearTimeout(timer);
             signal?.removeEventListener('abort', onAbort);
@@ -134,10 +140,16 @@ export class WaitQueue {
     const ready = pool.tryAcquire(size);
     if (ready !== null) return ready;
     if (this.waiters.length > 0) {
-      throw new IobufError('acquireSync would wait behind this thread\'s own pending acquire() calls, which cannot run while it blocks', 'ERR_IOBUF_WOULD_DEADLOCK');
+      throw new IobufError(
+        "acquireSync would wait behind this thread's own pending acquire() calls, which cannot run while it blocks",
+        'ERR_IOBUF_WOULD_DEADLOCK',
+      );
     }
     if (shared.threads <= 1) {
-      throw new IobufError('acquireSync would wait forever: no other thread shares this pool, so nothing can free memory while this thread blocks', 'ERR_IOBUF_WOULD_DEADLOCK');
+      throw new IobufError(
+        'acquireSync would wait forever: no other thread shares this pool, so nothing can free memory while this thread blocks',
+        'ERR_IOBUF_WOULD_DEADLOCK',
+      );
     }
     const ticket = shared.takeTicket();
     if (ticket === null) throw tooManyWaiters();
@@ -156,7 +168,10 @@ export class WaitQueue {
         const remaining = start + timeout - performance.now();
         if (remaining <= 0) throw timedOut(timeout);
         if (shared.threads <= 1) {
-          throw new IobufError('acquireSync would wait forever: every other thread sharing this pool has left it', 'ERR_IOBUF_WOULD_DEADLOCK');
+          throw new IobufError(
+            'acquireSync would wait forever: every other thread sharing this pool has left it',
+            'ERR_IOBUF_WOULD_DEADLOCK',
+          );
         }
         // A thread that dies without JavaScript is woken for by native code
         // through the others' event loops; if every other thread is blocked
@@ -197,7 +212,7 @@ export class WaitQueue {
       const free = waiter.sizeClass.free;
       if (!waiter.takesHandoff || free === null || free.length === 0) continue;
       this.settle(waiter, pool.handOut(free.pop()!, waiter.size));
-      i--;  // settle() took it out of the queue
+      i--; // settle() took it out of the queue
     }
   }
 

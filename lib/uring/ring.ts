@@ -14,7 +14,13 @@
 // if the view is still attached at the same address (uringCopyOut checks).
 import { native } from '../binding';
 import {
-  IobufError, abortError, validateAbortSignal, validateBoolean, validateInstance, validateInteger, validateOptions,
+  IobufError,
+  abortError,
+  validateAbortSignal,
+  validateBoolean,
+  validateInstance,
+  validateInteger,
+  validateOptions,
   validateView,
 } from '../errors';
 import { IoVecArray, kLend, kRepay, kViewsIntact } from '../iovec/array';
@@ -62,14 +68,14 @@ const SMALL_SLAB = 64 * 1024;
 export type IoRingSupport =
   | { ok: true }
   | {
-    ok: false;
-    /** The errno's name (`EPERM`, `ENOSYS`, …), or `ERR_IOBUF_UNSUPPORTED` for a kernel too old. */
-    code: string;
-    /** Negative, as Node reports it, when the kernel refused. */
-    errno?: number;
-    /** Why, in words: what switched io_uring off, or what is missing. */
-    reason: string;
-  };
+      ok: false;
+      /** The errno's name (`EPERM`, `ENOSYS`, …), or `ERR_IOBUF_UNSUPPORTED` for a kernel too old. */
+      code: string;
+      /** Negative, as Node reports it, when the kernel refused. */
+      errno?: number;
+      /** Why, in words: what switched io_uring off, or what is missing. */
+      reason: string;
+    };
 
 export interface IoRingOptions {
   /** Submission queue entries: operations in the kernel at once (more wait in a queue). 1–4096, default 256. */
@@ -154,11 +160,17 @@ function closedError(): IobufError {
 }
 
 function forcedError(syscall: string): IobufError {
-  return new IobufError(`The IoRing was closed with { force: true } while this ${syscall} was in flight; it may or may not have transferred bytes`, 'ERR_IOBUF_URING_CLOSED');
+  return new IobufError(
+    `The IoRing was closed with { force: true } while this ${syscall} was in flight; it may or may not have transferred bytes`,
+    'ERR_IOBUF_URING_CLOSED',
+  );
 }
 
 function detachedError(): IobufError {
-  return new IobufError('The buffer was detached (transferred or freed) while the read was in flight; the bytes read were dropped', 'ERR_IOBUF_DETACHED');
+  return new IobufError(
+    'The buffer was detached (transferred or freed) while the read was in flight; the bytes read were dropped',
+    'ERR_IOBUF_DETACHED',
+  );
 }
 
 function validatePosition(position: unknown): number {
@@ -312,14 +324,16 @@ export class IoRing {
       this.#closing = true;
       if (force && !this.#forced && !this.#shut) {
         this.#forced = true;
-        for (let dropped: number; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#settle(dropped);
+        for (let dropped: number; (dropped = native.uringCancelAll(this.#handle)) > 0; ) this.#settle(dropped);
         this.#scheduleFlush();
       }
       if (this.#pending === 0) {
         this.#shutdown();
         return Promise.resolve();
       }
-      return this.#closed ??= new Promise<void>((resolve) => { this.#resolveClosed = resolve; });
+      return (this.#closed ??= new Promise<void>((resolve) => {
+        this.#resolveClosed = resolve;
+      }));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -350,8 +364,14 @@ export class IoRing {
   // Internals
   // -------------------------------------------------------------------------
 
-  #transfer(op: Op, syscall: string, fd: number, buffer: ArrayBufferView, position: number | null | undefined,
-    options: IoRingOperationOptions | undefined): Promise<number> {
+  #transfer(
+    op: Op,
+    syscall: string,
+    fd: number,
+    buffer: ArrayBufferView,
+    position: number | null | undefined,
+    options: IoRingOperationOptions | undefined,
+  ): Promise<number> {
     try {
       validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
       validateView(buffer, 'buffer');
@@ -360,21 +380,31 @@ export class IoRing {
       const early = this.#refuse(signal);
       if (early !== null) return early;
       const submitted = native.uringTransfer(this.#handle, op, fd, buffer, offset);
-      if ((submitted & SUBMIT_IN_PLACE) !== 0 && this.pool !== null && !this.#registrationStopped &&
-          inUnregisteredSlab(this.pool, buffer)) {
+      if (
+        (submitted & SUBMIT_IN_PLACE) !== 0 &&
+        this.pool !== null &&
+        !this.#registrationStopped &&
+        inUnregisteredSlab(this.pool, buffer)
+      ) {
         // A slab mapped since the last registration: register it for the next operations.
         this.#registerLater(this.pool);
       }
       const operation = new Operation(syscall, buffer, null, op === Op.READ && (submitted & SUBMIT_BOUNCED) !== 0, signal);
-      operation.loan = lend(buffer);  // release()/free()/a pool's close of it wait for the kernel
+      operation.loan = lend(buffer); // release()/free()/a pool's close of it wait for the kernel
       return this.#started(submitted, operation);
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  #vectored(op: Op, syscall: string, fd: number, iov: IoVecArray, position: number | null | undefined,
-    options: IoRingOperationOptions | undefined): Promise<number> {
+  #vectored(
+    op: Op,
+    syscall: string,
+    fd: number,
+    iov: IoVecArray,
+    position: number | null | undefined,
+    options: IoRingOperationOptions | undefined,
+  ): Promise<number> {
     try {
       validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
       validateInstance(iov, IoVecArray, 'iov', 'an IoVecArray');
@@ -489,7 +519,7 @@ export class IoRing {
       const [registered, error] = native.uringRegister(this.#handle, registration.buffer, this.#fixedBuffers, wanted);
       this.#fixedBuffers += registered;
       if (error !== null) throw error;
-      if (registered < wanted) this.#registrationStopped = true;   // the table is full
+      if (registered < wanted) this.#registrationStopped = true; // the table is full
     } finally {
       registration.close();
     }
@@ -501,8 +531,10 @@ export class IoRing {
       this.#register(pool);
     } catch (error) {
       this.#registrationStopped = true;
-      process.emitWarning(`IoRing: registering the pool's new slabs failed (${(error as Error).message}); operations on them use plain READ/WRITE`,
-        { code: 'IOBUF_URING_REGISTRATION' });
+      process.emitWarning(
+        `IoRing: registering the pool's new slabs failed (${(error as Error).message}); operations on them use plain READ/WRITE`,
+        { code: 'IOBUF_URING_REGISTRATION' },
+      );
     }
   }
 }
