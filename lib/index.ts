@@ -57,19 +57,11 @@ export { Gatherer } from './gather';
 export type { GathererOptions, NulStringEncoding } from './gather';
 export { SocketWriter } from './gather';
 export type { SocketWriterOptions, SocketWriterStats, Releasable } from './gather';
-export {
-  FrameAssembler,
-  Frame,
-  MAX_HEADER_LENGTH,
-  encodeFrame,
-  beginFrame,
-  endFrame,
-} from './frames/assembler';
-export type {
-  FrameAssemblerOptions,
-  FrameAssemblerStats,
-  FrameHeader,
-  LengthDecoder,
-  EncodeFrameOptions,
-} from './frames/assembler';
+export { FrameAssembler } from './frames/assembler';
+export { Frame } from './frames/frame';
+export { MAX_HEADER_LENGTH } from './frames/parser';
+export { encodeFrame, beginFrame, endFrame } from './frames/encode';
+export type { FrameAssemblerStats } from './frames/assembler';
+export type { FrameAssemblerOptions, FrameHeader, LengthDecoder } from './frames/parser';
+export type { EncodeFrameOptions } from './frames/encode';
 export type { LengthPrefix } from './length-prefixes';

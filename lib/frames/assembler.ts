@@ -2,6 +2,11 @@
 // straight into pooled buffers and handed to the consumer, who owns each one
 // until frame.release() gives its memory back to the pool.
 //
+// This file is the input side: sockets (onread or 'data'), push()/end(),
+// waiting for memory, backpressure and the end. Turning bytes into frames (the
+// parse loop, headers, delivery, the async iterator) is its base class,
+// FrameParser (parser.ts); Frame is frame.ts; the send side is encode.ts.
+//
 // Where the bytes go (a payload byte is copied at most once after the kernel):
 //   - A socket is read through net's `onread` option: the kernel writes into a
 //     pooled read buffer ("staging", one per assembler), and each payload is
@@ -14,7 +19,7 @@
 //     in the read buffer until memory comes; the read Node already has a
 //     buffer for then goes to a second ("spare") read buffer.
 // A Frame's `data` is the very Buffer pool.tryAcquire(length) returned. A
-// Frame is a handle (SharedBuffer, shared-buffer.ts): a new one per frame,
+// Frame is a handle (SharedBuffer, lib/pool/shared-buffer.ts): a new one per frame,
 // never recycled, so a late second release() cannot reach a later frame;
 // retain() makes more handles, and the memory goes back with the last one.
 //
@@ -37,81 +42,14 @@
 // (the assembler waits in the pool's FIFO queue) and while completed but
 // unreleased frames hold more than highWaterMark bytes; it starts again once
 // memory came and the held bytes fell to half the mark.
-import { EventEmitter } from 'node:events';
 import type net from 'node:net';
-import { native } from '../binding';
-import {
-  IobufError,
-  codedError,
-  describeValue,
-  invalidValue,
-  outOfRange,
-  validateInteger,
-  validateOneOf,
-  validateOptions,
-  validateView,
-} from '../errors';
-import type { Gatherer } from '../gather/gatherer';
+import { codedError, describeValue, validateInteger, validateView } from '../errors';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
-import { BufferPool } from '../pool';
-import { SharedBuffer } from '../pool/shared-buffer';
-import type { SharedReturn } from '../pool/shared-buffer';
+import type { Frame } from './frame';
+import { frameError } from './frame';
+import { EMPTY, type FrameAssemblerOptions, FrameParser, KiB, MiB } from './parser';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
-import { maxAllocationSize } from '../memory';
-import {
-  type DecodedHeader,
-  FIXED_LENGTH_PREFIX_NAMES,
-  type LengthPrefix,
-  type LengthPrefixFormat,
-  LENGTH_PREFIX_NAMES,
-  NEED_MORE,
-  lengthPrefixFormat,
-  lengthPrefixNamed,
-  malformedReason,
-  quotedNames,
-} from '../length-prefixes';
-
-/**
- * What a custom length decoder found: the header's own length, the
- * payload's, and a tag the frame carries to the consumer (e.g. a message
- * type from the header; an integer, default 0).
- */
-export interface FrameHeader {
-  headerLength: number;
-  payloadLength: number;
-  tag?: number;
-}
-
-/**
- * A custom header reader. The header starts at bytes[start]; the decoder may
- * read bytes[start] to bytes[end - 1] (at least 1, at most MAX_HEADER_LENGTH
- * bytes; often more than the header) and returns the header it found, or null
- * when it needs more bytes. It may return the same object every time (its
- * fields are read at once). A decoder declared with one parameter is called
- * with a view that starts at the header instead (one allocation per call).
- * The full contract is in docs/api.md ("Custom decoders").
- */
-export type LengthDecoder =
-  | ((bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined)
-  | ((bytes: Buffer) => FrameHeader | null | undefined);
-
-export interface FrameAssemblerOptions {
-  /** Where frame buffers (and the read buffer) come from. */
-  pool: BufferPool;
-  /** The length prefix before each payload. Default 'u32be'. */
-  lengthPrefix?: LengthPrefix | LengthDecoder;
-  /** Largest payload accepted (at most pool.maxMemory and maxAllocationSize); a larger length is ERR_IOBUF_FRAME_TOO_LARGE. Default 16 MiB, at most a quarter of pool.maxMemory. */
-  maxFrameSize?: number;
-  /** Reading stops while unreleased frames hold more than this many bytes. Default 4 MiB. */
-  highWaterMark?: number;
-  /** Bytes of the read buffer the kernel writes into (one per assembler). Default 64 KiB. */
-  readBufferSize?: number;
-  /** Called with each frame as it completes (instead of the async iterator). The frame is yours: release it. */
-  onFrame?: (frame: Frame) => void;
-  /** Called with the error that ended the assembler (besides the 'error' event and the iterator). */
-  onError?: (error: Error) => void;
-}
 
 export interface FrameAssemblerStats {
   /** Frames completed. */
@@ -130,136 +68,25 @@ export interface FrameAssemblerStats {
   readMode: 'onread' | 'data' | null;
 }
 
-/** Header bytes a custom decoder may look at before it must have decided. */
-export const MAX_HEADER_LENGTH = 64;
-
-const KiB = 1024;
-const MiB = 1024 * KiB;
-const EMPTY = Buffer.alloc(0);
-
 /** Where the next socket read lands. */
 const INTO_STAGING = 0;
 const INTO_FRAME = 1;
 const INTO_SPARE = 2;
 
-/** decodeHeader(): the header was malformed (and reported). Besides a length, it also returns NEED_MORE. */
-const INVALID = -2;
-
-// ---------------------------------------------------------------------------
-// One copy per payload byte, without garbage
-// ---------------------------------------------------------------------------
-
-/**
- * The payload copy. Node 20's Buffer#copy from an offset makes a Uint8Array
- * view of the source range first (lib/buffer.js _copyActual): one
- * young-generation object per frame, as much garbage for 1 KiB frames as the
- * plain 'data' path makes. The addon's copyBytes has the same semantics
- * (clamped to both views) and allocates nothing.
- */
-const copyBytes = native.copyBytes;
-
-/**
- * Payload copies up to this many bytes are a JS loop: below it the loop
- * costs less than a native call's fixed cost (bench: frames of a mix of
- * 5-200 bytes, ~10-20 ns per frame less than copyBytes for every frame).
- */
-const SMALL_COPY = 32;
-
-/** target[at, at + length) = src[from, from + length); both ranges lie inside their views. */
-function copyPayload(src: Buffer, from: number, target: Buffer, at: number, length: number): void {
-  if (length <= SMALL_COPY) {
-    for (let i = 0; i < length; i++) target[at + i] = src[from + i];
-  } else {
-    copyBytes(src, target, at, from, from + length);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Frame
-// ---------------------------------------------------------------------------
-
-/**
- * A completed frame: a handle on a pooled Buffer of exactly the payload
- * (`data`), with the `tag` its decoder gave (0 for the built-in prefixes).
- * release() (or the end of a `using` scope) gives this handle up, and a second
- * call does nothing; retain() makes another handle (a Frame with the same data
- * and tag) to be released on its own. The memory goes back to the pool when
- * every handle has been released. A zero-length frame's data is an empty
- * Buffer that is not pooled.
- */
-export class Frame extends SharedBuffer {
-  /** What the decoder returned as `tag` for this frame's header; 0 for the built-in prefixes. */
-  readonly tag: number;
-
-  /** @internal Frames are made by a FrameAssembler. */
-  constructor(data: Buffer, tag: number, returnTo: SharedReturn | null) {
-    super(data, returnTo);
-    this.tag = tag;
-  }
-
-  protected newHandle(): Frame {
-    return new Frame(this.data, this.tag, this.returnTo);
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Errors
-// ---------------------------------------------------------------------------
-
-function frameError(code: string, message: string, details: Record<string, unknown> = {}): IobufError {
-  return Object.assign(new IobufError(message, code), details);
-}
-
-/** What a decoder threw, for a message (whatever it threw: reading it must not throw again). */
-function messageOf(thrown: unknown): string {
-  try {
-    return String((thrown as Error | null | undefined)?.message ?? thrown);
-  } catch {
-    return 'a value that cannot be shown';
-  }
-}
-
 // ---------------------------------------------------------------------------
 // FrameAssembler
 // ---------------------------------------------------------------------------
 
-type Waiter = { resolve(result: IteratorResult<Frame>): void; reject(error: Error): void };
-
-export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame> {
-  readonly pool: BufferPool;
-  readonly maxFrameSize: number;
+export class FrameAssembler extends FrameParser {
   readonly highWaterMark: number;
   readonly readBufferSize: number;
 
-  /** The built-in length prefix; null with a custom decoder. */
-  private readonly format: LengthPrefixFormat | null;
-  /** The prefix is u32be: the parse loop decodes a whole one inline. */
-  private readonly inlineU32BE: boolean;
-  private readonly decoder: ((bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined) | null;
-  /** The decoder takes one argument: it is given a view from the header's first byte. */
-  private readonly viewDecoder: boolean;
-  private readonly onFrame: ((frame: Frame) => void) | null;
   private readonly onError: ((error: Error) => void) | null;
   /** Reading starts again when held bytes fall to this (half the mark: no stop/start per frame). */
   private readonly resumeMark: number;
   /** A read goes straight into the frame when at least this much of it is outstanding. */
   private readonly directThreshold: number;
 
-  // Header bytes split across chunks are gathered here (headers only: payload
-  // bytes never pass through it).
-  private readonly scratch = Buffer.alloc(MAX_HEADER_LENGTH);
-  private scratchFill = 0;
-  /** Set by decodeHeader(): the length of the header it decoded. */
-  private readonly decoded: DecodedHeader = { headerLength: 0 };
-  /** Set by a custom decoder's header: the tag of the frame being assembled (0 for built-in prefixes). */
-  private headerTag = 0;
-  /** Where released frames' memory goes (Frame.release() of the last handle). */
-  private readonly frameReturn: SharedReturn = { release: (data) => this.frameReleased(data) };
-
-  // The frame being assembled.
-  private frame: Buffer | null = null;
-  private frameLength = 0;
-  private frameFill = 0;
   /** A header was read but the pool had no memory for its payload: its length, else -1. */
   private waitingFor = -1;
   private readonly memoryAbort = new AbortController();
@@ -296,18 +123,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private parsing = false;
   private needDrain = false;
 
-  // Completed frames not yet handed out (async iterator), as a queue.
-  private queue: (Frame | undefined)[] = [];
-  private queueHead = 0;
-  private waiter: Waiter | null = null;
-
   private inputEnded = false;
-  private done = false;
-  private isClosed = false;
-  private errorDelivered = false;
-  private failure: Error | null = null;
-
-  private counters = { frames: 0, bytes: 0, heldBytes: 0, reads: 0, directReads: 0, directBytes: 0, pauses: 0 };
 
   // Bound once: Node calls these for every read.
   // (After close the buffer function returns undefined: Node then keeps the old buffer, and no read comes.)
@@ -316,36 +132,8 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   private readonly onreadTarget: OnreadTarget = { buffer: () => this.nextReadBuffer(), callback: this.onreadCallback };
 
   constructor(options: FrameAssemblerOptions) {
-    super();
-    validateOptions(options, 'options');
-    if (options === undefined || !(options.pool instanceof BufferPool)) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`,
-      );
-    }
-    const { pool, lengthPrefix = 'u32be', highWaterMark = 4 * MiB, readBufferSize = 64 * KiB } = options;
-    this.pool = pool;
-    if (typeof lengthPrefix === 'function') {
-      this.format = null;
-      this.inlineU32BE = false;
-      this.decoder = lengthPrefix as (bytes: Buffer, start: number, end: number) => FrameHeader | null | undefined;
-      this.viewDecoder = lengthPrefix.length === 1;
-    } else {
-      const format = lengthPrefixNamed(lengthPrefix);
-      if (format === undefined) {
-        throw invalidValue(`one of ${quotedNames(LENGTH_PREFIX_NAMES)} or a function`, 'options.lengthPrefix', lengthPrefix);
-      }
-      this.format = format;
-      this.inlineU32BE = format.name === 'u32be';
-      this.decoder = null;
-      this.viewDecoder = false;
-    }
-    // A quarter of the budget by default: a frame as large as the budget could never be
-    // served while the read buffer (and the consumer's frames) hold part of it.
-    const { maxFrameSize = Math.min(16 * MiB, Math.floor(pool.maxMemory / 4)) } = options;
-    validateInteger(maxFrameSize, 'options.maxFrameSize', 0, Math.min(pool.maxMemory, maxAllocationSize));
+    super(options);
+    const { highWaterMark = 4 * MiB, readBufferSize = 64 * KiB } = options;
     validateInteger(highWaterMark, 'options.highWaterMark', 0, Number.MAX_SAFE_INTEGER);
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);
     for (const name of ['onFrame', 'onError'] as const) {
@@ -357,7 +145,6 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
         );
       }
     }
-    this.maxFrameSize = maxFrameSize;
     this.highWaterMark = highWaterMark;
     this.resumeMark = Math.floor(highWaterMark / 2);
     this.readBufferSize = readBufferSize;
@@ -572,232 +359,11 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   }
 
   // -------------------------------------------------------------------------
-  // Parsing
-  // -------------------------------------------------------------------------
-
-  /**
-   * Consumes src[pos, end): headers into lengths, payloads copied into their
-   * frames. Returns where it stopped: `end`, or earlier when the pool had no
-   * memory for a frame (the rest waits), or -1 when the assembler was closed.
-   *
-   * scratch[0, scratchFill) holds stream bytes that come before src[pos]:
-   * the start of a header split across chunks, or — when a custom decoder
-   * looked past its header into bytes gathered there — the bytes after that
-   * header (payload, maybe further headers). They are consumed first, so a
-   * decoder sees the same bytes whatever the chunk boundaries.
-   */
-  private parse(src: Buffer, pos: number, end: number): number {
-    for (;;) {
-      if (this.frame === null) {
-        let length: number;
-        if (this.scratchFill > 0) {
-          const before = this.scratchFill;
-          const taken = Math.min(end - pos, MAX_HEADER_LENGTH - before);
-          if (taken > 0) copyBytes(src, this.scratch, before, pos, pos + taken);
-          length = this.decodeHeader(this.scratch, 0, before + taken);
-          if (length === NEED_MORE) {
-            this.scratchFill = before + taken;
-            if (this.scratchFill === MAX_HEADER_LENGTH) return this.headerInvalid(`no header found in ${MAX_HEADER_LENGTH} bytes`);
-            return pos + taken; // = end
-          }
-          if (length === INVALID) return -1;
-          const headerLength = this.decoded.headerLength;
-          if (headerLength >= before) {
-            this.scratchFill = 0;
-            pos += headerLength - before;
-          } else {
-            // The header ends inside the gathered bytes: the rest of them is what follows it.
-            this.scratch.copyWithin(0, headerLength, before);
-            this.scratchFill = before - headerLength;
-          }
-        } else if (pos === end) {
-          return pos;
-        } else if (this.inlineU32BE && end - pos >= 4) {
-          // The common case inline (the hot path): a whole u32be header in this chunk.
-          length = ((src[pos] << 24) | (src[pos + 1] << 16) | (src[pos + 2] << 8) | src[pos + 3]) >>> 0;
-          pos += 4;
-        } else {
-          length = this.decodeHeader(src, pos, end);
-          if (length === NEED_MORE) return this.gatherHeader(src, pos, end);
-          if (length === INVALID) return -1;
-          pos += this.decoded.headerLength;
-        }
-        if (length > this.maxFrameSize) {
-          this.destroy(
-            frameError('ERR_IOBUF_FRAME_TOO_LARGE', `A frame of ${length} bytes is larger than maxFrameSize (${this.maxFrameSize})`, {
-              frameLength: length,
-              maxFrameSize: this.maxFrameSize,
-            }),
-          );
-          return -1;
-        }
-        if (length === 0) {
-          this.deliver(new Frame(EMPTY, this.headerTag, null));
-          if (this.isClosed) return -1;
-          continue;
-        }
-        if (length <= end - pos && this.scratchFill === 0) {
-          // The whole payload is in this chunk (small frames): straight into its buffer and out.
-          const buffer = this.takeFrameBuffer(length);
-          if (buffer === null) return this.isClosed ? -1 : pos;
-          copyPayload(src, pos, buffer, 0, length);
-          pos += length;
-          this.counters.heldBytes += length;
-          this.deliver(new Frame(buffer, this.headerTag, this.frameReturn));
-          if (this.isClosed) return -1;
-          continue;
-        }
-        if (!this.startFrame(length)) return this.isClosed ? -1 : pos;
-      }
-      let take: number;
-      const want = this.frameLength - this.frameFill;
-      const kept = this.scratchFill;
-      if (kept > 0) {
-        // Bytes after a header, gathered in scratch: they come before src[pos].
-        take = kept < want ? kept : want;
-        copyBytes(this.scratch, this.frame!, this.frameFill, 0, take);
-        if (take < kept) this.scratch.copyWithin(0, take, kept);
-        this.scratchFill = kept - take;
-      } else {
-        if (pos === end) return pos;
-        take = end - pos < want ? end - pos : want;
-        copyPayload(src, pos, this.frame!, this.frameFill, take);
-        pos += take;
-      }
-      this.frameFill += take;
-      if (take === want) {
-        this.completeFrame();
-        if (this.isClosed) return -1;
-      }
-    }
-  }
-
-  /** A NEED_MORE header at the end of a chunk: keep its bytes for the next one. Returns `end` (or -1). */
-  private gatherHeader(src: Buffer, pos: number, end: number): number {
-    const taken = Math.min(end - pos, MAX_HEADER_LENGTH);
-    copyBytes(src, this.scratch, 0, pos, pos + taken);
-    this.scratchFill = taken;
-    if (taken === MAX_HEADER_LENGTH) return this.headerInvalid(`no header found in ${MAX_HEADER_LENGTH} bytes`);
-    return pos + taken;
-  }
-
-  /**
-   * The payload length of the header at bytes[pos, end), setting
-   * decoded.headerLength; NEED_MORE when the header is not complete yet;
-   * INVALID after reporting a malformed header.
-   */
-  private decodeHeader(bytes: Buffer, pos: number, end: number): number {
-    const format = this.format;
-    if (format === null) return this.decodeCustom(bytes, pos, end - pos > MAX_HEADER_LENGTH ? pos + MAX_HEADER_LENGTH : end);
-    const length = format.decode(bytes, pos, end, this.decoded);
-    return length < NEED_MORE ? this.headerInvalid(malformedReason(length)) : length;
-  }
-
-  /**
-   * Calls the custom decoder on bytes[start, end) and reads its result at
-   * once (the decoder may reuse the object); sets decoded.headerLength and headerTag.
-   * Anything that throws, and any result that cannot be a header, ends the
-   * assembler with ERR_IOBUF_FRAME_INVALID (the thrown error as `cause`).
-   */
-  private decodeCustom(bytes: Buffer, start: number, end: number): number {
-    let header: FrameHeader | null | undefined;
-    try {
-      header = this.viewDecoder ? this.decoder!(bytes.subarray(start, end), 0, end - start) : this.decoder!(bytes, start, end);
-    } catch (error) {
-      return this.headerInvalid(`the length decoder threw: ${messageOf(error)}`, error);
-    }
-    if (header === null || header === undefined) return NEED_MORE;
-    if (typeof header !== 'object') {
-      return this.headerInvalid(
-        `the length decoder returned ${describeValue(header)} (expected { headerLength, payloadLength, tag? } or null)`,
-      );
-    }
-    let headerLength: unknown;
-    let payloadLength: unknown;
-    let tag: unknown;
-    try {
-      headerLength = header.headerLength;
-      payloadLength = header.payloadLength;
-      tag = header.tag;
-    } catch (error) {
-      return this.headerInvalid(`reading the length decoder's result threw: ${messageOf(error)}`, error);
-    }
-    if (typeof headerLength !== 'number' || !Number.isSafeInteger(headerLength) || headerLength < 1 || headerLength > end - start) {
-      return this.headerInvalid(`the length decoder returned headerLength ${describeValue(headerLength)} for ${end - start} bytes`);
-    }
-    if (typeof payloadLength !== 'number' || !Number.isSafeInteger(payloadLength) || payloadLength < 0) {
-      return this.headerInvalid(`the length decoder returned payloadLength ${describeValue(payloadLength)}`);
-    }
-    if (tag === undefined) {
-      tag = 0;
-    } else if (typeof tag !== 'number' || !Number.isSafeInteger(tag)) {
-      return this.headerInvalid(`the length decoder returned tag ${describeValue(tag)} (expected an integer)`);
-    }
-    this.decoded.headerLength = headerLength;
-    this.headerTag = tag as number;
-    return payloadLength;
-  }
-
-  private headerInvalid(reason: string, cause?: unknown): number {
-    const error = frameError('ERR_IOBUF_FRAME_INVALID', `Malformed frame header: ${reason}`);
-    if (cause !== undefined) (error as Error & { cause?: unknown }).cause = cause;
-    this.destroy(error);
-    return INVALID;
-  }
-
-  /**
-   * A buffer for a payload of `length` bytes; null when the pool has none now
-   * (a wait for memory has begun) or failed (the assembler is closed).
-   */
-  private takeFrameBuffer(length: number): Buffer | null {
-    let buffer: Buffer | null;
-    try {
-      buffer = this.pool.tryAcquire(length);
-    } catch (error) {
-      this.destroy(error as Error);
-      return null;
-    }
-    if (buffer === null) this.waitForMemory(length);
-    return buffer;
-  }
-
-  /** Takes the payload's memory; false (and a wait for memory begins) when the pool has none now. */
-  private startFrame(length: number): boolean {
-    const buffer = this.takeFrameBuffer(length);
-    if (buffer === null) return false;
-    this.frame = buffer;
-    this.frameLength = length;
-    this.frameFill = 0;
-    return true;
-  }
-
-  private completeFrame(): void {
-    const buffer = this.frame!;
-    this.frame = null;
-    this.counters.heldBytes += this.frameLength;
-    this.deliver(new Frame(buffer, this.headerTag, this.frameReturn));
-  }
-
-  /** Hands a complete frame over: to onFrame now, or to the iterator's queue. */
-  private deliver(frame: Frame): void {
-    this.counters.frames++;
-    if (this.onFrame !== null) {
-      this.onFrame(frame);
-    } else if (this.waiter !== null) {
-      const waiter = this.waiter;
-      this.waiter = null;
-      waiter.resolve({ value: frame, done: false });
-    } else {
-      this.queue.push(frame);
-    }
-  }
-
-  // -------------------------------------------------------------------------
   // Memory and backpressure
   // -------------------------------------------------------------------------
 
   /** The pool had no memory for a payload of `length` bytes: wait for it in the pool's FIFO queue. */
-  private waitForMemory(length: number): void {
+  protected waitForMemory(length: number): void {
     this.waitingFor = length;
     this.pauseSocket();
     this.pool.acquire(length, { signal: this.memoryAbort.signal }).then(
@@ -875,7 +441,7 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
   }
 
   /** The last handle of a frame was released: its memory goes back. */
-  private frameReleased(data: Buffer): void {
+  protected frameReleased(data: Buffer): void {
     this.counters.heldBytes -= data.length;
     if (this.paused || this.needDrain) this.maybeResume();
     this.pool.release(data);
@@ -950,20 +516,6 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
     this.close();
   }
 
-  /** Frames completed but not handed out go back to the pool (destroy only: a clean end keeps them for the iterator). */
-  private discardQueue(): void {
-    for (let i = this.queueHead; i < this.queue.length; i++) {
-      try {
-        this.queue[i]!.release();
-      } catch (error) {
-        // A pool closed with force has freed the memory already.
-        if ((error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') throw error;
-      }
-    }
-    this.queue = [];
-    this.queueHead = 0;
-  }
-
   private close(): void {
     if (this.isClosed) return;
     this.isClosed = true;
@@ -1008,140 +560,4 @@ export class FrameAssembler extends EventEmitter implements AsyncIterable<Frame>
       if ((error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') throw error;
     }
   }
-
-  // -------------------------------------------------------------------------
-  // Async iteration
-  // -------------------------------------------------------------------------
-
-  /**
-   * `for await (const frame of assembler)`: frames in order; each is yours to
-   * release. Ends when the input ends cleanly; rejects with the error that
-   * ended the assembler. Leaving the loop early (break, throw) destroys the
-   * assembler, and the frames it still owns go back to the pool.
-   */
-  [Symbol.asyncIterator](): AsyncIterableIterator<Frame> {
-    if (this.onFrame !== null) {
-      throw codedError(Error, 'ERR_INVALID_STATE', 'Frames go to options.onFrame; an assembler with onFrame cannot be iterated');
-    }
-    const iterator: AsyncIterableIterator<Frame> = {
-      next: () => this.nextFrame(),
-      return: () => {
-        this.destroy();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
-  }
-
-  private nextFrame(): Promise<IteratorResult<Frame>> {
-    if (this.queueHead < this.queue.length) {
-      const frame = this.queue[this.queueHead]!;
-      this.queue[this.queueHead++] = undefined;
-      if (this.queueHead === this.queue.length) {
-        this.queue.length = 0;
-        this.queueHead = 0;
-      }
-      return Promise.resolve({ value: frame, done: false });
-    }
-    if (this.failure !== null && this.isClosed && !this.errorDelivered) {
-      this.errorDelivered = true;
-      return Promise.reject(this.failure);
-    }
-    if (this.done || this.isClosed) return Promise.resolve({ value: undefined, done: true });
-    if (this.waiter !== null) {
-      return Promise.reject(codedError(Error, 'ERR_INVALID_STATE', 'next() was called while an earlier next() is still pending'));
-    }
-    return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
-    });
-  }
-}
-
-// ---------------------------------------------------------------------------
-// The send side: frames into a Gatherer
-// ---------------------------------------------------------------------------
-
-export interface EncodeFrameOptions {
-  /** Default 'u32be'. */
-  lengthPrefix?: LengthPrefix;
-  /** Parts of at most this many bytes are copied into the gatherer's scratch; longer ones go by reference. Default 512. */
-  copyBelow?: number;
-}
-
-function checkGatherer(gatherer: Gatherer): void {
-  if (gatherer === null || typeof gatherer !== 'object' || typeof (gatherer as Partial<Gatherer>).putU32BE !== 'function') {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for gatherer but received ${describeValue(gatherer)}`);
-  }
-}
-
-/** The prefix encodeFrame() puts, encoded here first (at most 5 bytes), and a view of each width. */
-const prefixBytes = Buffer.alloc(5);
-const prefixViews = [0, 1, 2, 3, 4, 5].map((width) => prefixBytes.subarray(0, width));
-
-function payloadTooLarge(format: LengthPrefixFormat, length: number): RangeError {
-  return outOfRange(`a payload of at most ${format.limit} bytes`, `a '${format.name}' length prefix`, length, `${length} bytes`);
-}
-
-/**
- * Appends one frame to `gatherer`: the length prefix, then the payload (one
- * view, or several parts that make one payload). Parts up to `copyBelow`
- * bytes are copied into scratch; longer ones are added by reference
- * (gatherer.putBytes): they must not change until the gatherer's write has
- * completed. A received Frame's `data` can be sent back this way, and
- * released once writeTo() has resolved.
- */
-export function encodeFrame(
-  gatherer: Gatherer,
-  payload: ArrayBufferView | readonly ArrayBufferView[],
-  options: EncodeFrameOptions = {},
-): Gatherer {
-  checkGatherer(gatherer);
-  validateOptions(options, 'options');
-  const { lengthPrefix = 'u32be', copyBelow = 512 } = options;
-  const format = lengthPrefixFormat(lengthPrefix, 'options.lengthPrefix');
-  validateInteger(copyBelow, 'options.copyBelow', 0, 2 ** 30);
-  const parts = ArrayBuffer.isView(payload) ? [payload] : payload;
-  if (!Array.isArray(parts)) validateView(payload, 'payload');
-  let length = 0;
-  for (let i = 0; i < parts.length; i++) {
-    validateView(parts[i], `payload[${i}]`);
-    length += parts[i].byteLength;
-  }
-  if (length > format.limit) throw payloadTooLarge(format, length);
-  gatherer.putSlice(prefixViews[format.encode(prefixBytes, 0, length)]);
-  for (const part of parts) {
-    if (part.byteLength <= copyBelow) gatherer.putSlice(part);
-    else gatherer.putBytes(part);
-  }
-  return gatherer;
-}
-
-/**
- * Starts a frame whose payload is put next (fixed-width prefixes only): the
- * prefix is reserved now and filled in by endFrame(gatherer, position).
- *   const at = beginFrame(g); g.putU8(op).putU32BE(id).putBytes(body); endFrame(g, at);
- */
-export function beginFrame(gatherer: Gatherer, lengthPrefix: Exclude<LengthPrefix, 'varint'> = 'u32be'): number {
-  checkGatherer(gatherer);
-  validateOneOf(lengthPrefix, 'lengthPrefix', FIXED_LENGTH_PREFIX_NAMES);
-  return gatherer.reserve(lengthPrefixNamed(lengthPrefix)!.width);
-}
-
-/** Fills in the prefix beginFrame() reserved at `position` with the bytes put since. */
-export function endFrame(gatherer: Gatherer, position: number, lengthPrefix: Exclude<LengthPrefix, 'varint'> = 'u32be'): Gatherer {
-  checkGatherer(gatherer);
-  validateOneOf(lengthPrefix, 'lengthPrefix', FIXED_LENGTH_PREFIX_NAMES);
-  const format = lengthPrefixNamed(lengthPrefix)!;
-  const width = format.width;
-  validateInteger(position, 'position', 0, Math.max(0, gatherer.byteLength - width));
-  const length = gatherer.byteLength - position - width;
-  if (length < 0 || length > format.limit) throw payloadTooLarge(format, length);
-  // The table writes the prefix in its byte order; its bytes go into the reserved ones as they
-  // are, read as one big-endian integer of their width (one patch: one reserved region).
-  format.encode(prefixBytes, 0, length);
-  if (width === 1) gatherer.patchU8(position, prefixBytes[0]);
-  else if (width === 2) gatherer.patchU16BE(position, prefixBytes.readUInt16BE(0));
-  else gatherer.patchU32BE(position, prefixBytes.readUInt32BE(0));
-  return gatherer;
 }

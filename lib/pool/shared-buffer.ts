@@ -1,7 +1,7 @@
 // SharedBuffer: one pooled Buffer held by several owners at once. Each owner
 // holds a handle of its own and releases that handle once; the memory goes
 // back when the last handle is released. A FrameAssembler's frames are such
-// handles (Frame, in frames.ts); pool.share(buffer) makes one of any pooled
+// handles (Frame, in lib/frames/frame.ts); pool.share(buffer) makes one of any pooled
 // Buffer; Gatherer.putShared(handle) sends one by reference.
 //
 // Why handles and not a count on the Buffer: a release() on a handle is

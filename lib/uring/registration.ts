@@ -2,7 +2,7 @@
 // fixed buffers (IORING_REGISTER_BUFFERS), at which buffer index, and where a
 // pooled Buffer lies in that registration (READ_FIXED / WRITE_FIXED). A
 // BufferPool keeps one of these once its registration() is first called;
-// IoRing (lib/uring.ts) registers what it returns.
+// IoRing (lib/uring/ring.ts) registers what it returns.
 //
 // A registered slab stays mapped at the same address until the pool is
 // closed: trim() skips it (slab.fixedIndex >= 0). Registration is
