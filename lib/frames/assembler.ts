@@ -45,7 +45,6 @@
 import type net from 'node:net';
 import { codedError, describeValue, validateInteger, validateView } from '../errors';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
-import type { Frame } from './frame';
 import { frameError } from './frame';
 import { EMPTY, type FrameAssemblerOptions, FrameParser, KiB, MiB } from './parser';
 import { readsThrough, takeOverReads } from './socket-takeover';
