@@ -1,4 +1,4 @@
-// Benchmarks of the frames part (issue 6): the receive path, and the example
+// Benchmarks of the frames part: the receive path, and the example
 // RPC server built on it, each against the same thing in plain Node.
 //
 //   receive: receiver CPU per GiB of length-prefixed frames sent by another
@@ -15,7 +15,7 @@
 //   push:    the same mix (and 41-byte frames, its mean size) given to push()
 //            in process: CPU per frame without the socket, so the assembler's
 //            per-frame work and the decoder call show apart from syscalls.
-//   copy:    the payload copy of the receive path (lib/frames.ts
+//   copy:    the payload copy of the receive path (lib/frames/parser.ts
 //            copyPayload: a JS loop up to 32 bytes, the addon's copyBytes
 //            above) from a read buffer into a pooled frame, beside
 //            Buffer#copy and Uint8Array#set, with C memcpy of the same sizes
@@ -154,7 +154,7 @@ async function receiveTrial(kind, frameSize, ctx) {
 /**
  * The floor on an accepted socket: Node 20's net.createServer has no onread
  * option, so this sets the fields the option sets, as FrameAssembler.attach()
- * does (lib/frames.ts takeOverReading), with one reused 64 KiB buffer.
+ * does (lib/frames/socket-takeover.ts takeOverReads), with one reused 64 KiB buffer.
  */
 function takeOverFloor(socket, done) {
   const symbols = Object.getOwnPropertySymbols(socket);
@@ -371,7 +371,7 @@ const pushTable = {
 // ---------------------------------------------------------------------------
 
 /**
- * lib/frames.ts copyPayload, as the receive path runs it (the module keeps it
+ * lib/frames/parser.ts copyPayload, as the receive path runs it (the module keeps it
  * private): a JS loop up to SMALL_COPY bytes, above that the addon's
  * copyBytes (memmove behind one Node-API call, no allocation).
  */

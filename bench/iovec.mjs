@@ -1,4 +1,4 @@
-// Benchmarks of the iovec part (issue 4): writev of 16 × 4 KiB to /dev/null
+// Benchmarks of the iovec part: writev of 16 × 4 KiB to /dev/null
 // (prepared IoVecArray, an array rebuilt from pooled buffers each time, and
 // the promise version) against fs.writevSync and 16 × fs.writeSync; and
 // O_DIRECT preadv of 1 MiB per call into huge-page pooled buffers against

@@ -1,4 +1,4 @@
-// Benchmarks of the memory part (issue 2): allocation cost against Node's own
+// Benchmarks of the memory part: allocation cost against Node's own
 // Buffers, huge vs normal pages (first touch, dependent random reads), and
 // O_DIRECT reads into huge-page vs 4 KiB-page memory.
 import { readFileSync, readSync } from 'node:fs';

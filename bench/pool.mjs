@@ -1,4 +1,4 @@
-// Benchmarks of the BufferPool (issue 3): the hot path (tryAcquire + release)
+// Benchmarks of the BufferPool: the hot path (tryAcquire + release)
 // against a pure-JS free list, typedarray-pool and Buffer.allocUnsafe, one at a
 // time and in batches of 16; sizes that vary from one acquire to the next
 // (within a class, and a protocol-like mix), with the old-space heap across
@@ -127,7 +127,7 @@ const cpuRatio = (cell, base) => {
 const ratioDetail = (cell, base) => `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}×${cpuRatio(cell, base)}`;
 const measured = (...cells) => cells.every((c) => c && !c.skip && Number.isFinite(c.value));
 
-/** The targets of issue 3 for the hot path, for a table whose rows are sizes. */
+/** The targets the pool was asked to meet on its hot path (against the pure-JS free list and Buffer.allocUnsafe), for a table whose rows are sizes. */
 function hotTargets(sizes, label) {
   return [
     {
@@ -794,7 +794,7 @@ const wakeTable = {
       if (!measured(cell)) return { pass: null, detail: cell?.skip ?? 'not measured' };
       return {
         pass: null,
-        detail: `median ${formatNs(cell.value)}, p99 ${formatNs(cell.extras.p99)} (${cell.ratio.toFixed(1)}× its floor; no target in issue 3)`,
+        detail: `median ${formatNs(cell.value)}, p99 ${formatNs(cell.extras.p99)} (${cell.ratio.toFixed(1)}× its floor; no target was set for it)`,
       };
     },
   })),

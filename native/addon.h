@@ -31,7 +31,7 @@ struct AddonData {
   // Pools this thread has joined, indexed by member id (pool.cc).
   std::vector<std::unique_ptr<PoolMember>> poolMembers;
   // Wakes this thread's pools when another thread left one without a word
-  // (pool.cc); null until lib/pool.ts set a handler.
+  // (pool.cc); null until lib/pool/ set a handler.
   napi_threadsafe_function poolWake = nullptr;
   Napi::FunctionReference poolWakeHandler;
   std::atomic<bool> poolWakePending{false};

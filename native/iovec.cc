@@ -1,4 +1,4 @@
-// The iovec part's native side (layout and checks: iovec.h). lib/iovec.ts
+// The iovec part's native side (layout and checks: iovec.h). lib/iovec/
 // validates every argument, keeps the views alive and checks that they are
 // still attached; this file checks the entries against their bounds and makes
 // the syscalls, on the JS thread (sync) or on the libuv thread pool (async).
@@ -64,7 +64,7 @@ void* AllocateZeroed(size_t bytes) {
 }
 
 // iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer (the handle), address]
-// Precondition (lib/iovec.ts): 1 <= capacity <= 2^20.
+// Precondition (lib/iovec/): 1 <= capacity <= 2^20.
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t capacity = info[0].As<Napi::Number>().Uint32Value();
@@ -131,7 +131,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 
 // Index of the first entry in [0, count) that does not lie inside its bounds,
 // or -1 when all do. Compared in unsigned 64-bit arithmetic; the bounds are
-// integers below 2^53 (lib/iovec.ts writes them from addresses and lengths).
+// integers below 2^53 (lib/iovec/ writes them from addresses and lengths).
 int64_t FirstInvalid(const IoVecState* state, uint32_t count) {
   for (uint32_t i = 0; i < count; i++) {
     auto base = reinterpret_cast<uint64_t>(state->entries[i].iov_base);
@@ -247,7 +247,7 @@ Napi::Error OutcomeError(Napi::Env env, IoVecOp op, const Outcome& outcome) {
 
 // The hot path (writevSync over a prepared array): raw Node-API, fixed
 // argument slots, no allocation unless an All op needs a scratch copy.
-// Preconditions (lib/iovec.ts): the array is open, count <= capacity, fd is
+// Preconditions (lib/iovec/): the array is open, count <= capacity, fd is
 // an int32 >= 0, position an integer in [0, 2^53).
 napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
   Napi::Env env(rawEnv);
@@ -272,7 +272,7 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
     if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
     Outcome outcome;
     if (WritesAll(kind)) {
-      // WriteAll advances its entries: give it a copy, the array is advanced by lib/iovec.ts.
+      // WriteAll advances its entries: give it a copy, the array is advanced by lib/iovec/.
       std::vector<struct iovec> scratch(state->entries, state->entries + count);
       outcome = Transfer(kind, fd, scratch.data(), count, static_cast<int64_t>(position));
     } else {
@@ -310,7 +310,7 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
 //   queue time; a read copies out on completion, on the JS thread, only into
 //   a view that is still attached at the same address and length (else its
 //   bytes are dropped and the call rejects with ERR_IOBUF_DETACHED).
-// Memory of views JS holds elsewhere (lib/iovec.ts keeps the array busy and
+// Memory of views JS holds elsewhere (lib/iovec/ keeps the array busy and
 // the views reachable) is lent by the JS side too (lib/lending.ts).
 //
 // Completion runs on the JS thread of the environment that queued it. If
@@ -331,7 +331,7 @@ bool Reads(IoVecOp op) { return op == IoVecOp::kReadv || op == IoVecOp::kPreadv;
 struct TransferWork {
   AddonData* data = nullptr;
   napi_async_work request = nullptr;
-  // The JS callback (lib/iovec.ts settles its promise there). A reference, not
+  // The JS callback (lib/iovec/ settles its promise there). A reference, not
   // a napi_deferred: a reference can be deleted in an environment that is
   // being torn down, where a deferred can only leak.
   napi_ref done = nullptr;

@@ -259,7 +259,7 @@ Napi::Value PageKind(const Napi::CallbackInfo& info) {
 // copied: memmove of source[sourceStart, sourceEnd) to target[targetStart…),
 // clamped to both views (Buffer#copy's semantics). Exists because Node 20's
 // Buffer#copy from an offset allocates a view of the source range per call,
-// which is garbage per received frame (lib/frames.ts). Plain Node-API on
+// which is garbage per received frame (lib/frames/). Plain Node-API on
 // purpose: this runs once per frame, and the C++ wrappers add ~5 ns.
 // Precondition (lib/memory.ts checks): both are Uint8Arrays, the offsets
 // integers >= 0. Detached views have length 0 and copy nothing.

@@ -1,4 +1,4 @@
-// The pool part's native side. The pool itself lives in lib/pool.ts (its hot
+// The pool part's native side. The pool itself lives in lib/pool/ (its hot
 // path must not cross into native code). Native code keeps what must survive
 // a thread that dies without running JavaScript (worker.terminate()): each
 // thread's membership in a shared pool — the pages it reserved, the tickets
@@ -86,7 +86,7 @@ void Depart(PoolMember* member) {
 // Environments that can be woken. When a thread departs without JavaScript
 // (terminate), the others must look at the queue again, but only JavaScript
 // can wake an Atomics.wait/waitAsync: each environment has a thread-safe
-// function that runs lib/pool.ts's wake handler on its own thread.
+// function that runs lib/pool/'s wake handler on its own thread.
 // ---------------------------------------------------------------------------
 
 std::mutex environmentsMutex;
@@ -111,7 +111,7 @@ void WakeOtherEnvironments(AddonData* self) {
 }
 
 // ---------------------------------------------------------------------------
-// Membership bindings (lib/pool.ts calls these on its slow paths only)
+// Membership bindings (lib/pool/ calls these on its slow paths only)
 // ---------------------------------------------------------------------------
 
 Napi::Error InvalidBlock(Napi::Env env, const std::string& why) {
@@ -290,7 +290,7 @@ Napi::Error OutOfRange(Napi::Env env, const std::string& message) {
 // range is checked here against the slab as it is now (attached, its length),
 // whatever the caller believes. The new ArrayBuffer has no finalizer and does
 // not own the memory: the caller keeps the slab's ArrayBuffer reachable from
-// the view for as long as the view lives (lib/pool.ts stores it on it).
+// the view for as long as the view lives (lib/pool/ stores it on it).
 Napi::Value ViewOf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto slab = info[0].As<Napi::ArrayBuffer>();

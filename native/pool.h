@@ -1,5 +1,5 @@
 // The pool part's shared block: the layout every thread sharing a BufferPool
-// reads and writes, mirrored by lib/pool-shared.ts (test/pool.layout.test.ts
+// reads and writes, mirrored by lib/pool/shared.ts (test/pool.layout.test.ts
 // checks the two agree through the constants InitPool exports).
 //
 // One SharedArrayBuffer, made by the owning thread's `new BufferPool`:
@@ -44,7 +44,7 @@ constexpr int kRing = 1 << 14;
 constexpr int kMaxThreads = 64;
 constexpr int kRegionStates = kControlWords + kRing;  // first region-state word
 
-// Per class row, then per thread, in a region (doubles): lib/pool-shared.ts Field, ThreadField.
+// Per class row, then per thread, in a region (doubles): lib/pool/shared.ts Field, ThreadField.
 constexpr int kClassFields = 8;
 constexpr int kThreadFields = 5 + 512;
 constexpr int kMinClassRows = 2;

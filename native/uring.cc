@@ -1,4 +1,4 @@
-// The uring part's native side (the design: uring.h). lib/uring.ts validates
+// The uring part's native side (the design: uring.h). lib/uring/ validates
 // every argument, keeps the views of in-flight operations reachable and
 // settles the promises; this file owns the ring, the memory lent to the
 // kernel, and the event-loop plumbing.
@@ -556,7 +556,7 @@ void OnPollClosed(uv_handle_t* handle) {
 // Takes back everything the kernel has: queued operations are dropped,
 // submitted ones cancelled, and this thread waits (in io_uring_enter) until
 // every CQE is in. No JS runs. Used by worker teardown and by a collected
-// ring; a JS close() has nothing in flight by then (lib/uring.ts waits).
+// ring; a JS close() has nothing in flight by then (lib/uring/ waits).
 void CancelAndWait(Ring* ring) {
   for (uint32_t slot : ring->backlog) {
     ring->live--;
@@ -672,7 +672,7 @@ int RegisterTable(Ring* ring, uint32_t size) {
 }
 
 // uringCreate(entries, tableSize, dispatcher) -> [handle, sqEntries, completionCapacity]
-// Preconditions (lib/uring.ts): entries in [1, 4096], tableSize in [0, 16384].
+// Preconditions (lib/uring/): entries in [1, 4096], tableSize in [0, 16384].
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const unsigned entries = info[0].As<Napi::Number>().Uint32Value();
@@ -845,7 +845,7 @@ uint32_t Accept(Ring* ring, uint32_t slot, uint32_t flags) {
 // uringTransfer(handle, op, fd, view, position) -> (slot << 3) | flags
 // A read or write of the whole view at `position` (-1: the file position).
 // The hot path: raw Node-API, fixed argument slots. Preconditions
-// (lib/uring.ts): op is kRead or kWrite, fd an int32 >= 0, view a TypedArray
+// (lib/uring/): op is kRead or kWrite, fd an int32 >= 0, view a TypedArray
 // or DataView, position an integer in [-1, 2^53).
 napi_value Transfer(napi_env rawEnv, napi_callback_info info) {
   Napi::Env env(rawEnv);
@@ -889,7 +889,7 @@ napi_value Transfer(napi_env rawEnv, napi_callback_info info) {
 // uringVectored(handle, op, fd, bounds, count, position) -> (slot << 3) | flags
 // readv/writev over entries [0, count) of an IoVecArray (its private bounds
 // buffer is its handle), checked and copied now: the kernel gets the copy.
-// Preconditions (lib/uring.ts): op is kReadv or kWritev, count <= IOV_MAX,
+// Preconditions (lib/uring/): op is kReadv or kWritev, count <= IOV_MAX,
 // the array's views were checked and the array is lent until settled.
 Napi::Value Vectored(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -943,7 +943,7 @@ Napi::Value Fsync(const Napi::CallbackInfo& info) {
 }
 
 // uringSubmit(handle): one io_uring_enter for every SQE published since the
-// last one (lib/uring.ts calls it once per tick in which operations started).
+// last one (lib/uring/ calls it once per tick in which operations started).
 napi_value Submit(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -968,7 +968,7 @@ bool DropQueued(Ring* ring, uint32_t slot, uint32_t index) {
 
 // uringCancel(handle, slot) -> completions written (0 or 1)
 // A queued operation is dropped now: {slot, -ECANCELED} is written as
-// completion 0 and 1 returned (lib/uring.ts dispatches it). A submitted one
+// completion 0 and 1 returned (lib/uring/ dispatches it). A submitted one
 // gets an ASYNC_CANCEL (sent at the next flush) and completes later.
 Napi::Value Cancel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1003,7 +1003,7 @@ Napi::Value CancelAll(const Napi::CallbackInfo& info) {
 // For a completed bounced read: copies what the kernel read from the bounce
 // buffers to the user's memory and releases the operation. `view` (a single
 // read) must still be attached at the address it had at submission, else
-// nothing is copied (-1). For readv, a boolean: whether lib/uring.ts found
+// nothing is copied (-1). For readv, a boolean: whether lib/uring/ found
 // every view of the array still attached and unchanged (the array holds
 // them); false releases without copying.
 Napi::Value CopyOut(const Napi::CallbackInfo& info) {
@@ -1119,7 +1119,7 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// uringClose(handle): shuts the ring down now. lib/uring.ts calls it once
+// uringClose(handle): shuts the ring down now. lib/uring/ calls it once
 // nothing is in flight; were anything left, it would be cancelled and waited
 // for here, blocking this thread.
 Napi::Value Close(const Napi::CallbackInfo& info) {

@@ -1,7 +1,7 @@
 // The uring part: IoRing, file I/O through io_uring on the event loop of the
 // JS thread that made the ring.
 //
-// How an operation travels (lib/uring.ts is the other half):
+// How an operation travels (lib/uring/ is the other half):
 //
 //   JS read()/write()/…  ──► an SQE in the submission ring (no syscall)
 //   end of the tick      ──► one io_uring_enter for every SQE of the tick
@@ -25,7 +25,7 @@
 // - anything else (V8-heap memory: Buffer.alloc, allocAligned's heap path, a
 //   Buffer from Node's pool): copied through a native bounce buffer owned by
 //   the operation — in at submission for writes; out at completion for reads,
-//   and only after lib/uring.ts showed, on the JS thread, that the view is
+//   and only after lib/uring/ showed, on the JS thread, that the view is
 //   still attached at the same address.
 // A worker's environment cleanup hook cancels what the kernel still has and
 // waits for it before anything is unpinned or freed.
@@ -48,7 +48,7 @@
 
 namespace iobuf {
 
-// What an operation does (lib/uring.ts mirrors these).
+// What an operation does (lib/uring/ mirrors these).
 enum class UringOp : int32_t {
   kRead = 0,
   kWrite = 1,
@@ -57,7 +57,7 @@ enum class UringOp : int32_t {
   kFsync = 4,
 };
 
-// The counters of the control block, in order (lib/uring.ts mirrors these).
+// The counters of the control block, in order (lib/uring/ mirrors these).
 enum UringCounter : uint32_t {
   kOperations = 0,   // operations accepted
   kEnterCalls = 1,   // io_uring_enter syscalls made to submit
