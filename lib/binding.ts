@@ -65,6 +65,8 @@ export interface NativeBinding {
   readonly iovMax: number;
   /** sizeof(struct iovec): 16 on 64-bit platforms. */
   readonly iovecEntryBytes: number;
+  /** native/iovec.h's numbers (entry size, bounds header, capacity, ops), for the test that checks lib/iovec/entries.ts against them. */
+  readonly iovecLayout: Record<string, unknown>;
   /** [entries, private bounds (also the array's handle), address of entries] for `capacity` entries. */
   iovecCreate(capacity: number): [ArrayBuffer, ArrayBuffer, number];
   /** Detaches both buffers and frees the native blocks now (no-op when closed already). */

@@ -63,6 +63,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("leakCheck", Napi::Function::New(env, LeakCheck, "leakCheck"));
 #endif
   InitMemory(env, exports);
+  InitViews(env, exports);
   InitPool(env, exports);
   InitIoVec(env, exports);
   InitUring(env, exports);

@@ -49,6 +49,7 @@ struct AddonData {
 
 // One Init per part; each adds its functions to `exports`.
 void InitMemory(Napi::Env env, Napi::Object exports);
+void InitViews(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 void InitIoVec(Napi::Env env, Napi::Object exports);
 void InitUring(Napi::Env env, Napi::Object exports);

@@ -5,6 +5,7 @@
 #include "iovec.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -64,10 +65,11 @@ void* AllocateZeroed(size_t bytes) {
 }
 
 // iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer (the handle), address]
-// Precondition (lib/iovec/): 1 <= capacity <= 2^20.
+// Precondition (lib/iovec/array.ts checks): 1 <= capacity <= kMaxCapacity.
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t capacity = info[0].As<Napi::Number>().Uint32Value();
+  assert(capacity >= 1 && capacity <= kMaxCapacity);
   auto* state = new IoVecState();
   state->capacity = capacity;
   state->entries = static_cast<struct iovec*>(AllocateZeroed(capacity * sizeof(struct iovec)));
@@ -201,6 +203,8 @@ long TransferOnce(IoVecOp op, int fd, const struct iovec* entries, uint32_t coun
 // EAGAIN waits in poll() for room: this blocks the calling thread (the JS
 // thread for the sync calls, a libuv pool thread for the promise ones).
 Outcome WriteAll(IoVecOp op, int fd, struct iovec* entries, uint32_t count, int64_t position) {
+  assert(op == IoVecOp::kWritevAll || op == IoVecOp::kPwritevAll);
+  assert(entries != nullptr || count == 0);
   Outcome outcome;
   const char* name = SyscallName(op);
   while (count > 0 && entries->iov_len == 0) entries++, count--;
@@ -524,53 +528,6 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// ---------------------------------------------------------------------------
-// Addresses and advice
-// ---------------------------------------------------------------------------
-
-// viewAddress(view) -> the address of the view's first byte (0 when its
-// buffer is detached). For a small typed array that V8 keeps inside its own
-// heap, asking for the data moves the bytes out to a backing store that
-// never moves again; the address stays true while the view is reachable.
-Napi::Value ViewAddress(const Napi::CallbackInfo& info) {
-  napi_env env = info.Env();
-  napi_value view = info[0];
-  void* data = nullptr;
-  bool isTypedArray = false;
-  napi_is_typedarray(env, view, &isTypedArray);
-  if (isTypedArray) {
-    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, view, nullptr, nullptr, &data, nullptr, nullptr),
-                         Napi::Value());
-  } else {
-    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, view, nullptr, &data, nullptr, nullptr),
-                         Napi::Value());
-  }
-  return Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(data)));
-}
-
-// adviseDontFork(arrayBuffer): MADV_DONTFORK over the whole (page-aligned)
-// ArrayBuffer, so that a fork() while io_uring holds the pages pinned does
-// not turn them copy-on-write under the ring.
-//
-// A hugetlb mapping can only be advised in whole huge pages, and a slab over
-// one (acquireMany's slabs are a multiple of the slot stride, not of 2 MiB)
-// may end inside its last huge page: madvise then says EINVAL. The mapping
-// itself is whole huge pages from a huge-page-aligned base (os::MapHugetlb),
-// so the range is rounded up to the huge page size for hugetlb memory only.
-Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
-  auto arrayBuffer = info[0].As<Napi::ArrayBuffer>();
-  void* data = arrayBuffer.Data();
-  size_t length = arrayBuffer.ByteLength();
-  os::Failure failure = os::AdviseDontFork(data, length);
-  if (failure && failure.error == EINVAL &&
-      os::QueryPageKind(reinterpret_cast<uintptr_t>(data)) == os::PageKind::kHugetlb) {
-    const size_t huge = os::HugePageSize();
-    failure = os::AdviseDontFork(data, (length + huge - 1) & ~(huge - 1));
-  }
-  if (failure) throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
-  return info.Env().Undefined();
-}
-
 }  // namespace
 
 const struct iovec* CheckedEntries(Napi::Env env, napi_value bounds, uint32_t count) {
@@ -583,6 +540,20 @@ const struct iovec* CheckedEntries(Napi::Env env, napi_value bounds, uint32_t co
 void InitIoVec(Napi::Env env, Napi::Object exports) {
   exports.Set("iovMax", Napi::Number::New(env, os::IoVecMax()));
   exports.Set("iovecEntryBytes", Napi::Number::New(env, static_cast<double>(sizeof(struct iovec))));
+  // The numbers lib/iovec/entries.ts mirrors (test/native.constants.test.ts compares them).
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("entryBytes", static_cast<double>(sizeof(struct iovec)));
+  layout.Set("boundsHeaderBytes", static_cast<double>(kBoundsHeaderBytes));
+  layout.Set("maxCapacity", static_cast<double>(kMaxCapacity));
+  Napi::Object ops = Napi::Object::New(env);
+  ops.Set("readv", static_cast<int>(IoVecOp::kReadv));
+  ops.Set("writev", static_cast<int>(IoVecOp::kWritev));
+  ops.Set("preadv", static_cast<int>(IoVecOp::kPreadv));
+  ops.Set("pwritev", static_cast<int>(IoVecOp::kPwritev));
+  ops.Set("writevAll", static_cast<int>(IoVecOp::kWritevAll));
+  ops.Set("pwritevAll", static_cast<int>(IoVecOp::kPwritevAll));
+  layout.Set("ops", ops);
+  exports.Set("iovecLayout", layout);
   exports.Set("iovecCreate", Napi::Function::New(env, Create, "iovecCreate"));
   exports.Set("iovecClose", Napi::Function::New(env, Close, "iovecClose"));
   napi_value transfer;
@@ -590,8 +561,6 @@ void InitIoVec(Napi::Env env, Napi::Object exports) {
       env, napi_create_function(env, "iovecTransfer", NAPI_AUTO_LENGTH, TransferSync, nullptr, &transfer));
   exports.Set("iovecTransfer", Napi::Value(env, transfer));
   exports.Set("iovecTransferAsync", Napi::Function::New(env, TransferAsync, "iovecTransferAsync"));
-  exports.Set("viewAddress", Napi::Function::New(env, ViewAddress, "viewAddress"));
-  exports.Set("adviseDontFork", Napi::Function::New(env, AdviseDontFork, "adviseDontFork"));
 }
 
 }  // namespace iobuf

@@ -55,6 +55,9 @@ struct IoVecBounds {
 // Bytes before the first IoVecBounds in the bounds block: the state pointer and padding.
 constexpr size_t kBoundsHeaderBytes = sizeof(IoVecBounds);
 
+// The largest capacity of an array (lib/iovec/entries.ts MAX_IOVEC_CAPACITY).
+constexpr uint32_t kMaxCapacity = 1u << 20;
+
 // One array's native side. Its two blocks are owned jointly by the two
 // ArrayBuffers over them: each one's finalizer drops a reference, and the
 // last one frees everything (users may keep `buffer` alive longer than the

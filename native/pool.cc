@@ -3,7 +3,7 @@
 // a thread that dies without running JavaScript (worker.terminate()): each
 // thread's membership in a shared pool — the pages it reserved, the tickets
 // it holds, its statistics region — so that the environment's cleanup hook
-// can give them back. It also makes the per-acquire views of strict mode.
+// can give them back. (Strict mode's per-acquire views: views.cc.)
 #include "pool.h"
 
 #include <algorithm>
@@ -274,45 +274,6 @@ Napi::Value SetWakeHandler(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// ---------------------------------------------------------------------------
-// Strict-mode views
-// ---------------------------------------------------------------------------
-
-Napi::Error OutOfRange(Napi::Env env, const std::string& message) {
-  Napi::Error error = Napi::RangeError::New(env, message);
-  error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
-  return error;
-}
-
-// viewOf(slab: ArrayBuffer, offset, length) -> Buffer over slab bytes
-// [offset, offset + length) with an ArrayBuffer of its own, so that detaching
-// it (strict release) leaves the slab and every other view untouched. The
-// range is checked here against the slab as it is now (attached, its length),
-// whatever the caller believes. The new ArrayBuffer has no finalizer and does
-// not own the memory: the caller keeps the slab's ArrayBuffer reachable from
-// the view for as long as the view lives (lib/pool/ stores it on it).
-Napi::Value ViewOf(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto slab = info[0].As<Napi::ArrayBuffer>();
-  double offset = info[1].As<Napi::Number>().DoubleValue();
-  double length = info[2].As<Napi::Number>().DoubleValue();
-  auto* data = static_cast<uint8_t*>(slab.Data());
-  double size = static_cast<double>(slab.ByteLength());
-  if (data == nullptr) throw MakeError(env, "ERR_IOBUF_DETACHED", "The slab was detached");
-  CheckBufferLength(env, length, "length");
-  if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
-    throw OutOfRange(env, "Expected a view inside the slab's " + std::to_string(slab.ByteLength()) +
-                              " bytes for offset + length but received " + std::to_string(offset + length));
-  }
-  return Napi::Buffer<uint8_t>::New(env, data + static_cast<size_t>(offset), static_cast<size_t>(length));
-}
-
-// detach(arrayBuffer): every view of it reads as empty from now on.
-Napi::Value Detach(const Napi::CallbackInfo& info) {
-  info[0].As<Napi::ArrayBuffer>().Detach();
-  return info.Env().Undefined();
-}
-
 Napi::Object LayoutConstants(Napi::Env env) {
   Napi::Object constants = Napi::Object::New(env);
   constants.Set("magic", layout::kMagic);
@@ -360,8 +321,6 @@ void PoolEnvironmentCleanup(AddonData* data) {
 }
 
 void InitPool(Napi::Env env, Napi::Object exports) {
-  exports.Set("viewOf", Napi::Function::New(env, ViewOf, "viewOf"));
-  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("poolJoin", Napi::Function::New(env, Join, "poolJoin"));
   exports.Set("poolLeave", Napi::Function::New(env, Leave, "poolLeave"));
   exports.Set("poolReserve", Napi::Function::New(env, Reserve, "poolReserve"));

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -677,6 +678,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const unsigned entries = info[0].As<Napi::Number>().Uint32Value();
   const uint32_t tableSize = info[1].As<Napi::Number>().Uint32Value();
+  assert(entries >= 1 && entries <= 4096);
+  assert(tableSize <= 16384);
   Napi::Function dispatcher = info[2].As<Napi::Function>();
 
   uv_loop_t* loop = nullptr;
@@ -899,6 +902,8 @@ Napi::Value Vectored(const Napi::CallbackInfo& info) {
   const int fd = info[2].As<Napi::Number>().Int32Value();
   const uint32_t count = info[4].As<Napi::Number>().Uint32Value();
   const double position = info[5].As<Napi::Number>().DoubleValue();
+  assert(op == UringOp::kReadv || op == UringOp::kWritev);
+  assert(fd >= 0);
   const struct iovec* entries = CheckedEntries(env, info[3], count);
 
   uint32_t slot = AllocateSlot(ring);
@@ -1142,6 +1147,33 @@ void SetRaw(Napi::Env env, Napi::Object exports, const char* name, napi_callback
   exports.Set(name, Napi::Value(env, function));
 }
 
+// ---------------------------------------------------------------------------
+// Memory advice for registered buffers (the pool's slabs, lib/uring/registration.ts)
+// ---------------------------------------------------------------------------
+
+// adviseDontFork(arrayBuffer): MADV_DONTFORK over the whole (page-aligned)
+// ArrayBuffer, so that a fork() while io_uring holds the pages pinned does
+// not turn them copy-on-write under the ring.
+//
+// A hugetlb mapping can only be advised in whole huge pages, and a slab over
+// one (acquireMany's slabs are a multiple of the slot stride, not of 2 MiB)
+// may end inside its last huge page: madvise then says EINVAL. The mapping
+// itself is whole huge pages from a huge-page-aligned base (os::MapHugetlb),
+// so the range is rounded up to the huge page size for hugetlb memory only.
+Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
+  auto arrayBuffer = info[0].As<Napi::ArrayBuffer>();
+  void* data = arrayBuffer.Data();
+  size_t length = arrayBuffer.ByteLength();
+  os::Failure failure = os::AdviseDontFork(data, length);
+  if (failure && failure.error == EINVAL &&
+      os::QueryPageKind(reinterpret_cast<uintptr_t>(data)) == os::PageKind::kHugetlb) {
+    const size_t huge = os::HugePageSize();
+    failure = os::AdviseDontFork(data, (length + huge - 1) & ~(huge - 1));
+  }
+  if (failure) throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitUring(Napi::Env env, Napi::Object exports) {
@@ -1157,6 +1189,7 @@ void InitUring(Napi::Env env, Napi::Object exports) {
   exports.Set("uringRegister", Napi::Function::New(env, Register, "uringRegister"));
   exports.Set("uringClose", Napi::Function::New(env, Close, "uringClose"));
   exports.Set("uringError", Napi::Function::New(env, Error, "uringError"));
+  exports.Set("adviseDontFork", Napi::Function::New(env, AdviseDontFork, "adviseDontFork"));
 }
 
 }  // namespace iobuf

@@ -24,7 +24,7 @@ import { IobufError, invalidValue } from '../errors';
 import { pageSize } from '../memory';
 
 // Control words (Int32). const enums: tsc inlines them, so the hot path loads no module property.
-// native/pool.h Word; test/pool.layout.test.ts checks they agree.
+// native/pool.h Word; test/native.constants.test.ts checks they agree.
 export const enum Word {
   MAGIC = 0,
   VERSION = 1,
