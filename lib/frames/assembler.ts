@@ -43,7 +43,7 @@
 // unreleased frames hold more than highWaterMark bytes; it starts again once
 // memory came and the held bytes fell to half the mark.
 import type net from 'node:net';
-import { codedError, describeValue, validateInteger, validateView } from '../errors';
+import { codedError, validateInteger, validateView, invalidType } from '../errors';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
 import { frameError } from './frame';
 import { EMPTY, type FrameAssemblerOptions, FrameParser, KiB, MiB } from './parser';
@@ -137,11 +137,7 @@ export class FrameAssembler extends FrameParser {
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);
     for (const name of ['onFrame', 'onError'] as const) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
-        throw codedError(
-          TypeError,
-          'ERR_INVALID_ARG_TYPE',
-          `Expected a function for options.${name} but received ${describeValue(options[name])}`,
-        );
+        throw invalidType('a function', `options.${name}`, options[name]);
       }
     }
     this.highWaterMark = highWaterMark;
@@ -190,7 +186,7 @@ export class FrameAssembler extends FrameParser {
    */
   attach(socket: net.Socket): this {
     if (socket === null || typeof socket !== 'object' || typeof (socket as { on?: unknown }).on !== 'function') {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a net.Socket for socket but received ${describeValue(socket)}`);
+      throw invalidType('a net.Socket', 'socket', socket);
     }
     if (this.socket !== null || this.isClosed) {
       throw codedError(Error, 'ERR_INVALID_STATE', this.isClosed ? 'The assembler is closed' : 'The assembler already has a socket');

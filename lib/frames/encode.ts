@@ -1,6 +1,6 @@
 // The send side: frames into a Gatherer (encodeFrame, beginFrame/endFrame),
 // with the length prefixes of lib/length-prefixes.ts.
-import { codedError, describeValue, outOfRange, validateInteger, validateOneOf, validateOptions, validateView } from '../errors';
+import { outOfRange, validateInteger, validateOneOf, validateOptions, validateView, invalidType } from '../errors';
 import type { Gatherer } from '../gather/gatherer';
 import {
   FIXED_LENGTH_PREFIX_NAMES,
@@ -19,7 +19,7 @@ export interface EncodeFrameOptions {
 
 function checkGatherer(gatherer: Gatherer): void {
   if (gatherer === null || typeof gatherer !== 'object' || typeof (gatherer as Partial<Gatherer>).putU32BE !== 'function') {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for gatherer but received ${describeValue(gatherer)}`);
+    throw invalidType('a Gatherer', 'gatherer', gatherer);
   }
 }
 

@@ -9,7 +9,7 @@
 // assembler.ts.
 import { EventEmitter } from 'node:events';
 import { native } from '../binding';
-import { codedError, describeValue, invalidValue, validateInteger, validateOptions } from '../errors';
+import { codedError, describeValue, invalidValue, validateInteger, validateOptions, invalidType } from '../errors';
 import {
   type DecodedHeader,
   type LengthPrefix,
@@ -157,11 +157,7 @@ export abstract class FrameParser extends EventEmitter implements AsyncIterable<
     super();
     validateOptions(options, 'options');
     if (options === undefined || !(options.pool instanceof BufferPool)) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`,
-      );
+      throw invalidType('a BufferPool', 'options.pool', options?.pool);
     }
     const { pool, lengthPrefix = 'u32be' } = options;
     this.pool = pool;

@@ -4,7 +4,7 @@
 // putShared).
 import type { BufferPool } from '../pool';
 import { poolOf } from '../pooled';
-import { IobufError, codedError, describeValue, outOfRange, validateInteger, validateOneOf, validateView } from '../errors';
+import { IobufError, outOfRange, validateInteger, validateOneOf, validateView, invalidType, invalidValue } from '../errors';
 import { type LengthPrefix, lengthPrefixFormat } from '../length-prefixes';
 import { SharedBuffer, kTakeOver } from '../pool/shared-buffer';
 import { maxAllocationSize } from '../memory';
@@ -25,7 +25,7 @@ const NUL_ENCODINGS: readonly NulStringEncoding[] = ['utf8', 'utf-8', 'latin1', 
 const SHORT_TEXT = 32;
 
 function badText(text: unknown): never {
-  throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a string for text but received ${describeValue(text)}`);
+  throw invalidType('a string', 'text', text);
 }
 
 /** latin1 and ascii write the low byte of each UTF-16 unit: U+0000, U+0100, … all become a 0 byte. */
@@ -78,7 +78,7 @@ export class GatherBytes extends GatherPuts {
   /** Encodes `text` into scratch; the bytes are those of Buffer.from(text, encoding). */
   putString(text: string, encoding: BufferEncoding = 'utf8'): this {
     if (typeof text !== 'string') {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a string for text but received ${describeValue(text)}`);
+      throw invalidType('a string', 'text', text);
     }
     if (encoding !== 'utf8') validateEncoding(encoding);
     if (text.length === 0) return this.checkOpen();
@@ -103,11 +103,7 @@ export class GatherBytes extends GatherPuts {
     const utf8 = encoding === 'utf8' || encoding === 'utf-8';
     if (!utf8) validateOneOf(encoding, 'encoding', NUL_ENCODINGS);
     if (utf8 ? text.indexOf('\0') !== -1 : hasLowZeroByte(text)) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_VALUE',
-        `Expected a string without NUL characters for text but received ${describeValue(text)}`,
-      );
+      throw invalidValue('a string without NUL characters', 'text', text);
     }
     const length = text.length;
     // latin1/ascii write one byte per UTF-16 unit; utf8 at most three.
@@ -279,11 +275,7 @@ export class GatherBytes extends GatherPuts {
    */
   putShared(handle: SharedBuffer, offset = 0, length?: number): this {
     if (!(handle instanceof SharedBuffer)) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected a SharedBuffer (a Frame, or pool.share()) for handle but received ${describeValue(handle)}`,
-      );
+      throw invalidType('a SharedBuffer (a Frame, or pool.share())', 'handle', handle);
     }
     // (A released handle's range is not checked: kTakeOver refuses the handle itself.)
     const size = handle.data.length;

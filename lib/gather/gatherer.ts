@@ -35,7 +35,7 @@
 // varints, bytes by copy, reference or handover) <- Gatherer (this file:
 // putGatherer and the writes; socket-write.ts has the socket side).
 import type { Writable } from 'node:stream';
-import { IobufError, codedError, describeValue, validateInteger } from '../errors';
+import { IobufError, validateInteger, invalidType, invalidValue } from '../errors';
 import { IoVecArray } from '../iovec/array';
 import { IOV_MAX, writevAll, writevAllSync, writevSync } from '../iovec/calls';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
@@ -57,10 +57,10 @@ export class Gatherer extends GatherBytes {
    */
   putGatherer(other: Gatherer): this {
     if (!(other instanceof Gatherer)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a Gatherer for other but received ${describeValue(other)}`);
+      throw invalidType('a Gatherer', 'other', other);
     }
     if (other === this) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', 'Expected another Gatherer for other but received this one');
+      throw invalidValue('another Gatherer', 'other', other, 'this one');
     }
     this.checkOpen();
     other.checkOpen();
@@ -142,13 +142,7 @@ export class Gatherer extends GatherBytes {
    */
   writeTo(socket: Writable): Promise<void> {
     if (socket === null || typeof socket !== 'object' || typeof (socket as Writable).write !== 'function') {
-      return Promise.reject(
-        codedError(
-          TypeError,
-          'ERR_INVALID_ARG_TYPE',
-          `Expected a net.Socket or stream.Writable for socket but received ${describeValue(socket)}`,
-        ),
-      );
+      return Promise.reject(invalidType('a net.Socket or stream.Writable', 'socket', socket));
     }
     if (this.state !== OPEN) return Promise.reject(this.stateError());
     this.flush();

@@ -1,7 +1,7 @@
 // GatherPuts: the hot path — fixed-width puts straight into the open scratch
 // chunk (a range check, a compare against the chunk's limit, a DataView
 // store) — and reserve()/patch*(), which write into bytes reserved earlier.
-import { codedError, describeValue, validateInteger } from '../errors';
+import { validateInteger, invalidType, outOfRange } from '../errors';
 import { GatherSegments, dataViewOf } from './segments';
 
 // ---------------------------------------------------------------------------
@@ -18,27 +18,19 @@ function check64(value: unknown, signed: boolean): void {
   const max = signed ? 2n ** 63n - 1n : 2n ** 64n - 1n;
   if (typeof value === 'bigint') {
     if (value >= min && value <= max) return;
-    throw codedError(RangeError, 'ERR_OUT_OF_RANGE', `Expected a bigint from ${min} to ${max} for value but received ${value}n`);
+    throw outOfRange(`a bigint from ${min} to ${max}`, 'value', value, `${value}n`);
   }
   if (typeof value !== 'number') {
-    throw codedError(
-      TypeError,
-      'ERR_INVALID_ARG_TYPE',
-      `Expected a bigint or a safe integer for value but received ${describeValue(value)}`,
-    );
+    throw invalidType('a bigint or a safe integer', 'value', value);
   }
   if (!Number.isSafeInteger(value) || (!signed && value < 0)) {
     const range = signed ? `${Number.MIN_SAFE_INTEGER} to ${Number.MAX_SAFE_INTEGER}` : `0 to ${Number.MAX_SAFE_INTEGER}`;
-    throw codedError(
-      RangeError,
-      'ERR_OUT_OF_RANGE',
-      `Expected an integer from ${range} (a bigint for the full 64-bit range) for value but received ${value}`,
-    );
+    throw outOfRange(`an integer from ${range} (a bigint for the full 64-bit range)`, 'value', value, `${value}`);
   }
 }
 
 function badFloat(value: unknown): never {
-  throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a number for value but received ${describeValue(value)}`);
+  throw invalidType('a number', 'value', value);
 }
 
 const TWO_32 = 4294967296;
@@ -353,11 +345,7 @@ export class GatherPuts extends GatherSegments {
       }
     }
     if (!inside) {
-      throw codedError(
-        RangeError,
-        'ERR_OUT_OF_RANGE',
-        `Expected the position of ${width} bytes inside a region reserve() returned for at but received ${at}`,
-      );
+      throw outOfRange(`the position of ${width} bytes inside a region reserve() returned`, 'at', at, `${at}`);
     }
     // A reserved region never straddles two segments: reserve() takes it in
     // one piece, and compact() / putGatherer() only join segments.

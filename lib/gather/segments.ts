@@ -4,7 +4,7 @@
 // list (segments(), toIoVec(), compact()), reset and released. The base class
 // of the puts (puts.ts, bytes.ts) and of Gatherer (gatherer.ts): one object.
 import type { BufferPool } from '../pool';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from '../errors';
+import { IobufError, validateInteger, validateOneOf, validateOptions, invalidType } from '../errors';
 import { IoVecArray } from '../iovec/array';
 import { type SharedReturn } from '../pool/shared-buffer';
 import { maxAllocationSize } from '../memory';
@@ -92,11 +92,7 @@ export class GatherSegments {
       typeof options.pool !== 'object' ||
       typeof options.pool.tryAcquire !== 'function'
     ) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`,
-      );
+      throw invalidType('a BufferPool', 'options.pool', options?.pool);
     }
     const { chunkSize = 4096, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
@@ -151,7 +147,7 @@ export class GatherSegments {
    */
   toIoVec(iov: IoVecArray): IoVecArray {
     if (!(iov instanceof IoVecArray)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
+      throw invalidType('an IoVecArray', 'iov', iov);
     }
     if (this.state === OPEN) this.flush();
     if (iov.length + this.bufs.length > iov.capacity) {

@@ -26,7 +26,7 @@
 // not take through the stream, behind nothing.
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from '../errors';
+import { IobufError, validateInteger, validateOneOf, validateOptions, invalidType } from '../errors';
 import { Gatherer } from './gatherer';
 import type { BufferPool } from '../pool';
 
@@ -141,11 +141,7 @@ export class SocketWriter extends EventEmitter {
       typeof (socket as Writable).write !== 'function' ||
       typeof (socket as Writable).on !== 'function'
     ) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected a net.Socket or stream.Writable for socket but received ${describeValue(socket)}`,
-      );
+      throw invalidType('a net.Socket or stream.Writable', 'socket', socket);
     }
     validateOptions(options, 'options');
     if (
@@ -154,11 +150,7 @@ export class SocketWriter extends EventEmitter {
       typeof options.pool !== 'object' ||
       typeof options.pool.tryAcquire !== 'function'
     ) {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`,
-      );
+      throw invalidType('a BufferPool', 'options.pool', options?.pool);
     }
     const { chunkSize = 16 * KiB, highWaterMark = 1024 * KiB, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
@@ -206,11 +198,7 @@ export class SocketWriter extends EventEmitter {
    */
   releaseAfterWrite(resource: Releasable): void {
     if (resource === null || typeof resource !== 'object' || typeof resource.release !== 'function') {
-      throw codedError(
-        TypeError,
-        'ERR_INVALID_ARG_TYPE',
-        `Expected an object with a release() method for resource but received ${describeValue(resource)}`,
-      );
+      throw invalidType('an object with a release() method', 'resource', resource);
     }
     if (this.state === CLOSED) {
       resource.release();
