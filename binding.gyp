@@ -9,7 +9,8 @@
         "native/memory.cc",
         "native/os-linux.cc",
         "native/pool.cc",
-        "native/uring.cc"
+        "native/uring.cc",
+        "native/views.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],

@@ -27,9 +27,7 @@ import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
-import {
-  DIST, ROOT, ensureFloorBinary, formatBytes, formatNs, gcCounter, iobuf, median, runFloor, timeOps,
-} from './harness.mjs';
+import { DIST, ROOT, ensureFloorBinary, formatBytes, formatNs, gcCounter, iobuf, median, runFloor, timeOps } from './harness.mjs';
 import { compileServers, runLoad, startServerProcess, stopServerProcess } from './frames/load.mjs';
 
 const { mixBatch } = createRequire(import.meta.url)('../test/fixtures/frames-mix.js');
@@ -113,11 +111,13 @@ async function receiveTrial(kind, frameSize, ctx) {
   // Small frames cost far more per byte: a smaller transfer for them.
   const small = frameSize === 'mix' || frameSize < 256;
   const total = small ? (ctx.full ? 512 * MiB : 128 * MiB) : ctx.full ? GiB : 512 * MiB;
-  if (kind !== 'plain' && kind !== 'floor') iobuf();  // load the addon and dist/ before anything is counted
+  if (kind !== 'plain' && kind !== 'floor') iobuf(); // load the addon and dist/ before anything is counted
   const gc = gcCounter();
   let started = null;
   let finished;
-  const result = new Promise((resolve) => { finished = resolve; });
+  const result = new Promise((resolve) => {
+    finished = resolve;
+  });
   const server = net.createServer({ pauseOnConnect: true }, (socket) => {
     started = { cpu: process.cpuUsage(), wall: performance.now() };
     gc.start();
@@ -129,22 +129,25 @@ async function receiveTrial(kind, frameSize, ctx) {
     RECEIVERS[kind](socket, done);
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const child = spawn(process.execPath, [SENDER, String(server.address().port), String(frameSize), String(total)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [SENDER, String(server.address().port), String(frameSize), String(total)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let report = '';
-  child.stdout.on('data', (chunk) => { report += chunk; });
+  child.stdout.on('data', (chunk) => {
+    report += chunk;
+  });
   const { cpuMs, seconds, frames } = await result;
-  await new Promise((resolve) => child.exitCode !== null ? resolve() : child.once('exit', resolve));
+  await new Promise((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', resolve)));
   server.close();
   // A mix reports what it sent ("FRAMES BYTES"); one size sends ceil(total / size) frames.
-  const [expected, wireBytes] = frameSize === 'mix'
-    ? report.trim().split(' ').map(Number)
-    : [Math.ceil(total / frameSize), total + 4 * Math.ceil(total / frameSize)];
+  const [expected, wireBytes] =
+    frameSize === 'mix' ? report.trim().split(' ').map(Number) : [Math.ceil(total / frameSize), total + 4 * Math.ceil(total / frameSize)];
   if (frames !== expected) return { error: `received ${frames} frames, expected ${expected}` };
   const { scavenges } = await gc.counts();
   const gib = wireBytes / GiB;
   return {
     value: cpuMs / gib,
-    extras: { scavenges: scavenges / gib, throughput: (total / MiB) / seconds },
+    extras: { scavenges: scavenges / gib, throughput: total / MiB / seconds },
   };
 }
 
@@ -210,36 +213,48 @@ const receiveTable = {
   competitors: [
     { name: 'plain data + Buffer.concat', run: (size, ctx) => receiveTrial('plain', size, ctx) },
     { name: 'FrameAssembler', run: (size, ctx) => receiveTrial('assembler', size, ctx) },
-    { name: 'FrameAssembler, custom decoder', run: (size, ctx) => (size === 'mix' ? receiveTrial('decoder', size, ctx) : { skip: 'the mix only' }) },
-    { name: 'FrameAssembler, pool leakDetection off', run: (size, ctx) => (size === 'mix' ? receiveTrial('leaksOff', size, ctx) : { skip: 'the mix only' }) },
+    {
+      name: 'FrameAssembler, custom decoder',
+      run: (size, ctx) => (size === 'mix' ? receiveTrial('decoder', size, ctx) : { skip: 'the mix only' }),
+    },
+    {
+      name: 'FrameAssembler, pool leakDetection off',
+      run: (size, ctx) => (size === 'mix' ? receiveTrial('leaksOff', size, ctx) : { skip: 'the mix only' }),
+    },
     { name: 'onread, one buffer (floor)', run: (size, ctx) => receiveTrial('floor', size, ctx) },
   ],
-  targets: [{
-    name: 'FrameAssembler CPU per GiB ≤ 0.8× plain, mix of 5-200 B frames',
-    check: (get) => {
-      const cell = get('FrameAssembler', 'mix');
-      if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
-      return { pass: cell.ratio <= 0.8, detail: `${cell.ratio.toFixed(2)}×` };
-    },
-  }, ...[KiB, 64 * KiB].flatMap((size) => [
+  targets: [
     {
-      name: `FrameAssembler CPU per GiB ≤ 0.75× plain, ${formatBytes(size)} frames`,
+      name: 'FrameAssembler CPU per GiB ≤ 0.8× plain, mix of 5-200 B frames',
       check: (get) => {
-        const cell = get('FrameAssembler', size);
+        const cell = get('FrameAssembler', 'mix');
         if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
-        return { pass: cell.ratio <= 0.75, detail: `${cell.ratio.toFixed(2)}×` };
+        return { pass: cell.ratio <= 0.8, detail: `${cell.ratio.toFixed(2)}×` };
       },
     },
-    {
-      name: `FrameAssembler GC scavenges ≤ 0.1× plain, ${formatBytes(size)} frames`,
-      check: (get) => {
-        const ours = get('FrameAssembler', size)?.extras.scavenges;
-        const theirs = get('plain data + Buffer.concat', size)?.extras.scavenges;
-        if (!Number.isFinite(ours) || !Number.isFinite(theirs)) return { pass: null, detail: 'no result' };
-        return { pass: ours <= 0.1 * theirs, detail: `${ours.toFixed(1)} vs ${theirs.toFixed(1)} per GiB (${theirs > 0 ? (ours / theirs).toFixed(3) : '–'}×)` };
+    ...[KiB, 64 * KiB].flatMap((size) => [
+      {
+        name: `FrameAssembler CPU per GiB ≤ 0.75× plain, ${formatBytes(size)} frames`,
+        check: (get) => {
+          const cell = get('FrameAssembler', size);
+          if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
+          return { pass: cell.ratio <= 0.75, detail: `${cell.ratio.toFixed(2)}×` };
+        },
       },
-    },
-  ])],
+      {
+        name: `FrameAssembler GC scavenges ≤ 0.1× plain, ${formatBytes(size)} frames`,
+        check: (get) => {
+          const ours = get('FrameAssembler', size)?.extras.scavenges;
+          const theirs = get('plain data + Buffer.concat', size)?.extras.scavenges;
+          if (!Number.isFinite(ours) || !Number.isFinite(theirs)) return { pass: null, detail: 'no result' };
+          return {
+            pass: ours <= 0.1 * theirs,
+            detail: `${ours.toFixed(1)} vs ${theirs.toFixed(1)} per GiB (${theirs > 0 ? (ours / theirs).toFixed(3) : '–'}×)`,
+          };
+        },
+      },
+    ]),
+  ],
 };
 
 // ---------------------------------------------------------------------------
@@ -280,7 +295,8 @@ function assemblerFeed({ poolOptions = {}, lengthPrefix } = {}) {
   const { BufferPool, FrameAssembler } = iobuf();
   const pool = new BufferPool({ maxMemory: 64 * MiB, ...poolOptions });
   const assembler = new FrameAssembler({
-    pool, lengthPrefix,
+    pool,
+    lengthPrefix,
     onFrame(frame) {
       sink ^= frame.data[0] ^ frame.tag;
       frame.release();
@@ -313,7 +329,7 @@ async function pushTrial(kind, param, ctx) {
   const { chunks, frames } = pushChunks(param);
   const feed = FEEDS[kind]();
   const rounds = ctx.full ? 60 : 20;
-  for (let r = 0; r < rounds; r++) for (const chunk of chunks) feed(chunk);  // warm up
+  for (let r = 0; r < rounds; r++) for (const chunk of chunks) feed(chunk); // warm up
   const gc = gcCounter();
   gc.start();
   const samples = [];
@@ -431,19 +447,27 @@ const copyTable = {
     { name: 'Uint8Array#set(subarray)', run: copyTrial('set') },
     { name: FRAMES_COPY, run: copyTrial('framesCopy') },
   ],
-  targets: [{
-    name: `${FRAMES_COPY}: overhead above C memcpy (report)`,
-    check: (get) => {
-      const parts = copyTable.params.full.map((size) => [size, get(FRAMES_COPY, size), get(C_MEMCPY, size), get(BUFFER_COPY, size)])
-        .filter(([, cell, floor, base]) => [cell, floor, base].every((c) => c && !c.skip && Number.isFinite(c.value)));
-      if (parts.length === 0) return { pass: null, detail: 'not measured' };
-      return {
-        pass: null,
-        detail: parts.map(([size, cell, floor, base]) => `${formatBytes(size)}: ${formatNs(cell.value)} vs C ${formatNs(floor.value)} `
-          + `(+${formatNs(cell.overFloor)}; ${BUFFER_COPY} +${formatNs(base.overFloor)})`).join(', '),
-      };
+  targets: [
+    {
+      name: `${FRAMES_COPY}: overhead above C memcpy (report)`,
+      check: (get) => {
+        const parts = copyTable.params.full
+          .map((size) => [size, get(FRAMES_COPY, size), get(C_MEMCPY, size), get(BUFFER_COPY, size)])
+          .filter(([, cell, floor, base]) => [cell, floor, base].every((c) => c && !c.skip && Number.isFinite(c.value)));
+        if (parts.length === 0) return { pass: null, detail: 'not measured' };
+        return {
+          pass: null,
+          detail: parts
+            .map(
+              ([size, cell, floor, base]) =>
+                `${formatBytes(size)}: ${formatNs(cell.value)} vs C ${formatNs(floor.value)} ` +
+                `(+${formatNs(cell.overFloor)}; ${BUFFER_COPY} +${formatNs(base.overFloor)})`,
+            )
+            .join(', '),
+        };
+      },
     },
-  }],
+  ],
 };
 
 // ---------------------------------------------------------------------------
@@ -462,8 +486,13 @@ const rpcTrial = (file) => async (param, ctx) => {
   try {
     const depth = size <= 4 * KiB ? 32 : size <= 64 * KiB ? 8 : 2;
     const result = await runLoad({
-      port, op, size, connections: 4, depth,
-      seconds: ctx.full ? 4 : 1.5, warmupSeconds: ctx.full ? 1 : 0.4,
+      port,
+      op,
+      size,
+      connections: 4,
+      depth,
+      seconds: ctx.full ? 4 : 1.5,
+      warmupSeconds: ctx.full ? 1 : 0.4,
     });
     return { value: result.requestsPerSecond, extras: { p50: result.p50Ms * 1000, p99: result.p99Ms * 1000 } };
   } finally {
@@ -495,14 +524,16 @@ const rpcTable = {
     { name: 'plain twin', run: rpcTrial('rpc-server-plain.ts') },
     { name: 'iobuf server', run: rpcTrial('rpc-server.ts') },
   ],
-  targets: [{
-    name: 'iobuf server requests/s ≥ 1.2× plain twin, echo 1 KiB',
-    check: (get) => {
-      const cell = get('iobuf server', 'echo-1024');
-      if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
-      return { pass: cell.ratio >= 1.2, detail: `${cell.ratio.toFixed(2)}×` };
+  targets: [
+    {
+      name: 'iobuf server requests/s ≥ 1.2× plain twin, echo 1 KiB',
+      check: (get) => {
+        const cell = get('iobuf server', 'echo-1024');
+        if (!cell || !Number.isFinite(cell.ratio)) return { pass: null, detail: 'no result' };
+        return { pass: cell.ratio >= 1.2, detail: `${cell.ratio.toFixed(2)}×` };
+      },
     },
-  }],
+  ],
 };
 
 export default {

@@ -1,4 +1,4 @@
-// Benchmarks of the gather part (issue 5).
+// Benchmarks of the gather part: a message built of puts and blobs, written against what plain Node does for the same bytes.
 //
 // Table 1, the seed case: a 300-byte header plus a 500 KB blob that is
 // already in memory, sent over loopback TCP (127.0.0.1) again and again until
@@ -48,7 +48,11 @@ const HEADER_BYTES = 300;
 const BLOB_BYTES = 500_000;
 const WARMUP_BYTES = 32 * MiB;
 // The header's text: fixed fields take 18 bytes, the text the other 282.
-const HEADER_TEXT = `content-type: application/octet-stream\r\ncache-control: max-age=3600\r\nx-request-id: ${'r'.repeat(150)}\r\nserver: iobuf-bench\r\n`.padEnd(HEADER_BYTES - 18, '.');
+const HEADER_TEXT =
+  `content-type: application/octet-stream\r\ncache-control: max-age=3600\r\nx-request-id: ${'r'.repeat(150)}\r\nserver: iobuf-bench\r\n`.padEnd(
+    HEADER_BYTES - 18,
+    '.',
+  );
 
 // ---------------------------------------------------------------------------
 // Table 1: the seed case over loopback TCP
@@ -109,7 +113,11 @@ const SENDERS = {
     return (seq) => {
       gatherer.reset();
       const at = gatherer.reserve(4);
-      gatherer.putU16BE(200).putU32BE(seq >>> 0).putU32BE(Math.floor(seq / 2 ** 32)).putU32BE(seq >>> 0);
+      gatherer
+        .putU16BE(200)
+        .putU32BE(seq >>> 0)
+        .putU32BE(Math.floor(seq / 2 ** 32))
+        .putU32BE(seq >>> 0);
       if (shape.text.length > 0) gatherer.putString(shape.text, 'latin1');
       gatherer.putBytes(blob);
       gatherer.patchU32BE(at, gatherer.byteLength - 4);
@@ -127,7 +135,9 @@ async function seedTrial(name, target, shape = SEED_SHAPE) {
   await once(server, 'listening');
   const receiver = spawn(process.execPath, ['-e', RECEIVER, String(server.address().port)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let report = '';
-  receiver.stdout.on('data', (chunk) => { report += chunk; });
+  receiver.stdout.on('data', (chunk) => {
+    report += chunk;
+  });
   const exited = once(receiver, 'exit');
   let socket = null;
   try {
@@ -163,7 +173,7 @@ async function seedTrial(name, target, shape = SEED_SHAPE) {
     const received = Number(report);
     const gib = measured / GiB;
     const result = {
-      value: (used.user + used.system) / 1000 / gib,   // ms of CPU per GiB
+      value: (used.user + used.system) / 1000 / gib, // ms of CPU per GiB
       extras: {
         scavenges: scavenges / gib,
         markSweeps: markSweeps / gib,
@@ -201,7 +211,11 @@ const seedTable = {
   extras: [
     { key: 'scavenges', label: 'GC scavenges per GiB (sender)', format: (v) => (Number.isFinite(v) ? v.toFixed(1) : '–') },
     { key: 'markSweeps', label: 'GC mark-sweeps per GiB (sender)', format: (v) => (Number.isFinite(v) ? v.toFixed(1) : '–') },
-    { key: 'systemShare', label: 'share of sender CPU in the kernel', format: (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(0)}%` : '–') },
+    {
+      key: 'systemShare',
+      label: 'share of sender CPU in the kernel',
+      format: (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(0)}%` : '–'),
+    },
     { key: 'throughput', label: 'throughput, MiB/s (wall clock; noisy)', format: (v) => (Number.isFinite(v) ? v.toFixed(0) : '–') },
   ],
   competitors: SEED.map((name) => ({ name, run: (target) => seedTrial(name, target) })),
@@ -213,7 +227,10 @@ const seedTable = {
         const row = param.map((p) => [get('Gatherer.writeTo', p), get('Buffer.concat+write', p)]).find(([g]) => g && !g.skip);
         if (!row) return { pass: null, detail: 'not measured' };
         const [gatherer, concat] = row;
-        return { pass: gatherer.ratio <= 0.8, detail: `${formatMs(gatherer.value)} vs ${formatMs(concat.value)} = ${gatherer.ratio.toFixed(2)}×` };
+        return {
+          pass: gatherer.ratio <= 0.8,
+          detail: `${formatMs(gatherer.value)} vs ${formatMs(concat.value)} = ${gatherer.ratio.toFixed(2)}×`,
+        };
       },
     },
     {
@@ -291,7 +308,11 @@ const PUTS = {
       const base = counter++ & 0xffff;
       gatherer.reset();
       for (let i = 0; i < 16; i++) {
-        gatherer.putU8((base + i) & 0xff).putU16BE((base + i) & 0xffff).putU32LE(base * i).putF64BE(base / (i + 1));
+        gatherer
+          .putU8((base + i) & 0xff)
+          .putU16BE((base + i) & 0xffff)
+          .putU32LE(base * i)
+          .putF64BE(base / (i + 1));
       }
       gatherer.compact(4096);
       return gatherer.byteLength;
@@ -312,17 +333,20 @@ const putsTable = {
   extras: [{ key: 'scavenges', label: 'GC scavenges per 1000 ops' }],
   competitors: Object.entries(PUTS).map(([name, make]) => ({
     name,
-    run: async (_param, ctx) => timeOps(make(), ctx.full ? { samples: 11, sampleMs: 30, warmupMs: 150 } : { samples: 9, sampleMs: 20, warmupMs: 100 }),
+    run: async (_param, ctx) =>
+      timeOps(make(), ctx.full ? { samples: 11, sampleMs: 30, warmupMs: 150 } : { samples: 9, sampleMs: 20, warmupMs: 100 }),
   })),
-  targets: [{
-    name: 'Gatherer 64 puts + compact ≤ 1.5× Buffer#write… into a pre-allocated Buffer',
-    check: (get) => {
-      const cell = get('Gatherer 64 puts + compact', 64);
-      if (!cell || cell.skip) return { pass: null, detail: 'not measured' };
-      const base = get('Buffer#write… (pre-allocated)', 64);
-      return { pass: cell.ratio <= 1.5, detail: `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}×` };
+  targets: [
+    {
+      name: 'Gatherer 64 puts + compact ≤ 1.5× Buffer#write… into a pre-allocated Buffer',
+      check: (get) => {
+        const cell = get('Gatherer 64 puts + compact', 64);
+        if (!cell || cell.skip) return { pass: null, detail: 'not measured' };
+        const base = get('Buffer#write… (pre-allocated)', 64);
+        return { pass: cell.ratio <= 1.5, detail: `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}×` };
+      },
     },
-  }],
+  ],
 };
 
 // ---------------------------------------------------------------------------
@@ -402,7 +426,11 @@ const stringsTable = {
   extras: [{ key: 'cpuNs', label: 'CPU time per 16 strings (steadier than the wall clock on a busy machine)', format: formatNs }],
   competitors: Object.entries(STRINGS).map(([name, make]) => ({
     name,
-    run: async (set, ctx) => timeOps(make(STRING_SETS[set]), ctx.full ? { samples: 11, sampleMs: 30, warmupMs: 150 } : { samples: 9, sampleMs: 20, warmupMs: 100 }),
+    run: async (set, ctx) =>
+      timeOps(
+        make(STRING_SETS[set]),
+        ctx.full ? { samples: 11, sampleMs: 30, warmupMs: 150 } : { samples: 9, sampleMs: 20, warmupMs: 100 },
+      ),
   })),
   targets: ['ascii', 'utf8'].map((set) => ({
     name: `putStringPrefixed(u16be) ≤ putU16BE(Buffer.byteLength) + putString, ${set}`,
@@ -410,13 +438,16 @@ const stringsTable = {
       const ours = get('Gatherer putStringPrefixed(u16be)', set);
       const before = get('Gatherer putU16BE(Buffer.byteLength) + putString', set);
       if (!ours || ours.skip || !before || before.skip) return { pass: null, detail: 'not measured' };
-      return { pass: ours.value <= before.value, detail: `${formatNs(ours.value)} vs ${formatNs(before.value)} = ${(ours.value / before.value).toFixed(2)}×` };
+      return {
+        pass: ours.value <= before.value,
+        detail: `${formatNs(ours.value)} vs ${formatNs(before.value)} = ${(ours.value / before.value).toFixed(2)}×`,
+      };
     },
   })),
 };
 
 export default {
   name: 'gather',
-  title: 'Gatherer: scatter-gather writes (issue 5)',
+  title: 'Gatherer: scatter-gather writes',
   tables: [seedTable, smallTable, putsTable, stringsTable],
 };

@@ -41,7 +41,17 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import {
-  closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync,
+  closeSync,
+  constants,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
@@ -83,7 +93,9 @@ const FLOOR_BINARY = path.join(BENCH_DIR, '.build', 'floor');
 export function ensureFloorBinary() {
   try {
     if (statSync(FLOOR_BINARY).mtimeMs >= statSync(FLOOR_SOURCE).mtimeMs) return { binary: FLOOR_BINARY };
-  } catch { /* not built yet */ }
+  } catch {
+    /* not built yet */
+  }
   mkdirSync(path.dirname(FLOOR_BINARY), { recursive: true });
   const temporary = `${FLOOR_BINARY}.${process.pid}`;
   const cc = process.env.CC || 'cc';
@@ -120,7 +132,11 @@ export function median(values) {
 }
 
 export function formatBytes(bytes) {
-  for (const [unit, scale] of [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]]) {
+  for (const [unit, scale] of [
+    ['GiB', 2 ** 30],
+    ['MiB', 2 ** 20],
+    ['KiB', 2 ** 10],
+  ]) {
     if (bytes >= scale && bytes % scale === 0) return `${bytes / scale} ${unit}`;
   }
   return `${bytes} B`;
@@ -154,8 +170,12 @@ export function gcCounter() {
   let from = 0;
   let to = Infinity;
   return {
-    start() { from = performance.now(); },
-    stop() { to = performance.now(); },
+    start() {
+      from = performance.now();
+    },
+    stop() {
+      to = performance.now();
+    },
     async counts() {
       await new Promise((resolve) => setTimeout(resolve, 20));
       entries.push(...observer.takeRecords());
@@ -317,7 +337,7 @@ function installRestoreHandlers() {
     process.on(signal, () => {
       if (currentChild && currentChild.exitCode === null) currentChild.kill('SIGKILL');
       restoreHugePages();
-      process.exit(128 + ({ SIGINT: 2, SIGTERM: 15, SIGHUP: 1 })[signal]);
+      process.exit(128 + { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 }[signal]);
     });
   }
 }
@@ -351,15 +371,18 @@ function setHugePages(pages) {
 // ---------------------------------------------------------------------------
 
 function runTrialProcess(suiteFile, table, competitor, param, mode) {
-  const args = [...(table.nodeArgs ?? []), HARNESS, '--trial', suiteFile, table.id, competitor.name,
-    JSON.stringify(param), mode];
+  const args = [...(table.nodeArgs ?? []), HARNESS, '--trial', suiteFile, table.id, competitor.name, JSON.stringify(param), mode];
   return new Promise((resolve) => {
     const child = spawn(process.execPath, args, {
-      cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...competitor.env },
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, ...competitor.env },
     });
     currentChild = child;
     let stdout = '';
-    child.stdout.on('data', (chunk) => { stdout += chunk; });
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+    });
     child.on('close', (code, signal) => {
       currentChild = null;
       const line = stdout.split('\n').find((l) => l.startsWith(RESULT_MARK));
@@ -380,24 +403,46 @@ export async function runSuite(suite, suiteFile, { full, log = console.log }) {
     const params = table.params[mode];
     const processes = table.processes[mode];
     // cells[competitor][paramIndex] = { values: [], extras: {key: []}, notes: Set, skip, error }
-    const cells = new Map(table.competitors.map((c) => [c.name, params.map(() => ({
-      values: [], extras: {}, notes: new Set(), skip: null, error: null,
-    }))]));
+    const cells = new Map(
+      table.competitors.map((c) => [
+        c.name,
+        params.map(() => ({
+          values: [],
+          extras: {},
+          notes: new Set(),
+          skip: null,
+          error: null,
+        })),
+      ]),
+    );
     // 'avoid' and unmarked trials first, then the ones that need hugetlb pages,
     // so the reservation is changed at most twice per table.
-    const order = [...table.competitors].sort(
-      (a, b) => (a.hugetlb === 'need') - (b.hugetlb === 'need'));
+    const order = [...table.competitors].sort((a, b) => (a.hugetlb === 'need') - (b.hugetlb === 'need'));
     for (let round = 0; round < processes; round++) {
       for (const competitor of order) {
-        const hugetlb = competitor.hugetlb === 'need' ? setHugePages(table.hugetlb ?? 0)
-          : competitor.hugetlb === 'avoid' ? setHugePages(null) : { ok: true };
+        const hugetlb =
+          competitor.hugetlb === 'need'
+            ? setHugePages(table.hugetlb ?? 0)
+            : competitor.hugetlb === 'avoid'
+              ? setHugePages(null)
+              : { ok: true };
         for (let p = 0; p < params.length; p++) {
           const cell = cells.get(competitor.name)[p];
           if (cell.skip) continue;
-          if (!hugetlb.ok) { cell.skip = hugetlb.reason; continue; }
+          if (!hugetlb.ok) {
+            cell.skip = hugetlb.reason;
+            continue;
+          }
           const result = await runTrialProcess(suiteFile, table, competitor, params[p], mode);
-          if (result.skip) { cell.skip = result.skip; continue; }
-          if (result.error) { cell.error = result.error; cell.skip = `error: ${result.error}`; continue; }
+          if (result.skip) {
+            cell.skip = result.skip;
+            continue;
+          }
+          if (result.error) {
+            cell.error = result.error;
+            cell.skip = `error: ${result.error}`;
+            continue;
+          }
           cell.values.push(result.value);
           for (const [key, v] of Object.entries(result.extras ?? {})) (cell.extras[key] ??= []).push(v);
           if (result.note) cell.notes.add(result.note);
@@ -410,9 +455,16 @@ export async function runSuite(suite, suiteFile, { full, log = console.log }) {
     log(renderTable(summary, 'text'));
     log('');
     for (const derived of table.derived ?? []) {
-      const derivedCells = new Map([...cells].map(([name, row]) => [name, row.map((cell) => ({
-        ...cell, values: cell.extras[derived.extra] ?? [], extras: {},
-      }))]));
+      const derivedCells = new Map(
+        [...cells].map(([name, row]) => [
+          name,
+          row.map((cell) => ({
+            ...cell,
+            values: cell.extras[derived.extra] ?? [],
+            extras: {},
+          })),
+        ]),
+      );
       const derivedSummary = summarize({ ...table, extras: [], targets: [], ...derived }, params, derivedCells);
       tables.push(derivedSummary);
       log(renderTable(derivedSummary, 'text'));
@@ -433,7 +485,7 @@ function summarize(table, params, cells) {
         : { value: NaN, skip: cell.skip ?? 'no result', extras: {}, notes: [] };
     }
     for (const competitor of table.competitors) {
-      const base = row.cells[competitor.vs ?? table.baseline];  // absent from a narrowed table (--headline)
+      const base = row.cells[competitor.vs ?? table.baseline]; // absent from a narrowed table (--headline)
       const cell = row.cells[competitor.name];
       cell.baseline = competitor.vs ?? table.baseline;
       cell.ratio = base ? cell.value / base.value : NaN;
@@ -468,13 +520,20 @@ function summarize(table, params, cells) {
   });
   // A baseline that is not in the table (narrowed) gets no ratio column.
   const present = new Set(table.competitors.map((c) => c.name));
-  const vsOf = (c) => (present.has(c.vs ?? table.baseline) ? c.vs ?? table.baseline : c.name);
+  const vsOf = (c) => (present.has(c.vs ?? table.baseline) ? (c.vs ?? table.baseline) : c.name);
   return {
-    id: table.id, title: table.title, unit: table.unit, better: table.better, baseline: table.baseline,
+    id: table.id,
+    title: table.title,
+    unit: table.unit,
+    better: table.better,
+    baseline: table.baseline,
     competitors: table.competitors.map((c) => ({ name: c.name, vs: vsOf(c) })),
     floored: floored.map((c) => ({ name: c.name, vs: vsOf(c), floor: floorOf(c) })),
     floorFormat: table.floorFormat ?? table.format ?? formatNs,
-    extras: table.extras ?? [], rows, targets, format: table.format ?? formatNs,
+    extras: table.extras ?? [],
+    rows,
+    targets,
+    format: table.format ?? formatNs,
   };
 }
 
@@ -524,15 +583,21 @@ export function renderTable(summary, kind = 'text') {
       floorHeader.push(c.name);
       if (c.vs !== c.name && flooredNames.has(c.vs)) floorHeader.push(`÷ ${c.vs}`);
     }
-    out.push(grid(floorHeader, summary.rows.map((row) => {
-      const line = [row.label];
-      for (const c of summary.floored) {
-        const cell = row.cells[c.name];
-        line.push(Number.isFinite(cell.overFloor) ? summary.floorFormat(cell.overFloor) : '–');
-        if (c.vs !== c.name && flooredNames.has(c.vs)) line.push(formatRatio(cell.overFloorRatio));
-      }
-      return line;
-    }), kind));
+    out.push(
+      grid(
+        floorHeader,
+        summary.rows.map((row) => {
+          const line = [row.label];
+          for (const c of summary.floored) {
+            const cell = row.cells[c.name];
+            line.push(Number.isFinite(cell.overFloor) ? summary.floorFormat(cell.overFloor) : '–');
+            if (c.vs !== c.name && flooredNames.has(c.vs)) line.push(formatRatio(cell.overFloorRatio));
+          }
+          return line;
+        }),
+        kind,
+      ),
+    );
   }
   for (const extra of summary.extras) {
     const present = summary.rows.some((r) => Object.values(r.cells).some((c) => c.extras[extra.key] !== undefined));
@@ -541,11 +606,19 @@ export function renderTable(summary, kind = 'text') {
     out.push(kind === 'markdown' ? `${extra.label}:` : `-- ${extra.label}`);
     if (kind === 'markdown') out.push('');
     const format = extra.format ?? ((v) => (Number.isFinite(v) ? sig(v) : '–'));
-    out.push(grid(['', ...summary.competitors.map((c) => c.name)],
-      summary.rows.map((row) => [row.label, ...summary.competitors.map((c) => {
-        const v = row.cells[c.name].extras[extra.key];
-        return v === undefined ? '–' : format(v);
-      })]), kind));
+    out.push(
+      grid(
+        ['', ...summary.competitors.map((c) => c.name)],
+        summary.rows.map((row) => [
+          row.label,
+          ...summary.competitors.map((c) => {
+            const v = row.cells[c.name].extras[extra.key];
+            return v === undefined ? '–' : format(v);
+          }),
+        ]),
+        kind,
+      ),
+    );
   }
   const notes = [];
   for (const row of summary.rows) {

@@ -1,4 +1,4 @@
-// Benchmarks of the iovec part (issue 4): writev of 16 × 4 KiB to /dev/null
+// Benchmarks of the iovec part: writev of 16 × 4 KiB to /dev/null
 // (prepared IoVecArray, an array rebuilt from pooled buffers each time, and
 // the promise version) against fs.writevSync and 16 × fs.writeSync; and
 // O_DIRECT preadv of 1 MiB per call into huge-page pooled buffers against
@@ -7,9 +7,7 @@
 // and each competitor's overhead above it.
 import { openSync, readSync, writeSync, writev as fsWritevCallback, writevSync as fsWritevSync } from 'node:fs';
 import { promisify } from 'node:util';
-import {
-  coldReadPasses, ensureDataFile, ensureFloorBinary, formatBytes, formatNs, iobuf, median, runFloor, timeOps,
-} from './harness.mjs';
+import { coldReadPasses, ensureDataFile, ensureFloorBinary, formatBytes, formatNs, iobuf, median, runFloor, timeOps } from './harness.mjs';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -173,8 +171,9 @@ function floorTarget(cell, base, floor, factor) {
   const ratio = cell.overFloor / base.overFloor;
   return {
     pass: ratio <= factor,
-    detail: `${formatNs(cell.value)} − ${formatNs(floor.value)} = ${formatNs(cell.overFloor)} above the floor, `
-      + `vs ${formatNs(base.value)} − ${formatNs(floor.value)} = ${formatNs(base.overFloor)}: ${ratio.toFixed(2)}×`,
+    detail:
+      `${formatNs(cell.value)} − ${formatNs(floor.value)} = ${formatNs(cell.overFloor)} above the floor, ` +
+      `vs ${formatNs(base.value)} − ${formatNs(floor.value)} = ${formatNs(base.overFloor)}: ${ratio.toFixed(2)}×`,
   };
 }
 
@@ -195,7 +194,10 @@ const READ_SIZE = MiB;
 async function readPasses(prepare, ctx) {
   const { read, note, done } = prepare();
   const result = await coldReadPasses(ensureDataFile(FILE_SIZE), {
-    size: FILE_SIZE, readSize: READ_SIZE, samples: ctx.full ? 5 : 3, read,
+    size: FILE_SIZE,
+    readSize: READ_SIZE,
+    samples: ctx.full ? 5 : 3,
+    read,
   });
   done?.();
   const notes = [note?.(), result.note].filter(Boolean);
@@ -229,11 +231,12 @@ const pooledRead = (name, pieces, hugetlb, call = 'preadvSync', floor = hugetlb 
   name,
   hugetlb,
   floor,
-  run: (_, ctx) => readPasses(() => {
-    const read = iobuf()[call];
-    const { iov, note } = pooled(pieces);
-    return { read: (fd, position) => read(fd, iov, position), note };
-  }, ctx),
+  run: (_, ctx) =>
+    readPasses(() => {
+      const read = iobuf()[call];
+      const { iov, note } = pooled(pieces);
+      return { read: (fd, position) => read(fd, iov, position), note };
+    }, ctx),
 });
 
 const directTable = {
@@ -257,19 +260,21 @@ const directTable = {
     {
       name: READ_BASELINE,
       floor: C_PREAD_4K,
-      run: (_, ctx) => readPasses(() => {
-        const buffer = iobuf().allocAligned(READ_SIZE);
-        return { read: (fd, position) => readSync(fd, buffer, 0, READ_SIZE, position) };
-      }, ctx),
+      run: (_, ctx) =>
+        readPasses(() => {
+          const buffer = iobuf().allocAligned(READ_SIZE);
+          return { read: (fd, position) => readSync(fd, buffer, 0, READ_SIZE, position) };
+        }, ctx),
     },
     {
       name: 'fs.readSync → allocHuge',
       hugetlb: 'avoid',
       floor: C_PREAD_THP,
-      run: (_, ctx) => readPasses(() => {
-        const buffer = iobuf().allocHuge(READ_SIZE).fill(0);
-        return { read: (fd, position) => readSync(fd, buffer, 0, READ_SIZE, position), note: () => `pages: ${iobuf().pageKind(buffer)}` };
-      }, ctx),
+      run: (_, ctx) =>
+        readPasses(() => {
+          const buffer = iobuf().allocHuge(READ_SIZE).fill(0);
+          return { read: (fd, position) => readSync(fd, buffer, 0, READ_SIZE, position), note: () => `pages: ${iobuf().pageKind(buffer)}` };
+        }, ctx),
     },
     pooledRead(PREADV_HUGE, 1, 'avoid'),
     pooledRead('preadvSync → 4 pooled × 256 KiB (huge pages)', 4, 'avoid'),
@@ -283,7 +288,10 @@ const directTable = {
         const cell = get(PREADV_HUGE, FILE_SIZE);
         const base = get(READ_BASELINE, FILE_SIZE);
         if (!cell || cell.skip || !base || base.skip) return { pass: null, detail: cell?.skip ?? base?.skip ?? 'not measured' };
-        return { pass: cell.ratio >= 1.5, detail: `${cell.value.toFixed(2)} vs ${base.value.toFixed(2)} GB/s = ${cell.ratio.toFixed(2)}× (target ≥ 1.5×)` };
+        return {
+          pass: cell.ratio >= 1.5,
+          detail: `${cell.value.toFixed(2)} vs ${base.value.toFixed(2)} GB/s = ${cell.ratio.toFixed(2)}× (target ≥ 1.5×)`,
+        };
       },
     },
     {
@@ -295,8 +303,9 @@ const directTable = {
         const perRead = (c) => formatNs(READ_SIZE / c.value);
         return {
           pass: null,
-          detail: `preadvSync ${perRead(pooledCell)} per read vs C ${perRead(thp)} (THP): ${formatNs(pooledCell.overFloor)}; `
-            + `fs.readSync ${perRead(readCell)} vs C ${perRead(pages4k)} (4 KiB pages): ${formatNs(readCell.overFloor)}`,
+          detail:
+            `preadvSync ${perRead(pooledCell)} per read vs C ${perRead(thp)} (THP): ${formatNs(pooledCell.overFloor)}; ` +
+            `fs.readSync ${perRead(readCell)} vs C ${perRead(pages4k)} (4 KiB pages): ${formatNs(readCell.overFloor)}`,
         };
       },
     },

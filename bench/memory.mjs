@@ -1,4 +1,4 @@
-// Benchmarks of the memory part (issue 2): allocation cost against Node's own
+// Benchmarks of the memory part: allocation cost against Node's own
 // Buffers, huge vs normal pages (first touch, dependent random reads), and
 // O_DIRECT reads into huge-page vs 4 KiB-page memory.
 import { readFileSync, readSync } from 'node:fs';
@@ -79,7 +79,11 @@ const allocTable = {
       run: allocTrial((size) => {
         const { allocAligned, free } = iobuf();
         const options = { zero: false };
-        return () => { const b = allocAligned(size, options); free(b); return b; };
+        return () => {
+          const b = allocAligned(size, options);
+          free(b);
+          return b;
+        };
       }),
     },
     { name: 'Buffer.alloc', run: allocTrial((size) => () => Buffer.alloc(size)) },
@@ -88,7 +92,11 @@ const allocTable = {
       vs: 'Buffer.alloc',
       run: allocTrial((size) => {
         const { allocAligned, free } = iobuf();
-        return () => { const b = allocAligned(size); free(b); return b; };
+        return () => {
+          const b = allocAligned(size);
+          free(b);
+          return b;
+        };
       }),
     },
   ],
@@ -107,7 +115,10 @@ const allocTable = {
         if (!cell || cell.skip) return { pass: null, detail: 'not measured' };
         const base = get('Buffer.allocUnsafeSlow', size);
         const exGc = cell.extras.exGcNs / base.extras.exGcNs;
-        return { pass: cell.ratio <= 1.5, detail: `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}× (GC time left out of both: ${exGc.toFixed(2)}×)` };
+        return {
+          pass: cell.ratio <= 1.5,
+          detail: `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${cell.ratio.toFixed(2)}× (GC time left out of both: ${exGc.toFixed(2)}×)`,
+        };
       },
     },
     {
@@ -117,7 +128,10 @@ const allocTable = {
         const base = get('Buffer.allocUnsafeSlow', size);
         if (!cell || cell.skip) return { pass: null, detail: 'not measured' };
         const ratio = cell.value / base.value;
-        return { pass: ratio <= 1.5, detail: `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${ratio.toFixed(2)}× (and ${cell.ratio.toFixed(2)}× Buffer.alloc)` };
+        return {
+          pass: ratio <= 1.5,
+          detail: `${formatNs(cell.value)} vs ${formatNs(base.value)} = ${ratio.toFixed(2)}× (and ${cell.ratio.toFixed(2)}× Buffer.alloc)`,
+        };
       },
     },
   ]),
@@ -184,7 +198,10 @@ const firstTouchTable = {
       const cell = get(kind.name, 2 * MiB);
       if (!cell || cell.skip) return { pass: null, detail: cell?.skip ?? 'not measured' };
       const speedup = 1 / cell.ratio;
-      return { pass: speedup >= 5, detail: `${formatNs(cell.value)} vs ${formatNs(get(MEMORY_KINDS[0].name, 2 * MiB).value)} = ${speedup.toFixed(1)}× faster` };
+      return {
+        pass: speedup >= 5,
+        detail: `${formatNs(cell.value)} vs ${formatNs(get(MEMORY_KINDS[0].name, 2 * MiB).value)} = ${speedup.toFixed(1)}× faster`,
+      };
     },
   })),
 };
@@ -276,7 +293,11 @@ const randomReadTable = {
   competitors: MEMORY_KINDS.map((kind) => ({ name: kind.name, hugetlb: kind.hugetlb, run: randomReadTrial(kind) })),
   extras: [
     { key: 'reads', label: 'reads per sample', format: (v) => `${(v / 2 ** 20).toFixed(0)} Mi` },
-    { key: 'fillMs', label: 'building the chain (first touch of the region + one sequential write per line)', format: (v) => `${v.toFixed(0)} ms` },
+    {
+      key: 'fillMs',
+      label: 'building the chain (first touch of the region + one sequential write per line)',
+      format: (v) => `${v.toFixed(0)} ms`,
+    },
   ],
 };
 
@@ -287,16 +308,21 @@ const randomReadTable = {
 const FILE_SIZE = 256 * MiB;
 const READ_SIZE = MiB;
 
-const readTrial = ({ direct, alloc, pages }) => async (size, ctx) => {
-  const buf = alloc(READ_SIZE);
-  buf.fill(0); // fault the pages in (and let THP assign a huge page) before timing
-  const { value, note } = await coldReadPasses(ensureDataFile(size), {
-    size, readSize: READ_SIZE, samples: ctx.full ? 5 : 3, direct,
-    read: (fd, position) => readSync(fd, buf, 0, READ_SIZE, position),
-  });
-  const notes = [note, pages && expectPages(describePages(buf), pages)].filter(Boolean);
-  return { value, note: notes.join('; ') || undefined };
-};
+const readTrial =
+  ({ direct, alloc, pages }) =>
+  async (size, ctx) => {
+    const buf = alloc(READ_SIZE);
+    buf.fill(0); // fault the pages in (and let THP assign a huge page) before timing
+    const { value, note } = await coldReadPasses(ensureDataFile(size), {
+      size,
+      readSize: READ_SIZE,
+      samples: ctx.full ? 5 : 3,
+      direct,
+      read: (fd, position) => readSync(fd, buf, 0, READ_SIZE, position),
+    });
+    const notes = [note, pages && expectPages(describePages(buf), pages)].filter(Boolean);
+    return { value, note: notes.join('; ') || undefined };
+  };
 
 const O_DIRECT_BASELINE = 'O_DIRECT → allocAligned';
 
@@ -314,15 +340,26 @@ const readTable = {
   competitors: [
     { name: 'buffered → Buffer.allocUnsafeSlow', run: readTrial({ direct: false, alloc: (n) => Buffer.allocUnsafeSlow(n) }) },
     { name: O_DIRECT_BASELINE, run: readTrial({ direct: true, pages: '4 KiB', alloc: (n) => iobuf().allocAligned(n) }) },
-    { name: 'O_DIRECT → allocHuge → THP', hugetlb: 'avoid', run: readTrial({ direct: true, pages: 'THP', alloc: (n) => iobuf().allocHuge(n) }) },
-    { name: 'O_DIRECT → allocHuge → hugetlb', hugetlb: 'need', run: readTrial({ direct: true, pages: 'hugetlb', alloc: (n) => iobuf().allocHuge(n, { fallback: 'none' }) }) },
+    {
+      name: 'O_DIRECT → allocHuge → THP',
+      hugetlb: 'avoid',
+      run: readTrial({ direct: true, pages: 'THP', alloc: (n) => iobuf().allocHuge(n) }),
+    },
+    {
+      name: 'O_DIRECT → allocHuge → hugetlb',
+      hugetlb: 'need',
+      run: readTrial({ direct: true, pages: 'hugetlb', alloc: (n) => iobuf().allocHuge(n, { fallback: 'none' }) }),
+    },
   ],
   targets: ['O_DIRECT → allocHuge → hugetlb', 'O_DIRECT → allocHuge → THP'].map((name) => ({
     name: `${name} ≥ 1.8× ${O_DIRECT_BASELINE}`,
     check: (get) => {
       const cell = get(name, FILE_SIZE);
       if (!cell || cell.skip) return { pass: null, detail: cell?.skip ?? 'not measured' };
-      return { pass: cell.ratio >= 1.8, detail: `${cell.value.toFixed(2)} vs ${get(O_DIRECT_BASELINE, FILE_SIZE).value.toFixed(2)} GB/s = ${cell.ratio.toFixed(2)}×` };
+      return {
+        pass: cell.ratio >= 1.8,
+        detail: `${cell.value.toFixed(2)} vs ${get(O_DIRECT_BASELINE, FILE_SIZE).value.toFixed(2)} GB/s = ${cell.ratio.toFixed(2)}×`,
+      };
     },
   })),
 };

@@ -30,20 +30,34 @@ const MOSQUITTO = '/usr/sbin/mosquitto';
 const BUILD = path.join(BENCH_DIR, '.build', 'mqtt');
 const ADDON = createRequire(import.meta.url)('node-gyp-build').path(ROOT);
 
-const compiledBroker = (file) => (port) => startProcess(process.execPath,
-  [path.join(BUILD, 'examples', 'mqtt-broker', file), '--port', String(port)], port,
-  { cwd: ROOT, env: { ...process.env, IOBUF_ADDON_PATH: ADDON } });
+const compiledBroker = (file) => (port) =>
+  startProcess(process.execPath, [path.join(BUILD, 'examples', 'mqtt-broker', file), '--port', String(port)], port, {
+    cwd: ROOT,
+    env: { ...process.env, IOBUF_ADDON_PATH: ADDON },
+  });
 
 const BROKERS = {
   'plain twin': compiledBroker('broker-plain.js'),
   'iobuf broker': compiledBroker('broker.js'),
-  aedes: (port) => startProcess(process.execPath, [path.join(ROOT, 'bench', 'mqtt', 'aedes-broker.mjs'), String(port)], port, { cwd: ROOT }),
+  aedes: (port) =>
+    startProcess(process.execPath, [path.join(ROOT, 'bench', 'mqtt', 'aedes-broker.mjs'), String(port)], port, { cwd: ROOT }),
   mosquitto: async (port) => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'iobuf-mosquitto-'));
     const config = path.join(dir, 'mosquitto.conf');
     // set_tcp_nodelay: as every other broker here (and the load generator) does, so
     // no run measures Nagle's algorithm waiting for delayed ACKs.
-    writeFileSync(config, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'set_tcp_nodelay true', 'log_dest stderr', 'log_type error', ''].join('\n'));
+    writeFileSync(
+      config,
+      [
+        `listener ${port} 127.0.0.1`,
+        'allow_anonymous true',
+        'persistence false',
+        'set_tcp_nodelay true',
+        'log_dest stderr',
+        'log_type error',
+        '',
+      ].join('\n'),
+    );
     const child = await startProcess(MOSQUITTO, ['-c', config], port);
     child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
     return child;
@@ -55,15 +69,23 @@ const parse = (param) => param.split(':').map(Number);
 
 async function fanoutTrial(name, param, ctx) {
   const [subscribers, size] = parse(param);
-  if (name === 'mosquitto' && !existsSync(MOSQUITTO)) return { skip: `${MOSQUITTO} is not installed (scripts/ci-mqtt-deps.sh installs it)` };
+  if (name === 'mosquitto' && !existsSync(MOSQUITTO))
+    return { skip: `${MOSQUITTO} is not installed (scripts/ci-mqtt-deps.sh installs it)` };
   const port = await freePort();
   const child = await BROKERS[name](port);
   try {
     const result = await runFanout({
-      port, subscribers, size, brokerPid: child.pid,
-      seconds: ctx.full ? 4 : 2, warmupSeconds: ctx.full ? 1 : 0.5,
+      port,
+      subscribers,
+      size,
+      brokerPid: child.pid,
+      seconds: ctx.full ? 4 : 2,
+      warmupSeconds: ctx.full ? 1 : 0.5,
     });
-    return { value: result.messagesPerSecond, extras: { cpuMsPerGiB: result.cpuMsPerGiB, cpuShare: result.brokerCpuShare, undelivered: result.undelivered } };
+    return {
+      value: result.messagesPerSecond,
+      extras: { cpuMsPerGiB: result.cpuMsPerGiB, cpuShare: result.brokerCpuShare, undelivered: result.undelivered },
+    };
   } finally {
     await stopProcess(child);
   }
@@ -89,7 +111,11 @@ const fanoutTable = {
   baseline: 'plain twin',
   extras: [
     { key: 'cpuShare', label: 'broker CPU, share of one core', format: (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(0)}%` : '–') },
-    { key: 'undelivered', label: 'sent × subscribers but not delivered during the window (in flight, or dropped)', format: (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–') },
+    {
+      key: 'undelivered',
+      label: 'sent × subscribers but not delivered during the window (in flight, or dropped)',
+      format: (v) => (Number.isFinite(v) ? `${(100 * v).toFixed(1)}%` : '–'),
+    },
   ],
   competitors: Object.keys(BROKERS).map((name) => ({ name, run: (param, ctx) => fanoutTrial(name, param, ctx) })),
   targets: [
@@ -112,37 +138,42 @@ const fanoutTable = {
       check: (get) => ({ pass: null, detail: show(ratio(get('iobuf broker', TARGET_PARAM), get('mosquitto', TARGET_PARAM))) }),
     },
   ],
-  derived: [{
-    id: 'fanout-cpu',
-    title: 'MQTT fan-out: broker CPU per GiB of payload delivered',
-    unit: 'broker CPU ms per GiB delivered',
-    better: 'lower',
-    extra: 'cpuMsPerGiB',
-    format: (ms) => (Number.isFinite(ms) ? `${ms.toFixed(0)} ms` : '–'),
-    targets: [1, 10, 100].flatMap((subscribers) => {
-      const param = `${subscribers}:${64 * KiB}`;
-      return [
-        {
-          name: `iobuf broker CPU per delivered GiB ≤ 0.5× plain twin, ${subscribers} subscriber${subscribers > 1 ? 's' : ''} × 64 KiB`,
-          check: (get) => {
-            const r = ratio(get('iobuf broker', param), get('plain twin', param));
-            return { pass: Number.isFinite(r) ? r <= 0.5 : null, detail: show(r) };
+  derived: [
+    {
+      id: 'fanout-cpu',
+      title: 'MQTT fan-out: broker CPU per GiB of payload delivered',
+      unit: 'broker CPU ms per GiB delivered',
+      better: 'lower',
+      extra: 'cpuMsPerGiB',
+      format: (ms) => (Number.isFinite(ms) ? `${ms.toFixed(0)} ms` : '–'),
+      targets: [1, 10, 100].flatMap((subscribers) => {
+        const param = `${subscribers}:${64 * KiB}`;
+        return [
+          {
+            name: `iobuf broker CPU per delivered GiB ≤ 0.5× plain twin, ${subscribers} subscriber${subscribers > 1 ? 's' : ''} × 64 KiB`,
+            check: (get) => {
+              const r = ratio(get('iobuf broker', param), get('plain twin', param));
+              return { pass: Number.isFinite(r) ? r <= 0.5 : null, detail: show(r) };
+            },
           },
-        },
-        {
-          name: `iobuf broker ÷ mosquitto, CPU per delivered GiB, ${subscribers} subscriber${subscribers > 1 ? 's' : ''} × 64 KiB (reported)`,
-          check: (get) => ({ pass: null, detail: show(ratio(get('iobuf broker', param), get('mosquitto', param))) }),
-        },
-      ];
-    }),
-  }],
+          {
+            name: `iobuf broker ÷ mosquitto, CPU per delivered GiB, ${subscribers} subscriber${subscribers > 1 ? 's' : ''} × 64 KiB (reported)`,
+            check: (get) => ({ pass: null, detail: show(ratio(get('iobuf broker', param), get('mosquitto', param))) }),
+          },
+        ];
+      }),
+    },
+  ],
 };
 
 export default {
   name: 'mqtt',
   title: 'MQTT broker example: fan-out against the plain twin, aedes and mosquitto',
   setup() {
-    const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(BENCH_DIR, 'mqtt', 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+    const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(BENCH_DIR, 'mqtt', 'tsconfig.json')], {
+      cwd: ROOT,
+      stdio: 'inherit',
+    });
     if (tsc.status !== 0) throw new Error('compiling examples/mqtt-broker failed');
   },
   tables: [fanoutTable],

@@ -21,12 +21,12 @@ const SMALL = 4 * KiB;
 const LARGE = MiB;
 
 // Every Node competitor reads into the same pooled buffers.
-const RING = 'IoRing, registered';                 // READ_FIXED into the ring's pool
-const RING_UNREGISTERED = 'IoRing, unregistered';  // plain READ: a ring made without the pool
-const FS_PROMISES = 'fs.promises (4 threads)';     // FileHandle.read, libuv's default thread pool
+const RING = 'IoRing, registered'; // READ_FIXED into the ring's pool
+const RING_UNREGISTERED = 'IoRing, unregistered'; // plain READ: a ring made without the pool
+const FS_PROMISES = 'fs.promises (4 threads)'; // FileHandle.read, libuv's default thread pool
 const FS_PROMISES_32 = 'fs.promises (32 threads)'; // the same with UV_THREADPOOL_SIZE=32
-const PREADV = 'iobuf preadv (4 threads)';         // await preadv over a one-entry IoVecArray
-const FIO = 'fio (io_uring, C)';                   // --ioengine=io_uring, fixed buffers, batched (runFio)
+const PREADV = 'iobuf preadv (4 threads)'; // await preadv over a one-entry IoVecArray
+const FIO = 'fio (io_uring, C)'; // --ioengine=io_uring, fixed buffers, batched (runFio)
 
 const dataFile = () => ensureDataFile(FILE_SIZE);
 
@@ -71,7 +71,7 @@ async function randomReads({ depth, blockSize, seconds, read, stats }) {
     }
   };
   const running = Promise.all(Array.from({ length: depth }, (_, i) => worker(i)));
-  await new Promise((resolve) => setTimeout(resolve, seconds * 150));   // warm-up: 15% of the time
+  await new Promise((resolve) => setTimeout(resolve, seconds * 150)); // warm-up: 15% of the time
   const statsBefore = stats?.();
   timing = true;
   const cpuStart = process.cpuUsage();
@@ -158,7 +158,10 @@ const openers = {
       read: (i, position) => ring.read(fd, buffers[i], position),
       stats: () => ring.stats(),
       pages: iobuf().pageKind(buffers[0]),
-      close: async () => { await ring.close(); closeSync(fd); },
+      close: async () => {
+        await ring.close();
+        closeSync(fd);
+      },
     };
   },
   [RING_UNREGISTERED]: async (file, flags, depth, size) => {
@@ -169,7 +172,10 @@ const openers = {
       read: (i, position) => ring.read(fd, buffers[i], position),
       stats: () => ring.stats(),
       pages: iobuf().pageKind(buffers[0]),
-      close: async () => { await ring.close(); closeSync(fd); },
+      close: async () => {
+        await ring.close();
+        closeSync(fd);
+      },
     };
   },
   [FS_PROMISES]: async (file, flags, depth, size) => {
@@ -196,15 +202,17 @@ const openers = {
 openers[FS_PROMISES_32] = openers[FS_PROMISES];
 
 /** A random-read trial of one Node competitor. */
-const randomTrial = (name, { direct }) => async (depth, ctx) => {
-  const file = dataFile();
-  if (direct) dropCaches();
-  else warmPageCache(file);
-  const reader = await openers[name](file, constants.O_RDONLY | (direct ? constants.O_DIRECT : 0), depth, SMALL);
-  const result = await randomReads({ depth, blockSize: SMALL, seconds: ctx.full ? 4 : 1.5, read: reader.read, stats: reader.stats });
-  await reader.close();
-  return result;
-};
+const randomTrial =
+  (name, { direct }) =>
+  async (depth, ctx) => {
+    const file = dataFile();
+    if (direct) dropCaches();
+    else warmPageCache(file);
+    const reader = await openers[name](file, constants.O_RDONLY | (direct ? constants.O_DIRECT : 0), depth, SMALL);
+    const result = await randomReads({ depth, blockSize: SMALL, seconds: ctx.full ? 4 : 1.5, read: reader.read, stats: reader.stats });
+    await reader.close();
+    return result;
+  };
 
 /** A sequential-read trial of one Node competitor. */
 const sequentialTrial = (name) => async (depth, ctx) => {
@@ -224,24 +232,48 @@ const sequentialTrial = (name) => async (depth, ctx) => {
 function runFio(depth, args) {
   const fio = fioPath();
   if (fio === null) return { skip: 'fio is not installed (scripts/install-fio.sh)' };
-  const output = execFileSync(fio, ['--name=iobuf', `--filename=${dataFile()}`, '--ioengine=io_uring', '--fixedbufs=1',
-    '--registerfiles=1', `--iodepth=${depth}`, `--iodepth_batch_submit=${depth}`, `--iodepth_batch_complete_max=${depth}`,
-    '--output-format=json', ...args], { encoding: 'utf8', maxBuffer: 64 * MiB });
+  const output = execFileSync(
+    fio,
+    [
+      '--name=iobuf',
+      `--filename=${dataFile()}`,
+      '--ioengine=io_uring',
+      '--fixedbufs=1',
+      '--registerfiles=1',
+      `--iodepth=${depth}`,
+      `--iodepth_batch_submit=${depth}`,
+      `--iodepth_batch_complete_max=${depth}`,
+      '--output-format=json',
+      ...args,
+    ],
+    { encoding: 'utf8', maxBuffer: 64 * MiB },
+  );
   const job = JSON.parse(output.slice(output.indexOf('{'))).jobs[0];
   const ios = job.read.total_ios;
   const cpuUs = (((job.usr_cpu + job.sys_cpu) / 100) * job.job_runtime * 1000) / ios;
   return { job, ios, cpuUs };
 }
 
-const fioRandomTrial = ({ direct }) => async (depth, ctx) => {
-  if (direct) dropCaches();
-  else warmPageCache(dataFile());
-  const seconds = ctx.full ? 4 : 1.5;
-  const result = runFio(depth, ['--rw=randread', `--bs=${SMALL}`, `--direct=${direct ? 1 : 0}`, '--invalidate=0',
-    '--norandommap', '--randrepeat=0', '--time_based', `--runtime=${seconds}`, `--ramp_time=${seconds * 0.15}`]);
-  if (result.skip) return result;
-  return { value: result.job.read.iops, extras: { cpuUs: result.cpuUs } };
-};
+const fioRandomTrial =
+  ({ direct }) =>
+  async (depth, ctx) => {
+    if (direct) dropCaches();
+    else warmPageCache(dataFile());
+    const seconds = ctx.full ? 4 : 1.5;
+    const result = runFio(depth, [
+      '--rw=randread',
+      `--bs=${SMALL}`,
+      `--direct=${direct ? 1 : 0}`,
+      '--invalidate=0',
+      '--norandommap',
+      '--randrepeat=0',
+      '--time_based',
+      `--runtime=${seconds}`,
+      `--ramp_time=${seconds * 0.15}`,
+    ]);
+    if (result.skip) return result;
+    return { value: result.job.read.iops, extras: { cpuUs: result.cpuUs } };
+  };
 
 const fioSequentialTrial = async (depth, ctx) => {
   const values = [];
@@ -250,13 +282,16 @@ const fioSequentialTrial = async (depth, ctx) => {
   for (let pass = 0; pass < (ctx.full ? 5 : 3); pass++) {
     dropped = dropCaches() && dropped;
     // hugetlb buffers (the table reserves them), as the pool's 1 MiB slabs get.
-    const result = runFio(depth, ['--rw=read', `--bs=${LARGE}`, '--direct=1', '--invalidate=0',
-      `--size=${FILE_SIZE}`, '--mem=shmhuge']);
+    const result = runFio(depth, ['--rw=read', `--bs=${LARGE}`, '--direct=1', '--invalidate=0', `--size=${FILE_SIZE}`, '--mem=shmhuge']);
     if (result.skip) return result;
     values.push(result.job.read.bw_bytes / 1e9);
     cpu.push(result.cpuUs);
   }
-  return { value: median(values), extras: { cpuUs: median(cpu) }, note: dropped ? 'fio buffers: hugetlb (shmhuge)' : 'page cache NOT dropped (needs root)' };
+  return {
+    value: median(values),
+    extras: { cpuUs: median(cpu) },
+    note: dropped ? 'fio buffers: hugetlb (shmhuge)' : 'page cache NOT dropped (needs root)',
+  };
 };
 
 // ---------------------------------------------------------------------------
@@ -264,8 +299,16 @@ const fioSequentialTrial = async (depth, ctx) => {
 // ---------------------------------------------------------------------------
 
 const formatIops = (v) => (Number.isFinite(v) ? (v >= 1e5 ? `${(v / 1e3).toFixed(0)} k/s` : `${(v / 1e3).toFixed(1)} k/s`) : '–');
-const cpuExtra = { key: 'cpuUs', label: 'CPU µs per operation (whole process: user + system)', format: (v) => (Number.isFinite(v) ? v.toFixed(2) : '–') };
-const enterExtra = { key: 'enterPerOp', label: 'io_uring_enter calls per operation (IoRing: one per tick that started operations)', format: (v) => (Number.isFinite(v) ? v.toFixed(3) : '–') };
+const cpuExtra = {
+  key: 'cpuUs',
+  label: 'CPU µs per operation (whole process: user + system)',
+  format: (v) => (Number.isFinite(v) ? v.toFixed(2) : '–'),
+};
+const enterExtra = {
+  key: 'enterPerOp',
+  label: 'io_uring_enter calls per operation (IoRing: one per tick that started operations)',
+  format: (v) => (Number.isFinite(v) ? v.toFixed(3) : '–'),
+};
 
 function ratioTarget(get, name, base, param, factor) {
   const cell = get(name, param);
@@ -315,7 +358,8 @@ const randomCached = {
   extras: [cpuExtra, enterExtra],
   competitors: nodeCompetitors(false),
   targets: [1, 32].map((depth) => ({
-    name: `QD ${depth}: ${RING} ≥ 2× ${FS_PROMISES}`, check: (get) => ratioTarget(get, RING, FS_PROMISES, depth, 2),
+    name: `QD ${depth}: ${RING} ≥ 2× ${FS_PROMISES}`,
+    check: (get) => ratioTarget(get, RING, FS_PROMISES, depth, 2),
   })),
 };
 
@@ -339,7 +383,8 @@ const sequentialDirect = {
     { name: FIO, hugetlb: 'need', run: fioSequentialTrial },
   ],
   targets: [1, 4].map((depth) => ({
-    name: `QD ${depth}: ${RING} ≥ 0.9× ${FIO}`, check: (get) => ratioTarget(get, RING, FIO, depth, 0.9),
+    name: `QD ${depth}: ${RING} ≥ 0.9× ${FIO}`,
+    check: (get) => ratioTarget(get, RING, FIO, depth, 0.9),
   })),
 };
 

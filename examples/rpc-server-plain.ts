@@ -38,7 +38,8 @@ function serveConnection(socket: net.Socket): void {
       const op = request[0];
       let body: Buffer;
       if (op === ECHO) body = request.subarray(HEAD);
-      else if (op === BYTES && length === HEAD + 4 && request.readUInt32BE(HEAD) <= MAX_BYTES) body = patternBytes(request.readUInt32BE(HEAD));
+      else if (op === BYTES && length === HEAD + 4 && request.readUInt32BE(HEAD) <= MAX_BYTES)
+        body = patternBytes(request.readUInt32BE(HEAD));
       else {
         socket.destroy();
         return;

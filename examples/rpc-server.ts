@@ -58,9 +58,12 @@ function serveConnection(socket: net.Socket, pool: BufferPool): void {
       const out = writer.batch();
       if (op === ECHO) {
         const length = request.length - HEAD;
-        out.putU32BE(HEAD + length).putU8(op).putU32BE(id);  // the response frame's prefix and head
+        out
+          .putU32BE(HEAD + length)
+          .putU8(op)
+          .putU32BE(id); // the response frame's prefix and head
         if (length <= COPY_BELOW) {
-          out.putSlice(request.subarray(HEAD));  // small: a copy beats an iovec entry
+          out.putSlice(request.subarray(HEAD)); // small: a copy beats an iovec entry
           frame.release();
         } else {
           out.putBytes(request.subarray(HEAD));
@@ -69,7 +72,11 @@ function serveConnection(socket: net.Socket, pool: BufferPool): void {
       } else if (op === BYTES && request.length === HEAD + 4 && request.readUInt32BE(HEAD) <= MAX_BYTES) {
         const length = request.readUInt32BE(HEAD);
         frame.release();
-        out.putU32BE(HEAD + length).putU8(op).putU32BE(id).putBytes(patternBytes(length));
+        out
+          .putU32BE(HEAD + length)
+          .putU8(op)
+          .putU32BE(id)
+          .putBytes(patternBytes(length));
       } else {
         frame.release();
         socket.destroy();

@@ -57,7 +57,7 @@ export interface NativeBinding {
   poolFinishTicket(member: number, ticket: number): void;
   /** Runs on this thread when another thread left a pool without JavaScript (worker.terminate()). */
   poolSetWakeHandler(handler: () => void): void;
-  /** native/pool.h's layout, for the test that checks lib/pool-shared.ts against it. */
+  /** native/pool.h's layout, for the test that checks lib/pool/shared.ts against it. */
   readonly poolLayout: Record<string, unknown>;
 
   // iovec (native/iovec.cc)
@@ -65,6 +65,8 @@ export interface NativeBinding {
   readonly iovMax: number;
   /** sizeof(struct iovec): 16 on 64-bit platforms. */
   readonly iovecEntryBytes: number;
+  /** native/iovec.h's numbers (entry size, bounds header, capacity, ops), for the test that checks lib/iovec/entries.ts against them. */
+  readonly iovecLayout: Record<string, unknown>;
   /** [entries, private bounds (also the array's handle), address of entries] for `capacity` entries. */
   iovecCreate(capacity: number): [ArrayBuffer, ArrayBuffer, number];
   /** Detaches both buffers and frees the native blocks now (no-op when closed already). */
@@ -77,8 +79,15 @@ export interface NativeBinding {
    * non-native memory go through bounce blocks; `views` (entry i's view at i) lets a
    * read copy out only into views still attached where they were.
    */
-  iovecTransferAsync(bounds: ArrayBuffer, op: number, fd: number, count: number, position: number,
-    views: readonly (ArrayBufferView | undefined)[], done: (error: Error | null, bytes: number) => void): void;
+  iovecTransferAsync(
+    bounds: ArrayBuffer,
+    op: number,
+    fd: number,
+    count: number,
+    position: number,
+    views: readonly (ArrayBufferView | undefined)[],
+    done: (error: Error | null, bytes: number) => void,
+  ): void;
   /** The address of a TypedArray's or DataView's first byte (0 when detached). */
   viewAddress(view: ArrayBufferView): number;
   /** madvise(MADV_DONTFORK) over the whole (page-aligned) ArrayBuffer. */
@@ -118,9 +127,9 @@ export interface NativeBinding {
 
 // IOBUF_ADDON_PATH loads a specific build (the sanitizer build uses it).
 const packageRoot = path.join(__dirname, '..');
-export const native = (process.env.IOBUF_ADDON_PATH
-  ? require(path.resolve(process.env.IOBUF_ADDON_PATH))
-  : loadAddon(packageRoot)) as NativeBinding;
+export const native = (
+  process.env.IOBUF_ADDON_PATH ? require(path.resolve(process.env.IOBUF_ADDON_PATH)) : loadAddon(packageRoot)
+) as NativeBinding;
 
 native.setErrorClass(IobufError);
 native.setMaxBufferLength(bufferConstants.MAX_LENGTH);

@@ -76,8 +76,14 @@ export function codedError<E extends Error>(Kind: new (message: string) => E, co
  * received `value`" (the value as describeValue shows it, unless `received`
  * says it in words, e.g. "a payload of 70000 bytes").
  */
-export function argumentError<E extends Error>(Kind: new (message: string) => E, code: string,
-  expected: string, name: string, value: unknown, received?: string): E {
+export function argumentError<E extends Error>(
+  Kind: new (message: string) => E,
+  code: string,
+  expected: string,
+  name: string,
+  value: unknown,
+  received?: string,
+): E {
   return codedError(Kind, code, `Expected ${expected} for ${name} but received ${received ?? describeValue(value)}`);
 }
 
@@ -164,7 +170,11 @@ export function validateAbortSignal(value: unknown, name: string): asserts value
 }
 
 /** An instance of `Class` (described as `expected`, e.g. 'a BufferPool'). */
-export function validateInstance<T>(value: unknown, Class: abstract new (...args: never[]) => T, name: string,
-  expected: string): asserts value is T {
+export function validateInstance<T>(
+  value: unknown,
+  Class: abstract new (...args: never[]) => T,
+  name: string,
+  expected: string,
+): asserts value is T {
   if (!(value instanceof Class)) throw invalidType(expected, name, value);
 }

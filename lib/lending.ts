@@ -18,8 +18,8 @@
 // still holds.
 //
 // This module is the meeting point and imports nothing of the parts: the
-// lenders (pool.ts, memory.ts) register how to find the lender of a view,
-// the borrowers (iovec.ts, gather.ts, frames.ts) call lend().
+// lenders (lib/pooled.ts for the pool, memory.ts) register how to find the lender of a view,
+// the borrowers (lib/iovec/, lib/uring/, lib/gather/, lib/frames/) call lend().
 
 /** Something that borrows memory and can be told to stop because its lender is closing. */
 export interface Borrower {

@@ -14,8 +14,14 @@ import { constants as bufferConstants } from 'node:buffer';
 import { native } from './binding';
 import { registerLender } from './lending';
 import {
-  IobufError, codedError, validateBoolean, validateInteger, validateOneOf, validateOptions,
-  validatePowerOfTwo, validateView,
+  IobufError,
+  invalidValue,
+  validateBoolean,
+  validateInteger,
+  validateOneOf,
+  validateOptions,
+  validatePowerOfTwo,
+  validateView,
 } from './errors';
 
 /** Bytes in a base page, from sysconf(_SC_PAGESIZE). */
@@ -142,7 +148,7 @@ export function allocAligned(size: number, options: AllocAlignedOptions = {}): B
  */
 function heapArrayBuffer(length: number, zero: boolean): ArrayBuffer | null {
   try {
-    return zero ? new ArrayBuffer(length) : Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer;
+    return zero ? new ArrayBuffer(length) : (Buffer.allocUnsafeSlow(length).buffer as ArrayBuffer);
   } catch (error) {
     if (error instanceof RangeError) return null;
     throw error;
@@ -167,7 +173,7 @@ function attachedArrayBuffer(view: ArrayBufferView | ArrayBuffer, name: string):
   }
   if (arrayBuffer.byteLength === 0 && native.addressOf(arrayBuffer) === 0) {
     if (isDetached(arrayBuffer)) throw new IobufError(`${name} was freed or detached`, 'ERR_IOBUF_DETACHED');
-    throw codedError(TypeError, 'ERR_INVALID_ARG_VALUE', `Expected a view with memory behind it for ${name} but received an empty ArrayBuffer (it has no memory, so no address)`);
+    throw invalidValue('a view with memory behind it', name, view, 'an empty ArrayBuffer (it has no memory, so no address)');
   }
   return arrayBuffer;
 }

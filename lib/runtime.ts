@@ -15,16 +15,20 @@ const TESTED = `iobuf is tested on Node ${TESTED_NODE_MAJORS.slice(0, -1).join('
 export function untestedRuntimeNote(versions: { node?: string; bun?: string; deno?: string }): string | null {
   // Bun and Deno report a Node version too (Bun 1.4: 26.3.0): check them first.
   if (versions.bun !== undefined) {
-    return `${TESTED}; on Bun ${versions.bun} only a smoke test of every part runs. Known difference: ` +
-      'FrameAssembler reads sockets through \'data\' events (one copy more, stats().readMode \'data\'). See docs/api.md, "Runtimes".';
+    return (
+      `${TESTED}; on Bun ${versions.bun} only a smoke test of every part runs. Known difference: ` +
+      "FrameAssembler reads sockets through 'data' events (one copy more, stats().readMode 'data'). See docs/api.md, \"Runtimes\"."
+    );
   }
   if (versions.deno !== undefined) {
     return `${TESTED}; Deno ${versions.deno} is not tested. See docs/api.md, "Runtimes".`;
   }
   const major = Number(versions.node?.split('.')[0]);
   if (TESTED_NODE_MAJORS.includes(major)) return null;
-  return `${TESTED}; Node ${versions.node ?? '(unknown)'} is not tested: behaviour that differs between majors ` +
-    '(error codes, the largest Buffer, how sockets read) may differ here. See docs/api.md, "Runtimes".';
+  return (
+    `${TESTED}; Node ${versions.node ?? '(unknown)'} is not tested: behaviour that differs between majors ` +
+    '(error codes, the largest Buffer, how sockets read) may differ here. See docs/api.md, "Runtimes".'
+  );
 }
 
 // Once per process, however many copies of iobuf it loads: not in workers,

@@ -63,6 +63,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("leakCheck", Napi::Function::New(env, LeakCheck, "leakCheck"));
 #endif
   InitMemory(env, exports);
+  InitViews(env, exports);
   InitPool(env, exports);
   InitIoVec(env, exports);
   InitUring(env, exports);
@@ -73,7 +74,5 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace iobuf
 
 // The macro pastes its second argument into a symbol name: it must be unqualified.
-static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
-  return iobuf::Init(env, exports);
-}
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return iobuf::Init(env, exports); }
 NODE_API_MODULE(iobuf, InitAddon)

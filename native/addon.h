@@ -7,8 +7,8 @@
 
 #include <atomic>
 #include <cstdint>
-#include <unordered_map>
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 namespace iobuf {
@@ -31,7 +31,7 @@ struct AddonData {
   // Pools this thread has joined, indexed by member id (pool.cc).
   std::vector<std::unique_ptr<PoolMember>> poolMembers;
   // Wakes this thread's pools when another thread left one without a word
-  // (pool.cc); null until lib/pool.ts set a handler.
+  // (pool.cc); null until lib/pool/ set a handler.
   napi_threadsafe_function poolWake = nullptr;
   Napi::FunctionReference poolWakeHandler;
   std::atomic<bool> poolWakePending{false};
@@ -49,6 +49,7 @@ struct AddonData {
 
 // One Init per part; each adds its functions to `exports`.
 void InitMemory(Napi::Env env, Napi::Object exports);
+void InitViews(Napi::Env env, Napi::Object exports);
 void InitPool(Napi::Env env, Napi::Object exports);
 void InitIoVec(Napi::Env env, Napi::Object exports);
 void InitUring(Napi::Env env, Napi::Object exports);

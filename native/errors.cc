@@ -15,6 +15,7 @@ namespace {
 // EDEADLK, not EDEADLOCK). Written out here because strerrorname_np exists
 // only in glibc 2.32 and later: musl has none, and calling it would make the
 // addon refuse to load on any older glibc.
+// clang-format off
 #define IOBUF_ERRNO_NAMES(X) \
   X(EPERM) X(ENOENT) X(ESRCH) X(EINTR) X(EIO) X(ENXIO) X(E2BIG) X(ENOEXEC) X(EBADF) X(ECHILD) \
   X(EAGAIN) X(ENOMEM) X(EACCES) X(EFAULT) X(ENOTBLK) X(EBUSY) X(EEXIST) X(EXDEV) X(ENODEV) \
@@ -33,6 +34,7 @@ namespace {
   X(EUCLEAN) X(ENOTNAM) X(ENAVAIL) X(EISNAM) X(EREMOTEIO) X(EDQUOT) X(ENOMEDIUM) X(EMEDIUMTYPE) \
   X(ECANCELED) X(ENOKEY) X(EKEYEXPIRED) X(EKEYREVOKED) X(EKEYREJECTED) X(EOWNERDEAD) \
   X(ENOTRECOVERABLE) X(ERFKILL) X(EHWPOISON)
+// clang-format on
 
 struct ErrnoName {
   int value;
@@ -69,8 +71,8 @@ void CheckBufferLength(Napi::Env env, double length, const char* name) {
   const double limit = AddonData::Of(env)->maxBufferLength;
   if (length <= limit) return;
   char message[160];
-  snprintf(message, sizeof message, "Expected at most %.0f bytes (the largest Buffer) for %s but received %.0f",
-           limit, name, length);
+  snprintf(message, sizeof message,
+           "Expected at most %.0f bytes (the largest Buffer) for %s but received %.0f", limit, name, length);
   Napi::Error error = Napi::RangeError::New(env, message);
   error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
   throw error;
@@ -80,8 +82,7 @@ Napi::Error MakeErrnoError(Napi::Env env, int error, const char* syscall, const 
                            const std::string& detail) {
   const char* name = ErrnoNameOf(error);
   if (name == nullptr) name = "EUNKNOWN";
-  std::string message = std::string(code != nullptr ? code : name) + ": " + strerror(error) +
-                        ", " + syscall;
+  std::string message = std::string(code != nullptr ? code : name) + ": " + strerror(error) + ", " + syscall;
   if (!detail.empty()) message += " (" + detail + ")";
   Napi::Error result = MakeError(env, code != nullptr ? code : name, message);
   result.Set("errno", Napi::Number::New(env, -error));

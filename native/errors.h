@@ -27,7 +27,7 @@ void CheckBufferLength(Napi::Env env, double length, const char* name);
 
 // An error for a failed syscall. `code` defaults to the errno's name
 // ("ENOMEM"); the message reads like Node's: "ENOMEM: Cannot allocate memory, mmap".
-Napi::Error MakeErrnoError(Napi::Env env, int error, const char* syscall,
-                           const char* code = nullptr, const std::string& detail = "");
+Napi::Error MakeErrnoError(Napi::Env env, int error, const char* syscall, const char* code = nullptr,
+                           const std::string& detail = "");
 
 }  // namespace iobuf

@@ -1,14 +1,15 @@
-// The iovec part's native side (layout and checks: iovec.h). lib/iovec.ts
+// The iovec part's native side (layout and checks: iovec.h). lib/iovec/
 // validates every argument, keeps the views alive and checks that they are
 // still attached; this file checks the entries against their bounds and makes
 // the syscalls, on the JS thread (sync) or on the libuv thread pool (async).
 #include "iovec.h"
 
+#include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <utility>
@@ -64,10 +65,11 @@ void* AllocateZeroed(size_t bytes) {
 }
 
 // iovecCreate(capacity) -> [entries: ArrayBuffer, bounds: ArrayBuffer (the handle), address]
-// Precondition (lib/iovec.ts): 1 <= capacity <= 2^20.
+// Precondition (lib/iovec/array.ts checks): 1 <= capacity <= kMaxCapacity.
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t capacity = info[0].As<Napi::Number>().Uint32Value();
+  assert(capacity >= 1 && capacity <= kMaxCapacity);
   auto* state = new IoVecState();
   state->capacity = capacity;
   state->entries = static_cast<struct iovec*>(AllocateZeroed(capacity * sizeof(struct iovec)));
@@ -81,18 +83,19 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   // Raw Node-API: node-addon-api's external ArrayBuffer finalizers want one
   // owner per buffer; here the two share one state.
   *static_cast<IoVecState**>(state->boundsBlock) = state;
-  state->bounds = reinterpret_cast<IoVecBounds*>(static_cast<uint8_t*>(state->boundsBlock) + kBoundsHeaderBytes);
+  state->bounds =
+      reinterpret_cast<IoVecBounds*>(static_cast<uint8_t*>(state->boundsBlock) + kBoundsHeaderBytes);
   napi_value entries;
   napi_value bounds;
-  napi_status status = napi_create_external_arraybuffer(env, state->entries,
-      capacity * sizeof(struct iovec), DropReference, state, &entries);
+  napi_status status = napi_create_external_arraybuffer(env, state->entries, capacity * sizeof(struct iovec),
+                                                        DropReference, state, &entries);
   if (status != napi_ok) {
     FreeBlocks(state);
     delete state;
     NAPI_THROW_IF_FAILED(env, status, Napi::Value());
   }
-  status = napi_create_external_arraybuffer(env, state->boundsBlock, boundsBytes, DropReference,
-                                            state, &bounds);
+  status =
+      napi_create_external_arraybuffer(env, state->boundsBlock, boundsBytes, DropReference, state, &bounds);
   if (status != napi_ok) {
     // The entries buffer holds one reference and will drop it when collected.
     state->references--;
@@ -130,7 +133,7 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 
 // Index of the first entry in [0, count) that does not lie inside its bounds,
 // or -1 when all do. Compared in unsigned 64-bit arithmetic; the bounds are
-// integers below 2^53 (lib/iovec.ts writes them from addresses and lengths).
+// integers below 2^53 (lib/iovec/ writes them from addresses and lengths).
 int64_t FirstInvalid(const IoVecState* state, uint32_t count) {
   for (uint32_t i = 0; i < count; i++) {
     auto base = reinterpret_cast<uint64_t>(state->entries[i].iov_base);
@@ -146,7 +149,8 @@ Napi::Error InvalidEntry(Napi::Env env, const IoVecState* state, int64_t index) 
   const struct iovec& entry = state->entries[index];
   char message[256];
   snprintf(message, sizeof message,
-           "iovec entry %" PRId64 " (base 0x%" PRIxPTR ", length %zu) is not inside the view it was "
+           "iovec entry %" PRId64 " (base 0x%" PRIxPTR
+           ", length %zu) is not inside the view it was "
            "made from [0x%" PRIx64 ", 0x%" PRIx64 "); no syscall was made",
            index, reinterpret_cast<uintptr_t>(entry.iov_base), entry.iov_len,
            static_cast<uint64_t>(state->bounds[index].start),
@@ -159,17 +163,19 @@ Napi::Error InvalidEntry(Napi::Env env, const IoVecState* state, int64_t index) 
 // ---------------------------------------------------------------------------
 
 struct Outcome {
-  long bytes = 0;          // transferred before the error, if any
-  int error = 0;           // positive errno, 0 on success
+  long bytes = 0;  // transferred before the error, if any
+  int error = 0;   // positive errno, 0 on success
   const char* syscall = nullptr;
 };
 
 const char* SyscallName(IoVecOp op) {
   switch (op) {
     case IoVecOp::kReadv: return "readv";
-    case IoVecOp::kWritev: case IoVecOp::kWritevAll: return "writev";
+    case IoVecOp::kWritev:
+    case IoVecOp::kWritevAll: return "writev";
     case IoVecOp::kPreadv: return "preadv";
-    case IoVecOp::kPwritev: case IoVecOp::kPwritevAll: return "pwritev";
+    case IoVecOp::kPwritev:
+    case IoVecOp::kPwritevAll: return "pwritev";
   }
   return "?";
 }
@@ -182,9 +188,11 @@ long TransferOnce(IoVecOp op, int fd, const struct iovec* entries, uint32_t coun
   int n = count > static_cast<uint32_t>(os::IoVecMax()) ? os::IoVecMax() : static_cast<int>(count);
   switch (op) {
     case IoVecOp::kReadv: return os::ReadV(fd, entries, n);
-    case IoVecOp::kWritev: case IoVecOp::kWritevAll: return os::WriteV(fd, entries, n);
+    case IoVecOp::kWritev:
+    case IoVecOp::kWritevAll: return os::WriteV(fd, entries, n);
     case IoVecOp::kPreadv: return os::PreadV(fd, entries, n, position);
-    case IoVecOp::kPwritev: case IoVecOp::kPwritevAll: return os::PwriteV(fd, entries, n, position);
+    case IoVecOp::kPwritev:
+    case IoVecOp::kPwritevAll: return os::PwriteV(fd, entries, n, position);
   }
   return -EINVAL;
 }
@@ -195,12 +203,14 @@ long TransferOnce(IoVecOp op, int fd, const struct iovec* entries, uint32_t coun
 // EAGAIN waits in poll() for room: this blocks the calling thread (the JS
 // thread for the sync calls, a libuv pool thread for the promise ones).
 Outcome WriteAll(IoVecOp op, int fd, struct iovec* entries, uint32_t count, int64_t position) {
+  assert(op == IoVecOp::kWritevAll || op == IoVecOp::kPwritevAll);
+  assert(entries != nullptr || count == 0);
   Outcome outcome;
   const char* name = SyscallName(op);
   while (count > 0 && entries->iov_len == 0) entries++, count--;
   while (count > 0) {
-    long written = TransferOnce(op, fd, entries, count,
-                                op == IoVecOp::kPwritevAll ? position + outcome.bytes : 0);
+    long written =
+        TransferOnce(op, fd, entries, count, op == IoVecOp::kPwritevAll ? position + outcome.bytes : 0);
     if (written == -EAGAIN || written == -EWOULDBLOCK) {
       if (int waited = os::WaitWritable(fd); waited < 0) return {outcome.bytes, -waited, "poll"};
       continue;
@@ -241,7 +251,7 @@ Napi::Error OutcomeError(Napi::Env env, IoVecOp op, const Outcome& outcome) {
 
 // The hot path (writevSync over a prepared array): raw Node-API, fixed
 // argument slots, no allocation unless an All op needs a scratch copy.
-// Preconditions (lib/iovec.ts): the array is open, count <= capacity, fd is
+// Preconditions (lib/iovec/): the array is open, count <= capacity, fd is
 // an int32 >= 0, position an integer in [0, 2^53).
 napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
   Napi::Env env(rawEnv);
@@ -259,13 +269,14 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
     napi_get_value_double(rawEnv, argv[4], &position);
     IoVecState* state = StateOf(rawEnv, argv[0]);
     if (state == nullptr) throw ClosedError(env);
-    if (count > state->capacity) throw MakeError(env, "ERR_IOBUF_INTERNAL", "count is above the array's capacity");
+    if (count > state->capacity)
+      throw MakeError(env, "ERR_IOBUF_INTERNAL", "count is above the array's capacity");
     auto kind = static_cast<IoVecOp>(op);
 
     if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
     Outcome outcome;
     if (WritesAll(kind)) {
-      // WriteAll advances its entries: give it a copy, the array is advanced by lib/iovec.ts.
+      // WriteAll advances its entries: give it a copy, the array is advanced by lib/iovec/.
       std::vector<struct iovec> scratch(state->entries, state->entries + count);
       outcome = Transfer(kind, fd, scratch.data(), count, static_cast<int64_t>(position));
     } else {
@@ -303,20 +314,20 @@ napi_value TransferSync(napi_env rawEnv, napi_callback_info info) {
 //   queue time; a read copies out on completion, on the JS thread, only into
 //   a view that is still attached at the same address and length (else its
 //   bytes are dropped and the call rejects with ERR_IOBUF_DETACHED).
-// Memory of views JS holds elsewhere (lib/iovec.ts keeps the array busy and
+// Memory of views JS holds elsewhere (lib/iovec/ keeps the array busy and
 // the views reachable) is lent by the JS side too (lib/lending.ts).
 //
 // Completion runs on the JS thread of the environment that queued it. If
 // that environment is being torn down (a terminated worker), nothing reaches
 // JavaScript: the pins and bounce blocks are let go and the result dropped.
 struct Bounce {
-  uint32_t index;       // the entry
-  void* block;          // posix_memalign'd; freed with the work
-  uint8_t* original;    // where the entry pointed
+  uint32_t index;     // the entry
+  void* block;        // posix_memalign'd; freed with the work
+  uint8_t* original;  // where the entry pointed
   size_t length;
-  double viewStart;     // the view's [start, end) when queued (the bounds)
+  double viewStart;  // the view's [start, end) when queued (the bounds)
   double viewEnd;
-  napi_ref view;        // reads only: to check the view before copying out
+  napi_ref view;  // reads only: to check the view before copying out
 };
 
 bool Reads(IoVecOp op) { return op == IoVecOp::kReadv || op == IoVecOp::kPreadv; }
@@ -324,7 +335,7 @@ bool Reads(IoVecOp op) { return op == IoVecOp::kReadv || op == IoVecOp::kPreadv;
 struct TransferWork {
   AddonData* data = nullptr;
   napi_async_work request = nullptr;
-  // The JS callback (lib/iovec.ts settles its promise there). A reference, not
+  // The JS callback (lib/iovec/ settles its promise there). A reference, not
   // a napi_deferred: a reference can be deleted in an environment that is
   // being torn down, where a deferred can only leak.
   napi_ref done = nullptr;
@@ -357,11 +368,13 @@ std::pair<double, double> ViewRange(napi_env env, napi_value view) {
   if (isTypedArray) {
     napi_typedarray_type type;
     size_t elements = 0;
-    if (napi_get_typedarray_info(env, view, &type, &elements, &data, nullptr, nullptr) != napi_ok) return {0, 0};
-    size_t width = type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array ? 8
-                   : type == napi_int32_array || type == napi_uint32_array || type == napi_float32_array  ? 4
-                   : type == napi_int16_array || type == napi_uint16_array                                 ? 2
-                                                                                                           : 1;
+    if (napi_get_typedarray_info(env, view, &type, &elements, &data, nullptr, nullptr) != napi_ok)
+      return {0, 0};
+    size_t width = type == napi_float64_array || type == napi_bigint64_array || type == napi_biguint64_array
+                       ? 8
+                   : type == napi_int32_array || type == napi_uint32_array || type == napi_float32_array ? 4
+                   : type == napi_int16_array || type == napi_uint16_array                               ? 2
+                                                                                                         : 1;
     length = elements * width;
   } else if (napi_get_dataview_info(env, view, &length, &data, nullptr, nullptr) != napi_ok) {
     return {0, 0};
@@ -384,7 +397,8 @@ int64_t CopyOut(napi_env env, TransferWork* work, long bytes) {
       Bounce& bounce = work->bounces[next++];
       napi_value view = nullptr;
       std::pair<double, double> range{0, 0};
-      if (napi_get_reference_value(env, bounce.view, &view) == napi_ok && view != nullptr) range = ViewRange(env, view);
+      if (napi_get_reference_value(env, bounce.view, &view) == napi_ok && view != nullptr)
+        range = ViewRange(env, view);
       if (share > 0 && range.first == bounce.viewStart && range.second == bounce.viewEnd) {
         memcpy(bounce.original, work->entries[i].iov_base, share);
       } else if (share > 0 && dropped < 0) {
@@ -416,8 +430,10 @@ void CallDone(napi_env env, TransferWork* work, napi_value error, double bytes) 
   napi_value argv[2];
   napi_value undefined;
   napi_get_undefined(env, &undefined);
-  if (error != nullptr) argv[0] = error;
-  else napi_get_null(env, &argv[0]);
+  if (error != nullptr)
+    argv[0] = error;
+  else
+    napi_get_null(env, &argv[0]);
   napi_create_double(env, bytes, &argv[1]);
   napi_call_function(env, undefined, done, 2, argv, nullptr);
 }
@@ -435,8 +451,10 @@ void SettleTransfer(napi_env env, napi_status status, TransferWork* work) {
       if (int64_t dropped = CopyOut(env, work, work->outcome.bytes); dropped >= 0) {
         char message[200];
         snprintf(message, sizeof message,
-                 "The view of iovec entry %" PRId64 " was detached or transferred while the read was pending; "
-                 "the %ld bytes read for it were dropped", dropped, work->outcome.bytes);
+                 "The view of iovec entry %" PRId64
+                 " was detached or transferred while the read was pending; "
+                 "the %ld bytes read for it were dropped",
+                 dropped, work->outcome.bytes);
         Napi::Error error = MakeError(napiEnv, "ERR_IOBUF_DETACHED", message);
         error.Set("bytesRead", Napi::Number::New(napiEnv, static_cast<double>(work->outcome.bytes)));
         CallDone(env, work, error.Value(), 0);
@@ -457,7 +475,8 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   int fd = info[2].As<Napi::Number>().Int32Value();
   uint32_t count = info[3].As<Napi::Number>().Uint32Value();
   auto position = static_cast<int64_t>(info[4].As<Napi::Number>().DoubleValue());
-  if (count > state->capacity) throw MakeError(env, "ERR_IOBUF_INTERNAL", "count is above the array's capacity");
+  if (count > state->capacity)
+    throw MakeError(env, "ERR_IOBUF_INTERNAL", "count is above the array's capacity");
   if (int64_t bad = FirstInvalid(state, count); bad >= 0) throw InvalidEntry(env, state, bad);
 
   auto work = std::make_unique<TransferWork>();
@@ -479,7 +498,9 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
       if (posix_memalign(&block, page, (offset + entry.iov_len + page - 1) & ~(page - 1)) != 0) {
         throw MakeErrnoError(env, ENOMEM, "posix_memalign", nullptr, "bounce block for heap memory");
       }
-      Bounce bounce{index, block, original, entry.iov_len, state->bounds[index].start, state->bounds[index].end, nullptr};
+      Bounce bounce{
+          index,  block, original, entry.iov_len, state->bounds[index].start, state->bounds[index].end,
+          nullptr};
       work->bounces.push_back(bounce);
       entry.iov_base = static_cast<uint8_t*>(block) + offset;
       if (Reads(op)) {
@@ -494,8 +515,10 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   }
   NAPI_THROW_IF_FAILED(env, napi_create_reference(env, info[6], 1, &work->done), Napi::Value());
   napi_value name = Napi::String::New(env, "iobuf.iovec");
-  NAPI_THROW_IF_FAILED(env, napi_create_async_work(env, nullptr, name, ExecuteTransfer, CompleteTransfer,
-                                                   work.get(), &work->request), Napi::Value());
+  NAPI_THROW_IF_FAILED(env,
+                       napi_create_async_work(env, nullptr, name, ExecuteTransfer, CompleteTransfer,
+                                              work.get(), &work->request),
+                       Napi::Value());
   if (napi_status status = napi_queue_async_work(env, work->request); status != napi_ok) {
     napi_delete_async_work(env, work->request);
     napi_delete_reference(env, work->done);
@@ -503,53 +526,6 @@ Napi::Value TransferAsync(const Napi::CallbackInfo& info) {
   }
   work.release();  // CompleteTransfer owns it now
   return env.Undefined();
-}
-
-// ---------------------------------------------------------------------------
-// Addresses and advice
-// ---------------------------------------------------------------------------
-
-// viewAddress(view) -> the address of the view's first byte (0 when its
-// buffer is detached). For a small typed array that V8 keeps inside its own
-// heap, asking for the data moves the bytes out to a backing store that
-// never moves again; the address stays true while the view is reachable.
-Napi::Value ViewAddress(const Napi::CallbackInfo& info) {
-  napi_env env = info.Env();
-  napi_value view = info[0];
-  void* data = nullptr;
-  bool isTypedArray = false;
-  napi_is_typedarray(env, view, &isTypedArray);
-  if (isTypedArray) {
-    NAPI_THROW_IF_FAILED(env, napi_get_typedarray_info(env, view, nullptr, nullptr, &data, nullptr, nullptr),
-                         Napi::Value());
-  } else {
-    NAPI_THROW_IF_FAILED(env, napi_get_dataview_info(env, view, nullptr, &data, nullptr, nullptr),
-                         Napi::Value());
-  }
-  return Napi::Number::New(env, static_cast<double>(reinterpret_cast<uintptr_t>(data)));
-}
-
-// adviseDontFork(arrayBuffer): MADV_DONTFORK over the whole (page-aligned)
-// ArrayBuffer, so that a fork() while io_uring holds the pages pinned does
-// not turn them copy-on-write under the ring.
-//
-// A hugetlb mapping can only be advised in whole huge pages, and a slab over
-// one (acquireMany's slabs are a multiple of the slot stride, not of 2 MiB)
-// may end inside its last huge page: madvise then says EINVAL. The mapping
-// itself is whole huge pages from a huge-page-aligned base (os::MapHugetlb),
-// so the range is rounded up to the huge page size for hugetlb memory only.
-Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
-  auto arrayBuffer = info[0].As<Napi::ArrayBuffer>();
-  void* data = arrayBuffer.Data();
-  size_t length = arrayBuffer.ByteLength();
-  os::Failure failure = os::AdviseDontFork(data, length);
-  if (failure && failure.error == EINVAL &&
-      os::QueryPageKind(reinterpret_cast<uintptr_t>(data)) == os::PageKind::kHugetlb) {
-    const size_t huge = os::HugePageSize();
-    failure = os::AdviseDontFork(data, (length + huge - 1) & ~(huge - 1));
-  }
-  if (failure) throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
-  return info.Env().Undefined();
 }
 
 }  // namespace
@@ -564,15 +540,27 @@ const struct iovec* CheckedEntries(Napi::Env env, napi_value bounds, uint32_t co
 void InitIoVec(Napi::Env env, Napi::Object exports) {
   exports.Set("iovMax", Napi::Number::New(env, os::IoVecMax()));
   exports.Set("iovecEntryBytes", Napi::Number::New(env, static_cast<double>(sizeof(struct iovec))));
+  // The numbers lib/iovec/entries.ts mirrors (test/native.constants.test.ts compares them).
+  Napi::Object layout = Napi::Object::New(env);
+  layout.Set("entryBytes", static_cast<double>(sizeof(struct iovec)));
+  layout.Set("boundsHeaderBytes", static_cast<double>(kBoundsHeaderBytes));
+  layout.Set("maxCapacity", static_cast<double>(kMaxCapacity));
+  Napi::Object ops = Napi::Object::New(env);
+  ops.Set("readv", static_cast<int>(IoVecOp::kReadv));
+  ops.Set("writev", static_cast<int>(IoVecOp::kWritev));
+  ops.Set("preadv", static_cast<int>(IoVecOp::kPreadv));
+  ops.Set("pwritev", static_cast<int>(IoVecOp::kPwritev));
+  ops.Set("writevAll", static_cast<int>(IoVecOp::kWritevAll));
+  ops.Set("pwritevAll", static_cast<int>(IoVecOp::kPwritevAll));
+  layout.Set("ops", ops);
+  exports.Set("iovecLayout", layout);
   exports.Set("iovecCreate", Napi::Function::New(env, Create, "iovecCreate"));
   exports.Set("iovecClose", Napi::Function::New(env, Close, "iovecClose"));
   napi_value transfer;
-  NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, "iovecTransfer", NAPI_AUTO_LENGTH,
-                                                      TransferSync, nullptr, &transfer));
+  NAPI_THROW_IF_FAILED_VOID(
+      env, napi_create_function(env, "iovecTransfer", NAPI_AUTO_LENGTH, TransferSync, nullptr, &transfer));
   exports.Set("iovecTransfer", Napi::Value(env, transfer));
   exports.Set("iovecTransferAsync", Napi::Function::New(env, TransferAsync, "iovecTransferAsync"));
-  exports.Set("viewAddress", Napi::Function::New(env, ViewAddress, "viewAddress"));
-  exports.Set("adviseDontFork", Napi::Function::New(env, AdviseDontFork, "adviseDontFork"));
 }
 
 }  // namespace iobuf

@@ -11,7 +11,7 @@
 //          +------------+------------+------------+------------+---
 //     both fields little-endian 64-bit; JS writes each as two 32-bit halves.
 //
-//   bounds (private to lib/iovec.ts, which passes it to every call as the
+//   bounds (private to lib/iovec/, which passes it to every call as the
 //   array's handle; never handed to users)
 //     byte 0        8            16           24           32
 //          +------------+------+------------+------------+------------+---
@@ -24,7 +24,7 @@
 // side checks, for each entry i < count, start_i <= iov_base_i and
 // iov_base_i + iov_len_i <= end_i; one entry outside its bounds refuses the
 // whole call with ERR_IOBUF_IOVEC_INVALID and no syscall is made. That the
-// views themselves are still alive and attached is checked by lib/iovec.ts
+// views themselves are still alive and attached is checked by lib/iovec/
 // just before the call (it holds them; see the comment on checkViews there).
 #pragma once
 
@@ -36,7 +36,7 @@
 
 namespace iobuf {
 
-// The operations iovecTransfer/iovecTransferAsync take (lib/iovec.ts mirrors them).
+// The operations iovecTransfer/iovecTransferAsync take (lib/iovec/ mirrors them).
 enum class IoVecOp : int32_t {
   kReadv = 0,
   kWritev = 1,
@@ -55,6 +55,9 @@ struct IoVecBounds {
 // Bytes before the first IoVecBounds in the bounds block: the state pointer and padding.
 constexpr size_t kBoundsHeaderBytes = sizeof(IoVecBounds);
 
+// The largest capacity of an array (lib/iovec/entries.ts MAX_IOVEC_CAPACITY).
+constexpr uint32_t kMaxCapacity = 1u << 20;
+
 // One array's native side. Its two blocks are owned jointly by the two
 // ArrayBuffers over them: each one's finalizer drops a reference, and the
 // last one frees everything (users may keep `buffer` alive longer than the
@@ -63,8 +66,8 @@ constexpr size_t kBoundsHeaderBytes = sizeof(IoVecBounds);
 // when a worker's environment ends with it uncollected.)
 struct IoVecState {
   struct iovec* entries = nullptr;
-  void* boundsBlock = nullptr;     // kBoundsHeaderBytes, then IoVecBounds[capacity]
-  IoVecBounds* bounds = nullptr;   // = boundsBlock + kBoundsHeaderBytes
+  void* boundsBlock = nullptr;    // kBoundsHeaderBytes, then IoVecBounds[capacity]
+  IoVecBounds* bounds = nullptr;  // = boundsBlock + kBoundsHeaderBytes
   uint32_t capacity = 0;
   int references = 2;
 };
@@ -74,7 +77,7 @@ struct IoVecState {
 // each against its bounds as every iovec call does. Throws
 // ERR_IOBUF_IOVEC_CLOSED or ERR_IOBUF_IOVEC_INVALID. Precondition (the
 // caller's lib/ side): count <= capacity, and the views were checked
-// (lib/iovec.ts lends the array for that). The pointer is valid until JS runs
+// (lib/iovec/ lends the array for that). The pointer is valid until JS runs
 // again; copy what must outlive the call.
 const struct iovec* CheckedEntries(Napi::Env env, napi_value bounds, uint32_t count);
 

@@ -33,8 +33,8 @@ namespace iobuf {
 
 struct Allocation {
   os::Mapping mapping;
-  size_t pins = 0;         // borrowers using it now
-  bool freed = false;      // free() or the finalizer gave it up
+  size_t pins = 0;     // borrowers using it now
+  bool freed = false;  // free() or the finalizer gave it up
   bool unmapped = false;
   bool finalized = false;  // the Buffer's finalizer ran
 };
@@ -44,7 +44,9 @@ namespace {
 std::mutex registryMutex;
 auto* registry = new std::map<uintptr_t, Allocation*>();
 
-uintptr_t BaseOf(const Allocation* allocation) { return reinterpret_cast<uintptr_t>(allocation->mapping.base); }
+uintptr_t BaseOf(const Allocation* allocation) {
+  return reinterpret_cast<uintptr_t>(allocation->mapping.base);
+}
 
 void Register(Allocation* allocation) {
   std::lock_guard<std::mutex> lock(registryMutex);
@@ -114,7 +116,8 @@ Napi::Value Publish(Napi::Env env, const os::Mapping& mapping, size_t size, unsi
   napi_status status = napi_create_external_buffer(
       env, size, mapping.base,
       [](napi_env finalizeEnv, void* data, void* hint) {
-        FinalizeAllocation(Napi::Env(finalizeEnv), static_cast<uint8_t*>(data), static_cast<Allocation*>(hint));
+        FinalizeAllocation(Napi::Env(finalizeEnv), static_cast<uint8_t*>(data),
+                           static_cast<Allocation*>(hint));
       },
       allocation, &buffer);
   if (status != napi_ok) throw Napi::Error::New(env);
@@ -178,13 +181,6 @@ Napi::Value MapHuge(const Napi::CallbackInfo& info) {
     }
   }
   return Publish(env, mapping, size, flags);
-}
-
-// addressOf(arrayBuffer) -> number: the data address, 0 when detached.
-// Addresses fit in 47 bits, so a double holds them exactly.
-Napi::Value AddressOf(const Napi::CallbackInfo& info) {
-  void* data = info[0].As<Napi::ArrayBuffer>().Data();
-  return Napi::Number::New(info.Env(), static_cast<double>(reinterpret_cast<uintptr_t>(data)));
 }
 
 // free(arrayBuffer): detaches it (every view reads as empty from now on) and,
@@ -252,43 +248,6 @@ Napi::Value PageKind(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), kind);
 }
 
-// copyBytes(source, target, targetStart, sourceStart, sourceEnd) -> bytes
-// copied: memmove of source[sourceStart, sourceEnd) to target[targetStart…),
-// clamped to both views (Buffer#copy's semantics). Exists because Node 20's
-// Buffer#copy from an offset allocates a view of the source range per call,
-// which is garbage per received frame (lib/frames.ts). Plain Node-API on
-// purpose: this runs once per frame, and the C++ wrappers add ~5 ns.
-// Precondition (lib/memory.ts checks): both are Uint8Arrays, the offsets
-// integers >= 0. Detached views have length 0 and copy nothing.
-napi_value CopyBytes(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  void* source = nullptr;
-  void* target = nullptr;
-  size_t sourceLength = 0;
-  size_t targetLength = 0;
-  napi_get_typedarray_info(env, argv[0], nullptr, &sourceLength, &source, nullptr, nullptr);
-  napi_get_typedarray_info(env, argv[1], nullptr, &targetLength, &target, nullptr, nullptr);
-  double targetStart = 0, sourceStart = 0, sourceEnd = 0;
-  napi_get_value_double(env, argv[2], &targetStart);
-  napi_get_value_double(env, argv[3], &sourceStart);
-  napi_get_value_double(env, argv[4], &sourceEnd);
-  size_t copied = 0;
-  if (targetStart >= 0 && sourceStart >= 0 && sourceEnd > sourceStart &&
-      targetStart < static_cast<double>(targetLength) && sourceStart < static_cast<double>(sourceLength)) {
-    auto from = static_cast<size_t>(sourceStart);
-    auto to = static_cast<size_t>(targetStart);
-    size_t end = sourceEnd < static_cast<double>(sourceLength) ? static_cast<size_t>(sourceEnd) : sourceLength;
-    copied = end - from;
-    if (copied > targetLength - to) copied = targetLength - to;
-    memmove(static_cast<uint8_t*>(target) + to, static_cast<uint8_t*>(source) + from, copied);
-  }
-  napi_value result;
-  napi_create_double(env, static_cast<double>(copied), &result);
-  return result;
-}
-
 }  // namespace
 
 void PinAllocations(const struct iovec* entries, uint32_t count, std::vector<Allocation*>* pinned,
@@ -334,14 +293,10 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("cacheLineSize", Napi::Number::New(env, static_cast<double>(os::CacheLineSize())));
   exports.Set("mapAligned", Napi::Function::New(env, MapAligned, "mapAligned"));
   exports.Set("mapHuge", Napi::Function::New(env, MapHuge, "mapHuge"));
-  exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("free", Napi::Function::New(env, Free, "free"));
   exports.Set("lend", Napi::Function::New(env, Lend, "lend"));
   exports.Set("repay", Napi::Function::New(env, Repay, "repay"));
   exports.Set("pageKind", Napi::Function::New(env, PageKind, "pageKind"));
-  napi_value copyBytes;
-  napi_create_function(env, "copyBytes", NAPI_AUTO_LENGTH, CopyBytes, nullptr, &copyBytes);
-  exports.Set("copyBytes", Napi::Value(env, copyBytes));
 }
 
 }  // namespace iobuf

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cinttypes>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 
@@ -105,8 +105,7 @@ Failure MapAligned(size_t size, size_t alignment, Mapping* out) {
   const size_t page = PageSize();
   const size_t length = (size + page - 1) & ~(page - 1);
   const size_t slack = alignment > page ? alignment : 0;
-  void* raw = mmap(nullptr, length + slack, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* raw = mmap(nullptr, length + slack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return Fail("mmap");
   uintptr_t start = reinterpret_cast<uintptr_t>(raw);
   uintptr_t aligned = (start + alignment - 1) & ~(uintptr_t{alignment} - 1);
@@ -122,8 +121,7 @@ Failure MapAligned(size_t size, size_t alignment, Mapping* out) {
 Failure MapHugetlb(size_t size, Mapping* out) {
   const size_t huge = HugePageSize();
   const size_t length = (size + huge - 1) & ~(huge - 1);
-  void* raw = mmap(nullptr, length, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+  void* raw = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
   if (raw == MAP_FAILED) return Fail("mmap");
   out->base = raw;
   out->mapLength = length;
@@ -254,8 +252,8 @@ int UringSetup(unsigned entries, struct io_uring_params* params) {
   return result < 0 ? -errno : static_cast<int>(result);
 }
 
-int UringEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags,
-               const void* argument, size_t argumentSize) {
+int UringEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags, const void* argument,
+               size_t argumentSize) {
   long result = syscall(__NR_io_uring_enter, fd, toSubmit, minComplete, flags, argument, argumentSize);
   return result < 0 ? -errno : static_cast<int>(result);
 }

@@ -13,14 +13,14 @@ namespace iobuf::os {
 
 // Sizes as this kernel reports them, never assumed: arm64 kernels run with
 // 4, 16 or 64 KiB base pages, whose huge pages are 2 MiB, 32 MiB or 512 MiB.
-size_t PageSize();                 // sysconf(_SC_PAGESIZE)
+size_t PageSize();  // sysconf(_SC_PAGESIZE)
 // The default hugetlb page size (what MAP_HUGETLB maps): /proc/meminfo
 // Hugepagesize, else the THP size.
 size_t HugePageSize();
 // The PMD size THP uses (/sys/kernel/mm/transparent_hugepage/hpage_pmd_size),
 // else the hugetlb size, else PageSize() when the kernel offers neither.
 size_t TransparentHugePageSize();
-size_t CacheLineSize();            // the L1 data cache line; 64 when nothing says
+size_t CacheLineSize();  // the L1 data cache line; 64 when nothing says
 
 // One anonymous mapping. `base`/`mapLength` is what munmap must be given;
 // `data` is the first usable byte (== base once the mapping has been trimmed).
@@ -49,11 +49,11 @@ Failure MapHugetlb(size_t size, Mapping* out);
 // pages (/sys/kernel/mm/transparent_hugepage/enabled is not "never").
 bool TransparentHugePagesEnabled();
 
-Failure AdviseHugePages(const Mapping& mapping);   // madvise(MADV_HUGEPAGE)
-Failure AdviseDontFork(const Mapping& mapping);    // madvise(MADV_DONTFORK)
-Failure AdviseDontDump(const Mapping& mapping);    // madvise(MADV_DONTDUMP)
-Failure Lock(const Mapping& mapping);              // mlock
-void Unmap(const Mapping& mapping);                // munmap; cannot fail for a mapping we made
+Failure AdviseHugePages(const Mapping& mapping);  // madvise(MADV_HUGEPAGE)
+Failure AdviseDontFork(const Mapping& mapping);   // madvise(MADV_DONTFORK)
+Failure AdviseDontDump(const Mapping& mapping);   // madvise(MADV_DONTDUMP)
+Failure Lock(const Mapping& mapping);             // mlock
+void Unmap(const Mapping& mapping);               // munmap; cannot fail for a mapping we made
 
 enum class PageKind { kNormal, kTransparentHuge, kHugetlb, kUnknown };
 
@@ -69,7 +69,7 @@ PageKind QueryPageKind(uintptr_t address);
 // `count` must not exceed IoVecMax(); the kernel says EINVAL otherwise.
 // ---------------------------------------------------------------------------
 
-int IoVecMax();   // IOV_MAX: the most entries one readv/writev takes (1024 on Linux)
+int IoVecMax();  // IOV_MAX: the most entries one readv/writev takes (1024 on Linux)
 long ReadV(int fd, const struct iovec* entries, int count);
 long WriteV(int fd, const struct iovec* entries, int count);
 long PreadV(int fd, const struct iovec* entries, int count, int64_t position);
@@ -90,8 +90,8 @@ Failure AdviseDontFork(void* address, size_t length);
 // ---------------------------------------------------------------------------
 
 int UringSetup(unsigned entries, struct io_uring_params* params);  // the ring's fd
-int UringEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags,
-               const void* argument, size_t argumentSize);
+int UringEnter(int fd, unsigned toSubmit, unsigned minComplete, unsigned flags, const void* argument,
+               size_t argumentSize);
 int UringRegister(int fd, unsigned opcode, const void* argument, unsigned count);
 
 // A shared mapping of `length` bytes of `fd` at `offset` (the io_uring rings

@@ -1,9 +1,9 @@
-// The pool part's native side. The pool itself lives in lib/pool.ts (its hot
+// The pool part's native side. The pool itself lives in lib/pool/ (its hot
 // path must not cross into native code). Native code keeps what must survive
 // a thread that dies without running JavaScript (worker.terminate()): each
 // thread's membership in a shared pool — the pages it reserved, the tickets
 // it holds, its statistics region — so that the environment's cleanup hook
-// can give them back. It also makes the per-acquire views of strict mode.
+// can give them back. (Strict mode's per-acquire views: views.cc.)
 #include "pool.h"
 
 #include <algorithm>
@@ -20,11 +20,11 @@ namespace layout = pool_layout;
 // One thread's membership in one shared pool. Only its own thread touches it
 // (JS calls and the environment's cleanup hook both run there).
 struct PoolMember {
-  napi_ref keepAlive = nullptr;   // the Int32Array over the shared block: keeps it mapped
-  int32_t* words = nullptr;       // the shared block, as Int32 words
-  int32_t region = -1;            // this thread's statistics region
-  int32_t pages = 0;              // pages this thread reserved and has not given back
-  std::vector<int32_t> tickets;   // tickets this thread took and has not finished
+  napi_ref keepAlive = nullptr;  // the Int32Array over the shared block: keeps it mapped
+  int32_t* words = nullptr;      // the shared block, as Int32 words
+  int32_t region = -1;           // this thread's statistics region
+  int32_t pages = 0;             // pages this thread reserved and has not given back
+  std::vector<int32_t> tickets;  // tickets this thread took and has not finished
 };
 
 AddonData::AddonData() = default;
@@ -38,16 +38,24 @@ namespace {
 // ---------------------------------------------------------------------------
 
 int32_t Load(int32_t* words, int index) { return __atomic_load_n(&words[index], __ATOMIC_SEQ_CST); }
-void Store(int32_t* words, int index, int32_t value) { __atomic_store_n(&words[index], value, __ATOMIC_SEQ_CST); }
+void Store(int32_t* words, int index, int32_t value) {
+  __atomic_store_n(&words[index], value, __ATOMIC_SEQ_CST);
+}
 // Wrapping int32 addition, as Atomics.add does.
 void Add(int32_t* words, int index, int32_t delta) {
-  __atomic_fetch_add(reinterpret_cast<uint32_t*>(&words[index]), static_cast<uint32_t>(delta), __ATOMIC_SEQ_CST);
+  __atomic_fetch_add(reinterpret_cast<uint32_t*>(&words[index]), static_cast<uint32_t>(delta),
+                     __ATOMIC_SEQ_CST);
 }
 bool CompareExchange(int32_t* words, int index, int32_t expected, int32_t desired) {
-  return __atomic_compare_exchange_n(&words[index], &expected, desired, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+  return __atomic_compare_exchange_n(&words[index], &expected, desired, false, __ATOMIC_SEQ_CST,
+                                     __ATOMIC_SEQ_CST);
 }
-int32_t Plus(int32_t value, uint32_t delta) { return static_cast<int32_t>(static_cast<uint32_t>(value) + delta); }
-int RingWord(int32_t ticket) { return layout::kControlWords + (static_cast<uint32_t>(ticket) & (layout::kRing - 1)); }
+int32_t Plus(int32_t value, uint32_t delta) {
+  return static_cast<int32_t>(static_cast<uint32_t>(value) + delta);
+}
+int RingWord(int32_t ticket) {
+  return layout::kControlWords + (static_cast<uint32_t>(ticket) & (layout::kRing - 1));
+}
 
 // Ticket `ticket` is done (served, gave up, or its thread is gone): mark it in
 // the ring and move the head past every done ticket.
@@ -78,7 +86,7 @@ void Depart(PoolMember* member) {
 // Environments that can be woken. When a thread departs without JavaScript
 // (terminate), the others must look at the queue again, but only JavaScript
 // can wake an Atomics.wait/waitAsync: each environment has a thread-safe
-// function that runs lib/pool.ts's wake handler on its own thread.
+// function that runs lib/pool/'s wake handler on its own thread.
 // ---------------------------------------------------------------------------
 
 std::mutex environmentsMutex;
@@ -103,11 +111,12 @@ void WakeOtherEnvironments(AddonData* self) {
 }
 
 // ---------------------------------------------------------------------------
-// Membership bindings (lib/pool.ts calls these on its slow paths only)
+// Membership bindings (lib/pool/ calls these on its slow paths only)
 // ---------------------------------------------------------------------------
 
 Napi::Error InvalidBlock(Napi::Env env, const std::string& why) {
-  Napi::Error error = Napi::TypeError::New(env, "Expected a BufferPool handle for handle but received one whose shared block " + why);
+  Napi::Error error = Napi::TypeError::New(
+      env, "Expected a BufferPool handle for handle but received one whose shared block " + why);
   error.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_VALUE"));
   return error;
 }
@@ -156,8 +165,9 @@ Napi::Value Join(const Napi::CallbackInfo& info) {
     if (CompareExchange(words, layout::kRegionStates + i, 0, 1)) region = i;
   }
   if (region < 0) {
-    throw MakeError(env, "ERR_IOBUF_UNSUPPORTED",
-                    "A pool is shared by at most " + std::to_string(layout::kMaxThreads) + " threads at once");
+    throw MakeError(
+        env, "ERR_IOBUF_UNSUPPORTED",
+        "A pool is shared by at most " + std::to_string(layout::kMaxThreads) + " threads at once");
   }
   auto member = std::make_unique<PoolMember>();
   member->words = words;
@@ -170,8 +180,10 @@ Napi::Value Join(const Napi::CallbackInfo& info) {
   AddonData* data = AddonData::Of(env);
   auto free = std::find(data->poolMembers.begin(), data->poolMembers.end(), nullptr);
   size_t id = free - data->poolMembers.begin();
-  if (free == data->poolMembers.end()) data->poolMembers.push_back(std::move(member));
-  else *free = std::move(member);
+  if (free == data->poolMembers.end())
+    data->poolMembers.push_back(std::move(member));
+  else
+    *free = std::move(member);
   Napi::Array result = Napi::Array::New(env, 2);
   result.Set(0u, Napi::Number::New(env, static_cast<double>(id)));
   result.Set(1u, Napi::Number::New(env, region));
@@ -202,7 +214,8 @@ Napi::Value Reserve(const Napi::CallbackInfo& info) {
     if (!CompareExchange(words, layout::kReservedPages, reserved, static_cast<int32_t>(total))) continue;
     member->pages += pages;
     int32_t high = Load(words, layout::kHighWaterPages);
-    while (total > high && !CompareExchange(words, layout::kHighWaterPages, high, static_cast<int32_t>(total))) {
+    while (total > high &&
+           !CompareExchange(words, layout::kHighWaterPages, high, static_cast<int32_t>(total))) {
       high = Load(words, layout::kHighWaterPages);
     }
     return Napi::Boolean::New(info.Env(), true);
@@ -246,7 +259,8 @@ Napi::Value FinishTicketBinding(const Napi::CallbackInfo& info) {
   int32_t ticket = info[1].As<Napi::Number>().Int32Value();
   auto held = std::find(member->tickets.begin(), member->tickets.end(), ticket);
   if (held == member->tickets.end()) {
-    throw MakeError(info.Env(), "ERR_IOBUF_INTERNAL", "poolFinishTicket: this thread does not hold that ticket");
+    throw MakeError(info.Env(), "ERR_IOBUF_INTERNAL",
+                    "poolFinishTicket: this thread does not hold that ticket");
   }
   member->tickets.erase(held);
   FinishTicket(member->words, ticket);
@@ -257,45 +271,6 @@ Napi::Value FinishTicketBinding(const Napi::CallbackInfo& info) {
 // poolSetWakeHandler(fn): what runs on this thread when another thread departed without JavaScript.
 Napi::Value SetWakeHandler(const Napi::CallbackInfo& info) {
   AddonData::Of(info.Env())->poolWakeHandler = Napi::Persistent(info[0].As<Napi::Function>());
-  return info.Env().Undefined();
-}
-
-// ---------------------------------------------------------------------------
-// Strict-mode views
-// ---------------------------------------------------------------------------
-
-Napi::Error OutOfRange(Napi::Env env, const std::string& message) {
-  Napi::Error error = Napi::RangeError::New(env, message);
-  error.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
-  return error;
-}
-
-// viewOf(slab: ArrayBuffer, offset, length) -> Buffer over slab bytes
-// [offset, offset + length) with an ArrayBuffer of its own, so that detaching
-// it (strict release) leaves the slab and every other view untouched. The
-// range is checked here against the slab as it is now (attached, its length),
-// whatever the caller believes. The new ArrayBuffer has no finalizer and does
-// not own the memory: the caller keeps the slab's ArrayBuffer reachable from
-// the view for as long as the view lives (lib/pool.ts stores it on it).
-Napi::Value ViewOf(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto slab = info[0].As<Napi::ArrayBuffer>();
-  double offset = info[1].As<Napi::Number>().DoubleValue();
-  double length = info[2].As<Napi::Number>().DoubleValue();
-  auto* data = static_cast<uint8_t*>(slab.Data());
-  double size = static_cast<double>(slab.ByteLength());
-  if (data == nullptr) throw MakeError(env, "ERR_IOBUF_DETACHED", "The slab was detached");
-  CheckBufferLength(env, length, "length");
-  if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
-    throw OutOfRange(env, "Expected a view inside the slab's " + std::to_string(slab.ByteLength()) +
-                              " bytes for offset + length but received " + std::to_string(offset + length));
-  }
-  return Napi::Buffer<uint8_t>::New(env, data + static_cast<size_t>(offset), static_cast<size_t>(length));
-}
-
-// detach(arrayBuffer): every view of it reads as empty from now on.
-Napi::Value Detach(const Napi::CallbackInfo& info) {
-  info[0].As<Napi::ArrayBuffer>().Detach();
   return info.Env().Undefined();
 }
 
@@ -346,8 +321,6 @@ void PoolEnvironmentCleanup(AddonData* data) {
 }
 
 void InitPool(Napi::Env env, Napi::Object exports) {
-  exports.Set("viewOf", Napi::Function::New(env, ViewOf, "viewOf"));
-  exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("poolJoin", Napi::Function::New(env, Join, "poolJoin"));
   exports.Set("poolLeave", Napi::Function::New(env, Leave, "poolLeave"));
   exports.Set("poolReserve", Napi::Function::New(env, Reserve, "poolReserve"));
@@ -363,8 +336,9 @@ void InitPool(Napi::Env env, Napi::Object exports) {
   // before Node's own cleanup closes the function.
   AddonData* data = AddonData::Of(env);
   napi_value name = Napi::String::New(env, "iobuf.pool.wake");
-  NAPI_THROW_IF_FAILED_VOID(env, napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr,
-                                                                 nullptr, data, CallWakeHandler, &data->poolWake));
+  NAPI_THROW_IF_FAILED_VOID(
+      env, napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, nullptr, nullptr, data,
+                                           CallWakeHandler, &data->poolWake));
   napi_unref_threadsafe_function(env, data->poolWake);
   std::lock_guard<std::mutex> lock(environmentsMutex);
   environments->push_back(data);

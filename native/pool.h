@@ -1,5 +1,5 @@
 // The pool part's shared block: the layout every thread sharing a BufferPool
-// reads and writes, mirrored by lib/pool-shared.ts (test/pool.layout.test.ts
+// reads and writes, mirrored by lib/pool/shared.ts (test/pool.layout.test.ts
 // checks the two agree through the constants InitPool exports).
 //
 // One SharedArrayBuffer, made by the owning thread's `new BufferPool`:
@@ -27,10 +27,10 @@ constexpr int32_t kVersion = 2;         // bumped whenever anything below change
 enum Word : int {
   kMagicWord = 0,
   kVersionWord = 1,
-  kClosed = 2,          // 1 once the owning thread began close()
-  kReservedPages = 3,   // pages taken from the OS, all threads
-  kMaxPages = 4,        // the budget, in pages
-  kEpoch = 5,           // bumped (and notified) whenever waiters should look again
+  kClosed = 2,         // 1 once the owning thread began close()
+  kReservedPages = 3,  // pages taken from the OS, all threads
+  kMaxPages = 4,       // the budget, in pages
+  kEpoch = 5,          // bumped (and notified) whenever waiters should look again
   kNextTicket = 6,
   kHeadTicket = 7,      // the oldest ticket not yet done
   kThreads = 8,         // threads joined now
@@ -44,7 +44,7 @@ constexpr int kRing = 1 << 14;
 constexpr int kMaxThreads = 64;
 constexpr int kRegionStates = kControlWords + kRing;  // first region-state word
 
-// Per class row, then per thread, in a region (doubles): lib/pool-shared.ts Field, ThreadField.
+// Per class row, then per thread, in a region (doubles): lib/pool/shared.ts Field, ThreadField.
 constexpr int kClassFields = 8;
 constexpr int kThreadFields = 5 + 512;
 constexpr int kMinClassRows = 2;
@@ -52,7 +52,9 @@ constexpr int kMaxClassRows = 65;
 
 constexpr size_t StatsOffset() { return (kControlWords + kRing + kMaxThreads) * 4; }
 constexpr size_t RegionLength(int classRows) { return classRows * kClassFields + kThreadFields; }
-constexpr size_t BlockBytes(int classRows) { return StatsOffset() + kMaxThreads * RegionLength(classRows) * 8; }
+constexpr size_t BlockBytes(int classRows) {
+  return StatsOffset() + kMaxThreads * RegionLength(classRows) * 8;
+}
 
 static_assert(StatsOffset() % 8 == 0, "the statistics regions must be 8-byte aligned");
 

@@ -1,4 +1,4 @@
-// The uring part's native side (the design: uring.h). lib/uring.ts validates
+// The uring part's native side (the design: uring.h). lib/uring/ validates
 // every argument, keeps the views of in-flight operations reachable and
 // settles the promises; this file owns the ring, the memory lent to the
 // kernel, and the event-loop plumbing.
@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -68,11 +69,11 @@ void StoreRelease(T* location, T value) {
 
 // A range of V8-heap memory that the kernel sees through a bounce buffer.
 struct Bounce {
-  uint8_t* user;     // the JS view's bytes
-  uint8_t* bounce;   // what the kernel reads or writes
+  uint8_t* user;    // the JS view's bytes
+  uint8_t* bounce;  // what the kernel reads or writes
   size_t length;
-  size_t at;         // where this range starts in the transfer (vectored: sum of the entries before)
-  void* block;       // the allocation holding `bounce`
+  size_t at;    // where this range starts in the transfer (vectored: sum of the entries before)
+  void* block;  // the allocation holding `bounce`
 };
 
 struct Operation {
@@ -113,42 +114,42 @@ struct Ring {
   int eventFd = -1;
   unsigned sqEntries = 0;
   unsigned cqEntries = 0;
-  os::Mapping ringsMapping;   // SQ and CQ rings (IORING_FEAT_SINGLE_MMAP)
+  os::Mapping ringsMapping;  // SQ and CQ rings (IORING_FEAT_SINGLE_MMAP)
   os::Mapping sqesMapping;
 
   // Inside the shared rings.
-  unsigned* sqHead = nullptr;   // the kernel's
-  unsigned* sqTail = nullptr;   // ours
+  unsigned* sqHead = nullptr;  // the kernel's
+  unsigned* sqTail = nullptr;  // ours
   unsigned sqMask = 0;
   io_uring_sqe* sqes = nullptr;
-  unsigned* cqHead = nullptr;   // ours
-  unsigned* cqTail = nullptr;   // the kernel's
+  unsigned* cqHead = nullptr;  // ours
+  unsigned* cqTail = nullptr;  // the kernel's
   unsigned cqMask = 0;
   io_uring_cqe* cqes = nullptr;
 
-  unsigned sqTailLocal = 0;   // == *sqTail: only this thread writes it
-  unsigned unsubmitted = 0;   // SQEs published that no io_uring_enter has taken yet
-  unsigned inKernel = 0;      // SQEs published (operations and cancels) whose CQE is not reaped
+  unsigned sqTailLocal = 0;  // == *sqTail: only this thread writes it
+  unsigned unsubmitted = 0;  // SQEs published that no io_uring_enter has taken yet
+  unsigned inKernel = 0;     // SQEs published (operations and cancels) whose CQE is not reaped
   unsigned operationsInKernel = 0;
   unsigned operationLimit = 0;  // operations in the kernel at once; beyond, the backlog
 
-  std::vector<std::unique_ptr<Operation>> operations;   // by slot
+  std::vector<std::unique_ptr<Operation>> operations;  // by slot
   std::vector<uint32_t> freeSlots;
   std::deque<uint32_t> backlog;
-  std::deque<uint32_t> cancelBacklog;   // cancels that found the SQ ring full
-  size_t live = 0;   // operations queued or submitted
+  std::deque<uint32_t> cancelBacklog;  // cancels that found the SQ ring full
+  size_t live = 0;                     // operations queued or submitted
 
-  std::vector<RegisteredBuffer> registered;   // sorted by start
+  std::vector<RegisteredBuffer> registered;  // sorted by start
   std::vector<Allocation*> registeredPins;
-  uint32_t tableSize = 0;   // slots of the sparse fixed-buffer table (0: none)
+  uint32_t tableSize = 0;  // slots of the sparse fixed-buffer table (0: none)
 
-  uint8_t* control = nullptr;   // the control block (uring.h)
+  uint8_t* control = nullptr;  // the control block (uring.h)
   double* counters = nullptr;
   int32_t* completions = nullptr;
   uint32_t completionCapacity = 0;
 
   uv_poll_t* poll = nullptr;
-  bool referenced = false;      // the poll handle and the dispatcher are held
+  bool referenced = false;  // the poll handle and the dispatcher are held
   napi_ref dispatcher = nullptr;
   napi_async_cleanup_hook_handle cleanupHook = nullptr;
 
@@ -190,10 +191,8 @@ std::string Explain(int error) {
     }
     case ENOMEM:
       return "not enough memory for the rings (before Linux 5.12 they count against RLIMIT_MEMLOCK)";
-    case EINVAL:
-      return "the kernel refused the ring's parameters (Linux 5.13 or later is needed)";
-    default:
-      return "io_uring_setup failed";
+    case EINVAL: return "the kernel refused the ring's parameters (Linux 5.13 or later is needed)";
+    default: return "io_uring_setup failed";
   }
 }
 
@@ -203,7 +202,8 @@ bool MeansUnavailable(int error) {
   return error == ENOSYS || error == EPERM || error == EACCES || error == EINVAL;
 }
 
-constexpr const char* kTooOld = "this kernel's io_uring lacks features IoRing needs (Linux 5.13 or later is needed)";
+constexpr const char* kTooOld =
+    "this kernel's io_uring lacks features IoRing needs (Linux 5.13 or later is needed)";
 
 // io_uring_setup with the flags we want, dropping the ones an older kernel refuses.
 int Setup(unsigned entries, io_uring_params* params) {
@@ -392,15 +392,16 @@ void Release(Ring* ring, uint32_t slot) {
 }
 
 bool NeedsCopyOut(const Operation& operation) {
-  return (operation.op == UringOp::kRead || operation.op == UringOp::kReadv) &&
-         !operation.bounces.empty() && operation.result > 0;
+  return (operation.op == UringOp::kRead || operation.op == UringOp::kReadv) && !operation.bounces.empty() &&
+         operation.result > 0;
 }
 
 // The registered buffer that holds all of [address, address + length), or null.
 const RegisteredBuffer* FindRegistered(const Ring* ring, const uint8_t* address, size_t length) {
   auto start = reinterpret_cast<uintptr_t>(address);
-  auto found = std::upper_bound(ring->registered.begin(), ring->registered.end(), start,
-                                [](uintptr_t value, const RegisteredBuffer& buffer) { return value < buffer.start; });
+  auto found =
+      std::upper_bound(ring->registered.begin(), ring->registered.end(), start,
+                       [](uintptr_t value, const RegisteredBuffer& buffer) { return value < buffer.start; });
   if (found == ring->registered.begin()) return nullptr;
   --found;
   return start < found->end && length <= found->end - start ? &*found : nullptr;
@@ -411,8 +412,8 @@ const RegisteredBuffer* FindRegistered(const Ring* ring, const uint8_t* address,
 // asked), pinned native memory (kSubmitInPlace), or a bounce buffer
 // (kSubmitBounced: *kernelAddress becomes the bounce address; a write's bytes
 // are copied in now). Throws ENOMEM when no bounce buffer can be had.
-uint32_t Lend(Napi::Env env, Ring* ring, Operation* operation, uint8_t* address, size_t length,
-              size_t at, bool allowFixed, uint8_t** kernelAddress) {
+uint32_t Lend(Napi::Env env, Ring* ring, Operation* operation, uint8_t* address, size_t length, size_t at,
+              bool allowFixed, uint8_t** kernelAddress) {
   *kernelAddress = address;
   if (length == 0) return 0;
   if (const RegisteredBuffer* buffer = FindRegistered(ring, address, length)) {
@@ -427,7 +428,8 @@ uint32_t Lend(Napi::Env env, Ring* ring, Operation* operation, uint8_t* address,
   if (posix_memalign(&block, kBounceAlignment, length + kBounceAlignment) != 0) {
     throw MakeErrnoError(env, ENOMEM, "posix_memalign", nullptr, "no memory for a bounce buffer");
   }
-  uint8_t* bounce = static_cast<uint8_t*>(block) + (reinterpret_cast<uintptr_t>(address) & (kBounceAlignment - 1));
+  uint8_t* bounce =
+      static_cast<uint8_t*>(block) + (reinterpret_cast<uintptr_t>(address) & (kBounceAlignment - 1));
   operation->bounces.push_back({address, bounce, length, at, block});
   if (operation->op == UringOp::kWrite || operation->op == UringOp::kWritev) memcpy(bounce, address, length);
   *kernelAddress = bounce;
@@ -525,8 +527,8 @@ void OnReadable(uv_poll_t* handle, int status, int events) {
     SubmitBacklog(ring);
     if (count == 0) break;
     Dispatch(ring, count);
-    if (ring->shutDown) return;   // closed by the dispatcher
-    if (count < ring->completionCapacity) break;   // later CQEs signal the eventfd again
+    if (ring->shutDown) return;                   // closed by the dispatcher
+    if (count < ring->completionCapacity) break;  // later CQEs signal the eventfd again
   }
   Flush(ring);
   UpdateReference(ring);
@@ -555,7 +557,7 @@ void OnPollClosed(uv_handle_t* handle) {
 // Takes back everything the kernel has: queued operations are dropped,
 // submitted ones cancelled, and this thread waits (in io_uring_enter) until
 // every CQE is in. No JS runs. Used by worker teardown and by a collected
-// ring; a JS close() has nothing in flight by then (lib/uring.ts waits).
+// ring; a JS close() has nothing in flight by then (lib/uring/ waits).
 void CancelAndWait(Ring* ring) {
   for (uint32_t slot : ring->backlog) {
     ring->live--;
@@ -626,7 +628,7 @@ void Shutdown(Ring* ring) {
 void OnEnvironmentCleanup(napi_async_cleanup_hook_handle handle, void* data) {
   auto* ring = static_cast<Ring*>(data);
   ring->cleanupHook = handle;
-  Shutdown(ring);   // (a no-op when close() ran: OnPollClosed then removes the hook)
+  Shutdown(ring);  // (a no-op when close() ran: OnPollClosed then removes the hook)
 }
 
 // The control block's ArrayBuffer was collected: JS cannot reach the ring any
@@ -671,11 +673,13 @@ int RegisterTable(Ring* ring, uint32_t size) {
 }
 
 // uringCreate(entries, tableSize, dispatcher) -> [handle, sqEntries, completionCapacity]
-// Preconditions (lib/uring.ts): entries in [1, 4096], tableSize in [0, 16384].
+// Preconditions (lib/uring/): entries in [1, 4096], tableSize in [0, 16384].
 Napi::Value Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const unsigned entries = info[0].As<Napi::Number>().Uint32Value();
   const uint32_t tableSize = info[1].As<Napi::Number>().Uint32Value();
+  assert(entries >= 1 && entries <= 4096);
+  assert(tableSize <= 16384);
   Napi::Function dispatcher = info[2].As<Napi::Function>();
 
   uv_loop_t* loop = nullptr;
@@ -690,7 +694,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
     int error = -ring->ringFd;
     delete ring;
     if (!MeansUnavailable(error)) throw MakeErrnoError(env, error, "io_uring_setup");
-    Napi::Error failure = MakeErrnoError(env, error, "io_uring_setup", "ERR_IOBUF_URING_UNAVAILABLE", Explain(error));
+    Napi::Error failure =
+        MakeErrnoError(env, error, "io_uring_setup", "ERR_IOBUF_URING_UNAVAILABLE", Explain(error));
     failure.Set("reason", Napi::String::New(env, Explain(error)));
     throw failure;
   }
@@ -700,7 +705,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   };
   if ((params.features & kRequiredFeatures) != kRequiredFeatures) {
     DestroyUnfinished(ring);
-    Napi::Error failure = MakeError(env, "ERR_IOBUF_URING_UNAVAILABLE", std::string("ERR_IOBUF_URING_UNAVAILABLE: ") + kTooOld);
+    Napi::Error failure =
+        MakeError(env, "ERR_IOBUF_URING_UNAVAILABLE", std::string("ERR_IOBUF_URING_UNAVAILABLE: ") + kTooOld);
     failure.Set("reason", Napi::String::New(env, kTooOld));
     throw failure;
   }
@@ -711,10 +717,12 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   // One mapping holds both rings (IORING_FEAT_SINGLE_MMAP); the SQEs are another.
   const size_t sqBytes = params.sq_off.array + params.sq_entries * sizeof(unsigned);
   const size_t cqBytes = params.cq_off.cqes + params.cq_entries * sizeof(io_uring_cqe);
-  if (os::Failure failure = os::MapShared(ring->ringFd, IORING_OFF_SQ_RING, std::max(sqBytes, cqBytes), &ring->ringsMapping)) {
+  if (os::Failure failure =
+          os::MapShared(ring->ringFd, IORING_OFF_SQ_RING, std::max(sqBytes, cqBytes), &ring->ringsMapping)) {
     throw fail(failure.error, failure.syscall);
   }
-  if (os::Failure failure = os::MapShared(ring->ringFd, IORING_OFF_SQES, params.sq_entries * sizeof(io_uring_sqe), &ring->sqesMapping)) {
+  if (os::Failure failure = os::MapShared(ring->ringFd, IORING_OFF_SQES,
+                                          params.sq_entries * sizeof(io_uring_sqe), &ring->sqesMapping)) {
     throw fail(failure.error, failure.syscall);
   }
   auto* rings = static_cast<uint8_t*>(ring->ringsMapping.base);
@@ -722,7 +730,7 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   ring->sqTail = reinterpret_cast<unsigned*>(rings + params.sq_off.tail);
   ring->sqMask = *reinterpret_cast<unsigned*>(rings + params.sq_off.ring_mask);
   auto* sqArray = reinterpret_cast<unsigned*>(rings + params.sq_off.array);
-  for (unsigned i = 0; i < params.sq_entries; i++) sqArray[i] = i;   // SQE i is always at index i
+  for (unsigned i = 0; i < params.sq_entries; i++) sqArray[i] = i;  // SQE i is always at index i
   ring->sqes = static_cast<io_uring_sqe*>(ring->sqesMapping.base);
   ring->cqHead = reinterpret_cast<unsigned*>(rings + params.cq_off.head);
   ring->cqTail = reinterpret_cast<unsigned*>(rings + params.cq_off.tail);
@@ -752,7 +760,8 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   ring->completions = reinterpret_cast<int32_t*>(ring->counters + kCounterCount);
 
   napi_value handle;
-  if (napi_create_external_arraybuffer(env, ring->control, controlBytes, FinalizeControl, ring, &handle) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, ring->control, controlBytes, FinalizeControl, ring, &handle) !=
+      napi_ok) {
     DestroyUnfinished(ring);
     throw MakeError(env, "ENOMEM", "cannot create the ring's control block");
   }
@@ -787,12 +796,18 @@ void ViewBytes(napi_env env, napi_value view, uint8_t** data, size_t* length) {
   if (isTypedArray) {
     napi_typedarray_type type;
     size_t elements = 0;
-    NAPI_THROW_IF_FAILED_VOID(env, napi_get_typedarray_info(env, view, &type, &elements, &raw, &arrayBuffer, nullptr));
+    NAPI_THROW_IF_FAILED_VOID(
+        env, napi_get_typedarray_info(env, view, &type, &elements, &raw, &arrayBuffer, nullptr));
     size_t elementSize = 1;
     switch (type) {
-      case napi_int16_array: case napi_uint16_array: elementSize = 2; break;
-      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elementSize = 4; break;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elementSize = 8; break;
+      case napi_int16_array:
+      case napi_uint16_array: elementSize = 2; break;
+      case napi_int32_array:
+      case napi_uint32_array:
+      case napi_float32_array: elementSize = 4; break;
+      case napi_float64_array:
+      case napi_bigint64_array:
+      case napi_biguint64_array: elementSize = 8; break;
       default: break;
     }
     bytes = elements * elementSize;
@@ -802,7 +817,8 @@ void ViewBytes(napi_env env, napi_value view, uint8_t** data, size_t* length) {
   if (raw == nullptr || bytes == 0) {
     bool detached = false;
     napi_is_detached_arraybuffer(env, arrayBuffer, &detached);
-    if (detached) throw MakeError(env, "ERR_IOBUF_DETACHED", "The buffer was freed or its ArrayBuffer detached");
+    if (detached)
+      throw MakeError(env, "ERR_IOBUF_DETACHED", "The buffer was freed or its ArrayBuffer detached");
     bytes = 0;
   }
   *data = static_cast<uint8_t*>(raw);
@@ -810,7 +826,7 @@ void ViewBytes(napi_env env, napi_value view, uint8_t** data, size_t* length) {
 }
 
 uint64_t OffsetOf(double position) {
-  return position < 0 ? ~uint64_t{0} : static_cast<uint64_t>(position);   // -1: the file position
+  return position < 0 ? ~uint64_t{0} : static_cast<uint64_t>(position);  // -1: the file position
 }
 
 // Accepts a prepared operation: into the SQ ring, or the backlog when the
@@ -832,7 +848,7 @@ uint32_t Accept(Ring* ring, uint32_t slot, uint32_t flags) {
 // uringTransfer(handle, op, fd, view, position) -> (slot << 3) | flags
 // A read or write of the whole view at `position` (-1: the file position).
 // The hot path: raw Node-API, fixed argument slots. Preconditions
-// (lib/uring.ts): op is kRead or kWrite, fd an int32 >= 0, view a TypedArray
+// (lib/uring/): op is kRead or kWrite, fd an int32 >= 0, view a TypedArray
 // or DataView, position an integer in [-1, 2^53).
 napi_value Transfer(napi_env rawEnv, napi_callback_info info) {
   Napi::Env env(rawEnv);
@@ -876,7 +892,7 @@ napi_value Transfer(napi_env rawEnv, napi_callback_info info) {
 // uringVectored(handle, op, fd, bounds, count, position) -> (slot << 3) | flags
 // readv/writev over entries [0, count) of an IoVecArray (its private bounds
 // buffer is its handle), checked and copied now: the kernel gets the copy.
-// Preconditions (lib/uring.ts): op is kReadv or kWritev, count <= IOV_MAX,
+// Preconditions (lib/uring/): op is kReadv or kWritev, count <= IOV_MAX,
 // the array's views were checked and the array is lent until settled.
 Napi::Value Vectored(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -886,6 +902,8 @@ Napi::Value Vectored(const Napi::CallbackInfo& info) {
   const int fd = info[2].As<Napi::Number>().Int32Value();
   const uint32_t count = info[4].As<Napi::Number>().Uint32Value();
   const double position = info[5].As<Napi::Number>().DoubleValue();
+  assert(op == UringOp::kReadv || op == UringOp::kWritev);
+  assert(fd >= 0);
   const struct iovec* entries = CheckedEntries(env, info[3], count);
 
   uint32_t slot = AllocateSlot(ring);
@@ -900,7 +918,8 @@ Napi::Value Vectored(const Napi::CallbackInfo& info) {
     size_t at = 0;
     for (struct iovec& entry : operation.entries) {
       uint8_t* kernelAddress = nullptr;
-      flags |= Lend(env, ring, &operation, static_cast<uint8_t*>(entry.iov_base), entry.iov_len, at, false, &kernelAddress);
+      flags |= Lend(env, ring, &operation, static_cast<uint8_t*>(entry.iov_base), entry.iov_len, at, false,
+                    &kernelAddress);
       entry.iov_base = kernelAddress;
       at += entry.iov_len;
     }
@@ -929,7 +948,7 @@ Napi::Value Fsync(const Napi::CallbackInfo& info) {
 }
 
 // uringSubmit(handle): one io_uring_enter for every SQE published since the
-// last one (lib/uring.ts calls it once per tick in which operations started).
+// last one (lib/uring/ calls it once per tick in which operations started).
 napi_value Submit(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -954,7 +973,7 @@ bool DropQueued(Ring* ring, uint32_t slot, uint32_t index) {
 
 // uringCancel(handle, slot) -> completions written (0 or 1)
 // A queued operation is dropped now: {slot, -ECANCELED} is written as
-// completion 0 and 1 returned (lib/uring.ts dispatches it). A submitted one
+// completion 0 and 1 returned (lib/uring/ dispatches it). A submitted one
 // gets an ASYNC_CANCEL (sent at the next flush) and completes later.
 Napi::Value Cancel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -989,7 +1008,7 @@ Napi::Value CancelAll(const Napi::CallbackInfo& info) {
 // For a completed bounced read: copies what the kernel read from the bounce
 // buffers to the user's memory and releases the operation. `view` (a single
 // read) must still be attached at the address it had at submission, else
-// nothing is copied (-1). For readv, a boolean: whether lib/uring.ts found
+// nothing is copied (-1). For readv, a boolean: whether lib/uring/ found
 // every view of the array still attached and unchanged (the array holds
 // them); false releases without copying.
 Napi::Value CopyOut(const Napi::CallbackInfo& info) {
@@ -1008,7 +1027,7 @@ Napi::Value CopyOut(const Napi::CallbackInfo& info) {
     try {
       ViewBytes(env, info[2], &data, &length);
     } catch (const Napi::Error&) {
-      intact = false;   // detached
+      intact = false;  // detached
     }
     intact = intact && operation.bounces.size() == 1 && data == operation.bounces[0].user &&
              length >= operation.bounces[0].length;
@@ -1057,7 +1076,8 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
     PinAllocations(&entries[i], 1, &pins);
     if (pins.size() == before) {
       UnpinAllocations(pins);
-      throw MakeError(env, "ERR_IOBUF_FOREIGN_BUFFER", "A registered buffer must be native iobuf memory (a pool slab)");
+      throw MakeError(env, "ERR_IOBUF_FOREIGN_BUFFER",
+                      "A registered buffer must be native iobuf memory (a pool slab)");
     }
   }
   uint32_t done = 0;
@@ -1072,7 +1092,7 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
       error = -result;
       break;
     }
-    if (result == 0) {   // no progress and no error: never spin
+    if (result == 0) {  // no progress and no error: never spin
       error = EIO;
       break;
     }
@@ -1084,7 +1104,9 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
     auto start = reinterpret_cast<uintptr_t>(entries[i].iov_base);
     RegisteredBuffer buffer = {start, start + entries[i].iov_len, first + i};
     ring->registered.insert(std::upper_bound(ring->registered.begin(), ring->registered.end(), buffer,
-                                             [](const RegisteredBuffer& a, const RegisteredBuffer& b) { return a.start < b.start; }),
+                                             [](const RegisteredBuffer& a, const RegisteredBuffer& b) {
+                                               return a.start < b.start;
+                                             }),
                             buffer);
   }
   Napi::Array result = Napi::Array::New(env, 2);
@@ -1092,15 +1114,17 @@ Napi::Value Register(const Napi::CallbackInfo& info) {
   if (error == 0) {
     result.Set(1u, env.Null());
   } else {
-    result.Set(1u, MakeErrnoError(env, error, "io_uring_register", nullptr,
-                                  error == ENOMEM ? "registered buffers count against RLIMIT_MEMLOCK; raise it "
-                                                    "(ulimit -l) or give the process CAP_IPC_LOCK"
-                                                  : "").Value());
+    result.Set(1u,
+               MakeErrnoError(env, error, "io_uring_register", nullptr,
+                              error == ENOMEM ? "registered buffers count against RLIMIT_MEMLOCK; raise it "
+                                                "(ulimit -l) or give the process CAP_IPC_LOCK"
+                                              : "")
+                   .Value());
   }
   return result;
 }
 
-// uringClose(handle): shuts the ring down now. lib/uring.ts calls it once
+// uringClose(handle): shuts the ring down now. lib/uring/ calls it once
 // nothing is in flight; were anything left, it would be cancelled and waited
 // for here, blocking this thread.
 Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -1112,13 +1136,42 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
 // uringError(errno, syscall) -> IobufError with code (the errno's name), errno (negative), syscall.
 Napi::Value Error(const Napi::CallbackInfo& info) {
   return MakeErrnoError(info.Env(), info[0].As<Napi::Number>().Int32Value(),
-                        info[1].As<Napi::String>().Utf8Value().c_str()).Value();
+                        info[1].As<Napi::String>().Utf8Value().c_str())
+      .Value();
 }
 
 void SetRaw(Napi::Env env, Napi::Object exports, const char* name, napi_callback callback) {
   napi_value function;
-  NAPI_THROW_IF_FAILED_VOID(env, napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function));
+  NAPI_THROW_IF_FAILED_VOID(env,
+                            napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, nullptr, &function));
   exports.Set(name, Napi::Value(env, function));
+}
+
+// ---------------------------------------------------------------------------
+// Memory advice for registered buffers (the pool's slabs, lib/uring/registration.ts)
+// ---------------------------------------------------------------------------
+
+// adviseDontFork(arrayBuffer): MADV_DONTFORK over the whole (page-aligned)
+// ArrayBuffer, so that a fork() while io_uring holds the pages pinned does
+// not turn them copy-on-write under the ring.
+//
+// A hugetlb mapping can only be advised in whole huge pages, and a slab over
+// one (acquireMany's slabs are a multiple of the slot stride, not of 2 MiB)
+// may end inside its last huge page: madvise then says EINVAL. The mapping
+// itself is whole huge pages from a huge-page-aligned base (os::MapHugetlb),
+// so the range is rounded up to the huge page size for hugetlb memory only.
+Napi::Value AdviseDontFork(const Napi::CallbackInfo& info) {
+  auto arrayBuffer = info[0].As<Napi::ArrayBuffer>();
+  void* data = arrayBuffer.Data();
+  size_t length = arrayBuffer.ByteLength();
+  os::Failure failure = os::AdviseDontFork(data, length);
+  if (failure && failure.error == EINVAL &&
+      os::QueryPageKind(reinterpret_cast<uintptr_t>(data)) == os::PageKind::kHugetlb) {
+    const size_t huge = os::HugePageSize();
+    failure = os::AdviseDontFork(data, (length + huge - 1) & ~(huge - 1));
+  }
+  if (failure) throw MakeErrnoError(info.Env(), failure.error, failure.syscall);
+  return info.Env().Undefined();
 }
 
 }  // namespace
@@ -1136,6 +1189,7 @@ void InitUring(Napi::Env env, Napi::Object exports) {
   exports.Set("uringRegister", Napi::Function::New(env, Register, "uringRegister"));
   exports.Set("uringClose", Napi::Function::New(env, Close, "uringClose"));
   exports.Set("uringError", Napi::Function::New(env, Error, "uringError"));
+  exports.Set("adviseDontFork", Napi::Function::New(env, AdviseDontFork, "adviseDontFork"));
 }
 
 }  // namespace iobuf

@@ -1,7 +1,7 @@
 // The uring part: IoRing, file I/O through io_uring on the event loop of the
 // JS thread that made the ring.
 //
-// How an operation travels (lib/uring.ts is the other half):
+// How an operation travels (lib/uring/ is the other half):
 //
 //   JS read()/write()/…  ──► an SQE in the submission ring (no syscall)
 //   end of the tick      ──► one io_uring_enter for every SQE of the tick
@@ -25,7 +25,7 @@
 // - anything else (V8-heap memory: Buffer.alloc, allocAligned's heap path, a
 //   Buffer from Node's pool): copied through a native bounce buffer owned by
 //   the operation — in at submission for writes; out at completion for reads,
-//   and only after lib/uring.ts showed, on the JS thread, that the view is
+//   and only after lib/uring/ showed, on the JS thread, that the view is
 //   still attached at the same address.
 // A worker's environment cleanup hook cancels what the kernel still has and
 // waits for it before anything is unpinned or freed.
@@ -48,7 +48,7 @@
 
 namespace iobuf {
 
-// What an operation does (lib/uring.ts mirrors these).
+// What an operation does (lib/uring/ mirrors these).
 enum class UringOp : int32_t {
   kRead = 0,
   kWrite = 1,
@@ -57,16 +57,16 @@ enum class UringOp : int32_t {
   kFsync = 4,
 };
 
-// The counters of the control block, in order (lib/uring.ts mirrors these).
+// The counters of the control block, in order (lib/uring/ mirrors these).
 enum UringCounter : uint32_t {
-  kOperations = 0,    // operations accepted
-  kEnterCalls = 1,    // io_uring_enter syscalls made to submit
-  kWakeups = 2,       // times the eventfd woke the loop
-  kCompletions = 3,   // operations completed (reaped)
-  kFixedOps = 4,      // READ_FIXED / WRITE_FIXED into registered memory
-  kInPlaceOps = 5,    // operations on unregistered native memory, pinned
-  kBouncedOps = 6,    // operations through a bounce buffer (V8-heap memory)
-  kCancels = 7,       // ASYNC_CANCEL requests made
+  kOperations = 0,   // operations accepted
+  kEnterCalls = 1,   // io_uring_enter syscalls made to submit
+  kWakeups = 2,      // times the eventfd woke the loop
+  kCompletions = 3,  // operations completed (reaped)
+  kFixedOps = 4,     // READ_FIXED / WRITE_FIXED into registered memory
+  kInPlaceOps = 5,   // operations on unregistered native memory, pinned
+  kBouncedOps = 6,   // operations through a bounce buffer (V8-heap memory)
+  kCancels = 7,      // ASYNC_CANCEL requests made
   kCounterCount = 8,
 };
 
@@ -75,9 +75,9 @@ constexpr size_t kUringControlHeaderBytes = 16;
 
 // Low bits of what a submission returns: (slot << kSubmitSlotShift) | flags.
 enum UringSubmitFlags : uint32_t {
-  kSubmitFixed = 1,     // a registered buffer (READ_FIXED/WRITE_FIXED)
-  kSubmitBounced = 2,   // at least one bounce buffer: a read needs uringCopyOut at completion
-  kSubmitInPlace = 4,   // native memory, pinned, used in place
+  kSubmitFixed = 1,    // a registered buffer (READ_FIXED/WRITE_FIXED)
+  kSubmitBounced = 2,  // at least one bounce buffer: a read needs uringCopyOut at completion
+  kSubmitInPlace = 4,  // native memory, pinned, used in place
 };
 constexpr uint32_t kSubmitSlotShift = 3;
 

@@ -19,7 +19,7 @@
 // docs/benchmark.md holds the figures the project keeps), and a --runtimes
 // run's comparison to bench/results/runtimes-<mode>.md.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -28,24 +28,31 @@ import { describeConditions, describeStart, watchConditions } from '../bench/run
 import { comparisonTable, narrowToHeadlines, resolveRuntime } from '../bench/run/runtimes.mjs';
 
 const args = process.argv.slice(2);
-const valueOf = (flag) => {
+const valueAfter = (flag) => {
   const at = args.indexOf(flag);
   return at >= 0 ? args[at + 1] : undefined;
 };
 const VALUED = ['--runtimes', '--results-tag'];
 const full = args.includes('--full') || process.env.BENCH_FULL === '1';
 const headline = args.includes('--headline');
-const runtimes = valueOf('--runtimes');
-const resultsTag = valueOf('--results-tag');  // set by a --runtimes parent for its children
+const runtimes = valueAfter('--runtimes');
+const resultsTag = valueAfter('--results-tag'); // set by a --runtimes parent for its children
 const filters = args.filter((a, i) => !a.startsWith('--') && !VALUED.includes(args[i - 1]));
 const mode = full ? 'full' : 'quick';
 const resultsDir = path.join(BENCH_DIR, 'results');
 
-// dist/ is what the suites load: rebuild it when lib/ is newer.
-const newest = (dir) => Math.max(0, ...readdirSync(dir).map((f) => statSync(path.join(dir, f)).mtimeMs));
+// dist/ is what the suites load: rebuild it, from scratch, when anything in lib/
+// is newer (a file left from an older layout, dist/pool.js beside dist/pool/,
+// would be loaded instead of the folder).
+const newest = (dir) => Math.max(0, ...readdirSync(dir, { recursive: true }).map((f) => statSync(path.join(dir, f)).mtimeMs));
 let distTime = 0;
-try { distTime = statSync(path.join(ROOT, 'dist', 'index.js')).mtimeMs; } catch { /* not built yet */ }
+try {
+  distTime = statSync(path.join(ROOT, 'dist', 'index.js')).mtimeMs;
+} catch {
+  /* not built yet */
+}
 if (newest(path.join(ROOT, 'lib')) > distTime) {
+  rmSync(path.join(ROOT, 'dist'), { recursive: true, force: true });
   const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
   if (tsc.status !== 0) process.exit(1);
 }
@@ -91,8 +98,7 @@ async function runHere() {
   const suffix = resultsTag ? `-${resultsTag}` : '';
   for (const file of suiteFiles) {
     const suite = (await import(pathToFileURL(file).href)).default;
-    const wanted = filters.length === 0 ? null
-      : filters.map((f) => f.split('/')).filter(([name]) => name === suite.name);
+    const wanted = filters.length === 0 ? null : filters.map((f) => f.split('/')).filter(([name]) => name === suite.name);
     if (wanted && wanted.length === 0) continue;
     const tableIds = wanted?.every(([, table]) => table) ? new Set(wanted.map(([, table]) => table)) : null;
     let selected = tableIds ? { ...suite, tables: suite.tables.filter((t) => tableIds.has(t.id)) } : suite;
@@ -109,12 +115,21 @@ async function runHere() {
     for (const table of result.tables) for (const t of table.targets) verdicts.push({ suite: suite.name, ...t });
 
     mkdirSync(resultsDir, { recursive: true });
-    const markdown = [`### ${suite.title} — ${mode} mode, ${result.seconds.toFixed(0)} s`, '', headlineText, '',
-      ...describeConditions(conditions, 'suite').map((line) => (line.startsWith('NOISY') ? `**${line}**` : line)).flatMap((line) => [line, '']),
-      ...result.tables.map((t) => `${renderTable(t, 'markdown')}\n`)].join('\n');
+    const markdown = [
+      `### ${suite.title} — ${mode} mode, ${result.seconds.toFixed(0)} s`,
+      '',
+      headlineText,
+      '',
+      ...describeConditions(conditions, 'suite')
+        .map((line) => (line.startsWith('NOISY') ? `**${line}**` : line))
+        .flatMap((line) => [line, '']),
+      ...result.tables.map((t) => `${renderTable(t, 'markdown')}\n`),
+    ].join('\n');
     writeFileSync(path.join(resultsDir, `${suite.name}-${mode}${suffix}.md`), markdown);
-    writeFileSync(path.join(resultsDir, `${suite.name}-${mode}${suffix}.json`),
-      JSON.stringify({ machine: info, conditions, mode, ...result }, (k, v) => (k === 'format' || k === 'floorFormat' ? undefined : v), 2));
+    writeFileSync(
+      path.join(resultsDir, `${suite.name}-${mode}${suffix}.json`),
+      JSON.stringify({ machine: info, conditions, mode, ...result }, (k, v) => (k === 'format' || k === 'floorFormat' ? undefined : v), 2),
+    );
   }
 
   if (ran === 0) {
@@ -154,7 +169,8 @@ async function runUnderEachRuntime() {
     const tag = `node${major}`;
     console.log(`## Node ${major}: ${runtime.version} (${runtime.node})\n`);
     const child = spawn(runtime.node, [path.join(ROOT, 'scripts', 'run-bench.mjs'), ...childArgs, '--results-tag', tag], {
-      cwd: ROOT, stdio: 'inherit',
+      cwd: ROOT,
+      stdio: 'inherit',
       env: { ...process.env, PATH: `${path.dirname(runtime.node)}${path.delimiter}${process.env.PATH}` },
     });
     const code = await new Promise((resolve) => child.on('close', resolve));
@@ -165,7 +181,7 @@ async function runUnderEachRuntime() {
     const suites = readdirSync(resultsDir)
       .filter((f) => f.endsWith(`-${mode}-${tag}.json`))
       .map((f) => JSON.parse(readFileSync(path.join(resultsDir, f), 'utf8')))
-      .filter((r) => Date.parse(r.machine.date) >= Date.parse(info.date));  // this run's, not an older one's
+      .filter((r) => Date.parse(r.machine.date) >= Date.parse(info.date)); // this run's, not an older one's
     const conditions = suites.find((s) => s.conditions?.noisy)?.conditions ?? suites[0]?.conditions;
     runs.push({ runtime, suites, machine: suites[0]?.machine, conditions });
     console.log('');
@@ -175,8 +191,18 @@ async function runUnderEachRuntime() {
   console.log(table);
   const conditions = finish();
   mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(path.join(resultsDir, `runtimes-${mode}.md`), [
-    `### The headline rows on each runtime — ${mode} mode`, '', headlineText, '',
-    ...describeConditions(conditions, 'run').map((line) => (line.startsWith('NOISY') ? `**${line}**` : line)).flatMap((line) => [line, '']),
-    table, ''].join('\n'));
+  writeFileSync(
+    path.join(resultsDir, `runtimes-${mode}.md`),
+    [
+      `### The headline rows on each runtime — ${mode} mode`,
+      '',
+      headlineText,
+      '',
+      ...describeConditions(conditions, 'run')
+        .map((line) => (line.startsWith('NOISY') ? `**${line}**` : line))
+        .flatMap((line) => [line, '']),
+      table,
+      '',
+    ].join('\n'),
+  );
 }

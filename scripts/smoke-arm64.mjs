@@ -26,8 +26,22 @@ const packageDir = path.resolve(argv[0] ?? path.join(path.dirname(fileURLToPath(
 const require = createRequire(path.join(packageDir, 'package.json'));
 const iobuf = require(packageDir);
 const {
-  BufferPool, FrameAssembler, Gatherer, IoVecArray, allocAligned, allocHuge, encodeFrame, free,
-  hugePageSize, isAligned, pageKind, pageSize, preadv, pwritevAllSync, readvSync, writevSync,
+  BufferPool,
+  FrameAssembler,
+  Gatherer,
+  IoVecArray,
+  allocAligned,
+  allocHuge,
+  encodeFrame,
+  free,
+  hugePageSize,
+  isAligned,
+  pageKind,
+  pageSize,
+  preadv,
+  pwritevAllSync,
+  readvSync,
+  writevSync,
 } = iobuf;
 
 const KiB = 1024;
@@ -98,11 +112,19 @@ await check('page and huge-page sizes come from this kernel', () => {
 });
 
 await check('allocAligned + free: alignment, zeroed, bytes kept, detached after free', () => {
-  for (const [size, alignment] of [[1000, 256], [3 * pageSize + 5, pageSize], [MiB, 64 * KiB]]) {
+  for (const [size, alignment] of [
+    [1000, 256],
+    [3 * pageSize + 5, pageSize],
+    [MiB, 64 * KiB],
+  ]) {
     const buffer = allocAligned(size, { alignment });
     assert.equal(buffer.length, size);
     assert.ok(isAligned(buffer, alignment), `${size} B at alignment ${alignment}`);
-    assert.equal(buffer.every((byte) => byte === 0), true, 'not zeroed');
+    assert.equal(
+      buffer.every((byte) => byte === 0),
+      true,
+      'not zeroed',
+    );
     const bytes = pattern(size, size);
     bytes.copy(buffer);
     assert.equal(Buffer.compare(buffer, bytes), 0);
@@ -134,14 +156,20 @@ await check('allocHuge falls back (hugetlb → THP → normal) and the memory wo
 await check('pool: acquire/release counts, FIFO wait for budget, timeout, close', async () => {
   const pool = new BufferPool({ sizeClasses: [64 * KiB], maxMemory: 256 * KiB, hugePages: false, leakDetection: 'off' });
   const held = [];
-  for (let buffer; (buffer = pool.tryAcquire(64 * KiB)) !== null;) held.push(buffer);
+  for (let buffer; (buffer = pool.tryAcquire(64 * KiB)) !== null; ) held.push(buffer);
   assert.equal(held.length, 4);
   for (const buffer of held) assert.ok(isAligned(buffer, 4096));
   held.forEach((buffer, i) => buffer.fill(i + 1));
   assert.equal(pool.stats().inUse, 4);
   const order = [];
-  const first = pool.acquire(64 * KiB).then((buffer) => { order.push('first'); return buffer; });
-  const second = pool.acquire(64 * KiB).then((buffer) => { order.push('second'); return buffer; });
+  const first = pool.acquire(64 * KiB).then((buffer) => {
+    order.push('first');
+    return buffer;
+  });
+  const second = pool.acquire(64 * KiB).then((buffer) => {
+    order.push('second');
+    return buffer;
+  });
   await tick();
   assert.equal(pool.stats().waiters, 2);
   await assert.rejects(pool.acquire(64 * KiB, { timeout: 20 }), { code: 'ERR_IOBUF_BUDGET_TIMEOUT' });
@@ -168,7 +196,11 @@ await check('pool shared by two worker threads: one budget, a blocked worker ser
   // retainIdle 0: a released slot goes back to the shared budget, so the
   // workers hand the one free slot back and forth through the budget.
   const pool = new BufferPool({
-    sizeClasses: [64 * KiB], maxMemory: 256 * KiB, retainIdle: 0, hugePages: false, leakDetection: 'off',
+    sizeClasses: [64 * KiB],
+    maxMemory: 256 * KiB,
+    retainIdle: 0,
+    hugePages: false,
+    leakDetection: 'off',
   });
   const workerCode = `
     const { parentPort, workerData } = require('node:worker_threads');
@@ -187,12 +219,19 @@ await check('pool shared by two worker threads: one budget, a blocked worker ser
   // (acquireSync blocks while the other has it).
   const held = [pool.tryAcquire(64 * KiB), pool.tryAcquire(64 * KiB), pool.tryAcquire(64 * KiB)];
   const rounds = 50;
-  const results = await Promise.all([1, 2].map((id) => new Promise((resolve, reject) => {
-    const worker = new Worker(workerCode, { eval: true, workerData: { packageDir, handle: pool.handle, rounds, id } });
-    worker.once('message', resolve);
-    worker.once('error', reject);
-    worker.once('exit', (code) => { if (code !== 0) reject(new Error(`worker ${id} exited with ${code}`)); });
-  })));
+  const results = await Promise.all(
+    [1, 2].map(
+      (id) =>
+        new Promise((resolve, reject) => {
+          const worker = new Worker(workerCode, { eval: true, workerData: { packageDir, handle: pool.handle, rounds, id } });
+          worker.once('message', resolve);
+          worker.once('error', reject);
+          worker.once('exit', (code) => {
+            if (code !== 0) reject(new Error(`worker ${id} exited with ${code}`));
+          });
+        }),
+    ),
+  );
   for (const { id, sum } of results) assert.equal(sum, id * rounds * 16);
   const stats = pool.stats();
   assert.equal(stats.acquires, 3 + 2 * rounds);
@@ -212,7 +251,11 @@ await check('writev/readv through a pipe (FIFO) with pooled buffers', async () =
   try {
     const parts = [pattern(100, 1), pattern(4096, 2), pattern(20_000, 3)];
     const out = new IoVecArray(4);
-    const sent = parts.map((bytes) => { const buffer = pool.tryAcquire(bytes.length); bytes.copy(buffer); return buffer; });
+    const sent = parts.map((bytes) => {
+      const buffer = pool.tryAcquire(bytes.length);
+      bytes.copy(buffer);
+      return buffer;
+    });
     for (const buffer of sent) out.push(buffer);
     assert.equal(writevSync(writer, out), 24_196);
     const into = [pool.tryAcquire(50), pool.tryAcquire(24_146)];
@@ -229,7 +272,10 @@ await check('writev/readv through a pipe (FIFO) with pooled buffers', async () =
     fs.closeSync(closed);
     const bad = new IoVecArray(1);
     bad.push(Buffer.alloc(8));
-    assert.throws(() => writevSync(closed, bad), (error) => error.code === 'EBADF' && error.errno === -9 && error.syscall === 'writev');
+    assert.throws(
+      () => writevSync(closed, bad),
+      (error) => error.code === 'EBADF' && error.errno === -9 && error.syscall === 'writev',
+    );
     assert.equal(pool.stats().inUse, 0);
   } finally {
     fs.closeSync(reader);
@@ -255,7 +301,11 @@ await check('pwritevAllSync + await preadv on a file: bytes and offsets', async 
     assert.equal(await preadv(fd, readIov, 4096), 11_192);
     assert.equal(Buffer.compare(back, Buffer.concat([a, b])), 0);
     const head = fs.readFileSync(file).subarray(0, 4096);
-    assert.equal(head.every((byte) => byte === 0), true, 'bytes before the position were written');
+    assert.equal(
+      head.every((byte) => byte === 0),
+      true,
+      'bytes before the position were written',
+    );
     for (const buffer of [a, b, back]) free(buffer);
   } finally {
     fs.closeSync(fd);
@@ -267,18 +317,26 @@ async function tcpPair(serverOptions, onConnection) {
   const server = net.createServer(serverOptions, onConnection);
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   const client = net.connect(server.address().port, '127.0.0.1');
-  await new Promise((resolve, reject) => { client.once('connect', resolve); client.once('error', reject); });
+  await new Promise((resolve, reject) => {
+    client.once('connect', resolve);
+    client.once('error', reject);
+  });
   return { server, client };
 }
 
 await check('Gatherer.writeTo over TCP: header fields + a blob by reference arrive intact', async () => {
   const pool = new BufferPool({ maxMemory: 8 * MiB, leakDetection: 'off' });
   let received;
-  const done = new Promise((resolve) => { received = resolve; });
+  const done = new Promise((resolve) => {
+    received = resolve;
+  });
   const { server, client } = await tcpPair({}, (socket) => {
     const chunks = [];
     socket.on('data', (chunk) => chunks.push(chunk));
-    socket.on('end', () => { received(Buffer.concat(chunks)); socket.end(); });
+    socket.on('end', () => {
+      received(Buffer.concat(chunks));
+      socket.end();
+    });
   });
   try {
     const blob = pattern(300_000, 5);
@@ -310,12 +368,14 @@ await check('Gatherer.writeTo over TCP: header fields + a blob by reference arri
   }
 });
 
-await check('FrameAssembler over TCP: every frame\'s bytes and count, memory back in the pool', async () => {
+await check("FrameAssembler over TCP: every frame's bytes and count, memory back in the pool", async () => {
   const pool = new BufferPool({ maxMemory: 16 * MiB, leakDetection: 'off' });
   const sizes = [0, 1, 100, 4096, 65_535, 65_536, 300_000, 17, 1_000_000, 3];
   let assembler;
   let finished;
-  const result = new Promise((resolve, reject) => { finished = { resolve, reject }; });
+  const result = new Promise((resolve, reject) => {
+    finished = { resolve, reject };
+  });
   const { server, client } = await tcpPair({ pauseOnConnect: true }, (socket) => {
     assembler = new FrameAssembler({ pool, maxFrameSize: 2 * MiB }).attach(socket);
     (async () => {
@@ -336,11 +396,20 @@ await check('FrameAssembler over TCP: every frame\'s bytes and count, memory bac
     }
     client.end();
     const frames = await result;
-    assert.deepEqual(frames.map((frame) => frame.length), sizes);
-    assert.deepEqual(frames.filter((frame) => !frame.ok), []);
+    assert.deepEqual(
+      frames.map((frame) => frame.length),
+      sizes,
+    );
+    assert.deepEqual(
+      frames.filter((frame) => !frame.ok),
+      [],
+    );
     const stats = assembler.stats();
     assert.equal(stats.frames, sizes.length);
-    assert.equal(stats.bytes, sizes.reduce((sum, size) => sum + 4 + size, 0));
+    assert.equal(
+      stats.bytes,
+      sizes.reduce((sum, size) => sum + 4 + size, 0),
+    );
     if (!process.versions.bun) assert.equal(stats.readMode, 'onread');
     await new Promise((resolve) => (assembler.closed ? resolve() : assembler.once('close', resolve)));
     assert.equal(pool.stats().inUse, 0);

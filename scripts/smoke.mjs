@@ -53,8 +53,24 @@ async function main() {
   process.on('warning', (warning) => warnings.push(warning));
   const iobuf = require(distDir);
   const {
-    BufferPool, FrameAssembler, Gatherer, IoVecArray, allocAligned, allocHuge, addressOf, free, pageKind,
-    maxAllocationSize, pageSize, preadvSync, pwritevSync, readvSync, writevSync, preadv, pwritev, encodeFrame,
+    BufferPool,
+    FrameAssembler,
+    Gatherer,
+    IoVecArray,
+    allocAligned,
+    allocHuge,
+    addressOf,
+    free,
+    pageKind,
+    maxAllocationSize,
+    pageSize,
+    preadvSync,
+    pwritevSync,
+    readvSync,
+    writevSync,
+    preadv,
+    pwritev,
+    encodeFrame,
   } = iobuf;
 
   const results = { passed: 0, failed: 0, skipped: 0 };
@@ -63,13 +79,20 @@ async function main() {
     try {
       await Promise.race([
         fn(),
-        new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs); }),
+        new Promise((resolve, reject) => {
+          timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+        }),
       ]);
       results.passed++;
       console.log(`ok      ${name}`);
     } catch (error) {
       results.failed++;
-      console.log(`FAILED  ${name}\n        ${String(error?.stack ?? error).split('\n').slice(0, 6).join('\n        ')}`);
+      console.log(
+        `FAILED  ${name}\n        ${String(error?.stack ?? error)
+          .split('\n')
+          .slice(0, 6)
+          .join('\n        ')}`,
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -99,8 +122,8 @@ async function main() {
   await check('load: the untested-runtime note is emitted exactly when the runtime is not a tested Node major', async () => {
     await nextTurn();
     const notes = warnings.filter((warning) => warning.code === 'IOBUF_UNTESTED_RUNTIME');
-    const testedNode = !isBun && process.versions.deno === undefined
-      && [20, 22, 24, 26].includes(Number(process.versions.node.split('.')[0]));
+    const testedNode =
+      !isBun && process.versions.deno === undefined && [20, 22, 24, 26].includes(Number(process.versions.node.split('.')[0]));
     assert.equal(notes.length, testedNode ? 0 : 1);
     if (isBun) assert.match(notes[0].message, /Bun .* only a smoke test/);
   });
@@ -113,14 +136,20 @@ async function main() {
       const buffer = allocAligned(100_000, { alignment });
       assert.equal(buffer.length, 100_000);
       assert.equal(addressOf(buffer) % BigInt(alignment), 0n);
-      assert.ok(buffer.every((byte) => byte === 0), 'zeroed');
+      assert.ok(
+        buffer.every((byte) => byte === 0),
+        'zeroed',
+      );
       buffer.set(pattern(100_000, 3));
       assert.ok(buffer.equals(pattern(100_000, 3)));
       const view = buffer.subarray(10, 20);
       free(buffer);
       assert.equal(buffer.length, 0);
       assert.equal(view.length, 0);
-      assert.equal(codeOf(() => free(buffer)), 'IobufError ERR_IOBUF_DOUBLE_FREE');
+      assert.equal(
+        codeOf(() => free(buffer)),
+        'IobufError ERR_IOBUF_DOUBLE_FREE',
+      );
     }
   });
 
@@ -138,9 +167,18 @@ async function main() {
 
   await check('memory: sizes above the largest Buffer are a RangeError ERR_OUT_OF_RANGE', () => {
     assert.equal(maxAllocationSize, bufferConstants.MAX_LENGTH);
-    assert.equal(codeOf(() => allocAligned(maxAllocationSize + 1)), 'RangeError ERR_OUT_OF_RANGE');
-    assert.equal(codeOf(() => allocHuge(maxAllocationSize + 1)), 'RangeError ERR_OUT_OF_RANGE');
-    assert.equal(codeOf(() => free(Buffer.alloc(8))), 'IobufError ERR_IOBUF_FOREIGN_BUFFER');
+    assert.equal(
+      codeOf(() => allocAligned(maxAllocationSize + 1)),
+      'RangeError ERR_OUT_OF_RANGE',
+    );
+    assert.equal(
+      codeOf(() => allocHuge(maxAllocationSize + 1)),
+      'RangeError ERR_OUT_OF_RANGE',
+    );
+    assert.equal(
+      codeOf(() => free(Buffer.alloc(8))),
+      'IobufError ERR_IOBUF_FOREIGN_BUFFER',
+    );
   });
 
   // -------------------------------------------------------------------------
@@ -155,12 +193,21 @@ async function main() {
     pool.release(first);
     const again = pool.tryAcquire(65536);
     assert.equal(addressOf(again), address);
-    assert.equal(codeOf(() => pool.release(Buffer.alloc(65536))), 'IobufError ERR_IOBUF_FOREIGN_BUFFER');
+    assert.equal(
+      codeOf(() => pool.release(Buffer.alloc(65536))),
+      'IobufError ERR_IOBUF_FOREIGN_BUFFER',
+    );
     pool.release(again);
-    assert.equal(codeOf(() => pool.release(again)), 'IobufError ERR_IOBUF_DOUBLE_RELEASE');
+    assert.equal(
+      codeOf(() => pool.release(again)),
+      'IobufError ERR_IOBUF_DOUBLE_RELEASE',
+    );
     assert.deepEqual([pool.stats().acquires, pool.stats().releases, pool.stats().inUse], [2, 2, 0]);
     await pool.close();
-    assert.equal(codeOf(() => pool.tryAcquire(10)), 'IobufError ERR_IOBUF_POOL_CLOSED');
+    assert.equal(
+      codeOf(() => pool.tryAcquire(10)),
+      'IobufError ERR_IOBUF_POOL_CLOSED',
+    );
   });
 
   await check('pool: acquire() waits while the budget is spent and a release serves it (FIFO)', async () => {
@@ -174,8 +221,14 @@ async function main() {
     assert.ok(held.length >= 1);
     assert.equal(pool.tryAcquire(256 * 1024), null);
     let served = null;
-    const first = pool.acquire(256 * 1024).then((buffer) => { served ??= 'first'; return buffer; });
-    const second = pool.acquire(256 * 1024).then((buffer) => { served ??= 'second'; return buffer; });
+    const first = pool.acquire(256 * 1024).then((buffer) => {
+      served ??= 'first';
+      return buffer;
+    });
+    const second = pool.acquire(256 * 1024).then((buffer) => {
+      served ??= 'second';
+      return buffer;
+    });
     for (let i = 0; i < 5; i++) await nextTurn();
     assert.equal(served, null, 'nobody served before a release');
     assert.equal(pool.stats().waiters, 2);
@@ -218,7 +271,11 @@ async function main() {
     const fd = fs.openSync(file, 'w+');
     try {
       const parts = [pattern(4096, 1), pattern(100, 2), pattern(65536, 3)];
-      const pooled = parts.map((part) => { const buffer = pool.tryAcquire(part.length); part.copy(buffer); return buffer; });
+      const pooled = parts.map((part) => {
+        const buffer = pool.tryAcquire(part.length);
+        part.copy(buffer);
+        return buffer;
+      });
       const out = IoVecArray.from(pooled);
       const total = parts.reduce((sum, part) => sum + part.length, 0);
       assert.equal(writevSync(fd, out), total);
@@ -253,7 +310,10 @@ async function main() {
       assert.equal(readvSync(fd, IoVecArray.from(into)), 3011);
       assert.ok(Buffer.concat(into).equals(Buffer.concat(parts)));
       const empty = Buffer.alloc(16);
-      assert.equal(codeOf(() => readvSync(fd, IoVecArray.from([empty]))), 'IobufError EAGAIN');
+      assert.equal(
+        codeOf(() => readvSync(fd, IoVecArray.from([empty]))),
+        'IobufError EAGAIN',
+      );
     } finally {
       fs.closeSync(fd);
     }
@@ -284,14 +344,25 @@ async function main() {
     owned.fill(9);
     gatherer.putOwned(owned);
     gatherer.patchU32BE(at, gatherer.byteLength - 4);
-    const expected = Buffer.concat([Buffer.alloc(4), Buffer.from([0, 200]), Buffer.from('content-type: x\r\n'), blob, Buffer.alloc(3000, 9)]);
+    const expected = Buffer.concat([
+      Buffer.alloc(4),
+      Buffer.from([0, 200]),
+      Buffer.from('content-type: x\r\n'),
+      blob,
+      Buffer.alloc(3000, 9),
+    ]);
     expected.writeUInt32BE(expected.length - 4, 0);
     const chunks = [];
     let done;
-    const received = new Promise((resolve) => { done = resolve; });
+    const received = new Promise((resolve) => {
+      done = resolve;
+    });
     const { server, port } = await loopback((socket) => {
       socket.on('data', (chunk) => chunks.push(chunk));
-      socket.on('end', () => { done(Buffer.concat(chunks)); socket.end(); });
+      socket.on('end', () => {
+        done(Buffer.concat(chunks));
+        socket.end();
+      });
     });
     const client = await connect(port);
     await gatherer.writeTo(client);
@@ -305,14 +376,20 @@ async function main() {
 
   await check('gather: a socket destroyed mid-write rejects with ERR_IOBUF_SOCKET_CLOSED and gives everything back', async () => {
     const pool = new BufferPool({ maxMemory: 64 * 1024 * 1024 });
-    const { server, port } = await loopback((socket) => socket.pause());  // reads nothing
+    const { server, port } = await loopback((socket) => socket.pause()); // reads nothing
     const client = await connect(port);
     const gatherer = new Gatherer({ pool });
-    gatherer.putU32BE(1).putBytes(pattern(32 * 1024 * 1024, 1)).putOwned(pool.tryAcquire(8192));
+    gatherer
+      .putU32BE(1)
+      .putBytes(pattern(32 * 1024 * 1024, 1))
+      .putOwned(pool.tryAcquire(8192));
     const write = gatherer.writeTo(client);
     for (let i = 0; i < 3; i++) await nextTurn();
     client.destroy();
-    const error = await write.then(() => null, (caught) => caught);
+    const error = await write.then(
+      () => null,
+      (caught) => caught,
+    );
     assert.ok(error !== null, 'the write rejected');
     assert.equal(error.code, 'ERR_IOBUF_SOCKET_CLOSED');
     assert.equal(pool.stats().inUse, 0);
@@ -322,11 +399,13 @@ async function main() {
 
   const expectedMode = isBun ? 'data' : 'onread';
   const payloads = Array.from({ length: 20 }, (_, i) => pattern(i === 7 ? 300_000 : 50 + i * 1500, i));
-  const encoded = Buffer.concat(payloads.flatMap((payload) => {
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(payload.length);
-    return [length, payload];
-  }));
+  const encoded = Buffer.concat(
+    payloads.flatMap((payload) => {
+      const length = Buffer.alloc(4);
+      length.writeUInt32BE(payload.length);
+      return [length, payload];
+    }),
+  );
   async function collect(assembler) {
     const received = [];
     for await (const frame of assembler) {
@@ -339,16 +418,25 @@ async function main() {
   await check(`frames: FrameAssembler on an accepted TCP socket gets every frame (reads through '${expectedMode}')`, async () => {
     const pool = new BufferPool({ maxMemory: 32 * 1024 * 1024 });
     let result;
-    const { server, port } = await loopback((socket) => {
-      const assembler = new FrameAssembler({ pool }).attach(socket);
-      const closed = once(assembler, 'close');  // every buffer it owned is back by then
-      result = collect(assembler).then(async (frames) => { await closed; return { frames, stats: assembler.stats() }; });
-    }, { pauseOnConnect: true });
+    const { server, port } = await loopback(
+      (socket) => {
+        const assembler = new FrameAssembler({ pool }).attach(socket);
+        const closed = once(assembler, 'close'); // every buffer it owned is back by then
+        result = collect(assembler).then(async (frames) => {
+          await closed;
+          return { frames, stats: assembler.stats() };
+        });
+      },
+      { pauseOnConnect: true },
+    );
     const client = await connect(port);
     client.end(encoded);
     while (result === undefined) await nextTurn();
     const { frames, stats } = await result;
-    assert.deepEqual(frames.map((frame) => frame.length), payloads.map((payload) => payload.length));
+    assert.deepEqual(
+      frames.map((frame) => frame.length),
+      payloads.map((payload) => payload.length),
+    );
     assert.ok(Buffer.concat(frames).equals(Buffer.concat(payloads)));
     assert.equal(stats.readMode, expectedMode);
     if (expectedMode === 'onread') assert.ok(stats.reads > 0 && stats.directReads > 0);
@@ -357,35 +445,41 @@ async function main() {
     await pool.close();
   });
 
-  await check(`frames: a client socket with socketOptions() and an echo through encodeFrame + writeTo (reads through '${expectedMode}')`, async () => {
-    const pool = new BufferPool({ maxMemory: 32 * 1024 * 1024 });
-    // The server echoes every frame back with encodeFrame (payload by reference).
-    const { server, port } = await loopback((socket) => {
-      const assembler = new FrameAssembler({ pool }).attach(socket);
-      (async () => {
-        for await (const frame of assembler) {
-          const reply = encodeFrame(new Gatherer({ pool }), frame.data);
-          await reply.writeTo(socket);
-          frame.release();
-        }
-        socket.end();
-      })().catch(() => socket.destroy());
-    }, { pauseOnConnect: true });
-    const assembler = new FrameAssembler({ pool });
-    const client = await connect(port, assembler.socketOptions());
-    assembler.attach(client);
-    const closed = once(assembler, 'close');
-    const echoed = collect(assembler);
-    client.end(encoded);
-    const frames = await echoed;
-    await closed;
-    assert.ok(Buffer.concat(frames).equals(Buffer.concat(payloads)));
-    assert.equal(frames.length, payloads.length);
-    assert.equal(assembler.stats().readMode, expectedMode);
-    assert.equal(pool.stats().inUse, 0);
-    server.close();
-    await pool.close();
-  });
+  await check(
+    `frames: a client socket with socketOptions() and an echo through encodeFrame + writeTo (reads through '${expectedMode}')`,
+    async () => {
+      const pool = new BufferPool({ maxMemory: 32 * 1024 * 1024 });
+      // The server echoes every frame back with encodeFrame (payload by reference).
+      const { server, port } = await loopback(
+        (socket) => {
+          const assembler = new FrameAssembler({ pool }).attach(socket);
+          (async () => {
+            for await (const frame of assembler) {
+              const reply = encodeFrame(new Gatherer({ pool }), frame.data);
+              await reply.writeTo(socket);
+              frame.release();
+            }
+            socket.end();
+          })().catch(() => socket.destroy());
+        },
+        { pauseOnConnect: true },
+      );
+      const assembler = new FrameAssembler({ pool });
+      const client = await connect(port, assembler.socketOptions());
+      assembler.attach(client);
+      const closed = once(assembler, 'close');
+      const echoed = collect(assembler);
+      client.end(encoded);
+      const frames = await echoed;
+      await closed;
+      assert.ok(Buffer.concat(frames).equals(Buffer.concat(payloads)));
+      assert.equal(frames.length, payloads.length);
+      assert.equal(assembler.stats().readMode, expectedMode);
+      assert.equal(pool.stats().inUse, 0);
+      server.close();
+      await pool.close();
+    },
+  );
 
   fs.rmSync(tmp, { recursive: true, force: true });
   const skipped = results.skipped ? `, ${results.skipped} skipped` : '';

@@ -10,9 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { BufferPool, FrameAssembler } from '../lib/index';
 import type { Frame } from '../lib/index';
 import { sanitized } from './helpers/memory-proc';
-import {
-  KiB, MiB, closeOf, closeServer, connect, encodeLength, listen,
-} from './fixtures/frames-helpers';
+import { KiB, MiB, closeOf, closeServer, connect, encodeLength, listen } from './fixtures/frames-helpers';
 
 const SENDER = path.join(__dirname, 'fixtures', 'frames-sender.js');
 const pools: BufferPool[] = [];
@@ -36,12 +34,16 @@ function expectedPayload(frameSize: number, index: number): Buffer {
 /** Starts frames-sender.js against a server whose accepted socket goes to `onSocket`. */
 async function fromSender(frameSize: number, total: number, onSocket: (socket: import('node:net').Socket) => void) {
   let connected!: () => void;
-  const connection = new Promise<void>((resolve) => { connected = resolve; });
+  const connection = new Promise<void>((resolve) => {
+    connected = resolve;
+  });
   const { server, port } = await listen((socket) => {
     onSocket(socket);
     connected();
   });
-  const child = spawn(process.execPath, [SENDER, String(port), String(frameSize), String(total)], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [SENDER, String(port), String(frameSize), String(total)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   await connection;
   return { server, exited };
@@ -94,7 +96,9 @@ describe('FrameAssembler backpressure', () => {
     await closeServer(server);
     const seconds = (performance.now() - started) / 1000;
     const growth = rssPeak - rssBefore;
-    console.log(`256 MiB slow consumer: ${seconds.toFixed(1)} s, RSS growth ${(growth / MiB).toFixed(1)} MiB (budget ${budget / MiB} MiB), held at most ${(maxHeld / MiB).toFixed(1)} MiB, ${assembler.stats().pauses} pauses, pool high water ${(pool.stats().highWaterBytes / MiB).toFixed(1)} MiB`);
+    console.log(
+      `256 MiB slow consumer: ${seconds.toFixed(1)} s, RSS growth ${(growth / MiB).toFixed(1)} MiB (budget ${budget / MiB} MiB), held at most ${(maxHeld / MiB).toFixed(1)} MiB, ${assembler.stats().pauses} pauses, pool high water ${(pool.stats().highWaterBytes / MiB).toFixed(1)} MiB`,
+    );
 
     expect(received).toBe(total / frameSize);
     expect(bad).toBe(0);
@@ -162,7 +166,13 @@ describe('FrameAssembler teardown', () => {
     let closed!: Promise<void>;
     const frames: number[] = [];
     const { server, port } = await listen((socket) => {
-      assembler = new FrameAssembler({ pool, onFrame: (frame) => { frames.push(frame.length); frame.release(); } }).attach(socket);
+      assembler = new FrameAssembler({
+        pool,
+        onFrame: (frame) => {
+          frames.push(frame.length);
+          frame.release();
+        },
+      }).attach(socket);
       closed = closeOf(assembler);
     });
     const client = await connect(port);
@@ -170,7 +180,7 @@ describe('FrameAssembler teardown', () => {
     client.write(Buffer.concat([encodeLength('u32be', 3), Buffer.from('abc'), encodeLength('u32be', 1 * MiB), Buffer.alloc(300 * KiB, 9)]));
     // Let the server read the first frame and part of the second, then reset.
     while (assembler === undefined || assembler.stats().bytes < 100 * KiB) await sleep(1);
-    expect(pool.stats().inUse).toBe(2);  // the read buffer and the 1 MiB frame being assembled
+    expect(pool.stats().inUse).toBe(2); // the read buffer and the 1 MiB frame being assembled
     client.resetAndDestroy();
     await closed;
     await closeServer(server);
@@ -184,12 +194,23 @@ describe('FrameAssembler teardown', () => {
   it('destroy() mid-frame ends the connection and gives back everything the assembler owned', async () => {
     const pool = makePool(16 * MiB);
     let assembler!: FrameAssembler;
-    const { server, port } = await listen((socket) => { assembler = new FrameAssembler({ pool }).attach(socket); });
+    const { server, port } = await listen((socket) => {
+      assembler = new FrameAssembler({ pool }).attach(socket);
+    });
     const client = await connect(port);
     client.on('error', () => {});
-    client.write(Buffer.concat([encodeLength('u32be', 10), Buffer.alloc(10), encodeLength('u32be', 10), Buffer.alloc(10), encodeLength('u32be', 500 * KiB), Buffer.alloc(1000)]));
+    client.write(
+      Buffer.concat([
+        encodeLength('u32be', 10),
+        Buffer.alloc(10),
+        encodeLength('u32be', 10),
+        Buffer.alloc(10),
+        encodeLength('u32be', 500 * KiB),
+        Buffer.alloc(1000),
+      ]),
+    );
     while (assembler === undefined || assembler.stats().frames < 2 || assembler.stats().bytes < 1028) await sleep(1);
-    expect(pool.stats().inUse).toBe(4);  // read buffer, two queued frames, one being assembled
+    expect(pool.stats().inUse).toBe(4); // read buffer, two queued frames, one being assembled
     assembler.destroy();
     expect(pool.stats().inUse).toBe(0);
     await closeOf(client);

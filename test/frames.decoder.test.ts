@@ -8,9 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { FrameAssembler, IobufError, MAX_HEADER_LENGTH } from '../lib/index';
 import type { BufferPool, Frame, FrameHeader, LengthDecoder } from '../lib/index';
 import { expectCode, usePools } from './fixtures/pool-helpers';
-import {
-  MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, writeInPieces,
-} from './fixtures/frames-helpers';
+import { MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, writeInPieces } from './fixtures/frames-helpers';
 
 const pools = usePools();
 const makePool = (maxMemory = 64 * MiB) => pools({ maxMemory });
@@ -26,7 +24,8 @@ function assemble(pool: BufferPool, decoder: LengthDecoder, chunks: Buffer[]): R
   const payloads: Buffer[] = [];
   const tags: number[] = [];
   const assembler = new FrameAssembler({
-    pool, lengthPrefix: decoder,
+    pool,
+    lengthPrefix: decoder,
     onFrame: (frame) => {
       payloads.push(Buffer.from(frame.data));
       tags.push(frame.tag);
@@ -52,7 +51,10 @@ function splitAt(data: Buffer, points: number[]): Buffer[] {
 function expectSame(got: Received, want: Received, label: string): void {
   expect(got.error?.message ?? null, label).toBe(want.error?.message ?? null);
   expect(got.tags, label).toEqual(want.tags);
-  expect(got.payloads.map((b) => b.length), label).toEqual(want.payloads.map((b) => b.length));
+  expect(
+    got.payloads.map((b) => b.length),
+    label,
+  ).toEqual(want.payloads.map((b) => b.length));
   expect(Buffer.concat(got.payloads).equals(Buffer.concat(want.payloads)), label).toBe(true);
 }
 
@@ -67,11 +69,11 @@ const SSL_REQUEST = 80877103;
 function postgresDecoder(): { decoder: LengthDecoder; calls: () => number } {
   let started = false;
   let calls = 0;
-  const header = { headerLength: 0, payloadLength: 0, tag: 0 };  // one object for every call
+  const header = { headerLength: 0, payloadLength: 0, tag: 0 }; // one object for every call
   const decoder = (bytes: Buffer, start: number, end: number): FrameHeader | null => {
     calls++;
     if (!started) {
-      if (end - start < 8) return null;  // the code is past the header
+      if (end - start < 8) return null; // the code is past the header
       const length = bytes.readUInt32BE(start);
       header.headerLength = 4;
       header.payloadLength = length - 4;
@@ -89,14 +91,15 @@ function postgresDecoder(): { decoder: LengthDecoder; calls: () => number } {
 }
 
 function postgresStream(first: 'ssl' | 'startup'): { stream: Buffer; payloads: Buffer[]; tags: number[] } {
-  const firstPayload = first === 'ssl'
-    ? Buffer.from([0x04, 0xd2, 0x16, 0x2f])  // 80877103
-    : Buffer.concat([Buffer.from([0, 3, 0, 0]), Buffer.from('user\0alice\0\0')]);
+  const firstPayload =
+    first === 'ssl'
+      ? Buffer.from([0x04, 0xd2, 0x16, 0x2f]) // 80877103
+      : Buffer.concat([Buffer.from([0, 3, 0, 0]), Buffer.from('user\0alice\0\0')]);
   const typed: Array<[number, Buffer]> = [
-    [0x51, Buffer.from('SELECT 1\0')],   // 'Q'
-    [0x58, Buffer.alloc(0)],             // 'X', empty: the next header follows at once
-    [0x70, Buffer.from('pw\0')],         // 'p', shorter than the 5-byte lookahead
-    [0x53, Buffer.from([1])],            // 'S'
+    [0x51, Buffer.from('SELECT 1\0')], // 'Q'
+    [0x58, Buffer.alloc(0)], // 'X', empty: the next header follows at once
+    [0x70, Buffer.from('pw\0')], // 'p', shorter than the 5-byte lookahead
+    [0x53, Buffer.from([1])], // 'S'
     [0x51, Buffer.alloc(300, 7)],
   ];
   const parts: Buffer[] = [];
@@ -172,8 +175,13 @@ describe('a custom decoder sees the same bytes however they are split', () => {
       let assembler!: FrameAssembler;
       const { server, port } = await listen((socket) => {
         assembler = new FrameAssembler({
-          pool, lengthPrefix: postgresDecoder().decoder,
-          onFrame: (frame) => { got.payloads.push(Buffer.from(frame.data)); got.tags.push(frame.tag); frame.release(); },
+          pool,
+          lengthPrefix: postgresDecoder().decoder,
+          onFrame: (frame) => {
+            got.payloads.push(Buffer.from(frame.data));
+            got.tags.push(frame.tag);
+            frame.release();
+          },
         }).attach(socket);
         closed = closeOf(assembler);
       });
@@ -212,16 +220,24 @@ describe('the MQTT decoder of docs/api.md', () => {
 
   it('reads MQTT packets (remaining lengths of 1 to 3 bytes, empty ones) at every split point, with the packet type as tag', () => {
     const pool = makePool();
-    const packets: Array<[number, Buffer]> = [[0x10, Buffer.alloc(20, 1)], [0x30, Buffer.alloc(200, 2)], [0xc0, Buffer.alloc(0)], [0x32, Buffer.alloc(20000, 3)], [0xe0, Buffer.alloc(0)]];
-    const stream = Buffer.concat(packets.flatMap(([type, payload]) => {
-      const length: number[] = [];
-      let rest = payload.length;
-      do {
-        length.push((rest % 128) | (rest >= 128 ? 0x80 : 0));
-        rest = Math.floor(rest / 128);
-      } while (rest > 0);
-      return [Buffer.from([type, ...length]), payload];
-    }));
+    const packets: Array<[number, Buffer]> = [
+      [0x10, Buffer.alloc(20, 1)],
+      [0x30, Buffer.alloc(200, 2)],
+      [0xc0, Buffer.alloc(0)],
+      [0x32, Buffer.alloc(20000, 3)],
+      [0xe0, Buffer.alloc(0)],
+    ];
+    const stream = Buffer.concat(
+      packets.flatMap(([type, payload]) => {
+        const length: number[] = [];
+        let rest = payload.length;
+        do {
+          length.push((rest % 128) | (rest >= 128 ? 0x80 : 0));
+          rest = Math.floor(rest / 128);
+        } while (rest > 0);
+        return [Buffer.from([type, ...length]), payload];
+      }),
+    );
     const want: Received = { payloads: packets.map(([, payload]) => payload), tags: packets.map(([type]) => type), error: null };
     for (let point = 0; point <= 260; point++) expectSame(assemble(pool, mqttHeader, splitAt(stream, [point])), want, `split at ${point}`);
     const tooLong = assemble(pool, mqttHeader, [Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])]);
@@ -231,7 +247,7 @@ describe('the MQTT decoder of docs/api.md', () => {
 });
 
 describe('what a decoder is shown', () => {
-  it('(bytes, start, end): bytes[start] is the header\'s first byte, 1 to MAX_HEADER_LENGTH bytes, no view made per call', () => {
+  it("(bytes, start, end): bytes[start] is the header's first byte, 1 to MAX_HEADER_LENGTH bytes, no view made per call", () => {
     const pool = makePool();
     const seen: Array<{ isChunk: boolean; first: number; available: number }> = [];
     const payloads = makePayloads(30, (i) => (i * 13) % 90);
@@ -265,12 +281,19 @@ describe('what a decoder is shown', () => {
 });
 
 describe('the tag', () => {
-  const typedDecoder: LengthDecoder = (bytes, start, end) => (end - start < 2 ? null : { headerLength: 2, payloadLength: bytes[start + 1], tag: bytes[start] });
-  const typedStream = (messages: Array<[number, Buffer]>) => Buffer.concat(messages.flatMap(([type, payload]) => [Buffer.from([type, payload.length]), payload]));
+  const typedDecoder: LengthDecoder = (bytes, start, end) =>
+    end - start < 2 ? null : { headerLength: 2, payloadLength: bytes[start + 1], tag: bytes[start] };
+  const typedStream = (messages: Array<[number, Buffer]>) =>
+    Buffer.concat(messages.flatMap(([type, payload]) => [Buffer.from([type, payload.length]), payload]));
 
   it('reaches the consumer with its frame through onFrame, for await, and after retain(); built-in prefixes give 0', async () => {
     const pool = makePool();
-    const messages: Array<[number, Buffer]> = [[0x30, Buffer.from('publish')], [0xc0, Buffer.alloc(0)], [0x82, Buffer.from('sub')], [0xe0, Buffer.alloc(0)]];
+    const messages: Array<[number, Buffer]> = [
+      [0x30, Buffer.from('publish')],
+      [0xc0, Buffer.alloc(0)],
+      [0x82, Buffer.from('sub')],
+      [0xe0, Buffer.alloc(0)],
+    ];
     const stream = typedStream(messages);
     const viaOnFrame = assemble(pool, typedDecoder, splitAt(stream, [1, 5]));
     expect(viaOnFrame.tags).toEqual([0x30, 0xc0, 0x82, 0xe0]);
@@ -286,13 +309,24 @@ describe('the tag', () => {
       frame.release();
     }
     expect(tags).toEqual([0x30, 0xc0, 0x82, 0xe0]);
-    expect(kept.map((frame) => [frame.tag, frame.data.toString()])).toEqual([[0x30, 'publish'], [0xc0, ''], [0x82, 'sub'], [0xe0, '']]);
+    expect(kept.map((frame) => [frame.tag, frame.data.toString()])).toEqual([
+      [0x30, 'publish'],
+      [0xc0, ''],
+      [0x82, 'sub'],
+      [0xe0, ''],
+    ]);
     expect(pool.stats().inUse).toBe(2);
     for (const frame of kept) frame.release();
     expect(pool.stats().inUse).toBe(0);
 
     const builtIn: number[] = [];
-    const plain = new FrameAssembler({ pool, onFrame: (frame) => { builtIn.push(frame.tag); frame.release(); } });
+    const plain = new FrameAssembler({
+      pool,
+      onFrame: (frame) => {
+        builtIn.push(frame.tag);
+        frame.release();
+      },
+    });
     plain.push(encodeStream('u32be', [Buffer.from('a'), Buffer.alloc(0)]));
     expect(builtIn).toEqual([0, 0]);
   });
@@ -326,25 +360,64 @@ describe('the tag', () => {
 
 describe('a decoder that fails', () => {
   const cases: Array<[string, LengthDecoder, string]> = [
-    ['throws', () => { throw new RangeError('bad magic'); }, 'Malformed frame header: the length decoder threw: bad magic'],
-    ['returns a result whose payloadLength getter throws', () => ({ headerLength: 1, get payloadLength(): number { throw new TypeError('no length'); } }),
-      'Malformed frame header: reading the length decoder\'s result threw: no length'],
-    ['returns a result whose tag getter throws', () => ({ headerLength: 1, payloadLength: 0, get tag(): number { throw new Error('no tag'); } }),
-      'Malformed frame header: reading the length decoder\'s result threw: no tag'],
-    ['returns a Proxy whose every read throws', () => new Proxy({}, { get() { throw new Error('trap'); } }) as FrameHeader,
-      'Malformed frame header: reading the length decoder\'s result threw: trap'],
+    [
+      'throws',
+      () => {
+        throw new RangeError('bad magic');
+      },
+      'Malformed frame header: the length decoder threw: bad magic',
+    ],
+    [
+      'returns a result whose payloadLength getter throws',
+      () => ({
+        headerLength: 1,
+        get payloadLength(): number {
+          throw new TypeError('no length');
+        },
+      }),
+      "Malformed frame header: reading the length decoder's result threw: no length",
+    ],
+    [
+      'returns a result whose tag getter throws',
+      () => ({
+        headerLength: 1,
+        payloadLength: 0,
+        get tag(): number {
+          throw new Error('no tag');
+        },
+      }),
+      "Malformed frame header: reading the length decoder's result threw: no tag",
+    ],
+    [
+      'returns a Proxy whose every read throws',
+      () =>
+        new Proxy(
+          {},
+          {
+            get() {
+              throw new Error('trap');
+            },
+          },
+        ) as FrameHeader,
+      "Malformed frame header: reading the length decoder's result threw: trap",
+    ],
   ];
   for (const [what, decoder, message] of cases) {
     it(`${what}: ERR_IOBUF_FRAME_INVALID with the thrown error as cause, frames before it delivered, every buffer back`, async () => {
       const pool = makePool();
       let calls = 0;
       // The first header is fine (a 2-byte header, 3 payload bytes); the second fails.
-      const first: LengthDecoder = (bytes, start, end) => (calls++ === 0 ? (end - start < 2 ? (calls--, null) : { headerLength: 2, payloadLength: 3 }) : decoder(bytes, start, end));
+      const first: LengthDecoder = (bytes, start, end) =>
+        calls++ === 0 ? (end - start < 2 ? (calls--, null) : { headerLength: 2, payloadLength: 3 }) : decoder(bytes, start, end);
       const errors: Error[] = [];
       const frames: string[] = [];
       const assembler = new FrameAssembler({
-        pool, lengthPrefix: first,
-        onFrame: (frame) => { frames.push(frame.data.toString()); frame.release(); },
+        pool,
+        lengthPrefix: first,
+        onFrame: (frame) => {
+          frames.push(frame.data.toString());
+          frame.release();
+        },
         onError: (error) => errors.push(error),
       });
       assembler.push(Buffer.from('\0\0abc\x01\x02\x03'));
@@ -364,7 +437,12 @@ describe('a decoder that fails', () => {
   it('throws something that cannot even be shown: still ERR_IOBUF_FRAME_INVALID, with it as cause', () => {
     const pool = makePool();
     const unshowable = Object.create(null);
-    const assembler = new FrameAssembler({ pool, lengthPrefix: () => { throw unshowable; } });
+    const assembler = new FrameAssembler({
+      pool,
+      lengthPrefix: () => {
+        throw unshowable;
+      },
+    });
     assembler.push(Buffer.from([1]));
     const error = assembler.error as Error & { code?: string; cause?: unknown };
     expectCode(error, 'IobufError', 'ERR_IOBUF_FRAME_INVALID');
@@ -376,8 +454,14 @@ describe('a decoder that fails', () => {
     const pool = makePool();
     const bad: Array<[unknown, string]> = [
       [5, 'Malformed frame header: the length decoder returned 5 (expected { headerLength, payloadLength, tag? } or null)'],
-      [{ headerLength: 1, payloadLength: 1, tag: 1.5 }, 'Malformed frame header: the length decoder returned tag 1.5 (expected an integer)'],
-      [{ headerLength: 1, payloadLength: 1, tag: '1' }, 'Malformed frame header: the length decoder returned tag "1" (expected an integer)'],
+      [
+        { headerLength: 1, payloadLength: 1, tag: 1.5 },
+        'Malformed frame header: the length decoder returned tag 1.5 (expected an integer)',
+      ],
+      [
+        { headerLength: 1, payloadLength: 1, tag: '1' },
+        'Malformed frame header: the length decoder returned tag "1" (expected an integer)',
+      ],
       [{ headerLength: 0, payloadLength: 1 }, 'Malformed frame header: the length decoder returned headerLength 0 for 3 bytes'],
       [{ headerLength: 1, payloadLength: -1 }, 'Malformed frame header: the length decoder returned payloadLength -1'],
     ];

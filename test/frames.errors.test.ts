@@ -6,9 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { BufferPool, FrameAssembler, IobufError } from '../lib/index';
 import type { Frame, FrameAssemblerOptions, LengthPrefix } from '../lib/index';
 import { expectCode, rejection, thrown, usePools } from './fixtures/pool-helpers';
-import {
-  KiB, MiB, closeOf, closeServer, connect, encodeLength, encodeStream, listen, makePayloads,
-} from './fixtures/frames-helpers';
+import { KiB, MiB, closeOf, closeServer, connect, encodeLength, encodeStream, listen, makePayloads } from './fixtures/frames-helpers';
 
 const pools = usePools();
 const makePool = (maxMemory = 64 * MiB) => pools({ maxMemory });
@@ -31,13 +29,17 @@ async function serve(pool: BufferPool, bytes: Buffer, options: Partial<FrameAsse
   let closed!: Promise<unknown>;
   const { server, port } = await listen((socket) => {
     assembler = new FrameAssembler({
-      pool, ...options,
-      onFrame: (frame) => { frames.push(Buffer.from(frame.data)); frame.release(); },
+      pool,
+      ...options,
+      onFrame: (frame) => {
+        frames.push(Buffer.from(frame.data));
+        frame.release();
+      },
     }).attach(socket);
     closed = closeOf(assembler);
   });
   const client = await connect(port);
-  client.on('error', () => {});  // a reset from the server is expected in some cases
+  client.on('error', () => {}); // a reset from the server is expected in some cases
   const clientClose = closeOf(client);
   client.write(bytes);
   if (endClient) client.end();
@@ -64,7 +66,11 @@ describe('FrameAssembler bad input', () => {
 
   it('EOF inside a payload: ERR_IOBUF_FRAME_TRUNCATED and the partial frame buffer released', async () => {
     const pool = makePool();
-    const bytes = Buffer.concat([encodeStream('u32be', [Buffer.from('whole')]), encodeLength('u32be', 300 * KiB), Buffer.alloc(100 * KiB, 1)]);
+    const bytes = Buffer.concat([
+      encodeStream('u32be', [Buffer.from('whole')]),
+      encodeLength('u32be', 300 * KiB),
+      Buffer.alloc(100 * KiB, 1),
+    ]);
     const outcome = await serve(pool, bytes);
     expect(outcome.frames.map((f) => f.toString())).toEqual(['whole']);
     expectCode(outcome.error!, 'IobufError', 'ERR_IOBUF_FRAME_TRUNCATED');
@@ -88,7 +94,12 @@ describe('FrameAssembler bad input', () => {
       [Buffer.from([0xff, 0xff, 0xff, 0xff, 0x1f]), 'Malformed frame header: the varint length is above 2^32 - 1'],
     ];
     for (const [header, message] of cases) {
-      const outcome = await serve(pool, Buffer.concat([encodeStream('varint', [Buffer.from('ok')]), header, Buffer.alloc(10)]), { lengthPrefix: 'varint' }, false);
+      const outcome = await serve(
+        pool,
+        Buffer.concat([encodeStream('varint', [Buffer.from('ok')]), header, Buffer.alloc(10)]),
+        { lengthPrefix: 'varint' },
+        false,
+      );
       expect(outcome.frames.map((f) => f.toString())).toEqual(['ok']);
       expectCode(outcome.error!, 'IobufError', 'ERR_IOBUF_FRAME_INVALID');
       expect(outcome.error!.message).toBe(message);
@@ -122,7 +133,10 @@ describe('FrameAssembler bad input', () => {
       const payloads = [Buffer.alloc(0), Buffer.from('x'), Buffer.alloc(0), Buffer.alloc(0)];
       const outcome = await serve(pool, encodeStream(prefix, payloads), { lengthPrefix: prefix });
       expect(outcome.error, prefix).toBe(null);
-      expect(outcome.frames.map((f) => f.toString()), prefix).toEqual(['', 'x', '', '']);
+      expect(
+        outcome.frames.map((f) => f.toString()),
+        prefix,
+      ).toEqual(['', 'x', '', '']);
     }
     expect(pool.stats().inUse).toBe(0);
   });
@@ -136,7 +150,7 @@ describe('FrameAssembler error delivery', () => {
     const assembler = new FrameAssembler({ pool, maxFrameSize: 100 });
     assembler.push(tooLarge());
     expect(assembler.closed).toBe(true);
-    expect(pool.stats().inUse).toBe(0);  // 'a' and 'b' were queued, never handed out: released
+    expect(pool.stats().inUse).toBe(0); // 'a' and 'b' were queued, never handed out: released
     const iterator = assembler[Symbol.asyncIterator]();
     const error = await rejection(iterator.next());
     expectCode(error, 'IobufError', 'ERR_IOBUF_FRAME_TOO_LARGE');
@@ -156,7 +170,10 @@ describe('FrameAssembler error delivery', () => {
     const pool = makePool();
     const seen: string[] = [];
     const assembler = new FrameAssembler({
-      pool, maxFrameSize: 100, onFrame: (frame) => frame.release(), onError: (error) => seen.push(`onError ${(error as IobufError).code}`),
+      pool,
+      maxFrameSize: 100,
+      onFrame: (frame) => frame.release(),
+      onError: (error) => seen.push(`onError ${(error as IobufError).code}`),
     });
     assembler.on('error', (error) => seen.push(`event ${(error as IobufError).code}`));
     expect(assembler.push(tooLarge())).toBe(false);
@@ -172,7 +189,9 @@ describe('FrameAssembler error delivery', () => {
     process.on('uncaughtException', onUncaught);
     try {
       let assembler!: FrameAssembler;
-      const { server, port } = await listen((socket) => { assembler = new FrameAssembler({ pool, maxFrameSize: 10 }).attach(socket); });
+      const { server, port } = await listen((socket) => {
+        assembler = new FrameAssembler({ pool, maxFrameSize: 10 }).attach(socket);
+      });
       const client = await connect(port);
       client.on('error', () => {});
       client.write(encodeLength('u32be', 11));
@@ -187,13 +206,18 @@ describe('FrameAssembler error delivery', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('an onFrame that throws destroys the assembler with that error (the frame stays the consumer\'s)', async () => {
+  it("an onFrame that throws destroys the assembler with that error (the frame stays the consumer's)", async () => {
     const pool = makePool();
     const failure = new Error('consumer failed');
     let held: Frame | null = null;
     const errors: Error[] = [];
     const assembler = new FrameAssembler({
-      pool, onFrame: (frame) => { held = frame; throw failure; }, onError: (error) => errors.push(error),
+      pool,
+      onFrame: (frame) => {
+        held = frame;
+        throw failure;
+      },
+      onError: (error) => errors.push(error),
     });
     assembler.push(encodeStream('u32be', [Buffer.alloc(50), Buffer.alloc(60)]));
     expect(assembler.closed).toBe(true);
@@ -245,7 +269,9 @@ describe('FrameAssembler arguments', () => {
     expect(error.message).toBe('Expected a BufferPool for options.pool but received undefined');
     error = thrown(make({ pool, lengthPrefix: 'u24' }));
     expectCode(error, 'TypeError', 'ERR_INVALID_ARG_VALUE');
-    expect(error.message).toBe("Expected one of 'u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint' or a function for options.lengthPrefix but received \"u24\"");
+    expect(error.message).toBe(
+      "Expected one of 'u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint' or a function for options.lengthPrefix but received \"u24\"",
+    );
     error = thrown(make({ pool, maxFrameSize: 8 * MiB + 1 }));
     expectCode(error, 'RangeError', 'ERR_OUT_OF_RANGE');
     expect(error.message).toBe(`Expected an integer from 0 to ${8 * MiB} for options.maxFrameSize but received ${8 * MiB + 1}`);
@@ -253,9 +279,17 @@ describe('FrameAssembler arguments', () => {
     expectCode(thrown(make({ pool, readBufferSize: 100 })), 'RangeError', 'ERR_OUT_OF_RANGE');
     expectCode(thrown(make({ pool, onFrame: 'no' })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     const assembler = new FrameAssembler({ pool });
-    expectCode(thrown(() => assembler.push('text' as unknown as Buffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => assembler.attach(null as unknown as net.Socket)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expect(new FrameAssembler({ pool }).maxFrameSize).toBe(2 * MiB);  // default: 16 MiB, at most a quarter of the budget
+    expectCode(
+      thrown(() => assembler.push('text' as unknown as Buffer)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => assembler.attach(null as unknown as net.Socket)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expect(new FrameAssembler({ pool }).maxFrameSize).toBe(2 * MiB); // default: 16 MiB, at most a quarter of the budget
   });
 
   it('after destroy, push() returns false and takes nothing', () => {

@@ -6,9 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool, FrameAssembler } from '../lib/index';
 import type { LengthPrefix } from '../lib/index';
-import {
-  KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, prng,
-} from './fixtures/frames-helpers';
+import { KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, prng } from './fixtures/frames-helpers';
 
 const MAX_FRAME = 40 * KiB;
 
@@ -37,8 +35,13 @@ function reference(prefix: LengthPrefix, bytes: Buffer): { frames: Buffer[]; cod
       headerLength = { u8: 1, u16be: 2, u16le: 2, u32be: 4, u32le: 4 }[prefix];
       if (at + headerLength > bytes.length) return { frames, code: 'ERR_IOBUF_FRAME_TRUNCATED' };
       const header = bytes.subarray(at, at + headerLength);
-      length = { u8: () => header[0], u16be: () => header.readUInt16BE(), u16le: () => header.readUInt16LE(),
-        u32be: () => header.readUInt32BE(), u32le: () => header.readUInt32LE() }[prefix]();
+      length = {
+        u8: () => header[0],
+        u16be: () => header.readUInt16BE(),
+        u16le: () => header.readUInt16LE(),
+        u32be: () => header.readUInt32BE(),
+        u32le: () => header.readUInt32LE(),
+      }[prefix]();
     }
     if (length > MAX_FRAME) return { frames, code: 'ERR_IOBUF_FRAME_TOO_LARGE' };
     if (at + headerLength + length > bytes.length) return { frames, code: 'ERR_IOBUF_FRAME_TRUNCATED' };
@@ -74,8 +77,12 @@ function makeCase(seed: number): Case {
 }
 
 let pool: BufferPool;
-beforeAll(() => { pool = new BufferPool({ maxMemory: 32 * MiB }); });
-afterAll(async () => { await pool.close({ force: true }); });
+beforeAll(() => {
+  pool = new BufferPool({ maxMemory: 32 * MiB });
+});
+afterAll(async () => {
+  await pool.close({ force: true });
+});
 
 describe('FrameAssembler fuzz (real sockets)', () => {
   it('corrupted headers, truncated streams and resets: the right frames, the right code, nothing thrown, nothing leaked', async () => {
@@ -93,8 +100,14 @@ describe('FrameAssembler fuzz (real sockets)', () => {
         let closed!: Promise<void>;
         const { server, port } = await listen((socket) => {
           assembler = new FrameAssembler({
-            pool, lengthPrefix: testCase.prefix, maxFrameSize: MAX_FRAME, readBufferSize: 8 * KiB,
-            onFrame: (frame) => { frames.push(Buffer.from(frame.data)); frame.release(); },
+            pool,
+            lengthPrefix: testCase.prefix,
+            maxFrameSize: MAX_FRAME,
+            readBufferSize: 8 * KiB,
+            onFrame: (frame) => {
+              frames.push(Buffer.from(frame.data));
+              frame.release();
+            },
           }).attach(socket);
           closed = closeOf(assembler);
         });
@@ -119,7 +132,10 @@ describe('FrameAssembler fuzz (real sockets)', () => {
         if (testCase.finish === 'reset') {
           // An RST can overtake data still in flight: the receiver sees a prefix of the
           // stream, then ECONNRESET or an EOF (the kernel may drop what it had queued).
-          expect(expected.frames.slice(0, frames.length).map((f) => f.toString('hex')), label).toEqual(frames.map((f) => f.toString('hex')));
+          expect(
+            expected.frames.slice(0, frames.length).map((f) => f.toString('hex')),
+            label,
+          ).toEqual(frames.map((f) => f.toString('hex')));
           expect(['ECONNRESET', 'ERR_IOBUF_FRAME_TRUNCATED', expected.code], label).toContain(code);
         } else {
           expect(frames.length, label).toBe(expected.frames.length);

@@ -20,14 +20,17 @@ describe('small frames and a pool that runs out', () => {
     const held: Frame[] = [];
     const got: Buffer[] = [];
     const assembler = new FrameAssembler({
-      pool, lengthPrefix: 'u16be',
+      pool,
+      lengthPrefix: 'u16be',
       onFrame: (frame) => {
         got.push(Buffer.from(frame.data));
         held.push(frame);
       },
     });
     let drains = 0;
-    assembler.on('drain', () => { drains++; });
+    assembler.on('drain', () => {
+      drains++;
+    });
     const ok = assembler.push(encodeStream('u16be', payloads));
     expect(ok).toBe(false);
     expect(got.length).toBeLessThan(1000);
@@ -51,7 +54,8 @@ describe('push() from inside onFrame', () => {
     const pool = makePool();
     const order: number[] = [];
     const assembler = new FrameAssembler({
-      pool, lengthPrefix: 'u8',
+      pool,
+      lengthPrefix: 'u8',
       onFrame: (frame) => {
         const n = frame.data[0];
         order.push(n);
@@ -69,7 +73,8 @@ describe('push() from inside onFrame', () => {
     const order: number[] = [];
     const scratch = Buffer.alloc(4);
     const assembler = new FrameAssembler({
-      pool, lengthPrefix: 'u8',
+      pool,
+      lengthPrefix: 'u8',
       onFrame: (frame) => {
         const n = frame.data[0];
         order.push(n);
@@ -96,7 +101,7 @@ describe('push() from inside onFrame', () => {
       onFrame: (frame) => {
         got.push(frame.data.toString());
         frame.release();
-        if (got.length === 1) assembler.push(Buffer.from('d'));  // the last byte of 'abcd', after the outer chunk's 'abc'
+        if (got.length === 1) assembler.push(Buffer.from('d')); // the last byte of 'abcd', after the outer chunk's 'abc'
       },
     });
     const stream = encodeStream('u32be', [Buffer.from('x'), Buffer.from('abcd')]);
@@ -109,7 +114,8 @@ describe('push() from inside onFrame', () => {
     const pool = makePool();
     const got: number[] = [];
     const assembler = new FrameAssembler({
-      pool, lengthPrefix: 'u8',
+      pool,
+      lengthPrefix: 'u8',
       onFrame: (frame) => {
         got.push(frame.data[0]);
         frame.release();
@@ -117,7 +123,9 @@ describe('push() from inside onFrame', () => {
       },
     });
     let ended = false;
-    assembler.on('end', () => { ended = true; });
+    assembler.on('end', () => {
+      ended = true;
+    });
     assembler.push(Buffer.concat([frameOf(1), frameOf(2), frameOf(3)]));
     await closeOf(assembler);
     expect(got).toEqual([1, 2, 3]);
@@ -126,22 +134,27 @@ describe('push() from inside onFrame', () => {
 
     // end() inside a frame whose successor is cut short: truncated, as if end() came after the chunk.
     const cut = new FrameAssembler({
-      pool, lengthPrefix: 'u8',
-      onFrame: (frame) => { frame.release(); cut.end(); },
+      pool,
+      lengthPrefix: 'u8',
+      onFrame: (frame) => {
+        frame.release();
+        cut.end();
+      },
     });
     cut.push(Buffer.concat([frameOf(1), encodeLength('u8', 3), Buffer.from('a')]));
     expectCode(cut.error as Error, 'IobufError', 'ERR_IOBUF_FRAME_TRUNCATED');
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('over a socket: onFrame pushing extra frames (a local loopback) keeps them behind the socket\'s bytes that were already read', async () => {
+  it("over a socket: onFrame pushing extra frames (a local loopback) keeps them behind the socket's bytes that were already read", async () => {
     const pool = makePool();
     const got: number[] = [];
     let assembler!: FrameAssembler;
     let closed!: Promise<void>;
     const { server, port } = await listen((socket) => {
       assembler = new FrameAssembler({
-        pool, lengthPrefix: 'u8',
+        pool,
+        lengthPrefix: 'u8',
         onFrame: (frame: Frame) => {
           const n = frame.data[0];
           got.push(n);

@@ -3,15 +3,11 @@
 // FrameAssembler over a real socket; and examples/rpc-server.ts answering
 // echo and "give me n bytes" requests, with its pool back to 0 afterwards.
 import { describe, expect, it } from 'vitest';
-import {
-  FrameAssembler, Gatherer, beginFrame, encodeFrame, endFrame,
-} from '../lib/index';
+import { FrameAssembler, Gatherer, beginFrame, encodeFrame, endFrame } from '../lib/index';
 import type { LengthPrefix } from '../lib/index';
 import { startServer } from '../examples/rpc-server';
 import { expectCode, thrown, usePools } from './fixtures/pool-helpers';
-import {
-  KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads,
-} from './fixtures/frames-helpers';
+import { KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads } from './fixtures/frames-helpers';
 
 const pools = usePools();
 const makePool = (maxMemory = 64 * MiB) => pools({ maxMemory });
@@ -43,8 +39,15 @@ describe('encodeFrame, beginFrame, endFrame', () => {
       gatherer.putU8(7).putBytes(Buffer.alloc(100, 1));
       endFrame(gatherer, at, prefix);
     }
-    expect(bytesOf(gatherer).equals(Buffer.concat((['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const).map(
-      (prefix) => encodeStream(prefix, [Buffer.concat([Buffer.from([7]), Buffer.alloc(100, 1)])]))))).toBe(true);
+    expect(
+      bytesOf(gatherer).equals(
+        Buffer.concat(
+          (['u8', 'u16be', 'u16le', 'u32be', 'u32le'] as const).map((prefix) =>
+            encodeStream(prefix, [Buffer.concat([Buffer.from([7]), Buffer.alloc(100, 1)])]),
+          ),
+        ),
+      ),
+    ).toBe(true);
     gatherer.reset();
     expect(pool.stats().inUse).toBe(0);
   });
@@ -58,19 +61,35 @@ describe('encodeFrame, beginFrame, endFrame', () => {
     expect(gatherer.byteLength).toBe(0);
     const at = beginFrame(gatherer, 'u8');
     gatherer.putBytes(Buffer.alloc(300));
-    expectCode(thrown(() => endFrame(gatherer, at, 'u8')), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => endFrame(gatherer, at, 'u8')),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     // A position that is not one beginFrame could have returned.
     const bigint = thrown(() => endFrame(gatherer, 10n as unknown as number));
     expectCode(bigint, 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expect(bigint.message).toBe('Expected an integer for position but received 10n');
-    expectCode(thrown(() => endFrame(gatherer, '0' as unknown as number)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => endFrame(gatherer, '0' as unknown as number)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     for (const position of [-1, 1.5, 298, 1e9]) {
       const error = thrown(() => endFrame(gatherer, position));
       expectCode(error, 'RangeError', 'ERR_OUT_OF_RANGE');
       expect(error.message).toBe(`Expected an integer from 0 to 297 for position but received ${position}`);
     }
-    expectCode(thrown(() => encodeFrame({} as Gatherer, Buffer.alloc(1))), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => encodeFrame(gatherer, 'text' as unknown as Buffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => encodeFrame({} as Gatherer, Buffer.alloc(1))),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => encodeFrame(gatherer, 'text' as unknown as Buffer)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     gatherer.reset();
   });
 
@@ -81,7 +100,14 @@ describe('encodeFrame, beginFrame, endFrame', () => {
     let assembler!: FrameAssembler;
     let closed!: Promise<void>;
     const { server, port } = await listen((socket) => {
-      assembler = new FrameAssembler({ pool, lengthPrefix: 'varint', onFrame: (frame) => { received.push(Buffer.from(frame.data)); frame.release(); } }).attach(socket);
+      assembler = new FrameAssembler({
+        pool,
+        lengthPrefix: 'varint',
+        onFrame: (frame) => {
+          received.push(Buffer.from(frame.data));
+          frame.release();
+        },
+      }).attach(socket);
       closed = closeOf(assembler);
     });
     const client = await connect(port);
@@ -113,11 +139,13 @@ describe('examples/rpc-server.ts', () => {
     };
     const sizes = [0, 1, 100, 4096, 4097, 70000, 1 * MiB];
     const bodies = sizes.map((size, i) => Buffer.alloc(size, i + 1));
-    client.write(Buffer.concat([
-      ...bodies.map((body, i) => request(1, i, body)),
-      request(2, 100, Buffer.from([0, 0, 0x10, 0])),  // give me 4096 bytes
-      request(2, 101, Buffer.from([0, 0, 0, 0])),
-    ]));
+    client.write(
+      Buffer.concat([
+        ...bodies.map((body, i) => request(1, i, body)),
+        request(2, 100, Buffer.from([0, 0, 0x10, 0])), // give me 4096 bytes
+        request(2, 101, Buffer.from([0, 0, 0, 0])),
+      ]),
+    );
     const responses: Array<{ op: number; id: number; body: Buffer }> = [];
     for await (const frame of assembler) {
       responses.push({ op: frame.data[0], id: frame.data.readUInt32BE(1), body: Buffer.from(frame.data.subarray(5)) });

@@ -10,9 +10,7 @@ import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { Frame, FrameAssembler, Gatherer, SharedBuffer } from '../lib/index';
 import { expectCode, thrown, usePools } from './fixtures/pool-helpers';
-import {
-  KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads,
-} from './fixtures/frames-helpers';
+import { KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads } from './fixtures/frames-helpers';
 
 const pools = usePools();
 const makePool = (options: { strict?: boolean } = {}) => pools({ maxMemory: 64 * MiB, ...options });
@@ -38,8 +36,8 @@ describe('a Frame is released once, and never releases another', () => {
       using _feed = feeder;
       using frame = next;
       seen.push(String.fromCharCode(frame.data[0], frame.data[99]));
-      frame.release();  // early; `using` releases again at the end of the block
-      if (fed === 1) assembler.push(chunks[fed++]);  // B arrives while A is still in scope
+      frame.release(); // early; `using` releases again at the end of the block
+      if (fed === 1) assembler.push(chunks[fed++]); // B arrives while A is still in scope
     }
     expect(seen).toEqual(['AA', 'BB', 'CC']);
     expect(pool.stats().inUse).toBe(0);
@@ -83,12 +81,15 @@ describe('retain()', () => {
     expect([second.tag, third.tag, third.length]).toEqual([0, 0, 5]);
     expect(pool.stats().inUse).toBe(1);
     frame.release();
-    frame.release();  // per handle: once
+    frame.release(); // per handle: once
     third.release();
     expect(pool.stats().inUse).toBe(1);
     expect(assembler.stats().heldBytes).toBe(5);
     expect(second.data.toString()).toBe('hello');
-    { using last = second; expect(last.released).toBe(false); }
+    {
+      using last = second;
+      expect(last.released).toBe(false);
+    }
     expect(second.released).toBe(true);
     expect(pool.stats().inUse).toBe(0);
     expect(assembler.stats().heldBytes).toBe(0);
@@ -101,7 +102,11 @@ describe('retain()', () => {
     assembler.push(encodeStream('u32be', [Buffer.from('x'), Buffer.alloc(0)]));
     const kept = frames[0].retain();
     frames[0].release();
-    expectCode(thrown(() => frames[0].retain()), 'IobufError', 'ERR_IOBUF_RELEASED');
+    expectCode(
+      thrown(() => frames[0].retain()),
+      'IobufError',
+      'ERR_IOBUF_RELEASED',
+    );
     kept.release();
     expect(pool.stats().inUse).toBe(0);
     // A zero-length frame has no pooled memory: retain and release work all the same.
@@ -109,7 +114,11 @@ describe('retain()', () => {
     expect([empty.length, empty.tag]).toEqual([0, 0]);
     frames[1].release();
     empty.release();
-    expectCode(thrown(() => empty.retain()), 'IobufError', 'ERR_IOBUF_RELEASED');
+    expectCode(
+      thrown(() => empty.retain()),
+      'IobufError',
+      'ERR_IOBUF_RELEASED',
+    );
   });
 
   it('in a strict pool the memory is detached only when the last handle is released', () => {
@@ -143,27 +152,51 @@ describe('pool.share()', () => {
     other.release();
     expect(pool.stats().inUse).toBe(0);
     // The buffer went back once: releasing it by hand now is the pool's double release.
-    expectCode(thrown(() => pool.release(buffer)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
+    expectCode(
+      thrown(() => pool.release(buffer)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
   });
 
   it('refuses what is not a Buffer this pool has out', () => {
     const pool = makePool();
     const other = makePool();
     const foreign = other.tryAcquire(100)!;
-    expectCode(thrown(() => pool.share(foreign)), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
-    expectCode(thrown(() => pool.share(Buffer.alloc(10))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
+    expectCode(
+      thrown(() => pool.share(foreign)),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
+    expectCode(
+      thrown(() => pool.share(Buffer.alloc(10))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
     const mine = pool.tryAcquire(100)!;
-    expectCode(thrown(() => pool.share(mine.subarray(1))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
-    expectCode(thrown(() => pool.share(null as unknown as Buffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => pool.share(mine.subarray(1))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
+    expectCode(
+      thrown(() => pool.share(null as unknown as Buffer)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     pool.release(mine);
-    expectCode(thrown(() => pool.share(mine)), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
+    expectCode(
+      thrown(() => pool.share(mine)),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
     other.release(foreign);
     expect(pool.stats().inUse).toBe(0);
   });
 });
 
 describe('Gatherer.putShared()', () => {
-  it('puts the data by reference and takes the handle over: the caller\'s handle is spent, the gatherer releases after the write', async () => {
+  it("puts the data by reference and takes the handle over: the caller's handle is spent, the gatherer releases after the write", async () => {
     const pool = makePool();
     const { server, port } = await listen((socket) => socket.resume());
     const client = await connect(port);
@@ -172,9 +205,13 @@ describe('Gatherer.putShared()', () => {
     gatherer.putU32BE(7).putShared(shared);
     expect(gatherer.segments()[1]).toBe(shared.data);
     expect(shared.released).toBe(true);
-    shared.release();  // spent: a no-op, the gatherer still holds the memory
-    expectCode(thrown(() => shared.retain()), 'IobufError', 'ERR_IOBUF_RELEASED');
-    expect(pool.stats().inUse).toBe(2);  // the data and a scratch chunk
+    shared.release(); // spent: a no-op, the gatherer still holds the memory
+    expectCode(
+      thrown(() => shared.retain()),
+      'IobufError',
+      'ERR_IOBUF_RELEASED',
+    );
+    expect(pool.stats().inUse).toBe(2); // the data and a scratch chunk
     await gatherer.writeTo(client);
     expect(pool.stats().inUse).toBe(0);
     client.end();
@@ -191,7 +228,7 @@ describe('Gatherer.putShared()', () => {
     const small = pool.share(pool.tryAcquire(10)!.fill(1));
     gatherer.putU8(9).putShared(small).putU8(9);
     gatherer.compact(64);
-    expect(pool.stats().inUse).toBe(1);  // only the scratch chunk
+    expect(pool.stats().inUse).toBe(1); // only the scratch chunk
     expect(Buffer.concat(gatherer.segments())).toEqual(Buffer.from([9, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 9]));
     gatherer.reset();
 
@@ -211,7 +248,7 @@ describe('Gatherer.putShared()', () => {
     const second = first.retain();
     const gatherer = new Gatherer({ pool });
     gatherer.putU8(1).putShared(first).putBytes(Buffer.alloc(200, 0)).putShared(second);
-    gatherer.compact(64);  // copies [1, first] (a run of two small segments), not the lone `second`
+    gatherer.compact(64); // copies [1, first] (a run of two small segments), not the lone `second`
     expect(pool.stats().inUse).toBe(2);
     const bytes = Buffer.concat(gatherer.segments());
     expect(bytes.subarray(211)).toEqual(Buffer.alloc(10, 4));
@@ -223,13 +260,25 @@ describe('Gatherer.putShared()', () => {
     const pool = makePool();
     const gatherer = new Gatherer({ pool });
     const plain = pool.tryAcquire(10)!;
-    expectCode(thrown(() => gatherer.putShared(plain as unknown as SharedBuffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => gatherer.putShared(null as unknown as SharedBuffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putShared(plain as unknown as SharedBuffer)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => gatherer.putShared(null as unknown as SharedBuffer)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     pool.release(plain);
     const shared = pool.share(pool.tryAcquire(10)!);
     const kept = shared.retain();
     shared.release();
-    expectCode(thrown(() => gatherer.putShared(shared)), 'IobufError', 'ERR_IOBUF_RELEASED');
+    expectCode(
+      thrown(() => gatherer.putShared(shared)),
+      'IobufError',
+      'ERR_IOBUF_RELEASED',
+    );
     expect(kept.released).toBe(false);
     kept.release();
     gatherer.reset();
@@ -241,7 +290,9 @@ describe('Gatherer.putShared(handle, offset, length): a range of the data', () =
   it('sends just the range, by reference; the whole handle is taken over and released after the write', async () => {
     const pool = makePool();
     const received: Buffer[] = [];
-    const { server, port } = await listen((socket) => { socket.on('data', (chunk: Buffer) => received.push(chunk)).resume(); });
+    const { server, port } = await listen((socket) => {
+      socket.on('data', (chunk: Buffer) => received.push(chunk)).resume();
+    });
     const client = await connect(port);
     const bytes = pool.tryAcquire(70_000)!;
     for (let i = 0; i < bytes.length; i++) bytes[i] = i % 251;
@@ -251,14 +302,16 @@ describe('Gatherer.putShared(handle, offset, length): a range of the data', () =
     expect(shared.released).toBe(true);
     expect(gatherer.byteLength).toBe(60_002);
     const segments = gatherer.segments();
-    expect(segments[1].buffer).toBe(bytes.buffer);  // the pooled memory itself, not a copy
+    expect(segments[1].buffer).toBe(bytes.buffer); // the pooled memory itself, not a copy
     expect(segments[1]).toEqual(bytes.subarray(1000, 61_000));
     await gatherer.writeTo(client);
     expect(pool.stats().inUse).toBe(0);
     client.end();
     await closeOf(client);
     await closeServer(server);
-    expect(Buffer.concat(received)).toEqual(Buffer.concat([Buffer.from([0xee]), Buffer.from(Array.from({ length: 60_000 }, (_, i) => (i + 1000) % 251)), Buffer.from([0xff])]));
+    expect(Buffer.concat(received)).toEqual(
+      Buffer.concat([Buffer.from([0xee]), Buffer.from(Array.from({ length: 60_000 }, (_, i) => (i + 1000) % 251)), Buffer.from([0xff])]),
+    );
   });
 
   it('the offset alone puts the rest of the data (a payload after a header)', () => {
@@ -279,14 +332,17 @@ describe('Gatherer.putShared(handle, offset, length): a range of the data', () =
     for (let i = 0; i < 4096; i++) block.data[i] = i & 0xff;
     const gatherer = new Gatherer({ pool });
     gatherer.putShared(block.retain(), 0, 100).putShared(block.retain(), 100, 50).putU8(1).putShared(block.retain(), 3000, 1000);
-    block.release();  // the gatherer's three handles keep it
-    expect(pool.stats().inUse).toBe(2);  // the block and a scratch chunk
-    gatherer.compact(64);  // copies [100, 150) and the byte after it (a run of two small segments)
+    block.release(); // the gatherer's three handles keep it
+    expect(pool.stats().inUse).toBe(2); // the block and a scratch chunk
+    gatherer.compact(64); // copies [100, 150) and the byte after it (a run of two small segments)
     expect(pool.stats().inUse).toBe(2);
-    expect(Buffer.concat(gatherer.segments())).toEqual(Buffer.concat([
-      Buffer.from(Array.from({ length: 150 }, (_, i) => i & 0xff)), Buffer.from([1]),
-      Buffer.from(Array.from({ length: 1000 }, (_, i) => (3000 + i) & 0xff)),
-    ]));
+    expect(Buffer.concat(gatherer.segments())).toEqual(
+      Buffer.concat([
+        Buffer.from(Array.from({ length: 150 }, (_, i) => i & 0xff)),
+        Buffer.from([1]),
+        Buffer.from(Array.from({ length: 1000 }, (_, i) => (3000 + i) & 0xff)),
+      ]),
+    );
     const { server, port } = await listen((socket) => socket.resume());
     const client = await connect(port);
     await gatherer.writeTo(client);
@@ -309,12 +365,36 @@ describe('Gatherer.putShared(handle, offset, length): a range of the data', () =
     const pool = makePool();
     const shared = pool.share(pool.tryAcquire(100)!);
     const gatherer = new Gatherer({ pool });
-    expectCode(thrown(() => gatherer.putShared(shared, 101)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putShared(shared, -1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putShared(shared, 50, 51)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putShared(shared, 0, -1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putShared(shared, 1.5)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putShared(shared, '1' as unknown as number)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putShared(shared, 101)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putShared(shared, -1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putShared(shared, 50, 51)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putShared(shared, 0, -1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putShared(shared, 1.5)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putShared(shared, '1' as unknown as number)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     expect(thrown(() => gatherer.putShared(shared, 50, 51)).message).toBe('Expected an integer from 0 to 50 for length but received 51');
     expect(shared.released).toBe(false);
     expect(gatherer.byteLength).toBe(0);
@@ -329,7 +409,7 @@ describe('sharing over real sockets', () => {
   it('fan-out: every frame a publisher sends goes to 5 subscribers by reference (retain + putShared); every byte arrives, counts back to 0', async () => {
     const pool = makePool();
     const subscribers = 5;
-    const payloads = makePayloads(200, (i) => (i * 997) % (20 * KiB) + (i % 3 === 0 ? 40 * KiB : 0));
+    const payloads = makePayloads(200, (i) => ((i * 997) % (20 * KiB)) + (i % 3 === 0 ? 40 * KiB : 0));
     const outs: net.Socket[] = [];
     const received: Promise<Buffer>[] = [];
     const { server, port } = await listen((socket) => {
@@ -350,7 +430,9 @@ describe('sharing over real sockets', () => {
           frame.release();
         },
       }).attach(socket);
-      assembler.on('close', () => { for (const out of outs) out.end(); });
+      assembler.on('close', () => {
+        for (const out of outs) out.end();
+      });
     });
     for (let i = 0; i < subscribers; i++) {
       const client = await connect(port);
@@ -387,17 +469,23 @@ describe('sharing over real sockets', () => {
           for (const out of outs) {
             const gatherer = new Gatherer({ pool });
             gatherer.putU32BE(frame.length).putShared(frame.retain());
-            writes.push(gatherer.writeTo(out).catch((error) => { failures.push(error.code ?? error.message); }));
+            writes.push(
+              gatherer.writeTo(out).catch((error) => {
+                failures.push(error.code ?? error.message);
+              }),
+            );
           }
           frame.release();
         },
       }).attach(socket);
-      publisherDone = new Promise((resolve) => assembler.on('close', () => {
-        void Promise.all(writes).then(() => {
-          for (const out of outs) out.end();
-          resolve();
-        });
-      }));
+      publisherDone = new Promise((resolve) =>
+        assembler.on('close', () => {
+          void Promise.all(writes).then(() => {
+            for (const out of outs) out.end();
+            resolve();
+          });
+        }),
+      );
     });
     const victim = await connect(port);
     victim.on('error', () => {});
@@ -441,8 +529,8 @@ describe('sharing over real sockets', () => {
     client.on('error', () => {});
     client.write(encodeStream('u32be', payloads));
     while (seen < payloads.length) await new Promise((resolve) => setImmediate(resolve));
-    client.write(Buffer.from([0, 1, 0, 0]));  // 65536: too large
-    const error = await consumed as Error & { code?: string };
+    client.write(Buffer.from([0, 1, 0, 0])); // 65536: too large
+    const error = (await consumed) as Error & { code?: string };
     expectCode(error, 'IobufError', 'ERR_IOBUF_FRAME_TOO_LARGE');
     await closeOf(assembler);
     expect(kept.length).toBe(payloads.filter((payload) => payload[0] % 2 === 0).length);

@@ -5,10 +5,19 @@
 import { describe, expect, it } from 'vitest';
 import { BufferPool, Frame, FrameAssembler, MAX_HEADER_LENGTH } from '../lib/index';
 import type { FrameHeader, LengthPrefix } from '../lib/index';
-import { pooledAddressOf } from '../lib/pool';
+import { pooledAddressOf } from '../lib/pooled';
 import { usePools } from './fixtures/pool-helpers';
 import {
-  KiB, MiB, closeOf, closeServer, connect, encodeStream, listen, makePayloads, prng, writeInPieces,
+  KiB,
+  MiB,
+  closeOf,
+  closeServer,
+  connect,
+  encodeStream,
+  listen,
+  makePayloads,
+  prng,
+  writeInPieces,
 } from './fixtures/frames-helpers';
 
 const pools = usePools();
@@ -35,7 +44,10 @@ async function assemble(pool: BufferPool, prefix: LengthPrefix | ((bytes: Buffer
 
 /** Same frames, byte for byte (Buffer#equals: toEqual walks Buffers element by element, far too slowly here). */
 function expectSameFrames(got: Buffer[], want: Buffer[], label: string): void {
-  expect(got.map((b) => b.length), label).toEqual(want.map((b) => b.length));
+  expect(
+    got.map((b) => b.length),
+    label,
+  ).toEqual(want.map((b) => b.length));
   expect(Buffer.concat(got).equals(Buffer.concat(want)), label).toBe(true);
 }
 
@@ -93,7 +105,7 @@ describe('FrameAssembler with push()', () => {
         const payloads = makePayloads(300, () => (random() < 0.1 ? 0 : Math.floor(random() ** 3 * MAX_FOR[prefix])));
         const stream = encodeStream(prefix, payloads);
         const chunks: Buffer[] = [];
-        for (let at = 0; at < stream.length;) {
+        for (let at = 0; at < stream.length; ) {
           const size = 1 + Math.floor(random() ** 2 * 3000);
           chunks.push(stream.subarray(at, at + size));
           at += size;
@@ -111,15 +123,25 @@ describe('FrameAssembler with push()', () => {
       return { headerLength: 5, payloadLength: (bytes[2] << 16) | (bytes[3] << 8) | bytes[4] };
     };
     const payloads = makePayloads(6, (i) => [0, 10, 70000, 1, 0, 300][i]);
-    const stream = Buffer.concat(payloads.flatMap((payload, i) => [
-      Buffer.from([0xab, i, payload.length >> 16, (payload.length >> 8) & 0xff, payload.length & 0xff]), payload,
-    ]));
+    const stream = Buffer.concat(
+      payloads.flatMap((payload, i) => [
+        Buffer.from([0xab, i, payload.length >> 16, (payload.length >> 8) & 0xff, payload.length & 0xff]),
+        payload,
+      ]),
+    );
     for (let point = 0; point <= stream.length; point += point < 40 ? 1 : 997) {
       expectSameFrames((await assemble(pool, decoder, splitAt(stream, [point]))).payloads, payloads, `split at ${point}`);
     }
     // The decoder sees at most MAX_HEADER_LENGTH bytes at a time.
     let largest = 0;
-    await assemble(pool, (bytes) => { largest = Math.max(largest, bytes.length); return decoder(bytes); }, [stream]);
+    await assemble(
+      pool,
+      (bytes) => {
+        largest = Math.max(largest, bytes.length);
+        return decoder(bytes);
+      },
+      [stream],
+    );
     expect(largest).toBe(MAX_HEADER_LENGTH);
     expect(pool.stats().inUse).toBe(0);
   });
@@ -136,11 +158,14 @@ describe('FrameAssembler with push()', () => {
     expect(frames[1].data.length).toBe(0);
     expect(pool.stats().inUse).toBe(2);
     expect(assembler.stats().heldBytes).toBe(5003);
-    frames[1].release();  // zero-length: nothing to give back
+    frames[1].release(); // zero-length: nothing to give back
     frames[0].release();
-    frames[0].release();  // twice: harmless
+    frames[0].release(); // twice: harmless
     expect(pool.stats().inUse).toBe(1);
-    { using last = frames[2]; expect(last.data[4999]).toBe(7); }
+    {
+      using last = frames[2];
+      expect(last.data[4999]).toBe(7);
+    }
     expect(pool.stats().inUse).toBe(0);
     expect(assembler.stats().heldBytes).toBe(0);
   });
@@ -171,7 +196,7 @@ describe('FrameAssembler on a real socket', () => {
     await writeInPieces(client, stream, sizes);
     client.end();
     await consumed;
-    await closed;  // the read buffer goes back when the socket has closed
+    await closed; // the read buffer goes back when the socket has closed
     await closeServer(server);
     expectSameFrames(received, payloads, 'socket');
     const stats = assembler.stats();
@@ -198,7 +223,11 @@ describe('FrameAssembler on a real socket', () => {
         const take = () => {
           buffered = socket.readableLength;
           assembler = new FrameAssembler({
-            pool, onFrame: (frame) => { received.push(Buffer.from(frame.data)); frame.release(); },
+            pool,
+            onFrame: (frame) => {
+              received.push(Buffer.from(frame.data));
+              frame.release();
+            },
           }).attach(socket);
           closed = closeOf(assembler);
         };

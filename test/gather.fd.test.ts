@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
-import { IOV_MAX, IoVecArray } from '../lib/iovec';
+import { IoVecArray } from '../lib/iovec/array';
+import { IOV_MAX } from '../lib/iovec/calls';
 import { Gatherer } from '../lib/gather';
 import { allocAligned, free } from '../lib/memory';
 import { expectCode, rejection, settled, thrown } from './fixtures/pool-helpers';
@@ -26,7 +27,6 @@ afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const pool = new BufferPool({ maxMemory: 64 * MiB, leakDetection: 'off', poison: true });
 afterAll(() => pool.close({ force: true }));
 afterEach(() => expect(pool.stats().inUse).toBe(0));
-
 
 /** A message of scratch fields, a large blob by reference, an owned buffer and `small` tiny blobs; returns the reference bytes. */
 function buildMessage(gatherer: Gatherer, small: number): Buffer {
@@ -70,7 +70,11 @@ describe('Gatherer.writeToFd', () => {
     expect(await settled(write)).toBe(false);
     expect(gatherer.writing).toBe(true);
     expect(pool.stats().inUse).toBe(inUse);
-    expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
+    expectCode(
+      thrown(() => gatherer.putU8(1)),
+      'IobufError',
+      'ERR_IOBUF_GATHERER_BUSY',
+    );
 
     const cat = spawn('sh', ['-c', 'exec cat "$1" > "$2"', 'sh', file, out], { stdio: 'ignore' });
     const exited = new Promise<number | null>((resolve) => cat.on('exit', resolve));
@@ -122,13 +126,17 @@ describe('Gatherer.writeToFd', () => {
       }
     }
     fs.closeSync(reader);
-    const error = await rejection(write) as Error & { code?: string; bytesWritten?: number };
+    const error = (await rejection(write)) as Error & { code?: string; bytesWritten?: number };
     fs.closeSync(writer);
     expect(error.code).toBe('EPIPE');
     expect(error.bytesWritten).toBeGreaterThanOrEqual(got);
     expect(error.bytesWritten).toBeLessThan(4 * MiB);
     expect(pool.stats().inUse).toBe(0);
-    expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+    expectCode(
+      thrown(() => gatherer.putU8(1)),
+      'IobufError',
+      'ERR_IOBUF_GATHERER_SPENT',
+    );
   });
 
   it('a closed fd: EBADF, released (promise and sync forms)', async () => {
@@ -149,9 +157,9 @@ describe('Gatherer.writeToFd', () => {
     try {
       for (const form of ['promise', 'sync'] as const) {
         const gatherer = new Gatherer({ pool });
-        const borrowed = allocAligned(5000, { alignment: 64 * 1024 });  // mapped: free() unmaps it
+        const borrowed = allocAligned(5000, { alignment: 64 * 1024 }); // mapped: free() unmaps it
         gatherer.putU32BE(7).putOwned(pool.tryAcquire(1000)!).putBytes(borrowed).putString('tail');
-        expect(pool.stats().inUse).toBe(2);  // the scratch chunk and the owned buffer
+        expect(pool.stats().inUse).toBe(2); // the scratch chunk and the owned buffer
         free(borrowed);
         const error = form === 'promise' ? await rejection(gatherer.writeToFd(fd)) : thrown(() => gatherer.writeToFdSync(fd));
         expectCode(error, 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
@@ -159,9 +167,13 @@ describe('Gatherer.writeToFd', () => {
         expect(fs.fstatSync(fd).size).toBe(0);
         expect(pool.stats().inUse).toBe(0);
         expect((gatherer as unknown as { iov: IoVecArray }).iov.length).toBe(0);
-        expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+        expectCode(
+          thrown(() => gatherer.putU8(1)),
+          'IobufError',
+          'ERR_IOBUF_GATHERER_SPENT',
+        );
         expectCode(await rejection(gatherer.writeToFd(fd)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
-        gatherer.reset();  // releases nothing a second time
+        gatherer.reset(); // releases nothing a second time
         expect(pool.stats().inUse).toBe(0);
         expect(gatherer.putString('again').writeToFdSync(fd)).toBe(5);
         fs.ftruncateSync(fd, 0);
@@ -176,7 +188,11 @@ describe('Gatherer.writeToFd', () => {
     expect(await gatherer.writeToFd(1)).toBe(0);
     gatherer.reset().putU8(1);
     expectCode(await rejection(gatherer.writeToFd(-1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.writeToFdSync('1' as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.writeToFdSync('1' as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     expect(gatherer.byteLength).toBe(1);
     gatherer.reset();
   });
@@ -199,7 +215,7 @@ describe('Gatherer.toIoVec', () => {
       expect(entries[i + 1].byteOffset).toBe(segments[i].byteOffset);
       expect(entries[i + 1].length).toBe(segments[i].length);
     }
-    expect(entries[2].buffer).toBe(blob.buffer);  // the blob by reference
+    expect(entries[2].buffer).toBe(blob.buffer); // the blob by reference
     iov.clear();
     gatherer.reset();
   });
@@ -210,7 +226,11 @@ describe('Gatherer.toIoVec', () => {
     gatherer.putU8(1).putBytes(borrowed).putU8(2);
     free(borrowed);
     using iov = new IoVecArray(8);
-    expectCode(thrown(() => gatherer.toIoVec(iov)), 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
+    expectCode(
+      thrown(() => gatherer.toIoVec(iov)),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_INVALID',
+    );
     expect(iov.length).toBe(0);
     gatherer.reset();
     expect(pool.stats().inUse).toBe(0);
@@ -220,9 +240,17 @@ describe('Gatherer.toIoVec', () => {
     const gatherer = new Gatherer({ pool });
     gatherer.putU8(1).putBytes(Buffer.from('a')).putU8(2);
     using iov = new IoVecArray(2);
-    expectCode(thrown(() => gatherer.toIoVec(iov)), 'IobufError', 'ERR_IOBUF_IOVEC_FULL');
+    expectCode(
+      thrown(() => gatherer.toIoVec(iov)),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_FULL',
+    );
     expect(iov.length).toBe(0);
-    expectCode(thrown(() => gatherer.toIoVec([] as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.toIoVec([] as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     gatherer.reset();
   });
 });

@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 describe('putBytes copies nothing', () => {
-  it('the segment is the caller\'s Buffer itself; a change to it shows in the message', () => {
+  it("the segment is the caller's Buffer itself; a change to it shows in the message", () => {
     const gatherer = new Gatherer({ pool: makePool() });
     const blob = pattern(500_000, 1);
     gatherer.putU32BE(1).putBytes(blob).putU32BE(2);
@@ -41,14 +41,18 @@ describe('putBytes copies nothing', () => {
     const words = new Uint32Array(memory, 800, 10);
     gatherer.putBytes(bytes).putBytes(view).putBytes(words);
     const segments = gatherer.segments();
-    expect(segments.map((s) => [s.buffer, s.byteOffset, s.length])).toEqual([[memory, 100, 300], [memory, 600, 50], [memory, 800, 40]]);
+    expect(segments.map((s) => [s.buffer, s.byteOffset, s.length])).toEqual([
+      [memory, 100, 300],
+      [memory, 600, 50],
+      [memory, 800, 40],
+    ]);
     expect(segments.every((s) => s.buffer === memory)).toBe(true);
     gatherer.reset();
   });
 
   it('a borrowed blob is never released or touched by the gatherer', () => {
     const pool = makePool();
-    const mine = pool.tryAcquire(4096)!;  // pooled, but lent by reference, not owned
+    const mine = pool.tryAcquire(4096)!; // pooled, but lent by reference, not owned
     mine.fill(7);
     const gatherer = new Gatherer({ pool });
     gatherer.putBytes(mine);
@@ -62,8 +66,16 @@ describe('putBytes copies nothing', () => {
     const gatherer = new Gatherer({ pool: makePool() });
     gatherer.putBytes(new Uint8Array(0));
     expect(gatherer.segmentCount).toBe(0);
-    expectCode(thrown(() => gatherer.putBytes('text' as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => gatherer.putBytes(new ArrayBuffer(4) as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putBytes('text' as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => gatherer.putBytes(new ArrayBuffer(4) as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
   });
 });
 
@@ -80,7 +92,7 @@ describe('putOwned', () => {
     gatherer.reset();
     expect(pool.stats().inUse).toBe(0);
     expect(pool.stats().releases - releases).toBe(1);
-    gatherer.reset();  // nothing twice
+    gatherer.reset(); // nothing twice
     expect(pool.stats().releases - releases).toBe(1);
   });
 
@@ -98,16 +110,40 @@ describe('putOwned', () => {
     const pool = makePool();
     const gatherer = new Gatherer({ pool });
     const pooled = pool.tryAcquire(512)!;
-    expectCode(thrown(() => gatherer.putOwned(Buffer.alloc(10))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
-    expectCode(thrown(() => gatherer.putOwned(pooled.subarray(1))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
-    expectCode(thrown(() => gatherer.putOwned(new Uint8Array(pooled.buffer, pooled.byteOffset, 512) as Buffer)), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
+    expectCode(
+      thrown(() => gatherer.putOwned(Buffer.alloc(10))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
+    expectCode(
+      thrown(() => gatherer.putOwned(pooled.subarray(1))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
+    expectCode(
+      thrown(() => gatherer.putOwned(new Uint8Array(pooled.buffer, pooled.byteOffset, 512) as Buffer)),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
     gatherer.putOwned(pooled);
-    expectCode(thrown(() => gatherer.putOwned(pooled)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
-    expectCode(thrown(() => gatherer.putOwned(null as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putOwned(pooled)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
+    expectCode(
+      thrown(() => gatherer.putOwned(null as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     expect(gatherer.segmentCount).toBe(1);
     gatherer.reset();
     expect(pool.stats().inUse).toBe(0);
-    expectCode(thrown(() => gatherer.putOwned(pooled)), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');  // released: no longer out
+    expectCode(
+      thrown(() => gatherer.putOwned(pooled)),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    ); // released: no longer out
   });
 });
 
@@ -121,24 +157,26 @@ describe('putGatherer', () => {
     owned.fill(9);
     a.putString('a:');
     b.putString('b:').putBytes(blob).putOwned(owned).putU8(0xbb);
-    const inUse = pool.stats().inUse;  // a's chunk, b's chunk, owned
+    const inUse = pool.stats().inUse; // a's chunk, b's chunk, owned
     expect(inUse).toBe(3);
     a.putGatherer(b).putString(':end');
     expect(b.byteLength).toBe(0);
     expect(b.segmentCount).toBe(0);
-    b.reset();  // b owns nothing now: releases nothing
+    b.reset(); // b owns nothing now: releases nothing
     expect(pool.stats().inUse).toBe(inUse);
     const segments = a.segments();
     expect(segments.some((s) => s === blob)).toBe(true);
     expect(segments.some((s) => s === owned)).toBe(true);
-    expect(bytesOf(a).equals(Buffer.concat([Buffer.from('a:b:'), blob, Buffer.alloc(2000, 9), Buffer.from([0xbb]), Buffer.from(':end')]))).toBe(true);
+    expect(
+      bytesOf(a).equals(Buffer.concat([Buffer.from('a:b:'), blob, Buffer.alloc(2000, 9), Buffer.from([0xbb]), Buffer.from(':end')])),
+    ).toBe(true);
     a.reset();
     expect(pool.stats().inUse).toBe(0);
-    b.putU8(1);  // b stays usable
+    b.putU8(1); // b stays usable
     b.reset();
   });
 
-  it('with scratch bytes only: they join the current scratch (one segment) and the other\'s chunk goes back at once', () => {
+  it("with scratch bytes only: they join the current scratch (one segment) and the other's chunk goes back at once", () => {
     const pool = makePool();
     const a = new Gatherer({ pool });
     const b = new Gatherer({ pool });
@@ -155,8 +193,16 @@ describe('putGatherer', () => {
   it('refuses itself and a non-gatherer', () => {
     const pool = makePool();
     const a = new Gatherer({ pool });
-    expectCode(thrown(() => a.putGatherer(a)), 'TypeError', 'ERR_INVALID_ARG_VALUE');
-    expectCode(thrown(() => a.putGatherer({} as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => a.putGatherer(a)),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
+    expectCode(
+      thrown(() => a.putGatherer({} as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
   });
 });
 
@@ -177,7 +223,7 @@ describe('compact', () => {
     expect(segments.map((s) => s.length)).toEqual([105, 5000, 3]);
     expect(segments[1]).toBe(large);
     expect(bytesOf(gatherer).equals(expected)).toBe(true);
-    expect(pool.stats().inUse).toBe(1);  // the owned buffer was copied and released
+    expect(pool.stats().inUse).toBe(1); // the owned buffer was copied and released
     gatherer.reset();
     expect(pool.stats().inUse).toBe(0);
   });
@@ -185,7 +231,12 @@ describe('compact', () => {
   it('64 small puts and compact: one segment, one chunk', () => {
     const pool = makePool();
     const gatherer = new Gatherer({ pool });
-    for (let i = 0; i < 16; i++) gatherer.putU8(i).putU16BE(i).putU32LE(i).putF64BE(i / 3);
+    for (let i = 0; i < 16; i++)
+      gatherer
+        .putU8(i)
+        .putU16BE(i)
+        .putU32LE(i)
+        .putF64BE(i / 3);
     gatherer.compact(4096);
     expect(gatherer.segments()).toHaveLength(1);
     expect(gatherer.byteLength).toBe(16 * 15);
@@ -218,12 +269,16 @@ describe('compact', () => {
     const hog: Buffer[] = [];
     for (let buffer = pool.tryAcquire(4096); buffer !== null; buffer = pool.tryAcquire(4096)) hog.push(buffer);
     // Run 1 fits in the last chunk's room; run 2 needs a new chunk the budget cannot give.
-    expectCode(thrown(() => gatherer.compact(1000)), 'IobufError', 'ERR_IOBUF_BUDGET_EXHAUSTED');
+    expectCode(
+      thrown(() => gatherer.compact(1000)),
+      'IobufError',
+      'ERR_IOBUF_BUDGET_EXHAUSTED',
+    );
     expect(bytesOf(gatherer).equals(expected)).toBe(true);
     const into = new Gatherer({ pool: makePool() });
     into.putGatherer(gatherer);
     const segments = into.segments();
-    expect(segments.some((segment) => segment === a)).toBe(true);  // by reference, not copied as scratch
+    expect(segments.some((segment) => segment === a)).toBe(true); // by reference, not copied as scratch
     expect(segments.some((segment) => segment === b)).toBe(true);
     expect(bytesOf(into).equals(expected)).toBe(true);
     into.reset();
@@ -233,8 +288,16 @@ describe('compact', () => {
 
   it('rejects a bad threshold', () => {
     const gatherer = new Gatherer({ pool: makePool() });
-    expectCode(thrown(() => gatherer.compact(-1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.compact('8' as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.compact(-1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.compact('8' as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
   });
 });
 
@@ -255,7 +318,7 @@ describe('reset, dispose, budget, pool state', () => {
     for (let b = pool.tryAcquire(4096); b !== null; b = pool.tryAcquire(4096)) hog.push(b);
     const inUse = pool.stats().inUse;
     const gatherer = new Gatherer({ pool });
-    for (let i = 0; i < 3000; i++) gatherer.putU32BE(i);  // 12,000 bytes: three heap chunks
+    for (let i = 0; i < 3000; i++) gatherer.putU32BE(i); // 12,000 bytes: three heap chunks
     expect(pool.stats().inUse).toBe(inUse);
     const expected = Buffer.alloc(12_000);
     for (let i = 0; i < 3000; i++) expected.writeUInt32BE(i, 4 * i);
@@ -271,25 +334,29 @@ describe('reset, dispose, budget, pool state', () => {
     gatherer.putU8(1);
     const hog: Buffer[] = [];
     for (let b = pool.tryAcquire(4096); b !== null; b = pool.tryAcquire(4096)) hog.push(b);
-    gatherer.putString('x'.repeat(4095));  // fills the chunk it has
-    expectCode(thrown(() => gatherer.putU16BE(2)), 'IobufError', 'ERR_IOBUF_BUDGET_EXHAUSTED');
+    gatherer.putString('x'.repeat(4095)); // fills the chunk it has
+    expectCode(
+      thrown(() => gatherer.putU16BE(2)),
+      'IobufError',
+      'ERR_IOBUF_BUDGET_EXHAUSTED',
+    );
     expect(gatherer.byteLength).toBe(4096);
     pool.release(hog.pop()!);
-    gatherer.putU16BE(2);  // memory again: the put works
+    gatherer.putU16BE(2); // memory again: the put works
     expect(gatherer.byteLength).toBe(4098);
     gatherer.reset();
     for (const b of hog) pool.release(b);
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('a chunk larger than the whole budget: a heap chunk by default, ERR_IOBUF_BUDGET_EXHAUSTED with \'throw\' (not a RangeError about a size the caller never passed)', () => {
+  it("a chunk larger than the whole budget: a heap chunk by default, ERR_IOBUF_BUDGET_EXHAUSTED with 'throw' (not a RangeError about a size the caller never passed)", () => {
     const pool = makePool({ maxMemory: 1 * MiB });
     const big = pattern(MiB + 1, 4);
     const gatherer = new Gatherer({ pool });
     gatherer.putU8(7).putSlice(big);
     expect(gatherer.reserve(MiB + 1)).toBe(1 + big.length);
     expect(bytesOf(gatherer).equals(Buffer.concat([Buffer.from([7]), big, Buffer.alloc(MiB + 1)]))).toBe(true);
-    expect(pool.stats().inUse).toBe(1);  // the first chunk (for the u8); the large ones are heap chunks
+    expect(pool.stats().inUse).toBe(1); // the first chunk (for the u8); the large ones are heap chunks
     gatherer.reset();
     const wide = new Gatherer({ pool, chunkSize: 2 * MiB });
     wide.putU32BE(1);
@@ -297,7 +364,11 @@ describe('reset, dispose, budget, pool state', () => {
     wide.reset();
     const strict = new Gatherer({ pool, onBudgetExhausted: 'throw' });
     strict.putU8(1);
-    expectCode(thrown(() => strict.putSlice(big)), 'IobufError', 'ERR_IOBUF_BUDGET_EXHAUSTED');
+    expectCode(
+      thrown(() => strict.putSlice(big)),
+      'IobufError',
+      'ERR_IOBUF_BUDGET_EXHAUSTED',
+    );
     expect(strict.byteLength).toBe(1);
     strict.reset();
     expect(pool.stats().inUse).toBe(0);
@@ -308,7 +379,11 @@ describe('reset, dispose, budget, pool state', () => {
     const gatherer = new Gatherer({ pool, chunkSize: 64 });
     gatherer.putString('x'.repeat(64));
     await pool.close({ force: true });
-    expectCode(thrown(() => gatherer.putU8(1)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expectCode(
+      thrown(() => gatherer.putU8(1)),
+      'IobufError',
+      'ERR_IOBUF_POOL_CLOSED',
+    );
     gatherer.reset();
     expect(gatherer.byteLength).toBe(0);
   });
@@ -320,10 +395,12 @@ describe('reset, dispose, budget, pool state', () => {
     owned.fill(1);
     gatherer.putString('a'.repeat(50)).putOwned(owned).putU32BE(7);
     const segments = gatherer.segments();
-    expect(Buffer.concat(segments).equals(Buffer.concat([Buffer.from('a'.repeat(50)), Buffer.alloc(100, 1), Buffer.from([0, 0, 0, 7])]))).toBe(true);
+    expect(
+      Buffer.concat(segments).equals(Buffer.concat([Buffer.from('a'.repeat(50)), Buffer.alloc(100, 1), Buffer.from([0, 0, 0, 7])])),
+    ).toBe(true);
     gatherer.reset();
     expect(pool.stats().inUse).toBe(0);
-    expect(owned.length).toBe(0);                 // detached by the release
+    expect(owned.length).toBe(0); // detached by the release
     expect(segments.every((s) => s.length === 0 || s.buffer.byteLength === 0)).toBe(true);
     for (let round = 0; round < 3; round++) {
       gatherer.reset().putU16LE(round).putString('xyz');
@@ -335,11 +412,31 @@ describe('reset, dispose, budget, pool state', () => {
 
   it('checks its options', () => {
     const pool = makePool();
-    expectCode(thrown(() => new Gatherer(undefined as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => new Gatherer({} as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => new Gatherer({ pool: {} as any })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => new Gatherer({ pool, chunkSize: 16 })), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => new Gatherer({ pool, onBudgetExhausted: 'wait' as any })), 'TypeError', 'ERR_INVALID_ARG_VALUE');
+    expectCode(
+      thrown(() => new Gatherer(undefined as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => new Gatherer({} as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => new Gatherer({ pool: {} as any })),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => new Gatherer({ pool, chunkSize: 16 })),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => new Gatherer({ pool, onBudgetExhausted: 'wait' as any })),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
     expect(new Gatherer({ pool }).chunkSize).toBe(4096);
   });
 });

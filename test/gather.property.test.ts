@@ -27,7 +27,7 @@ type Op =
   | { op: 'segments' }
   | { op: 'merge'; ops: Op[] };
 
-function valueOf(width: Width): fc.Arbitrary<number | bigint> {
+function arbitraryFor(width: Width): fc.Arbitrary<number | bigint> {
   if (width.kind === 'int') return fc.integer({ min: width.min as number, max: width.max as number });
   if (width.kind === 'float') return width.bytes === 4 ? fc.float({ noNaN: true }) : fc.double({ noNaN: true });
   const big = fc.bigInt({ min: width.min as bigint, max: width.max as bigint });
@@ -36,24 +36,27 @@ function valueOf(width: Width): fc.Arbitrary<number | bigint> {
   return fc.oneof(big, small);
 }
 
-const widthValue = fc.constantFrom(...WIDTHS).chain((width) => valueOf(width).map((value) => ({ width, value })));
+const widthValue = fc.constantFrom(...WIDTHS).chain((width) => arbitraryFor(width).map((value) => ({ width, value })));
 
 const leafOp: fc.Arbitrary<Op> = fc.oneof(
   { weight: 8, arbitrary: widthValue.map(({ width, value }) => ({ op: 'put' as const, width, value })) },
   { weight: 2, arbitrary: fc.uint8Array({ maxLength: 300 }).map((bytes) => ({ op: 'slice' as const, bytes })) },
   {
     weight: 2,
-    arbitrary: fc.record({
-      text: fc.string({ unit: fc.constantFrom('a', 'é', '€', '😀', 'Z', '0') as fc.Arbitrary<string>, maxLength: 40 }),
-      encoding: fc.constantFrom<BufferEncoding>('utf8', 'latin1', 'utf16le', 'ascii', 'base64', 'hex'),
-    }).map(({ text, encoding }) => ({ op: 'string' as const, text, encoding })),
+    arbitrary: fc
+      .record({
+        text: fc.string({ unit: fc.constantFrom('a', 'é', '€', '😀', 'Z', '0') as fc.Arbitrary<string>, maxLength: 40 }),
+        encoding: fc.constantFrom<BufferEncoding>('utf8', 'latin1', 'utf16le', 'ascii', 'base64', 'hex'),
+      })
+      .map(({ text, encoding }) => ({ op: 'string' as const, text, encoding })),
   },
   { weight: 2, arbitrary: fc.uint8Array({ minLength: 0, maxLength: 2000 }).map((bytes) => ({ op: 'bytes' as const, bytes })) },
   { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 700 }).map((bytes) => ({ op: 'owned' as const, bytes })) },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 16 }).map((length) => ({ op: 'reserve' as const, length })) },
   {
     weight: 3,
-    arbitrary: fc.record({ pick: fc.nat(), offset: fc.nat(), wv: widthValue })
+    arbitrary: fc
+      .record({ pick: fc.nat(), offset: fc.nat(), wv: widthValue })
       .map(({ pick, offset, wv }) => ({ op: 'patch' as const, pick, offset, width: wv.width, value: wv.value })),
   },
   { weight: 1, arbitrary: fc.integer({ min: 0, max: 3000 }).map((threshold) => ({ op: 'compact' as const, threshold })) },
@@ -95,7 +98,7 @@ let nextId = 0;
 /** Which memory a segment is: its ArrayBuffer, offset and length. */
 function where(segment: Buffer): string {
   let id = bufferIds.get(segment.buffer);
-  if (id === undefined) bufferIds.set(segment.buffer, id = nextId++);
+  if (id === undefined) bufferIds.set(segment.buffer, (id = nextId++));
   return `${id}:${segment.byteOffset}:${segment.length}`;
 }
 
@@ -180,7 +183,7 @@ describe('Gatherer bytes equal the Buffer.concat reference', () => {
   it('for random sequences of puts, blobs, owned buffers, merges, reserves/patches and compacts', () => {
     fc.assert(
       fc.property(fc.constantFrom(64, 100, 4096), opSequence, (chunkSize, ops) => {
-        const before = pool.stats().inUse;  // relative, so a failing run cannot mislead the shrinker
+        const before = pool.stats().inUse; // relative, so a failing run cannot mislead the shrinker
         const gatherer = new Gatherer({ pool, chunkSize });
         try {
           const reference = new Reference();
@@ -202,22 +205,26 @@ describe('Gatherer bytes equal the Buffer.concat reference', () => {
 
   it('compact(threshold) leaves no two adjacent segments both shorter than threshold', () => {
     fc.assert(
-      fc.property(fc.array(fc.uint8Array({ minLength: 1, maxLength: 200 }), { maxLength: 30 }), fc.integer({ min: 1, max: 250 }), (blobs, threshold) => {
-        const before = pool.stats().inUse;
-        const gatherer = new Gatherer({ pool });
-        try {
-          for (const blob of blobs) gatherer.putBytes(blob);
-          gatherer.compact(threshold);
-          const lengths = gatherer.segments().map((s) => s.length);
-          for (let i = 1; i < lengths.length; i++) {
-            expect(lengths[i - 1] < threshold && lengths[i] < threshold).toBe(false);
+      fc.property(
+        fc.array(fc.uint8Array({ minLength: 1, maxLength: 200 }), { maxLength: 30 }),
+        fc.integer({ min: 1, max: 250 }),
+        (blobs, threshold) => {
+          const before = pool.stats().inUse;
+          const gatherer = new Gatherer({ pool });
+          try {
+            for (const blob of blobs) gatherer.putBytes(blob);
+            gatherer.compact(threshold);
+            const lengths = gatherer.segments().map((s) => s.length);
+            for (let i = 1; i < lengths.length; i++) {
+              expect(lengths[i - 1] < threshold && lengths[i] < threshold).toBe(false);
+            }
+            expect(bytesOf(gatherer).equals(Buffer.concat(blobs))).toBe(true);
+          } finally {
+            gatherer.reset();
           }
-          expect(bytesOf(gatherer).equals(Buffer.concat(blobs))).toBe(true);
-        } finally {
-          gatherer.reset();
-        }
-        expect(pool.stats().inUse).toBe(before);
-      }),
+          expect(pool.stats().inUse).toBe(before);
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -26,7 +26,10 @@ function samples(width: (typeof WIDTHS)[number]): Array<number | bigint> {
   if (width.kind === 'int64') {
     const min = width.min as bigint;
     const max = width.max as bigint;
-    const numbers = min < 0n ? [-1, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, -(2 ** 32), 2 ** 32 + 5] : [Number.MAX_SAFE_INTEGER, 2 ** 32, 2 ** 32 - 1];
+    const numbers =
+      min < 0n
+        ? [-1, Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER, -(2 ** 32), 2 ** 32 + 5]
+        : [Number.MAX_SAFE_INTEGER, 2 ** 32, 2 ** 32 - 1];
     return [min, max, 0n, 1n, 0, 1, ...numbers];
   }
   return [width.min as number, width.max as number, 0, 1, Math.floor((width.max as number) / 2)];
@@ -56,17 +59,24 @@ describe('fixed-width puts', () => {
 
   it('chains: every put returns the gatherer', () => {
     const gatherer = make();
-    expect(gatherer.putU8(1).putU16LE(2).putI32BE(-3).putString('x').putSlice(Buffer.from([4]))).toBe(gatherer);
+    expect(
+      gatherer
+        .putU8(1)
+        .putU16LE(2)
+        .putI32BE(-3)
+        .putString('x')
+        .putSlice(Buffer.from([4])),
+    ).toBe(gatherer);
     expect(bytesOf(gatherer)).toEqual(Buffer.from([1, 2, 0, 0xff, 0xff, 0xff, 0xfd, 0x78, 4]));
   });
 
   it('starts a new chunk when a put does not fit; the bytes run on unbroken', () => {
     const gatherer = make(64);
     for (let i = 0; i < 63; i++) gatherer.putU8(i);
-    gatherer.putU32BE(0xa1b2c3d4);  // 63 + 4 > 64: a new chunk
+    gatherer.putU32BE(0xa1b2c3d4); // 63 + 4 > 64: a new chunk
     const segments = gatherer.segments();
     expect(segments.map((s) => s.length)).toEqual([63, 4]);
-    expect(segments[1].byteOffset).not.toBe(segments[0].byteOffset + 63);  // another chunk, not the next bytes
+    expect(segments[1].byteOffset).not.toBe(segments[0].byteOffset + 63); // another chunk, not the next bytes
     const expected = Buffer.alloc(67);
     for (let i = 0; i < 63; i++) expected[i] = i;
     expected.writeUInt32BE(0xa1b2c3d4, 63);
@@ -85,7 +95,7 @@ describe('fixed-width puts', () => {
     const after = pool.stats();
     expect(after.acquires - before.acquires).toBe(1);
     expect(after.classes.find((row) => row.size === 4096)!.inUse).toBe(1);
-    for (let i = 0; i < 1000; i++) gatherer.putU32BE(i);  // 4001 bytes: still the one chunk
+    for (let i = 0; i < 1000; i++) gatherer.putU32BE(i); // 4001 bytes: still the one chunk
     expect(pool.stats().acquires - before.acquires).toBe(1);
     expect(gatherer.segments()).toHaveLength(1);
   });
@@ -98,26 +108,43 @@ describe('put errors', () => {
     const gatherer = make();
     for (const width of WIDTHS) {
       if (width.kind === 'float') continue;
-      const outside = width.kind === 'int64'
-        ? [(width.max as bigint) + 1n, (width.min as bigint) - 1n, 1.5, 2 ** 53, NaN]
-        : [(width.max as number) + 1, (width.min as number) - 1, 1.5, NaN, Infinity];
+      const outside =
+        width.kind === 'int64'
+          ? [(width.max as bigint) + 1n, (width.min as bigint) - 1n, 1.5, 2 ** 53, NaN]
+          : [(width.max as number) + 1, (width.min as number) - 1, 1.5, NaN, Infinity];
       for (const value of outside) {
-        expectCode(thrown(() => put(gatherer, width, value)), 'RangeError', 'ERR_OUT_OF_RANGE');
-        expectCode(thrown(() => patch(gatherer, width, 0, value)), 'RangeError', 'ERR_OUT_OF_RANGE');
+        expectCode(
+          thrown(() => put(gatherer, width, value)),
+          'RangeError',
+          'ERR_OUT_OF_RANGE',
+        );
+        expectCode(
+          thrown(() => patch(gatherer, width, 0, value)),
+          'RangeError',
+          'ERR_OUT_OF_RANGE',
+        );
       }
     }
     expect(gatherer.byteLength).toBe(0);
-    expect(pool.stats().inUse).toBe(0);  // a rejected put took no chunk either
+    expect(pool.stats().inUse).toBe(0); // a rejected put took no chunk either
   });
 
   it('a value of the wrong type is a TypeError (ERR_INVALID_ARG_TYPE)', () => {
     const gatherer = make();
     for (const width of WIDTHS) {
       for (const value of ['1', null, undefined, {}]) {
-        expectCode(thrown(() => put(gatherer, width, value as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+        expectCode(
+          thrown(() => put(gatherer, width, value as any)),
+          'TypeError',
+          'ERR_INVALID_ARG_TYPE',
+        );
       }
     }
-    expectCode(thrown(() => gatherer.putU32BE(1n as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putU32BE(1n as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     expect(gatherer.byteLength).toBe(0);
   });
 
@@ -126,8 +153,12 @@ describe('put errors', () => {
     expect(message(() => gatherer.putU32BE(2 ** 32))).toBe('Expected an integer from 0 to 4294967295 for value but received 4294967296');
     expect(message(() => gatherer.putI8(128))).toBe('Expected an integer from -128 to 127 for value but received 128');
     expect(message(() => gatherer.putU16LE('7' as any))).toBe('Expected an integer for value but received "7"');
-    expect(message(() => gatherer.putU64BE(2n ** 64n))).toBe('Expected a bigint from 0 to 18446744073709551615 for value but received 18446744073709551616n');
-    expect(message(() => gatherer.putI64LE(2 ** 53))).toBe('Expected an integer from -9007199254740991 to 9007199254740991 (a bigint for the full 64-bit range) for value but received 9007199254740992');
+    expect(message(() => gatherer.putU64BE(2n ** 64n))).toBe(
+      'Expected a bigint from 0 to 18446744073709551615 for value but received 18446744073709551616n',
+    );
+    expect(message(() => gatherer.putI64LE(2 ** 53))).toBe(
+      'Expected an integer from -9007199254740991 to 9007199254740991 (a bigint for the full 64-bit range) for value but received 9007199254740992',
+    );
     expect(message(() => gatherer.putF64BE('1' as any))).toBe('Expected a number for value but received "1"');
   });
 });
@@ -135,17 +166,33 @@ describe('put errors', () => {
 describe('variable-length puts', () => {
   it('putString encodes like Buffer.from(text, encoding), in every encoding', () => {
     const text = 'héllo wörld € 😀 0123 abcdef';
-    for (const encoding of ['utf8', 'utf-8', 'utf16le', 'ucs2', 'latin1', 'binary', 'ascii', 'base64', 'base64url', 'hex'] as BufferEncoding[]) {
+    for (const encoding of [
+      'utf8',
+      'utf-8',
+      'utf16le',
+      'ucs2',
+      'latin1',
+      'binary',
+      'ascii',
+      'base64',
+      'base64url',
+      'hex',
+    ] as BufferEncoding[]) {
       const gatherer = make(64);
       gatherer.putU8(0xee).putString(text, encoding).putString('deadbeef', encoding).putU8(0xff);
-      const expected = Buffer.concat([Buffer.from([0xee]), Buffer.from(text, encoding), Buffer.from('deadbeef', encoding), Buffer.from([0xff])]);
+      const expected = Buffer.concat([
+        Buffer.from([0xee]),
+        Buffer.from(text, encoding),
+        Buffer.from('deadbeef', encoding),
+        Buffer.from([0xff]),
+      ]);
       expect(bytesOf(gatherer).equals(expected), encoding).toBe(true);
     }
   });
 
   it('putString of a text longer than a chunk takes a chunk of its own size', () => {
     const gatherer = make();
-    const text = 'ab€'.repeat(5000);  // 25,000 bytes of UTF-8
+    const text = 'ab€'.repeat(5000); // 25,000 bytes of UTF-8
     gatherer.putU8(1).putString(text).putU8(2);
     expect(bytesOf(gatherer).equals(Buffer.concat([Buffer.from([1]), Buffer.from(text), Buffer.from([2])]))).toBe(true);
     expect(gatherer.segments().map((s) => s.length)).toEqual([1, 25_000, 1]);
@@ -153,8 +200,16 @@ describe('variable-length puts', () => {
 
   it('putString rejects a non-string and an unknown encoding', () => {
     const gatherer = make();
-    expectCode(thrown(() => gatherer.putString(42 as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => gatherer.putString('x', 'klingon' as any)), 'TypeError', 'ERR_INVALID_ARG_VALUE');
+    expectCode(
+      thrown(() => gatherer.putString(42 as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => gatherer.putString('x', 'klingon' as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
     expect(gatherer.byteLength).toBe(0);
   });
 
@@ -175,7 +230,11 @@ describe('variable-length puts', () => {
     gatherer.putSlice(words.subarray(1)).putSlice(view).putSlice(new Uint8Array(0));
     const bytes = Buffer.from(words.buffer);
     expect(bytesOf(gatherer).equals(Buffer.concat([bytes.subarray(2), bytes.subarray(2, 6)]))).toBe(true);
-    expectCode(thrown(() => gatherer.putSlice('abc' as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putSlice('abc' as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
   });
 });
 
@@ -195,7 +254,7 @@ describe('reserve and patch', () => {
   it('reserved bytes are zero until patched, and every patch width lands where it is asked to', () => {
     const gatherer = make(64);
     gatherer.putString('x'.repeat(60));
-    const at = gatherer.reserve(8);  // does not fit the first 64-byte chunk: a new one
+    const at = gatherer.reserve(8); // does not fit the first 64-byte chunk: a new one
     expect(at).toBe(60);
     expect(bytesOf(gatherer).subarray(60).equals(Buffer.alloc(8))).toBe(true);
     for (const width of WIDTHS) {
@@ -218,14 +277,44 @@ describe('reserve and patch', () => {
     const zero = gatherer.reserve(0);
     expect(zero).toBe(12);
     const before = bytesOf(gatherer);
-    expectCode(thrown(() => gatherer.patchU32BE(0, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');       // put bytes, not reserved
-    expectCode(thrown(() => gatherer.patchU32BE(at + 1, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');  // runs past the reservation
-    expectCode(thrown(() => gatherer.patchU16BE(at - 1, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');  // starts before it
-    expectCode(thrown(() => gatherer.patchU8(zero, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');       // reserve(0) reserves nothing
-    expectCode(thrown(() => gatherer.patchU8(1000, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.patchU8(-1, 1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.patchU8('4' as any, 1)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expect(thrown(() => gatherer.patchU32BE(at + 1, 1)).message).toBe('Expected the position of 4 bytes inside a region reserve() returned for at but received 5');
+    expectCode(
+      thrown(() => gatherer.patchU32BE(0, 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    ); // put bytes, not reserved
+    expectCode(
+      thrown(() => gatherer.patchU32BE(at + 1, 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    ); // runs past the reservation
+    expectCode(
+      thrown(() => gatherer.patchU16BE(at - 1, 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    ); // starts before it
+    expectCode(
+      thrown(() => gatherer.patchU8(zero, 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    ); // reserve(0) reserves nothing
+    expectCode(
+      thrown(() => gatherer.patchU8(1000, 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.patchU8(-1, 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.patchU8('4' as any, 1)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expect(thrown(() => gatherer.patchU32BE(at + 1, 1)).message).toBe(
+      'Expected the position of 4 bytes inside a region reserve() returned for at but received 5',
+    );
     expect(bytesOf(gatherer).equals(before)).toBe(true);
     gatherer.patchU8(at + 3, 9);
     expect(bytesOf(gatherer)[at + 3]).toBe(9);
@@ -240,7 +329,7 @@ describe('reserve and patch', () => {
     const outerAt = outer.reserve(4);
     outer.putBytes(Buffer.from('ab')).putBytes(Buffer.from('cd'));
     outer.putGatherer(inner);
-    outer.compact(1000);  // everything into one scratch segment: the reserved bytes moved
+    outer.compact(1000); // everything into one scratch segment: the reserved bytes moved
     expect(outer.segments()).toHaveLength(1);
     outer.patchU32LE(outerAt, 0x04030201);
     outer.patchU16BE(1 + 4 + 4 + innerAt, 0xcafe);
@@ -249,8 +338,20 @@ describe('reserve and patch', () => {
 
   it('rejects a bad length', () => {
     const gatherer = make();
-    expectCode(thrown(() => gatherer.reserve(-1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.reserve(1.5)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.reserve('4' as any)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.reserve(-1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.reserve(1.5)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.reserve('4' as any)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
   });
 });

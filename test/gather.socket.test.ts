@@ -83,7 +83,9 @@ describe('Gatherer.writeTo(socket)', () => {
       owned.fill(i);
       const blob = pattern(1000 * i, i);
       gatherer.reset().putU32BE(i).putU32LE(blob.length).putBytes(blob).putOwned(owned);
-      expected.push(Buffer.concat([Buffer.from([0, 0, 0, i, blob.length & 0xff, (blob.length >> 8) & 0xff, 0, 0]), blob, Buffer.alloc(3000, i)]));
+      expected.push(
+        Buffer.concat([Buffer.from([0, 0, 0, i, blob.length & 0xff, (blob.length >> 8) & 0xff, 0, 0]), blob, Buffer.alloc(3000, i)]),
+      );
       await gatherer.writeTo(client);
       expect(pool.stats().inUse).toBe(0);
     }
@@ -124,13 +126,25 @@ describe('Gatherer.writeTo(socket)', () => {
     gatherer.putBytes(pattern(16 * MiB, 1));
     const write = gatherer.writeTo(client);
     for (const attempt of [
-      () => gatherer.putU8(1), () => gatherer.putU32BE(1), () => gatherer.putF64BE(1), () => gatherer.putU64LE(1n),
-      () => gatherer.putString('x'), () => gatherer.putSlice(Buffer.from('x')), () => gatherer.putBytes(Buffer.from('x')),
-      () => gatherer.reserve(2), () => gatherer.patchU32BE(at, 1), () => gatherer.compact(100), () => gatherer.reset(),
+      () => gatherer.putU8(1),
+      () => gatherer.putU32BE(1),
+      () => gatherer.putF64BE(1),
+      () => gatherer.putU64LE(1n),
+      () => gatherer.putString('x'),
+      () => gatherer.putSlice(Buffer.from('x')),
+      () => gatherer.putBytes(Buffer.from('x')),
+      () => gatherer.reserve(2),
+      () => gatherer.patchU32BE(at, 1),
+      () => gatherer.compact(100),
+      () => gatherer.reset(),
       () => gatherer.putGatherer(new Gatherer({ pool })),
     ]) {
       let error: any;
-      try { attempt(); } catch (caught) { error = caught; }
+      try {
+        attempt();
+      } catch (caught) {
+        error = caught;
+      }
       expectCode(error, 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
     }
     expectCode(await rejection(gatherer.writeTo(client)), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
@@ -139,7 +153,11 @@ describe('Gatherer.writeTo(socket)', () => {
     await write;
     await received;
     let error: any;
-    try { gatherer.putU8(1); } catch (caught) { error = caught; }
+    try {
+      gatherer.putU8(1);
+    } catch (caught) {
+      error = caught;
+    }
     expectCode(error, 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
     expectCode(await rejection(gatherer.writeTo(client)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
     gatherer.reset().putU8(9);
@@ -153,8 +171,13 @@ describe('Gatherer.writeTo(socket)', () => {
     const { client, server } = await connected();
     const owned = pool.tryAcquire(1 * MiB)!;
     const gatherer = new Gatherer({ pool });
-    gatherer.putU32BE(7).putString('header').putBytes(pattern(32 * MiB, 9)).putOwned(owned).putU8(1);
-    expect(pool.stats().inUse).toBe(2);  // one scratch chunk and the owned buffer
+    gatherer
+      .putU32BE(7)
+      .putString('header')
+      .putBytes(pattern(32 * MiB, 9))
+      .putOwned(owned)
+      .putU8(1);
+    expect(pool.stats().inUse).toBe(2); // one scratch chunk and the owned buffer
 
     const write = gatherer.writeTo(client);
     expect(await settled(write)).toBe(false);
@@ -176,7 +199,10 @@ describe('Gatherer.writeTo(socket)', () => {
     const pool = makePool();
     const { client } = await connected();
     const gatherer = new Gatherer({ pool });
-    gatherer.putU32BE(1).putBytes(pattern(32 * MiB, 2)).putU32BE(2);
+    gatherer
+      .putU32BE(1)
+      .putBytes(pattern(32 * MiB, 2))
+      .putU32BE(2);
     const write = gatherer.writeTo(client);
     expect(await settled(write)).toBe(false);
     client.destroy();
@@ -261,7 +287,10 @@ describe('Gatherer.writeTo(socket)', () => {
     const writes: Promise<void>[] = [];
     for (let i = 0; i < 10; i++) {
       const gatherer = new Gatherer({ pool });
-      gatherer.putU32BE(i).putBytes(pattern(4 * MiB, i)).putOwned(pool.tryAcquire(8192)!);
+      gatherer
+        .putU32BE(i)
+        .putBytes(pattern(4 * MiB, i))
+        .putOwned(pool.tryAcquire(8192)!);
       writes.push(gatherer.writeTo(client));
     }
     expect(pool.stats().inUse).toBe(20);
@@ -343,7 +372,7 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     const received = readBytes(server, expected.length);
     await write;
     expect(pool.stats().inUse).toBe(0);
-    expect((await received).equals(expected)).toBe(true);  // the pool poisons released memory: an early release would show
+    expect((await received).equals(expected)).toBe(true); // the pool poisons released memory: an early release would show
   });
 
   it('more segments than IOV_MAX: the first 1024 leave directly, the rest through the stream, in order', async () => {
@@ -355,7 +384,7 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     const expected = Buffer.concat(parts);
     const received = readBytes(server, expected.length);
     const write = gatherer.writeTo(client);
-    expect(gatherer.writing).toBe(true);  // the last 476 segments went to the stream
+    expect(gatherer.writing).toBe(true); // the last 476 segments went to the stream
     await write;
     expect((await received).equals(expected)).toBe(true);
     expect(client.bytesWritten).toBe(expected.length);
@@ -364,18 +393,18 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
   it('never overtakes: a pending socket.write() and a corked socket keep their place', async () => {
     const pool = makePool();
     const { client, server } = await connected();
-    const filler = pattern(8 * MiB, 6);  // more than the kernel takes while nobody reads: it stays queued
+    const filler = pattern(8 * MiB, 6); // more than the kernel takes while nobody reads: it stays queued
     client.write(filler);
     const first = new Gatherer({ pool }).putString('first');
     const firstWrite = first.writeTo(client);
-    expect(first.writing).toBe(true);  // behind the filler, through the stream
+    expect(first.writing).toBe(true); // behind the filler, through the stream
     const expected = Buffer.concat([filler, Buffer.from('firstcorkedafter')]);
     const received = readBytes(server, expected.length);
     await firstWrite;
     client.cork();
     const corked = new Gatherer({ pool }).putString('corked');
     const corkedWrite = corked.writeTo(client);
-    expect(corked.writing).toBe(true);  // into the corked stream, not around it
+    expect(corked.writing).toBe(true); // into the corked stream, not around it
     client.write('after');
     client.uncork();
     await corkedWrite;
@@ -391,14 +420,14 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     const small = new Gatherer({ pool }).putString('small');
     const first = big.writeTo(client).then(() => settledOrder.push(1));
     const second = small.writeTo(client).then(() => settledOrder.push(2));
-    expect(small.writing).toBe(true);  // not around the first: through the stream, behind it
+    expect(small.writing).toBe(true); // not around the first: through the stream, behind it
     const received = readBytes(server, 16 * MiB + 5);
     await Promise.all([first, second]);
     expect(settledOrder).toEqual([1, 2]);
     expect((await received).equals(Buffer.concat([pattern(16 * MiB, 7), Buffer.from('small')]))).toBe(true);
   });
 
-  it('a reset the socket has not noticed yet: the kernel\'s error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back', async () => {
+  it("a reset the socket has not noticed yet: the kernel's error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back", async () => {
     const pool = makePool();
     const { client, server } = await connected();
     // The accepted side was paused on connect: libuv does not poll it, so it learns of the reset only by writing.
@@ -406,13 +435,13 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     await once(client, 'close');
     await new Promise((resolve) => setImmediate(resolve));
     const gatherer = new Gatherer({ pool }).putU32BE(1).putOwned(pool.tryAcquire(4096)!);
-    const error = await rejection(gatherer.writeTo(server)) as Error & { code?: string; errno?: number; syscall?: string };
+    const error = (await rejection(gatherer.writeTo(server))) as Error & { code?: string; errno?: number; syscall?: string };
     expect(['ECONNRESET', 'EPIPE']).toContain(error.code);
     expect(typeof error.errno).toBe('number');
     expect(error.syscall).toBe('writev');
     expect(server.destroyed).toBe(true);
     expect(server.errored).toBe(error);
     expect(pool.stats().inUse).toBe(0);
-    expect(listeners(server)).toEqual([0, 0, 0]);  // the watch let go once the socket closed
+    expect(listeners(server)).toEqual([0, 0, 0]); // the watch let go once the socket closed
   });
 });

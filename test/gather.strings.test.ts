@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
 import { Gatherer } from '../lib/gather';
-import type { LengthPrefix } from '../lib/frames';
+import type { LengthPrefix } from '../lib/index';
 import { expectCode, thrown } from './fixtures/pool-helpers';
 import { bytesOf } from './fixtures/gather-helpers';
 
@@ -44,17 +44,35 @@ function leb128(value: number): Buffer {
 function prefixBytes(prefix: LengthPrefix, length: number): Buffer {
   const buffer = Buffer.alloc(4);
   switch (prefix) {
-    case 'u8': buffer.writeUInt8(length); return buffer.subarray(0, 1);
-    case 'u16be': buffer.writeUInt16BE(length); return buffer.subarray(0, 2);
-    case 'u16le': buffer.writeUInt16LE(length); return buffer.subarray(0, 2);
-    case 'u32be': buffer.writeUInt32BE(length); return buffer;
-    case 'u32le': buffer.writeUInt32LE(length); return buffer;
-    default: return leb128(length);
+    case 'u8':
+      buffer.writeUInt8(length);
+      return buffer.subarray(0, 1);
+    case 'u16be':
+      buffer.writeUInt16BE(length);
+      return buffer.subarray(0, 2);
+    case 'u16le':
+      buffer.writeUInt16LE(length);
+      return buffer.subarray(0, 2);
+    case 'u32be':
+      buffer.writeUInt32BE(length);
+      return buffer;
+    case 'u32le':
+      buffer.writeUInt32LE(length);
+      return buffer;
+    default:
+      return leb128(length);
   }
 }
 
 const PREFIXES: LengthPrefix[] = ['u8', 'u16be', 'u16le', 'u32be', 'u32le', 'varint'];
-const PREFIX_MAX: Record<LengthPrefix, number> = { u8: 0xff, u16be: 0xffff, u16le: 0xffff, u32be: 0xffffffff, u32le: 0xffffffff, varint: Number.MAX_SAFE_INTEGER };
+const PREFIX_MAX: Record<LengthPrefix, number> = {
+  u8: 0xff,
+  u16be: 0xffff,
+  u16le: 0xffff,
+  u32be: 0xffffffff,
+  u32le: 0xffffffff,
+  varint: Number.MAX_SAFE_INTEGER,
+};
 
 // Text with one-, two-, three- and four-byte UTF-8 characters, a lone surrogate
 // (encoded as U+FFFD) and characters whose low byte is 0 in latin1.
@@ -62,7 +80,8 @@ const unit = fc.constantFrom('a', 'Z', '/', '+', '#', '0', 'é', 'ÿ', 'Ā', '�
 const text = fc.oneof(
   fc.string({ unit, maxLength: 60 }),
   // Lengths around the points where a varint prefix grows a byte (127/128 bytes, 16383/16384).
-  fc.tuple(fc.constantFrom(40, 42, 43, 63, 64, 126, 127, 128, 129, 5461, 16383, 16384), fc.constantFrom('a', 'é', '€'))
+  fc
+    .tuple(fc.constantFrom(40, 42, 43, 63, 64, 126, 127, 128, 129, 5461, 16383, 16384), fc.constantFrom('a', 'é', '€'))
     .map(([count, char]) => char.repeat(count)),
 );
 
@@ -72,17 +91,25 @@ type Op =
   | { op: 'varint'; value: number }
   | { op: 'u8'; value: number };
 
-const ops = fc.array(fc.oneof(
-  text.chain((t) => fc.constantFrom('utf8', 'latin1', 'ascii').map((encoding) => ({ op: 'nul' as const, text: t, encoding: encoding as 'utf8' }))),
-  fc.record({
-    text,
-    prefix: fc.constantFrom(...PREFIXES),
-    encoding: fc.constantFrom<BufferEncoding>('utf8', 'utf8', 'latin1', 'ascii', 'utf16le', 'hex', 'base64'),
-  }).map((r) => ({ op: 'prefixed' as const, ...r })),
-  fc.oneof(fc.nat(300), fc.nat(), fc.maxSafeNat(), fc.constantFrom(127, 128, 16383, 16384, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1))
-    .map((value) => ({ op: 'varint' as const, value })),
-  fc.nat(255).map((value) => ({ op: 'u8' as const, value })),
-), { maxLength: 25 });
+const ops = fc.array(
+  fc.oneof(
+    text.chain((t) =>
+      fc.constantFrom('utf8', 'latin1', 'ascii').map((encoding) => ({ op: 'nul' as const, text: t, encoding: encoding as 'utf8' })),
+    ),
+    fc
+      .record({
+        text,
+        prefix: fc.constantFrom(...PREFIXES),
+        encoding: fc.constantFrom<BufferEncoding>('utf8', 'utf8', 'latin1', 'ascii', 'utf16le', 'hex', 'base64'),
+      })
+      .map((r) => ({ op: 'prefixed' as const, ...r })),
+    fc
+      .oneof(fc.nat(300), fc.nat(), fc.maxSafeNat(), fc.constantFrom(127, 128, 16383, 16384, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1))
+      .map((value) => ({ op: 'varint' as const, value })),
+    fc.nat(255).map((value) => ({ op: 'u8' as const, value })),
+  ),
+  { maxLength: 25 },
+);
 
 /**
  * The bytes the reference writes for `step`, and the text's byte length;
@@ -98,20 +125,30 @@ function reference(step: Op): { bytes: Buffer; textBytes: number; rejects?: [str
     }
     case 'prefixed': {
       const encoded = Buffer.from(step.text, step.encoding);
-      if (Buffer.byteLength(step.text, step.encoding) > PREFIX_MAX[step.prefix]) return { bytes: Buffer.alloc(0), textBytes: -1, rejects: ['RangeError', 'ERR_OUT_OF_RANGE'] };
+      if (Buffer.byteLength(step.text, step.encoding) > PREFIX_MAX[step.prefix])
+        return { bytes: Buffer.alloc(0), textBytes: -1, rejects: ['RangeError', 'ERR_OUT_OF_RANGE'] };
       return { bytes: Buffer.concat([prefixBytes(step.prefix, encoded.length), encoded]), textBytes: encoded.length };
     }
-    case 'varint': return { bytes: leb128(step.value), textBytes: -2 };
-    default: return { bytes: Buffer.from([step.value]), textBytes: -2 };
+    case 'varint':
+      return { bytes: leb128(step.value), textBytes: -2 };
+    default:
+      return { bytes: Buffer.from([step.value]), textBytes: -2 };
   }
 }
 
 function apply(gatherer: Gatherer, step: Op): void {
   switch (step.op) {
-    case 'nul': gatherer.putStringNul(step.text, step.encoding); break;
-    case 'prefixed': gatherer.putStringPrefixed(step.text, step.prefix, step.encoding); break;
-    case 'varint': gatherer.putVarint(step.value); break;
-    default: gatherer.putU8(step.value);
+    case 'nul':
+      gatherer.putStringNul(step.text, step.encoding);
+      break;
+    case 'prefixed':
+      gatherer.putStringPrefixed(step.text, step.prefix, step.encoding);
+      break;
+    case 'varint':
+      gatherer.putVarint(step.value);
+      break;
+    default:
+      gatherer.putU8(step.value);
   }
 }
 
@@ -131,7 +168,10 @@ describe('string and varint puts equal the Buffer reference', () => {
             const { bytes, textBytes, rejects } = reference(step);
             const length = gatherer.byteLength;
             if (rejects !== undefined) {
-              expectCode(thrown(() => apply(gatherer, step)), ...rejects);
+              expectCode(
+                thrown(() => apply(gatherer, step)),
+                ...rejects,
+              );
               expect(gatherer.byteLength).toBe(length);
               continue;
             }
@@ -151,15 +191,18 @@ describe('string and varint puts equal the Buffer reference', () => {
   });
 
   it('putVarint writes LEB128 for every safe integer', () => {
-    fc.assert(fc.property(fc.maxSafeNat(), (value) => {
-      const gatherer = new Gatherer({ pool, chunkSize: 64 });
-      try {
-        gatherer.putVarint(value);
-        expect(bytesOf(gatherer).equals(leb128(value))).toBe(true);
-      } finally {
-        gatherer.reset();
-      }
-    }), { numRuns: 2000 });
+    fc.assert(
+      fc.property(fc.maxSafeNat(), (value) => {
+        const gatherer = new Gatherer({ pool, chunkSize: 64 });
+        try {
+          gatherer.putVarint(value);
+          expect(bytesOf(gatherer).equals(leb128(value))).toBe(true);
+        } finally {
+          gatherer.reset();
+        }
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
 
@@ -181,13 +224,21 @@ describe('string puts: edges', () => {
     expectCode(error, 'RangeError', 'ERR_OUT_OF_RANGE');
     expect(error.message).toBe("Expected a string of at most 255 bytes for a 'u8' prefix for text but received 256 bytes");
     // 86 '€' are 258 UTF-8 bytes though only 86 UTF-16 units.
-    expectCode(thrown(() => gatherer.putStringPrefixed('€'.repeat(86), 'u8')), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => gatherer.putStringPrefixed('€'.repeat(86), 'u8')),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     expect(gatherer.byteLength).toBe(length);
     expect(pool.stats().inUse).toBe(inUse);
     gatherer.putStringPrefixed('€'.repeat(85), 'u8');
     expect(gatherer.lastStringBytes).toBe(255);
     const big = 'y'.repeat(0x10000);
-    expectCode(thrown(() => gatherer.putStringPrefixed(big, 'u16le')), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => gatherer.putStringPrefixed(big, 'u16le')),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     gatherer.putStringPrefixed(big.slice(1), 'u16le');
     expect(bytesOf(gatherer).subarray(-0x10001, -0xffff)).toEqual(Buffer.from([0xff, 0xff]));
   });
@@ -201,7 +252,12 @@ describe('string puts: edges', () => {
 
   it('putStringNul rejects text that would carry a 0 byte of its own', () => {
     const gatherer = make();
-    for (const [text, encoding] of [['a\0b', 'utf8'], ['\0', 'latin1'], ['xĀ', 'latin1'], ['Ā', 'ascii']] as const) {
+    for (const [text, encoding] of [
+      ['a\0b', 'utf8'],
+      ['\0', 'latin1'],
+      ['xĀ', 'latin1'],
+      ['Ā', 'ascii'],
+    ] as const) {
       const error = thrown(() => gatherer.putStringNul(text, encoding));
       expectCode(error, 'TypeError', 'ERR_INVALID_ARG_VALUE');
       expect(error.message).toMatch(/^Expected a string without NUL characters for text but received /);
@@ -212,15 +268,51 @@ describe('string puts: edges', () => {
 
   it('bad arguments: exact codes, nothing written', () => {
     const gatherer = make();
-    expectCode(thrown(() => gatherer.putStringNul(5 as unknown as string)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => gatherer.putStringNul('a', 'hex' as 'utf8')), 'TypeError', 'ERR_INVALID_ARG_VALUE');
-    expectCode(thrown(() => gatherer.putStringPrefixed(null as unknown as string, 'u8')), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => gatherer.putStringPrefixed('a', 'u24' as LengthPrefix)), 'TypeError', 'ERR_INVALID_ARG_VALUE');
-    expectCode(thrown(() => gatherer.putStringPrefixed('a', 'u8', 'klingon' as BufferEncoding)), 'TypeError', 'ERR_INVALID_ARG_VALUE');
-    expectCode(thrown(() => gatherer.putVarint(-1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putVarint(1.5)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putVarint(2 ** 53)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => gatherer.putVarint('1' as unknown as number)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => gatherer.putStringNul(5 as unknown as string)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => gatherer.putStringNul('a', 'hex' as 'utf8')),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
+    expectCode(
+      thrown(() => gatherer.putStringPrefixed(null as unknown as string, 'u8')),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => gatherer.putStringPrefixed('a', 'u24' as LengthPrefix)),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
+    expectCode(
+      thrown(() => gatherer.putStringPrefixed('a', 'u8', 'klingon' as BufferEncoding)),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
+    expectCode(
+      thrown(() => gatherer.putVarint(-1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putVarint(1.5)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putVarint(2 ** 53)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => gatherer.putVarint('1' as unknown as number)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     expect(gatherer.byteLength).toBe(0);
     expect(pool.stats().inUse).toBe(0);
   });
@@ -229,12 +321,32 @@ describe('string puts: edges', () => {
     const gatherer = make();
     gatherer.putU8(1);
     const { Writable } = await import('node:stream');
-    const sink = new Writable({ write(_chunk, _encoding, callback) { setImmediate(callback); } });
+    const sink = new Writable({
+      write(_chunk, _encoding, callback) {
+        setImmediate(callback);
+      },
+    });
     const writing = gatherer.writeTo(sink);
-    expectCode(thrown(() => gatherer.putStringNul('a')), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
-    expectCode(thrown(() => gatherer.putStringPrefixed('a', 'u16be')), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
-    expectCode(thrown(() => gatherer.putVarint(1000)), 'IobufError', 'ERR_IOBUF_GATHERER_BUSY');
+    expectCode(
+      thrown(() => gatherer.putStringNul('a')),
+      'IobufError',
+      'ERR_IOBUF_GATHERER_BUSY',
+    );
+    expectCode(
+      thrown(() => gatherer.putStringPrefixed('a', 'u16be')),
+      'IobufError',
+      'ERR_IOBUF_GATHERER_BUSY',
+    );
+    expectCode(
+      thrown(() => gatherer.putVarint(1000)),
+      'IobufError',
+      'ERR_IOBUF_GATHERER_BUSY',
+    );
     await writing;
-    expectCode(thrown(() => gatherer.putVarint(1)), 'IobufError', 'ERR_IOBUF_GATHERER_SPENT');
+    expectCode(
+      thrown(() => gatherer.putVarint(1)),
+      'IobufError',
+      'ERR_IOBUF_GATHERER_SPENT',
+    );
   });
 });

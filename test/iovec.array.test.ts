@@ -5,9 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import {
-  BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, MAX_IOVEC_CAPACITY, addressOf, allocAligned, free, pwritevAllSync,
-} from '../lib/index';
+import { BufferPool, IOVEC_ENTRY_BYTES, IoVecArray, MAX_IOVEC_CAPACITY, addressOf, allocAligned, free, pwritevAllSync } from '../lib/index';
 import { native } from '../lib/binding';
 import { MiB, expectCode, thrown } from './fixtures/pool-helpers';
 
@@ -109,7 +107,11 @@ describe('IoVecArray layout', () => {
     iov.advance(4);
     expect(iov.entries().map(String)).toEqual(['c', 'd']);
     expect(rawEntry(iov, 0)).toEqual([addressOf(parts[2]) + 1n, 1n]);
-    expectCode(thrown(() => iov.advance(3)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => iov.advance(3)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     iov.advance(2);
     expect(iov.length).toBe(0);
     expect(iov.byteLength).toBe(0);
@@ -118,22 +120,54 @@ describe('IoVecArray layout', () => {
   it('clear, set and argument errors', () => {
     const iov = new IoVecArray(2);
     const view = Buffer.alloc(10);
-    expectCode(thrown(() => iov.push('text' as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => iov.push(view, 11)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => iov.push(view, 5, 6)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => iov.push(view, 1.5)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => iov.push('text' as never)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => iov.push(view, 11)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => iov.push(view, 5, 6)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => iov.push(view, 1.5)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     expect(iov.length).toBe(0);
-    expectCode(thrown(() => iov.set(0, view)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => iov.set(0, view)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     iov.push(view);
     iov.set(0, view, 3);
     expect(iov.byteLength).toBe(7);
     iov.clear();
     expect(iov.length).toBe(0);
     expect(iov.entries()).toEqual([]);
-    expectCode(thrown(() => new IoVecArray(0)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => new IoVecArray(MAX_IOVEC_CAPACITY + 1)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => new IoVecArray(0)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => new IoVecArray(MAX_IOVEC_CAPACITY + 1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     expect(MAX_IOVEC_CAPACITY).toBe(2 ** 20);
-    expectCode(thrown(() => new IoVecArray('4' as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => new IoVecArray('4' as never)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
   });
 
   it('capacity overflow throws ERR_IOBUF_IOVEC_FULL and leaves the array as it was', () => {
@@ -165,7 +199,11 @@ describe('IoVecArray layout', () => {
     }
     expect(iov.length).toBe(0);
     iov.push(Buffer.from('ab'));
-    expectCode(thrown(() => iov.set(0, view)), 'IobufError', 'ERR_IOBUF_DETACHED');
+    expectCode(
+      thrown(() => iov.set(0, view)),
+      'IobufError',
+      'ERR_IOBUF_DETACHED',
+    );
     expect(iov.entries().map(String)).toEqual(['ab']);
     // Views that are empty without being freed are still taken, as empty entries.
     iov.push(Buffer.alloc(0));
@@ -194,12 +232,15 @@ describe('IoVecArray layout', () => {
     expect(iov.length).toBe(0);
     expect(iov.buffer.byteLength).toBe(0);
     for (const use of [
-      () => iov.push(Buffer.from('x')), () => iov.set(0, Buffer.from('x')), () => iov.clear(),
-      () => iov.advance(0), () => iov.entries(),
+      () => iov.push(Buffer.from('x')),
+      () => iov.set(0, Buffer.from('x')),
+      () => iov.clear(),
+      () => iov.advance(0),
+      () => iov.entries(),
     ]) {
       expectCode(thrown(use), 'IobufError', 'ERR_IOBUF_IOVEC_CLOSED');
     }
-    iov.close();  // idempotent
+    iov.close(); // idempotent
     {
       using scoped = new IoVecArray(1);
       scoped.push(Buffer.from('x'));
@@ -238,7 +279,7 @@ describe('IoVecArray keeps its views reachable', () => {
 
 describe('IoVecArray with other views', () => {
   it('offsets and lengths are in bytes for any TypedArray or DataView', () => {
-    const words = new Uint16Array([0x4241, 0x4443, 0x4645]);  // "ABCDEF" little-endian
+    const words = new Uint16Array([0x4241, 0x4443, 0x4645]); // "ABCDEF" little-endian
     const doubles = new Float64Array(2);
     const view = new DataView(new ArrayBuffer(16), 4, 8);
     const iov = new IoVecArray(3);
@@ -249,7 +290,11 @@ describe('IoVecArray with other views', () => {
     expect(rawEntry(iov, 1)).toEqual([addressOf(doubles), 16n]);
     expect(rawEntry(iov, 2)).toEqual([addressOf(view) + 2n, 3n]);
     expect(iov.entries()[0].toString('latin1')).toBe('BCDE');
-    expectCode(thrown(() => new IoVecArray(1).push(words, 0, 7)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => new IoVecArray(1).push(words, 0, 7)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
   });
 
   it('small typed arrays (kept inside the V8 heap) still point at their bytes after GCs move things', () => {

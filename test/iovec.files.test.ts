@@ -6,8 +6,18 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BufferPool, IOV_MAX, IoVecArray, addressOf, preadv, preadvSync, pwritev, pwritevAll,
-  pwritevAllSync, pwritevSync, readvSync, writevAllSync,
+  BufferPool,
+  IOV_MAX,
+  IoVecArray,
+  addressOf,
+  preadv,
+  preadvSync,
+  pwritev,
+  pwritevAll,
+  pwritevAllSync,
+  pwritevSync,
+  readvSync,
+  writevAllSync,
 } from '../lib/index';
 import { KiB, MiB } from './fixtures/pool-helpers';
 import { diskScratchDir, random, randomSplit } from './fixtures/iovec-helpers';
@@ -72,7 +82,7 @@ describe('preadv/pwritev round trips', () => {
       const size = fs.fstatSync(fd).size;
       expect(whole.subarray(0, size).equals(truth.subarray(0, size))).toBe(true);
       const probe = IoVecArray.from([Buffer.alloc(16)]);
-      expect(readvSync(fd, probe)).toBe(16);  // offset 0: preadv/pwritev left it there
+      expect(readvSync(fd, probe)).toBe(16); // offset 0: preadv/pwritev left it there
       expect(probe.entries()[0].equals(truth.subarray(0, 16))).toBe(true);
     } finally {
       fs.closeSync(fd);
@@ -102,13 +112,17 @@ describe('preadv/pwritev round trips', () => {
       const fd = open(`split-${mode}.bin`);
       try {
         const iov = IoVecArray.from(pieces);
-        const written = mode === 'sync' ? pwritevAllSync(fd, iov, 5)
-          : mode === 'promise' ? await pwritevAll(fd, iov, 5)
-            : writevAllSync(fd, iov);
+        const written =
+          mode === 'sync' ? pwritevAllSync(fd, iov, 5) : mode === 'promise' ? await pwritevAll(fd, iov, 5) : writevAllSync(fd, iov);
         expect(written).toBe(expected.length);
         expect(iov.length).toBe(0);
         const start = mode === 'writevAllSync' ? 0 : 5;
-        expect(fs.readFileSync(path.join(dir, `split-${mode}.bin`)).subarray(start).equals(expected)).toBe(true);
+        expect(
+          fs
+            .readFileSync(path.join(dir, `split-${mode}.bin`))
+            .subarray(start)
+            .equals(expected),
+        ).toBe(true);
       } finally {
         fs.closeSync(fd);
       }
@@ -119,7 +133,7 @@ describe('preadv/pwritev round trips', () => {
       const firstMax = Buffer.concat(pieces.slice(0, IOV_MAX));
       expect(pwritevSync(fd, iov, 0)).toBe(firstMax.length);
       expect(fs.readFileSync(path.join(dir, 'split-once.bin')).equals(firstMax)).toBe(true);
-      expect(iov.length).toBe(count);  // plain calls never advance
+      expect(iov.length).toBe(count); // plain calls never advance
     } finally {
       fs.closeSync(fd);
     }
@@ -153,7 +167,9 @@ describe('O_DIRECT', () => {
       for (let round = 0; round < 40; round++) {
         const pages = 1 + next(256);
         const position = 4096 * next(SIZE / 4096 - pages + 1);
-        const lengths = randomSplit(next, pages, 1 + next(8)).filter((n) => n > 0).map((n) => n * 4096);
+        const lengths = randomSplit(next, pages, 1 + next(8))
+          .filter((n) => n > 0)
+          .map((n) => n * 4096);
         const buffers = lengths.map((length) => pool.tryAcquire(length)!);
         const iov = IoVecArray.from(buffers);
         const read = round % 2 === 0 ? preadvSync(fd, iov, position) : await preadv(fd, iov, position);

@@ -23,7 +23,6 @@ afterAll(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-
 /** `payload` cut into `pieces` entries over pooled buffers at random offsets. */
 function layout(pool: BufferPool, payload: Buffer, pieces: number, seed: number): { iov: IoVecArray; held: Buffer[] } {
   const next = random(seed);
@@ -61,8 +60,11 @@ describe('non-blocking pipes', () => {
         }
       }
       expect(short).toBe(true);
-      expect({ code: again?.code, errno: again?.errno, syscall: again?.syscall })
-        .toEqual({ code: 'EAGAIN', errno: -11, syscall: 'writev' });
+      expect({ code: again?.code, errno: again?.errno, syscall: again?.syscall }).toEqual({
+        code: 'EAGAIN',
+        errno: -11,
+        syscall: 'writev',
+      });
       // Everything that was reported written is in the pipe, and nothing more.
       const drain = Buffer.alloc(total + 1);
       const into = IoVecArray.from([drain]);
@@ -96,7 +98,9 @@ describe('non-blocking pipes', () => {
       const iov = IoVecArray.from(parts);
       const pending = readv(handle.fd, iov);
       let settled = false;
-      void pending.then(() => { settled = true; });
+      void pending.then(() => {
+        settled = true;
+      });
       let turns = 0;
       for (; turns < 50; turns++) await nextTurn();
       expect({ settled, turns }).toEqual({ settled: false, turns: 50 });
@@ -117,7 +121,14 @@ describe('non-blocking pipes', () => {
     try {
       const pending = writevAll(writer, iov);
       let settled = false;
-      void pending.then(() => { settled = true; }, () => { settled = true; });
+      void pending.then(
+        () => {
+          settled = true;
+        },
+        () => {
+          settled = true;
+        },
+      );
       // Read it all back in small, differently-cut reads while the pool thread writes.
       const received = Buffer.alloc(payload.length);
       let at = 0;
@@ -157,7 +168,7 @@ describe('non-blocking pipes', () => {
     const { file, reader, writer } = openFifo(dir);
     const out = path.join(dir, 'cat.out');
     const payload = randomBytes(4 * MiB + 12345);
-    const { iov, held } = layout(pool, payload, 2500, 11);  // more than IOV_MAX entries, too
+    const { iov, held } = layout(pool, payload, 2500, 11); // more than IOV_MAX entries, too
     const cat = spawn('sh', ['-c', 'exec cat "$1" > "$2"', 'sh', file, out], { stdio: 'ignore' });
     const exited = new Promise<number | null>((resolve) => cat.on('exit', resolve));
     try {

@@ -6,8 +6,23 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  BufferPool, IoVecArray, addressOf, allocAligned, free, preadv, preadvSync, pwritev, pwritevAll,
-  pwritevAllSync, pwritevSync, readv, readvSync, writev, writevAll, writevAllSync, writevSync,
+  BufferPool,
+  IoVecArray,
+  addressOf,
+  allocAligned,
+  free,
+  preadv,
+  preadvSync,
+  pwritev,
+  pwritevAll,
+  pwritevAllSync,
+  pwritevSync,
+  readv,
+  readvSync,
+  writev,
+  writevAll,
+  writevAllSync,
+  writevSync,
 } from '../lib/index';
 import { MiB, expectCode, rejection, thrown } from './fixtures/pool-helpers';
 import { forgeEntry, rawEntry } from './fixtures/iovec-helpers';
@@ -64,7 +79,7 @@ async function expectAllRefuse(iov: IoVecArray, code: string, name = 'IobufError
   for (const [callName, run] of CALLS) {
     const error = await failure(() => run(iov));
     expect({ call: callName, name: error.name, code: error.code }).toEqual({ call: callName, name, code });
-    expect(iov.length).toBe(length);  // an All call advanced nothing
+    expect(iov.length).toBe(length); // an All call advanced nothing
   }
   expect(fs.fstatSync(fd).size).toBe(before);
 }
@@ -83,7 +98,11 @@ describe('forged entries', () => {
     forgeEntry(iov, 1, addressOf(view), 4096n);
     forgeEntry(iov, 0, addressOf(view), 4n);
     await expectAllRefuse(iov, 'ERR_IOBUF_IOVEC_INVALID');
-    expectCode(thrown(() => iov.entries()), 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
+    expectCode(
+      thrown(() => iov.entries()),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_INVALID',
+    );
   });
 
   it('a length beyond the view (by one byte, or wrapping around) is refused', async () => {
@@ -91,7 +110,12 @@ describe('forged entries', () => {
     const iov = new IoVecArray(1);
     iov.push(view, 10, 50);
     const base = addressOf(view);
-    for (const [b, l] of [[base, 101n], [base + 99n, 2n], [base + 10n, (1n << 64n) - 5n], [base + 100n, 1n]] as const) {
+    for (const [b, l] of [
+      [base, 101n],
+      [base + 99n, 2n],
+      [base + 10n, (1n << 64n) - 5n],
+      [base + 100n, 1n],
+    ] as const) {
       forgeEntry(iov, 0, b, l);
       await expectAllRefuse(iov, 'ERR_IOBUF_IOVEC_INVALID');
     }
@@ -175,22 +199,42 @@ describe('bad fds, closed and busy arrays', () => {
     const closedFd = fs.openSync(file, 'r');
     fs.closeSync(closedFd);
     const syscalls: Record<string, string> = {
-      readvSync: 'readv', writevSync: 'writev', preadvSync: 'preadv', pwritevSync: 'pwritev',
-      writevAllSync: 'writev', pwritevAllSync: 'pwritev', readv: 'readv', writev: 'writev',
-      preadv: 'preadv', pwritev: 'pwritev', writevAll: 'writev', pwritevAll: 'pwritev',
+      readvSync: 'readv',
+      writevSync: 'writev',
+      preadvSync: 'preadv',
+      pwritevSync: 'pwritev',
+      writevAllSync: 'writev',
+      pwritevAllSync: 'pwritev',
+      readv: 'readv',
+      writev: 'writev',
+      preadv: 'preadv',
+      pwritev: 'pwritev',
+      writevAll: 'writev',
+      pwritevAll: 'pwritev',
     };
     const calls: Call[] = [
-      ['readvSync', (v) => readvSync(closedFd, v)], ['writevSync', (v) => writevSync(closedFd, v)],
-      ['preadvSync', (v) => preadvSync(closedFd, v, 0)], ['pwritevSync', (v) => pwritevSync(closedFd, v, 0)],
-      ['writevAllSync', (v) => writevAllSync(closedFd, v)], ['pwritevAllSync', (v) => pwritevAllSync(closedFd, v, 0)],
-      ['readv', (v) => readv(closedFd, v)], ['writev', (v) => writev(closedFd, v)],
-      ['preadv', (v) => preadv(closedFd, v, 0)], ['pwritev', (v) => pwritev(closedFd, v, 0)],
-      ['writevAll', (v) => writevAll(closedFd, v)], ['pwritevAll', (v) => pwritevAll(closedFd, v, 0)],
+      ['readvSync', (v) => readvSync(closedFd, v)],
+      ['writevSync', (v) => writevSync(closedFd, v)],
+      ['preadvSync', (v) => preadvSync(closedFd, v, 0)],
+      ['pwritevSync', (v) => pwritevSync(closedFd, v, 0)],
+      ['writevAllSync', (v) => writevAllSync(closedFd, v)],
+      ['pwritevAllSync', (v) => pwritevAllSync(closedFd, v, 0)],
+      ['readv', (v) => readv(closedFd, v)],
+      ['writev', (v) => writev(closedFd, v)],
+      ['preadv', (v) => preadv(closedFd, v, 0)],
+      ['pwritev', (v) => pwritev(closedFd, v, 0)],
+      ['writevAll', (v) => writevAll(closedFd, v)],
+      ['pwritevAll', (v) => pwritevAll(closedFd, v, 0)],
     ];
     for (const [name, run] of calls) {
-      const error = await failure(() => run(iov)) as Error & { code?: string; errno?: number; syscall?: string; bytesWritten?: number };
-      expect({ name, error: error.name, code: error.code, errno: error.errno, syscall: error.syscall })
-        .toEqual({ name, error: 'IobufError', code: 'EBADF', errno: -9, syscall: syscalls[name] });
+      const error = (await failure(() => run(iov))) as Error & { code?: string; errno?: number; syscall?: string; bytesWritten?: number };
+      expect({ name, error: error.name, code: error.code, errno: error.errno, syscall: error.syscall }).toEqual({
+        name,
+        error: 'IobufError',
+        code: 'EBADF',
+        errno: -9,
+        syscall: syscalls[name],
+      });
       if (name.includes('All')) expect(error.bytesWritten).toBe(0);
       expect(iov.length).toBe(1);
     }
@@ -198,13 +242,38 @@ describe('bad fds, closed and busy arrays', () => {
 
   it('argument errors', async () => {
     const iov = IoVecArray.from([Buffer.from('data')]);
-    expectCode(thrown(() => writevSync(-1, iov)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => writevSync('1' as never, iov)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => writevSync(fd, [Buffer.from('x')] as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => pwritevSync(fd, iov, -1)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => preadvSync(fd, iov, undefined as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => writevSync(-1, iov)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => writevSync('1' as never, iov)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => writevSync(fd, [Buffer.from('x')] as never)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => pwritevSync(fd, iov, -1)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => preadvSync(fd, iov, undefined as never)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     expectCode(await rejection(writev(fd, null as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(await rejection(pwritev(fd, iov, 2 ** 53)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    // One shape for every argument error (lib/errors.ts).
+    expect(thrown(() => writevSync(fd, [Buffer.from('x')] as never)).message).toBe(
+      'Expected an IoVecArray for iov but received an instance of Array',
+    );
+    expect(thrown(() => IoVecArray.from(5 as never)).message).toBe('Expected an array of views for views but received 5');
   });
 
   it('a closed array is refused by every call', async () => {
@@ -217,10 +286,26 @@ describe('bad fds, closed and busy arrays', () => {
     const view = Buffer.alloc(1 << 20, 1);
     const iov = IoVecArray.from([view]);
     const pending = pwritevAll(fd, iov, 0);
-    expectCode(thrown(() => iov.push(view)), 'IobufError', 'ERR_IOBUF_IOVEC_BUSY');
-    expectCode(thrown(() => iov.clear()), 'IobufError', 'ERR_IOBUF_IOVEC_BUSY');
-    expectCode(thrown(() => iov.close()), 'IobufError', 'ERR_IOBUF_IOVEC_BUSY');
-    expectCode(thrown(() => writevSync(fd, iov)), 'IobufError', 'ERR_IOBUF_IOVEC_BUSY');
+    expectCode(
+      thrown(() => iov.push(view)),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_BUSY',
+    );
+    expectCode(
+      thrown(() => iov.clear()),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_BUSY',
+    );
+    expectCode(
+      thrown(() => iov.close()),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_BUSY',
+    );
+    expectCode(
+      thrown(() => writevSync(fd, iov)),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_BUSY',
+    );
     expectCode(await rejection(writev(fd, iov)), 'IobufError', 'ERR_IOBUF_IOVEC_BUSY');
     expect(iov.length).toBe(1);
     expect(await pending).toBe(1 << 20);

@@ -70,7 +70,7 @@ describe('loopback TCP', () => {
     for (let round = 0; round < 1000; round++) {
       const total = next(5) === 0 ? next(64) : 1 + next(32 * 1024);
       const payload = randomBytes(total);
-      const mode = round % 3;  // 0: gather → contiguous, 1: contiguous → scatter, 2: gather → scatter
+      const mode = round % 3; // 0: gather → contiguous, 1: contiguous → scatter, 2: gather → scatter
       const held: Buffer[] = [];
       const piece = (length: number): [Buffer, number] => {
         const pad = next(16);
@@ -113,9 +113,10 @@ describe('loopback TCP', () => {
         }
         // A read may stop short at a segment boundary: advance and read on.
         while (iov.byteLength > 0) {
-          const got = round % 10 === 1
-            ? await readv(reader, iov).catch((error) => (error.code === 'EAGAIN' ? 0 : Promise.reject(error)))
-            : retry(() => readvSync(reader, iov));
+          const got =
+            round % 10 === 1
+              ? await readv(reader, iov).catch((error) => (error.code === 'EAGAIN' ? 0 : Promise.reject(error)))
+              : retry(() => readvSync(reader, iov));
           expect(got).toBeGreaterThanOrEqual(0);
           iov.advance(got);
         }

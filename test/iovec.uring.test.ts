@@ -38,14 +38,15 @@ beforeAll(() => {
   const output = path.join(dir, 'iovec-uring.node');
   try {
     // LD_PRELOAD is dropped: under `npm run test:asan` the compiler must not load the ASan runtime.
-    execFileSync('cc', ['-shared', '-fPIC', '-O1', `-I${headers}`, '-o', output,
-      path.join(__dirname, 'fixtures', 'iovec-uring.c')],
-    { stdio: 'pipe', env: { ...process.env, LD_PRELOAD: '' } });
+    execFileSync('cc', ['-shared', '-fPIC', '-O1', `-I${headers}`, '-o', output, path.join(__dirname, 'fixtures', 'iovec-uring.c')], {
+      stdio: 'pipe',
+      env: { ...process.env, LD_PRELOAD: '' },
+    });
   } catch (error) {
     skipReason = `cannot build the io_uring test helper (needs cc): ${String((error as { stderr?: Buffer }).stderr ?? error).split('\n')[0]}`;
     return;
   }
-  fs.chmodSync(dir, 0o755);  // the RLIMIT_MEMLOCK test's child runs as nobody and loads the helper
+  fs.chmodSync(dir, 0o755); // the RLIMIT_MEMLOCK test's child runs as nobody and loads the helper
   uring = require(output) as Uring;
 });
 
@@ -185,8 +186,16 @@ describe('io_uring registration', () => {
 
     // close() unmaps everything: the registration's entries are stale from then on.
     await pool.close();
-    expectCode(thrown(() => writevSync(1, grown)), 'IobufError', 'ERR_IOBUF_IOVEC_INVALID');
-    expectCode(thrown(() => pool.registration()), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expectCode(
+      thrown(() => writevSync(1, grown)),
+      'IobufError',
+      'ERR_IOBUF_IOVEC_INVALID',
+    );
+    expectCode(
+      thrown(() => pool.registration()),
+      'IobufError',
+      'ERR_IOBUF_POOL_CLOSED',
+    );
   });
 
   // Skipped under ASan like test/memory.lock.test.ts: the preloaded runtime does not
@@ -199,18 +208,25 @@ describe('io_uring registration', () => {
     const limit = Number(/^Max locked memory\s+(\d+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1]);
     expect(limit, 'RLIMIT_MEMLOCK must be 8 MiB for this test').toBe(8 * MiB);
     if (isRoot) {
-      for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'iovec.js')]) {
+      for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'iovec'), path.join(distDir, 'iovec', 'array.js')]) {
         expect((fs.statSync(file).mode & 0o004) !== 0, `${file} must be world-readable for the nobody child`).toBe(true);
       }
     }
-    const result = runFixture('iovec-memlock.js', [path.join(dir, 'iovec-uring.node')],
-      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/', execPath: nodeRunnableByOthers() } : {});
+    const result = runFixture(
+      'iovec-memlock.js',
+      [path.join(dir, 'iovec-uring.node')],
+      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/', execPath: nodeRunnableByOthers() } : {},
+    );
     expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
     const report = lastJsonLine<Record<string, unknown>>(result);
     expect(report).toEqual({
-      uid: isRoot ? NOBODY : process.getuid!(), ring: 'ok',
-      smallBytes: 6 * MiB, small: 0, readFixed: true,
-      largeBytes: 12 * MiB, large: -12,
+      uid: isRoot ? NOBODY : process.getuid!(),
+      ring: 'ok',
+      smallBytes: 6 * MiB,
+      small: 0,
+      readFixed: true,
+      largeBytes: 12 * MiB,
+      large: -12,
     });
   });
 });

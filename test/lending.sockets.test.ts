@@ -26,7 +26,9 @@ function track<T extends { close(options?: { force: boolean }): Promise<void> }>
 /** Mapped allocations that must stay all zero (a stray kernel write would show). */
 function sentinels(count: number, size = 64 * KiB): Buffer[] {
   const buffers = Array.from({ length: count }, () => allocAligned(size, { alignment: size }));
-  cleanups.push(() => { for (const buffer of buffers) free(buffer); });
+  cleanups.push(() => {
+    for (const buffer of buffers) free(buffer);
+  });
   return buffers;
 }
 
@@ -47,7 +49,9 @@ describe('a FrameAssembler reading into pooled memory', () => {
     cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
     const client = await connect(port);
     client.on('error', () => {});
-    cleanups.push(() => { client.destroy(); });
+    cleanups.push(() => {
+      client.destroy();
+    });
     const header = Buffer.alloc(4);
     header.writeUInt32BE(5);
     client.write(Buffer.concat([header, Buffer.from('hello')]));
@@ -86,14 +90,16 @@ describe('a Gatherer write in flight', () => {
     expect(pair.client.writableNeedDrain).toBe(true);
     const second = new Gatherer({ pool });
     second.putString('second:').putOwned(pool.tryAcquire(MiB)!.fill(0x22));
-    const queued = second.writeTo(pair.client);  // waits for 'drain' behind the first
+    const queued = second.writeTo(pair.client); // waits for 'drain' behind the first
 
     let closed = false;
-    const closing = pool.close({ force: true }).then(() => { closed = true; });
+    const closing = pool.close({ force: true }).then(() => {
+      closed = true;
+    });
     expect(await rejection(queued)).toMatchObject({ code: 'ERR_IOBUF_POOL_CLOSED' });
     const fresh = sentinels(16, MiB);
     for (const buffer of fresh) buffer.fill(0xee);
-    expect(closed).toBe(false);  // the first write's memory is still with libuv
+    expect(closed).toBe(false); // the first write's memory is still with libuv
 
     const received = readBytes(pair.server, expected.length);
     await writing;
@@ -105,24 +111,24 @@ describe('a Gatherer write in flight', () => {
     expect(pool.stats()).toMatchObject({ osBytes: 0, inUse: 0 });
   });
 
-  it('free() of a putBytes view after the write was queued: the peer gets the view\'s bytes, then it is freed', async () => {
+  it("free() of a putBytes view after the write was queued: the peer gets the view's bytes, then it is freed", async () => {
     const pool = track(new BufferPool({ maxMemory: 16 * MiB }));
     const pair = await socketPair();
     cleanups.push(() => pair.close());
     const filler = Buffer.alloc(8 * MiB, 1);
-    pair.client.write(filler);  // the socket needs a drain: the gatherer's write waits
+    pair.client.write(filler); // the socket needs a drain: the gatherer's write waits
     const blob = allocAligned(MiB, { alignment: 64 * KiB });
     blob.set(pattern(MiB, 9));
     const gatherer = new Gatherer({ pool }).putString('blob:').putBytes(blob);
     const writing = gatherer.writeTo(pair.client);
-    free(blob);  // lent: takes effect after the write
+    free(blob); // lent: takes effect after the write
     expect(blob.length).toBe(MiB);
     const fresh = sentinels(16);
     for (const buffer of fresh) buffer.fill(0xee);
     const bytes = await readBytes(pair.server, filler.length + 5 + MiB);
     await writing;
     expect(bytes.subarray(filler.length).equals(Buffer.concat([Buffer.from('blob:'), pattern(MiB, 9)]))).toBe(true);
-    expect(blob.length).toBe(0);  // freed once libuv was done
+    expect(blob.length).toBe(0); // freed once libuv was done
     expect(pool.stats().inUse).toBe(0);
   });
 
@@ -138,7 +144,7 @@ describe('a Gatherer write in flight', () => {
     const writing = gatherer.writeTo(pair.client);
     pair.client.uncork();
     pool.release(buffer);
-    expect(pool.stats().inUse).toBe(0);  // the caller's ownership ended
+    expect(pool.stats().inUse).toBe(0); // the caller's ownership ended
     // The released slot is still lent: a new acquire gets other memory, and writes there change nothing sent.
     const other = pool.tryAcquire(4 * MiB);
     expect(other).not.toBe(buffer);
@@ -160,23 +166,25 @@ describe('a Gatherer write on the direct path', () => {
     small.set(pattern(64 * KiB, 11));
     const whole = new Gatherer({ pool }).putString('small:').putBytes(small);
     const first = whole.writeTo(pair.client);
-    expect(whole.writing).toBe(false);  // the kernel copied it during the call
+    expect(whole.writing).toBe(false); // the kernel copied it during the call
     free(small);
-    expect(small.length).toBe(0);  // nothing lent: freed now
+    expect(small.length).toBe(0); // nothing lent: freed now
     await first;
 
     const big = allocAligned(16 * MiB, { alignment: 64 * KiB });
     big.set(pattern(16 * MiB, 12));
     const split = new Gatherer({ pool }).putString('big:').putBytes(big);
     const second = split.writeTo(pair.client);
-    expect(split.writing).toBe(true);  // the kernel took a part; the stream holds the rest
+    expect(split.writing).toBe(true); // the kernel took a part; the stream holds the rest
     free(big);
-    expect(big.length).toBe(16 * MiB);  // lent: freed once the stream is done with it
+    expect(big.length).toBe(16 * MiB); // lent: freed once the stream is done with it
     const fresh = sentinels(16, MiB);
     for (const buffer of fresh) buffer.fill(0xee);
     const bytes = await readBytes(pair.server, 6 + 64 * KiB + 4 + 16 * MiB);
     await second;
-    expect(bytes.equals(Buffer.concat([Buffer.from('small:'), pattern(64 * KiB, 11), Buffer.from('big:'), pattern(16 * MiB, 12)]))).toBe(true);
+    expect(bytes.equals(Buffer.concat([Buffer.from('small:'), pattern(64 * KiB, 11), Buffer.from('big:'), pattern(16 * MiB, 12)]))).toBe(
+      true,
+    );
     expect(big.length).toBe(0);
     expect(pool.stats().inUse).toBe(0);
   });
@@ -204,7 +212,9 @@ describe('a freed segment before the write is handed over', () => {
     const filler = Buffer.alloc(8 * MiB, 1);
     const errors: unknown[] = [];
     process.on('uncaughtException', (error) => errors.push(error));
-    cleanups.push(() => { process.removeAllListeners('uncaughtException'); });
+    cleanups.push(() => {
+      process.removeAllListeners('uncaughtException');
+    });
     pair.client.write(filler);
     // A plain heap view, detached behind the gatherer's back while its write waits for 'drain'.
     const view = new Uint8Array(new ArrayBuffer(64 * KiB)).fill(0x33);
@@ -265,12 +275,17 @@ describe('randomized: lenders close mid-flight', () => {
         } else {
           gatherer.putSlice(pattern(size, seedOf));
         }
-        const write = gatherer.writeTo(pairs[index].client).then(() => 'sent', (error: { code?: string }) => error.code);
+        const write = gatherer.writeTo(pairs[index].client).then(
+          () => 'sent',
+          (error: { code?: string }) => error.code,
+        );
         // What is sent must be a whole message: remember it when it was.
-        writes.push(write.then((outcome) => {
-          if (outcome === 'sent') expected[index].push(message);
-          return outcome;
-        }));
+        writes.push(
+          write.then((outcome) => {
+            if (outcome === 'sent') expected[index].push(message);
+            return outcome;
+          }),
+        );
         if (random(4) === 0 && allocations.length > 0) {
           const blob = allocations.splice(random(allocations.length), 1)[0];
           free(blob);

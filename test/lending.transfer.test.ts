@@ -43,16 +43,22 @@ function fifo(): { reader: number; writer: number; close(): void } {
 type Transfer = (buffer: ArrayBuffer) => ArrayBuffer;
 const transfers: [string, Transfer | null][] = [
   ['structuredClone with transfer', (buffer) => structuredClone(buffer, { transfer: [buffer] })],
-  ['postMessage with a transfer list', (buffer) => {
-    const { port1, port2 } = new MessageChannel();
-    port1.postMessage(buffer, [buffer]);
-    port1.close();
-    port2.close();
-    return new ArrayBuffer(0);  // gone to the other port (and dropped with it)
-  }],
-  ['ArrayBuffer.prototype.transfer', typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function'
-    ? (buffer) => (buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer()
-    : null],
+  [
+    'postMessage with a transfer list',
+    (buffer) => {
+      const { port1, port2 } = new MessageChannel();
+      port1.postMessage(buffer, [buffer]);
+      port1.close();
+      port2.close();
+      return new ArrayBuffer(0); // gone to the other port (and dropped with it)
+    },
+  ],
+  [
+    'ArrayBuffer.prototype.transfer',
+    typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function'
+      ? (buffer) => (buffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer()
+      : null,
+  ],
 ];
 
 describe('heap memory transferred while a promise read is pending', () => {
@@ -63,7 +69,7 @@ describe('heap memory transferred while a promise read is pending', () => {
         try {
           const view = Buffer.alloc(size);
           const pending = readv(pipe.reader, IoVecArray.from([view]));
-          await delay(20);  // in readv now
+          await delay(20); // in readv now
           const moved = transfer!(view.buffer as ArrayBuffer);
           expect(view.length).toBe(0);
           // Fresh heap memory that freed backing stores would be recycled into.
@@ -88,7 +94,7 @@ describe('heap memory transferred while a promise read is pending', () => {
       const pending = readv(pipe.reader, IoVecArray.from(views));
       fs.writeSync(pipe.writer, Buffer.from(Array.from({ length: 33 }, (_, i) => i + 1)));
       expect(await pending).toBe(33);
-      expect([...views[0] as Buffer]).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      expect([...(views[0] as Buffer)]).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
       expect(Buffer.from((views[1] as Uint16Array).buffer)[0]).toBe(11);
       expect((views[2] as DataView).getUint8(6)).toBe(33);
     } finally {

@@ -5,8 +5,17 @@ import { constants as bufferConstants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import {
-  IobufError, addressOf, allocAligned, allocHuge, cacheLineSize, free, hugePageSize, isAligned, maxAllocationSize,
-  pageKind, pageSize,
+  IobufError,
+  addressOf,
+  allocAligned,
+  allocHuge,
+  cacheLineSize,
+  free,
+  hugePageSize,
+  isAligned,
+  maxAllocationSize,
+  pageKind,
+  pageSize,
 } from '../lib/index';
 import { GiB, KiB, MiB, expectThrowsCode, vmaAt } from './helpers/memory-proc';
 
@@ -113,7 +122,8 @@ describe('allocAligned: every alignment × size', () => {
   // 2^53 - 1 on Node 22 and later. Sizes up to it go to the kernel.
   test('the largest size up to 4 GiB + 4 KiB that maxAllocationSize allows is accepted (virtual only)', () => {
     const size = Math.min(maxAllocationSize, 4 * GiB + 4 * KiB);
-    for (const alignment of [64, 2 * MiB]) {  // the heap path and the mapped path
+    for (const alignment of [64, 2 * MiB]) {
+      // the heap path and the mapped path
       const buffer = allocAligned(size, { alignment });
       expect(buffer.length).toBe(size);
       expect(isAligned(buffer, alignment)).toBe(true);
@@ -124,7 +134,10 @@ describe('allocAligned: every alignment × size', () => {
   });
 
   test('maxAllocationSize itself is a Buffer, or ENOMEM from mmap when the machine cannot map that much (Node 22+)', () => {
-    for (const alloc of [(size: number) => allocAligned(size, { alignment: 64 }), (size: number) => allocHuge(size, { fallback: 'normal' })]) {
+    for (const alloc of [
+      (size: number) => allocAligned(size, { alignment: 64 }),
+      (size: number) => allocHuge(size, { fallback: 'normal' }),
+    ]) {
       let buffer: Buffer | undefined;
       let error: (Error & { code?: string; errno?: number; syscall?: string }) | undefined;
       try {
@@ -136,7 +149,11 @@ describe('allocAligned: every alignment × size', () => {
       if (maxAllocationSize >= 2 ** 47) {
         expect(buffer).toBeUndefined();
         expect(error).toBeInstanceOf(IobufError);
-        expect({ code: error!.code, errno: error!.errno, syscall: error!.syscall }).toEqual({ code: 'ENOMEM', errno: -12, syscall: 'mmap' });
+        expect({ code: error!.code, errno: error!.errno, syscall: error!.syscall }).toEqual({
+          code: 'ENOMEM',
+          errno: -12,
+          syscall: 'mmap',
+        });
       } else {
         expect(error).toBeUndefined();
         expect(buffer!.length).toBe(maxAllocationSize);
@@ -218,16 +235,13 @@ describe('madvise flags', () => {
 });
 
 describe('argument errors', () => {
-  const sizeMessage = (received: string) =>
-    `Expected an integer from 1 to ${maxAllocationSize} for size but received ${received}`;
+  const sizeMessage = (received: string) => `Expected an integer from 1 to ${maxAllocationSize} for size but received ${received}`;
 
   test('size: not a number is a TypeError ERR_INVALID_ARG_TYPE', () => {
     for (const alloc of [allocAligned, allocHuge]) {
-      expectThrowsCode(() => alloc('1' as never), TypeError, 'ERR_INVALID_ARG_TYPE',
-        'Expected an integer for size but received "1"');
+      expectThrowsCode(() => alloc('1' as never), TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected an integer for size but received "1"');
       expectThrowsCode(() => alloc(undefined as never), TypeError, 'ERR_INVALID_ARG_TYPE');
-      expectThrowsCode(() => alloc(1n as never), TypeError, 'ERR_INVALID_ARG_TYPE',
-        'Expected an integer for size but received 1n');
+      expectThrowsCode(() => alloc(1n as never), TypeError, 'ERR_INVALID_ARG_TYPE', 'Expected an integer for size but received 1n');
       expectThrowsCode(() => alloc(new Number(1) as never), TypeError, 'ERR_INVALID_ARG_TYPE');
     }
   });
@@ -240,51 +254,82 @@ describe('argument errors', () => {
       expectThrowsCode(() => alloc(NaN), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('NaN'));
       expectThrowsCode(() => alloc(Infinity), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage('Infinity'));
       expectThrowsCode(() => alloc(maxAllocationSize + 1), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage(String(maxAllocationSize + 1)));
-      if (2 ** 32 + 1 > maxAllocationSize) {  // Node 20; Node 22+ accepts it (the test above)
+      if (2 ** 32 + 1 > maxAllocationSize) {
+        // Node 20; Node 22+ accepts it (the test above)
         expectThrowsCode(() => alloc(2 ** 32 + 1), RangeError, 'ERR_OUT_OF_RANGE', sizeMessage(String(2 ** 32 + 1)));
       }
     }
   });
 
   test('alignment: 3, 4, 2**31, 0, 6000, 1.5 are RangeError; a string is a TypeError', () => {
-    const message = (received: string) =>
-      `Expected a power of two from 8 to 1073741824 for options.alignment but received ${received}`;
+    const message = (received: string) => `Expected a power of two from 8 to 1073741824 for options.alignment but received ${received}`;
     expectThrowsCode(() => allocAligned(16, { alignment: 3 }), RangeError, 'ERR_OUT_OF_RANGE', message('3'));
     expectThrowsCode(() => allocAligned(16, { alignment: 4 }), RangeError, 'ERR_OUT_OF_RANGE', message('4'));
     expectThrowsCode(() => allocAligned(16, { alignment: 2 ** 31 }), RangeError, 'ERR_OUT_OF_RANGE', message('2147483648'));
     for (const alignment of [0, -8, 6000, 1.5, NaN, 3 * 2 ** 20]) {
       expectThrowsCode(() => allocAligned(16, { alignment }), RangeError, 'ERR_OUT_OF_RANGE');
     }
-    expectThrowsCode(() => allocAligned(16, { alignment: '64' as never }), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a power of two for options.alignment but received "64"');
+    expectThrowsCode(
+      () => allocAligned(16, { alignment: '64' as never }),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a power of two for options.alignment but received "64"',
+    );
   });
 
   test('options: null, a number or a string is a TypeError', () => {
     for (const alloc of [allocAligned, allocHuge]) {
-      expectThrowsCode(() => alloc(16, null as never), TypeError, 'ERR_INVALID_ARG_TYPE',
-        'Expected an object for options but received null');
-      expectThrowsCode(() => alloc(16, 4096 as never), TypeError, 'ERR_INVALID_ARG_TYPE',
-        'Expected an object for options but received 4096');
+      expectThrowsCode(
+        () => alloc(16, null as never),
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
+        'Expected an object for options but received null',
+      );
+      expectThrowsCode(
+        () => alloc(16, 4096 as never),
+        TypeError,
+        'ERR_INVALID_ARG_TYPE',
+        'Expected an object for options but received 4096',
+      );
       expectThrowsCode(() => alloc(16, 'x' as never), TypeError, 'ERR_INVALID_ARG_TYPE');
     }
   });
 
   test('boolean options reject non-booleans', () => {
-    expectThrowsCode(() => allocAligned(16, { lock: 'yes' as never }), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a boolean for options.lock but received "yes"');
-    expectThrowsCode(() => allocAligned(16, { zero: 0 as never }), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a boolean for options.zero but received 0');
-    expectThrowsCode(() => allocAligned(16, { dontFork: 1 as never }), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a boolean for options.dontFork but received 1');
-    expectThrowsCode(() => allocAligned(16, { dontDump: null as never }), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a boolean for options.dontDump but received null');
-    expectThrowsCode(() => allocHuge(16, { lock: 'yes' as never }), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a boolean for options.lock but received "yes"');
+    expectThrowsCode(
+      () => allocAligned(16, { lock: 'yes' as never }),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a boolean for options.lock but received "yes"',
+    );
+    expectThrowsCode(
+      () => allocAligned(16, { zero: 0 as never }),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a boolean for options.zero but received 0',
+    );
+    expectThrowsCode(
+      () => allocAligned(16, { dontFork: 1 as never }),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a boolean for options.dontFork but received 1',
+    );
+    expectThrowsCode(
+      () => allocAligned(16, { dontDump: null as never }),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a boolean for options.dontDump but received null',
+    );
+    expectThrowsCode(
+      () => allocHuge(16, { lock: 'yes' as never }),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a boolean for options.lock but received "yes"',
+    );
   });
 
   test('fallback must be one of none, thp, normal', () => {
-    const message = (received: string) =>
-      `Expected one of 'none', 'thp', 'normal' for options.fallback but received ${received}`;
+    const message = (received: string) => `Expected one of 'none', 'thp', 'normal' for options.fallback but received ${received}`;
     expectThrowsCode(() => allocHuge(16, { fallback: 'x' as never }), TypeError, 'ERR_INVALID_ARG_VALUE', message('"x"'));
     expectThrowsCode(() => allocHuge(16, { fallback: 'THP' as never }), TypeError, 'ERR_INVALID_ARG_VALUE', message('"THP"'));
     expectThrowsCode(() => allocHuge(16, { fallback: 1 as never }), TypeError, 'ERR_INVALID_ARG_VALUE', message('1'));
@@ -293,8 +338,12 @@ describe('argument errors', () => {
   test('isAligned validates its alignment (1 is allowed there)', () => {
     const buffer = allocAligned(64);
     expect(isAligned(buffer, 1)).toBe(true);
-    expectThrowsCode(() => isAligned(buffer, 3), RangeError, 'ERR_OUT_OF_RANGE',
-      'Expected a power of two from 1 to 1073741824 for alignment but received 3');
+    expectThrowsCode(
+      () => isAligned(buffer, 3),
+      RangeError,
+      'ERR_OUT_OF_RANGE',
+      'Expected a power of two from 1 to 1073741824 for alignment but received 3',
+    );
     expectThrowsCode(() => isAligned(buffer, 2 ** 31), RangeError, 'ERR_OUT_OF_RANGE');
     expectThrowsCode(() => isAligned(buffer, '8' as never), TypeError, 'ERR_INVALID_ARG_TYPE');
     free(buffer);
@@ -306,14 +355,22 @@ describe('argument errors', () => {
       expectThrowsCode(() => pageKind(value as never), TypeError, 'ERR_INVALID_ARG_TYPE');
       expectThrowsCode(() => free(value as never), TypeError, 'ERR_INVALID_ARG_TYPE');
     }
-    expectThrowsCode(() => free('abc' as never), TypeError, 'ERR_INVALID_ARG_TYPE',
-      'Expected a Buffer, TypedArray or DataView for view but received "abc"');
+    expectThrowsCode(
+      () => free('abc' as never),
+      TypeError,
+      'ERR_INVALID_ARG_TYPE',
+      'Expected a Buffer, TypedArray or DataView for view but received "abc"',
+    );
   });
 
   test('addressOf of an empty view that was never freed says so (it has no memory), not "freed or detached"', () => {
     for (const value of [Buffer.alloc(0), new Uint8Array(0), new ArrayBuffer(0)]) {
-      expectThrowsCode(() => addressOf(value), TypeError, 'ERR_INVALID_ARG_VALUE',
-        'Expected a view with memory behind it for view but received an empty ArrayBuffer (it has no memory, so no address)');
+      expectThrowsCode(
+        () => addressOf(value),
+        TypeError,
+        'ERR_INVALID_ARG_VALUE',
+        'Expected a view with memory behind it for view but received an empty ArrayBuffer (it has no memory, so no address)',
+      );
     }
     const freed = allocAligned(4096);
     free(freed);

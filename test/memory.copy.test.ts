@@ -1,4 +1,4 @@
-// The addon's copyBytes (the payload copy of lib/frames.ts) against
+// The addon's copyBytes (the payload copy of lib/frames/parser.ts) against
 // Buffer#copy, whose semantics it promises: a differential test over sizes
 // and offsets at and around every boundary, overlapping ranges, and views
 // that are detached or offset into a larger ArrayBuffer.
@@ -30,11 +30,13 @@ describe('copyBytes (native) behaves as Buffer#copy', () => {
               try {
                 copiedByNode = source.copy(expected, targetStart, sourceStart, sourceEnd);
               } catch {
-                continue;  // Buffer#copy refuses a sourceStart past the end; lib/frames.ts never passes one
+                continue; // Buffer#copy refuses a sourceStart past the end; lib/frames/parser.ts never passes one
               }
               const copied = native.copyBytes(source, actual, targetStart, sourceStart, sourceEnd);
-              expect({ copied, bytes: actual.toString('hex') }, JSON.stringify({ sourceLength, targetLength, targetStart, sourceStart, sourceEnd }))
-                .toEqual({ copied: copiedByNode, bytes: expected.toString('hex') });
+              expect(
+                { copied, bytes: actual.toString('hex') },
+                JSON.stringify({ sourceLength, targetLength, targetStart, sourceStart, sourceEnd }),
+              ).toEqual({ copied: copiedByNode, bytes: expected.toString('hex') });
               cases++;
             }
           }

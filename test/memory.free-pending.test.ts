@@ -30,7 +30,7 @@ function fifo(): { reader: number; writer: number; close(): void } {
     reader,
     writer,
     close: () => {
-      fs.writeSync(writer, Buffer.alloc(1));  // ends a readv still blocked after a failed assertion
+      fs.writeSync(writer, Buffer.alloc(1)); // ends a readv still blocked after a failed assertion
       fs.closeSync(reader);
       fs.closeSync(writer);
     },
@@ -62,7 +62,7 @@ describe('free() during a pending readv', () => {
         const address = addressOf(buffer);
         const iov = IoVecArray.from([buffer.subarray(0, SIZE)]);
         const pending = readv(pipe.reader, iov);
-        await delay(20);  // the pool thread is in readv now
+        await delay(20); // the pool thread is in readv now
         free(buffer);
         // Lent: still attached and mapped, nothing else can be placed there while the kernel may write.
         expect(buffer.length).toBe(SIZE);
@@ -154,12 +154,14 @@ describe('free() during a pending readv', () => {
     try {
       const pool = new BufferPool({ maxMemory: 1024 * KiB });
       const buffer = pool.tryAcquire(SIZE)!;
-      const other = pool.tryAcquire(SIZE)!;  // another slot of the same slab, not lent
+      const other = pool.tryAcquire(SIZE)!; // another slot of the same slab, not lent
       const address = addressOf(buffer);
       const pending = readv(pipe.reader, IoVecArray.from([buffer]));
       await delay(20);
       let closed = false;
-      const closing = pool.close({ force: true }).then(() => { closed = true; });
+      const closing = pool.close({ force: true }).then(() => {
+        closed = true;
+      });
       await delay(20);
       // The slab is lent: mapped, attached, close() still waiting for the kernel.
       expect({ closed, length: buffer.length, other: other.length }).toEqual({ closed: false, length: SIZE, other: SIZE });

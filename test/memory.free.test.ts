@@ -3,7 +3,17 @@
 import { describe, expect, test } from 'vitest';
 import { IobufError, addressOf, allocAligned, allocHuge, free, isAligned, pageKind } from '../lib/index';
 import {
-  KiB, LineChild, MiB, expectThrowsCode, isRoot, lastJsonLine, mappedBytesIn, runFixture, sanitized, statusBytes, vmaAt,
+  KiB,
+  LineChild,
+  MiB,
+  expectThrowsCode,
+  isRoot,
+  lastJsonLine,
+  mappedBytesIn,
+  runFixture,
+  sanitized,
+  statusBytes,
+  vmaAt,
 } from './helpers/memory-proc';
 
 describe('free: detaches every view', () => {
@@ -95,8 +105,12 @@ describe('free: foreign memory', () => {
     view[0] = 7;
     expectThrowsCode(() => free(view), IobufError, 'ERR_IOBUF_FOREIGN_BUFFER');
     expectThrowsCode(() => free(shared as never), TypeError, 'ERR_INVALID_ARG_TYPE');
-    expectThrowsCode(() => addressOf(view), IobufError, 'ERR_IOBUF_FOREIGN_BUFFER',
-      'view is backed by a SharedArrayBuffer, which iobuf does not manage');
+    expectThrowsCode(
+      () => addressOf(view),
+      IobufError,
+      'ERR_IOBUF_FOREIGN_BUFFER',
+      'view is backed by a SharedArrayBuffer, which iobuf does not manage',
+    );
     expect(view[0]).toBe(7);
   });
 
@@ -113,8 +127,7 @@ describe('free: use after free in a child process', () => {
   for (const kind of ['heap', 'mapped', 'locked', 'huge']) {
     test(`${kind}: every access after free is empty or an error, never a crash`, () => {
       const result = runFixture('memory-use-after-free.js', [kind]);
-      expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual(
-        { status: 0, signal: null, stderr: '' });
+      expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
       const outcomes = lastJsonLine<Record<string, string>>(result);
       expect(Object.keys(outcomes).length).toBeGreaterThan(100);
       for (const [name, outcome] of Object.entries(outcomes)) {
@@ -144,14 +157,22 @@ describe('free: gives the memory back now', () => {
       const allocated = JSON.parse(await child.next()) as { address: string; length: number; kind: string };
       const address = BigInt(allocated.address);
       expect(allocated.length).toBe(size);
-      const before = { vma: vmaAt(address, child.pid), mapped: mappedBytesIn(address, size, child.pid),
-        rss: statusBytes('VmRSS', child.pid), locked: statusBytes('VmLck', child.pid),
-        hugetlb: statusBytes('HugetlbPages', child.pid) };
+      const before = {
+        vma: vmaAt(address, child.pid),
+        mapped: mappedBytesIn(address, size, child.pid),
+        rss: statusBytes('VmRSS', child.pid),
+        locked: statusBytes('VmLck', child.pid),
+        hugetlb: statusBytes('HugetlbPages', child.pid),
+      };
       child.resume();
       expect(JSON.parse(await child.next())).toEqual({ freed: true });
-      const after = { vma: vmaAt(address, child.pid), mapped: mappedBytesIn(address, size, child.pid),
-        rss: statusBytes('VmRSS', child.pid), locked: statusBytes('VmLck', child.pid),
-        hugetlb: statusBytes('HugetlbPages', child.pid) };
+      const after = {
+        vma: vmaAt(address, child.pid),
+        mapped: mappedBytesIn(address, size, child.pid),
+        rss: statusBytes('VmRSS', child.pid),
+        locked: statusBytes('VmLck', child.pid),
+        hugetlb: statusBytes('HugetlbPages', child.pid),
+      };
       child.resume();
       const exit = await child.exited;
       expect(exit).toEqual({ status: 0, signal: null, stderr: '' });

@@ -57,8 +57,9 @@ describe('finalizers release unreachable allocations', () => {
     expect(process.memoryUsage().arrayBuffers - arrayBuffers0).toBeGreaterThanOrEqual(TOTAL - 1 * MiB);
 
     buffers = null;
-    const rounds = await collectUntil(() =>
-      statusBytes('VmRSS') - rss0 < 64 * MiB && process.memoryUsage().arrayBuffers - arrayBuffers0 < 64 * MiB);
+    const rounds = await collectUntil(
+      () => statusBytes('VmRSS') - rss0 < 64 * MiB && process.memoryUsage().arrayBuffers - arrayBuffers0 < 64 * MiB,
+    );
     expect(rounds).toBeLessThanOrEqual(20);
     expect(process.memoryUsage().arrayBuffers - arrayBuffers0).toBeLessThan(64 * MiB);
   });

@@ -42,14 +42,11 @@ if (!isRoot) console.warn(`memory.huge-pages: ${reason}`);
 beforeAll(() => {
   if (isRoot) process.once('exit', restoreAll);
 });
-const original = isRoot
-  ? { hugepages: read(NR_HUGEPAGES), overcommit: read(NR_OVERCOMMIT), thp: selected(read(THP_ENABLED)) }
-  : undefined;
+const original = isRoot ? { hugepages: read(NR_HUGEPAGES), overcommit: read(NR_OVERCOMMIT), thp: selected(read(THP_ENABLED)) } : undefined;
 afterAll(() => {
   restoreAll();
   if (original) {
-    expect({ hugepages: read(NR_HUGEPAGES), overcommit: read(NR_OVERCOMMIT), thp: selected(read(THP_ENABLED)) })
-      .toEqual(original);
+    expect({ hugepages: read(NR_HUGEPAGES), overcommit: read(NR_OVERCOMMIT), thp: selected(read(THP_ENABLED)) }).toEqual(original);
   }
 });
 
@@ -149,10 +146,13 @@ describe.skipIf(!isRoot)('with no hugetlb page reserved', () => {
   afterAll(restoreAll);
 
   test("fallback 'none' → ERR_IOBUF_HUGE_PAGES_UNAVAILABLE, errno -12, syscall mmap", () => {
-    const error = expectThrowsCode(() => allocHuge(2 * MiB, { fallback: 'none' }), IobufError,
+    const error = expectThrowsCode(
+      () => allocHuge(2 * MiB, { fallback: 'none' }),
+      IobufError,
       'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE',
       'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE: Cannot allocate memory, mmap ' +
-      '(no hugetlb pages free; reserve them in /proc/sys/vm/nr_hugepages)');
+        '(no hugetlb pages free; reserve them in /proc/sys/vm/nr_hugepages)',
+    );
     expect(error.errno).toBe(-12);
     expect(error.syscall).toBe('mmap');
     expect(error.name).toBe('IobufError');
@@ -184,9 +184,13 @@ describe.skipIf(!isRoot)('with no hugetlb page reserved', () => {
   test("with THP off: fallback 'thp' → ERR_IOBUF_HUGE_PAGES_UNAVAILABLE, 'normal' → normal pages", () => {
     set(THP_ENABLED, 'never');
     try {
-      const error = expectThrowsCode(() => allocHuge(2 * MiB), IobufError, 'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE',
+      const error = expectThrowsCode(
+        () => allocHuge(2 * MiB),
+        IobufError,
+        'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE',
         'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE: Cannot allocate memory, mmap ' +
-        '(no hugetlb pages free and transparent huge pages are disabled)');
+          '(no hugetlb pages free and transparent huge pages are disabled)',
+      );
       expect(error.errno).toBe(-12);
       expect(error.syscall).toBe('mmap');
       const buffer = allocHuge(4 * MiB, { fallback: 'normal' });

@@ -36,32 +36,41 @@ describe('lock', () => {
     expect(statusBytes('VmLck')).toBe(before);
   });
 
-  test.skipIf(sanitized)('beyond RLIMIT_MEMLOCK as an unprivileged user (nobody when we are root): ENOMEM, errno -12, syscall mlock', () => {
-    // As root the child runs as uid/gid 65534 (the spawn option needs root);
-    // otherwise it runs as we do, which is unprivileged already. The nobody
-    // child must be able to read dist/ and the addon.
-    if (isRoot) {
-      const addon = path.join(distDir, '..', 'build', 'Release', 'iobuf.node');
-      for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'memory.js'), addon]) {
-        expect((statSync(file).mode & 0o004) !== 0, `${file} must be world-readable for the nobody child`).toBe(true);
+  test.skipIf(sanitized)(
+    'beyond RLIMIT_MEMLOCK as an unprivileged user (nobody when we are root): ENOMEM, errno -12, syscall mlock',
+    () => {
+      // As root the child runs as uid/gid 65534 (the spawn option needs root);
+      // otherwise it runs as we do, which is unprivileged already. The nobody
+      // child must be able to read dist/ and the addon.
+      if (isRoot) {
+        const addon = path.join(distDir, '..', 'build', 'Release', 'iobuf.node');
+        for (const file of [path.join(distDir, 'index.js'), path.join(distDir, 'memory.js'), addon]) {
+          expect((statSync(file).mode & 0o004) !== 0, `${file} must be world-readable for the nobody child`).toBe(true);
+        }
       }
-    }
-    const limit = Number(/^Max locked memory\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]);
-    expect(limit, 'RLIMIT_MEMLOCK must be below 16 MiB for this test').toBeLessThan(16 * MiB);
+      const limit = Number(/^Max locked memory\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1]);
+      expect(limit, 'RLIMIT_MEMLOCK must be below 16 MiB for this test').toBeLessThan(16 * MiB);
 
-    const result = runFixture('memory-mlock-limit.js', [],
-      isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/', execPath: nodeRunnableByOthers() } : {});
-    expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual(
-      { status: 0, signal: null, stderr: '' });
-    const report = lastJsonLine<Record<string, unknown>>(result);
-    expect(report.uid).toBe(isRoot ? NOBODY : process.getuid!());
-    expect(report.small).toBe(1 * MiB);
-    for (const failure of [report.large, report.huge]) {
-      expect(failure).toEqual({
-        name: 'IobufError', isIobufError: true, code: 'ENOMEM', errno: -12, syscall: 'mlock',
-        message: 'ENOMEM: Cannot allocate memory, mlock (locking beyond RLIMIT_MEMLOCK needs CAP_IPC_LOCK)',
-      });
-    }
-    expect(report.afterwards).toBe(2);
-  });
+      const result = runFixture(
+        'memory-mlock-limit.js',
+        [],
+        isRoot ? { uid: NOBODY, gid: NOBODY, cwd: '/', execPath: nodeRunnableByOthers() } : {},
+      );
+      expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+      const report = lastJsonLine<Record<string, unknown>>(result);
+      expect(report.uid).toBe(isRoot ? NOBODY : process.getuid!());
+      expect(report.small).toBe(1 * MiB);
+      for (const failure of [report.large, report.huge]) {
+        expect(failure).toEqual({
+          name: 'IobufError',
+          isIobufError: true,
+          code: 'ENOMEM',
+          errno: -12,
+          syscall: 'mlock',
+          message: 'ENOMEM: Cannot allocate memory, mlock (locking beyond RLIMIT_MEMLOCK needs CAP_IPC_LOCK)',
+        });
+      }
+      expect(report.afterwards).toBe(2);
+    },
+  );
 });

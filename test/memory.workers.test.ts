@@ -8,20 +8,30 @@ import { allocAligned, allocHuge, free, isAligned, pageSize } from '../lib/index
 import { MiB, collectGarbage, fixturesDir, lastJsonLine, runFixture, sanitized, statusBytes } from './helpers/memory-proc';
 
 interface Report {
-  id: number; allocated: number; verified: number; freed: number; misaligned: number; corrupt: number;
-  errors: string[]; kept: number;
+  id: number;
+  allocated: number;
+  verified: number;
+  freed: number;
+  misaligned: number;
+  corrupt: number;
+  errors: string[];
+  kept: number;
 }
 
 function startWorkers(count: number, rounds: number, keep = false): Promise<{ reports: Report[]; exitCodes: number[] }> {
   const barrier = new SharedArrayBuffer(8);
   new Int32Array(barrier)[1] = count;
   const reports: Report[] = [];
-  const exits = Array.from({ length: count }, (_, id) => new Promise<number>((resolve, reject) => {
-    const worker = new Worker(path.join(fixturesDir, 'memory-worker.js'), { workerData: { id, rounds, barrier, keep } });
-    worker.on('message', (report: Report) => reports.push(report));
-    worker.on('error', reject);
-    worker.on('exit', resolve);
-  }));
+  const exits = Array.from(
+    { length: count },
+    (_, id) =>
+      new Promise<number>((resolve, reject) => {
+        const worker = new Worker(path.join(fixturesDir, 'memory-worker.js'), { workerData: { id, rounds, barrier, keep } });
+        worker.on('message', (report: Report) => reports.push(report));
+        worker.on('error', reject);
+        worker.on('exit', resolve);
+      }),
+  );
   return Promise.all(exits).then((exitCodes) => ({ reports, exitCodes }));
 }
 
@@ -33,8 +43,14 @@ describe('worker threads', () => {
     expect(reports.map((r) => r.id).sort()).toEqual([0, 1, 2, 3]);
     for (const report of reports) {
       expect(report).toEqual({
-        id: report.id, allocated: 3 * rounds, verified: 3 * rounds, freed: 3 * rounds,
-        misaligned: 0, corrupt: 0, errors: [], kept: 0,
+        id: report.id,
+        allocated: 3 * rounds,
+        verified: 3 * rounds,
+        freed: 3 * rounds,
+        misaligned: 0,
+        corrupt: 0,
+        errors: [],
+        kept: 0,
       });
     }
   });
@@ -67,8 +83,7 @@ describe('worker threads', () => {
 
   test('the addon loads in a worker, again in a second worker after the first exited, then in the main thread', () => {
     const result = runFixture('memory-worker-reload.js');
-    expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual(
-      { status: 0, signal: null, stderr: '' });
+    expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
     const report = lastJsonLine<Record<string, unknown>>(result);
     const worker = { code: 0, message: { ok: [true, true, true], pageSize } };
     expect(report).toEqual({ first: worker, second: worker, third: worker, main: true });

@@ -114,7 +114,9 @@ describe.each(BROKERS)('$name broker: a stalled subscriber', (kind) => {
     // A long stall timeout: only the bound acts here.
     const running = await broker({ maxQueuedBytes: 1 * MiB, slowClientTimeoutMs: 600_000 });
     const stalled = await stalledSubscriber(running.port, 'flood', 0);
-    cleanups.push(() => { stalled.destroy(); });
+    cleanups.push(() => {
+      stalled.destroy();
+    });
     const fast = await connect(running.port, { clientId: 'fast' }, cleanups);
     await fast.client.subscribeAsync('flood');
     const publisher = await connect(running.port, { clientId: 'flooder' }, cleanups);
@@ -143,9 +145,11 @@ describe.each(BROKERS)('$name broker: a stalled subscriber', (kind) => {
   it('QoS 0: disconnects it once its socket has taken nothing for slowClientTimeoutMs', async () => {
     const running = await broker({ maxQueuedBytes: 1 * MiB, slowClientTimeoutMs: 300 });
     const stalled = await stalledSubscriber(running.port, 'flood', 0);
-    cleanups.push(() => { stalled.destroy(); });
+    cleanups.push(() => {
+      stalled.destroy();
+    });
     const publisher = await connect(running.port, { clientId: 'flooder' }, cleanups);
-    const count = 100;  // 6.4 MiB: bytes wait for it at the broker whatever the kernel buffers
+    const count = 100; // 6.4 MiB: bytes wait for it at the broker whatever the kernel buffers
     const message = (i: number) => payload(64 * KiB, i);
     for (let i = 0; i < count; i++) void publisher.client.publishAsync('flood', message(i));
     await eventually(() => running.stats().slowDisconnects === 1);
@@ -161,13 +165,15 @@ describe.each(BROKERS)('$name broker: a stalled subscriber', (kind) => {
     // A long stall timeout: what disconnects it here is the bound.
     const running = await broker({ maxQueuedBytes: 1 * MiB, slowClientTimeoutMs: 600_000 });
     const stalled = await stalledSubscriber(running.port, 'acked', 1);
-    cleanups.push(() => { stalled.destroy(); });
+    cleanups.push(() => {
+      stalled.destroy();
+    });
     const fast = await connect(running.port, { clientId: 'fast1' }, cleanups);
     await fast.client.subscribeAsync('acked', { qos: 1 });
     const publisher = await connect(running.port, { clientId: 'publisher1' }, cleanups);
     const count = 150;
     const message = (i: number) => payload(64 * KiB, i);
-    await publishPaced(publisher, fast, 'acked', count, WINDOW, message, 1);  // resolves once every PUBACK is in
+    await publishPaced(publisher, fast, 'acked', count, WINDOW, message, 1); // resolves once every PUBACK is in
     const got = await fast.received(count);
     got.forEach((m, i) => expect([m.qos, m.payload.equals(message(i))]).toEqual([1, true]));
     // Every publish was routed before its PUBACK: the bound was met by then.
@@ -186,13 +192,17 @@ describe('iobuf broker: the pool budget is the limit', () => {
       expect(pool.stats().inUse).toBe(0);
     });
     const stalled = await stalledSubscriber(running.port, 'tight', 0);
-    cleanups.push(() => { stalled.destroy(); });
+    cleanups.push(() => {
+      stalled.destroy();
+    });
     const fast = await connect(running.port, { clientId: 'fast-tight' }, cleanups);
     await fast.client.subscribeAsync('tight');
     const publisher = await connect(running.port, { clientId: 'publisher-tight' }, cleanups);
-    const count = 150;  // 9.4 MiB through a 4 MiB budget
+    const count = 150; // 9.4 MiB through a 4 MiB budget
     let highest = 0;
-    const sampler = setInterval(() => { highest = Math.max(highest, pool.stats().inUseBytes); }, 5);
+    const sampler = setInterval(() => {
+      highest = Math.max(highest, pool.stats().inUseBytes);
+    }, 5);
     cleanups.push(() => clearInterval(sampler));
     for (let i = 0; i < count; i++) void publisher.client.publishAsync('tight', payload(64 * KiB, 1000 + i));
     // Every publish is read once the stalled subscriber is gone and its memory is back.

@@ -32,16 +32,33 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
   it('routes by + and # wildcards, and leaves $ topics to filters that name them', async () => {
     const { port } = await broker();
     const filters = {
-      plus: 'sensors/+/temp', hash: 'sensors/#', exact: 'sensors/room1/temp', levels: '+/+/+', all: '#', system: '$SYS/#',
+      plus: 'sensors/+/temp',
+      hash: 'sensors/#',
+      exact: 'sensors/room1/temp',
+      levels: '+/+/+',
+      all: '#',
+      system: '$SYS/#',
     };
-    const subscribers: Record<string, TestClient> = Object.fromEntries(await Promise.all(Object.entries(filters).map(async ([name, filter]) => {
-      const subscriber = await connect(port, { clientId: `sub-${name}` }, cleanups);
-      const granted = await subscriber.client.subscribeAsync([filter, 'sync']);
-      expect(granted.map((g) => g.qos)).toEqual([0, 0]);
-      return [name, subscriber] as const;
-    })));
+    const subscribers: Record<string, TestClient> = Object.fromEntries(
+      await Promise.all(
+        Object.entries(filters).map(async ([name, filter]) => {
+          const subscriber = await connect(port, { clientId: `sub-${name}` }, cleanups);
+          const granted = await subscriber.client.subscribeAsync([filter, 'sync']);
+          expect(granted.map((g) => g.qos)).toEqual([0, 0]);
+          return [name, subscriber] as const;
+        }),
+      ),
+    );
     const publisher = await connect(port, { clientId: 'pub' }, cleanups);
-    const topics = ['sensors/room1/temp', 'sensors/room2/temp', 'sensors/room1/humidity', 'sensors', 'other/x/y', '$SYS/x/y', 'sensors/a/b/temp'];
+    const topics = [
+      'sensors/room1/temp',
+      'sensors/room2/temp',
+      'sensors/room1/humidity',
+      'sensors',
+      'other/x/y',
+      '$SYS/x/y',
+      'sensors/a/b/temp',
+    ];
     for (const topic of topics) await publisher.client.publishAsync(topic, `on ${topic}`);
     await publisher.client.publishAsync('sync', 'end');
     const expected: Record<string, string[]> = {
@@ -72,12 +89,20 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
     await publisher.client.publishAsync('q/zero', 'at most once', { qos: 0 });
     await publisher.client.publishAsync('q/big', payload(100 * KiB, 3), { qos: 1 });
     const one = await atOne.received(3);
-    expect(one.map((m) => [m.topic, m.qos])).toEqual([['q/one', 1], ['q/zero', 0], ['q/big', 1]]);
+    expect(one.map((m) => [m.topic, m.qos])).toEqual([
+      ['q/one', 1],
+      ['q/zero', 0],
+      ['q/big', 1],
+    ]);
     expect(one[0].messageId).toBeGreaterThan(0);
     expect(one[2].messageId).not.toBe(one[0].messageId);
     expect(one[2].payload.equals(payload(100 * KiB, 3))).toBe(true);
     const zero = await atZero.received(3);
-    expect(zero.map((m) => [m.topic, m.qos])).toEqual([['q/one', 0], ['q/zero', 0], ['q/big', 0]]);
+    expect(zero.map((m) => [m.topic, m.qos])).toEqual([
+      ['q/one', 0],
+      ['q/zero', 0],
+      ['q/big', 0],
+    ]);
     expect(zero[0].payload.toString()).toBe('at least once');
     expect(zero[2].payload.equals(payload(100 * KiB, 3))).toBe(true);
   });
@@ -104,7 +129,7 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
     // QoS 1: publishAsync resolves at the PUBACK, once the broker has routed the
     // message; the UNSUBSCRIBE that follows cannot overtake it.
     await publisher.client.publishAsync('u/a', '1', { qos: 1 });
-    await subscriber.received(1);  // once: two matching filters, one delivery (3.3.5)
+    await subscriber.received(1); // once: two matching filters, one delivery (3.3.5)
     await subscriber.client.unsubscribeAsync('u/+');
     await publisher.client.publishAsync('u/a', '2', { qos: 1 });
     await publisher.client.publishAsync('u/b', '3', { qos: 1 });
@@ -117,11 +142,13 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
 
   it('fans one publisher out to 60 subscribers, each getting every message, in order, byte for byte', async () => {
     const running = await broker();
-    const subscribers = await Promise.all(Array.from({ length: 60 }, async (_, i) => {
-      const subscriber = await connect(running.port, { clientId: `fan-${i}` }, cleanups);
-      await subscriber.client.subscribeAsync(i % 2 === 0 ? 'fan/#' : 'fan/+/data', { qos: i % 3 === 0 ? 1 : 0 });
-      return subscriber;
-    }));
+    const subscribers = await Promise.all(
+      Array.from({ length: 60 }, async (_, i) => {
+        const subscriber = await connect(running.port, { clientId: `fan-${i}` }, cleanups);
+        await subscriber.client.subscribeAsync(i % 2 === 0 ? 'fan/#' : 'fan/+/data', { qos: i % 3 === 0 ? 1 : 0 });
+        return subscriber;
+      }),
+    );
     const publisher = await connect(running.port, { clientId: 'fan-pub' }, cleanups);
     const sizes = [0, 1, 100, 4096, 4097, 20_000, 70_000, 3, 200_000, 64 * KiB];
     for (let i = 0; i < sizes.length; i++) {
@@ -140,14 +167,17 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
 
   it('carries large payloads (64 KiB to 4 MiB) at QoS 0 and 1 unchanged', async () => {
     const { port } = await broker();
-    const subscribers = await Promise.all([0, 1, 2].map(async (i) => {
-      const subscriber = await connect(port, { clientId: `big-${i}` }, cleanups);
-      await subscriber.client.subscribeAsync('big', { qos: i === 0 ? 0 : 1 });
-      return subscriber;
-    }));
+    const subscribers = await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const subscriber = await connect(port, { clientId: `big-${i}` }, cleanups);
+        await subscriber.client.subscribeAsync('big', { qos: i === 0 ? 0 : 1 });
+        return subscriber;
+      }),
+    );
     const publisher = await connect(port, { clientId: 'big-pub' }, cleanups);
     const sizes = [64 * KiB, 64 * KiB + 1, 256 * KiB, 1024 * KiB + 7, 4096 * KiB];
-    for (const [i, size] of sizes.entries()) await publisher.client.publishAsync('big', payload(size, 100 + i), { qos: i % 2 === 0 ? 1 : 0 });
+    for (const [i, size] of sizes.entries())
+      await publisher.client.publishAsync('big', payload(size, 100 + i), { qos: i % 2 === 0 ? 1 : 0 });
     for (const subscriber of subscribers) {
       const got = await subscriber.received(sizes.length);
       got.forEach((m, i) => expect(m.payload.equals(payload(sizes[i], 100 + i))).toBe(true));
@@ -166,9 +196,11 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
         will: { topic: 'wills/sleepy', payload: Buffer.from('gone'), qos: 1 },
       });
       client.on('connect', () => console.log('connected'));`;
-    const spawnedAt = performance.now();  // before its CONNECT: the broker's clock for it starts later
+    const spawnedAt = performance.now(); // before its CONNECT: the broker's clock for it starts later
     const child = spawn(process.execPath, ['-e', script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    cleanups.push(() => { child.kill('SIGKILL'); });
+    cleanups.push(() => {
+      child.kill('SIGKILL');
+    });
     await once(child.stdout!, 'data');
     child.kill('SIGSTOP');
     const [will] = await observer.received(1);
@@ -183,13 +215,15 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
     const observer = await connect(running.port, { clientId: 'watcher' }, cleanups);
     await observer.client.subscribeAsync(['wills/#', 'sync']);
     const pinger = await connect(running.port, {
-      clientId: 'pinger', keepalive: 2, will: { topic: 'wills/pinger', payload: Buffer.from('gone'), qos: 0, retain: false },
+      clientId: 'pinger',
+      keepalive: 2,
+      will: { topic: 'wills/pinger', payload: Buffer.from('gone'), qos: 0, retain: false },
     });
     await pinger.client.subscribeAsync('to/pinger');
-    await new Promise((resolve) => setTimeout(resolve, 4500));  // past 1.5 × 2 s: only its PINGREQs keep it
+    await new Promise((resolve) => setTimeout(resolve, 4500)); // past 1.5 × 2 s: only its PINGREQs keep it
     await observer.client.publishAsync('to/pinger', 'still there?');
     expect((await pinger.received(1))[0].payload.toString()).toBe('still there?');
-    await pinger.client.endAsync();  // DISCONNECT
+    await pinger.client.endAsync(); // DISCONNECT
     await until(() => running.stats().connections === 1, 'the broker to drop the connection');
     await observer.client.publishAsync('sync', 'end');
     expect(await observer.before('sync')).toEqual([]);
@@ -217,7 +251,7 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
     expect(Buffer.concat(chunks)).toEqual(Buffer.from([0x20, 2, 0, 1]));
 
     const rude = net.connect(port, '127.0.0.1');
-    rude.write(packet(0xc0, Buffer.alloc(0)));  // PINGREQ before CONNECT
+    rude.write(packet(0xc0, Buffer.alloc(0))); // PINGREQ before CONNECT
     const data: Buffer[] = [];
     rude.on('data', (chunk: Buffer) => data.push(chunk));
     await once(rude, 'close');
@@ -225,7 +259,7 @@ describe.each(BROKERS)('$name broker with the mqtt package', (kind) => {
 
     const garbage = net.connect(port, '127.0.0.1');
     garbage.on('error', () => {});
-    garbage.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x7f]));  // a Remaining Length of 5 bytes
+    garbage.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x7f])); // a Remaining Length of 5 bytes
     await once(garbage, 'close');
   });
 });

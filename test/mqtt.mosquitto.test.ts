@@ -33,31 +33,46 @@ interface Subscriber {
 
 function mosquittoSub(port: number, args: string[]): Subscriber {
   // stdbuf: mosquitto_sub prints through stdio, which a pipe would buffer until exit.
-  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', String(port), '-d', '-F', FORMAT, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  cleanups.push(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const child = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', String(port), '-d', '-F', FORMAT, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cleanups.push(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
   let output = '';
   let readyResolve: () => void;
-  const ready = new Promise<void>((resolve) => { readyResolve = resolve; });
+  const ready = new Promise<void>((resolve) => {
+    readyResolve = resolve;
+  });
   child.stdout!.on('data', (chunk: Buffer) => {
     output += chunk.toString();
     if (output.includes('received SUBACK')) readyResolve();
   });
-  child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
   // 'close', not 'exit': the output may still be in the pipe at 'exit'.
   const lines = once(child, 'close').then(([code]) => {
     if (code !== 0) throw new Error(`mosquitto_sub exited with ${code}:\n${output}`);
-    return output.split('\n').filter((line) => line.startsWith('MSG ')).map((line) => line.slice(4));
+    return output
+      .split('\n')
+      .filter((line) => line.startsWith('MSG '))
+      .map((line) => line.slice(4));
   });
-  lines.catch(() => {});  // a subscriber a test kills on purpose: its lines are never awaited
+  lines.catch(() => {}); // a subscriber a test kills on purpose: its lines are never awaited
   return { child, ready, lines };
 }
 
 async function mosquittoPub(port: number, args: string[]): Promise<string> {
   const child = spawn('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-d', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  const [code] = await once(child, 'close');  // 'close': after the last output
+  child.stdout!.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  child.stderr!.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+  });
+  const [code] = await once(child, 'close'); // 'close': after the last output
   if (code !== 0) throw new Error(`mosquitto_pub exited with ${code}:\n${output}`);
   return output;
 }
@@ -125,7 +140,9 @@ describe.skipIf(missing !== null).each(BROKERS)('$name broker with mosquitto_sub
 
   it('fans out to 20 mosquitto_sub processes', async () => {
     const { port } = await broker();
-    const subscribers = Array.from({ length: 20 }, (_, i) => mosquittoSub(port, ['-t', i % 2 ? 'many/+' : 'many/#', '-q', String(i % 2), '-C', '3']));
+    const subscribers = Array.from({ length: 20 }, (_, i) =>
+      mosquittoSub(port, ['-t', i % 2 ? 'many/+' : 'many/#', '-q', String(i % 2), '-C', '3']),
+    );
     await Promise.all(subscribers.map((s) => s.ready));
     const bodies = [payload(10, 1), payload(5000, 2), payload(70_000, 3)];
     for (const [i, body] of bodies.entries()) {
@@ -142,12 +159,12 @@ describe.skipIf(missing !== null).each(BROKERS)('$name broker with mosquitto_sub
     const { port } = await broker();
     const observer = await connect(port, { clientId: 'observer' }, cleanups);
     await observer.client.subscribeAsync('wills/#');
-    const spawnedAt = performance.now();  // before its CONNECT: the broker's clock for it starts later
+    const spawnedAt = performance.now(); // before its CONNECT: the broker's clock for it starts later
     const sleepy = mosquittoSub(port, ['-t', 'nothing', '-k', '5', '--will-topic', 'wills/sleepy', '--will-payload', 'gone']);
     await sleepy.ready;
     sleepy.child.kill('SIGSTOP');
     const [will] = await observer.received(1);
     expect([will.topic, will.payload.toString()]).toEqual(['wills/sleepy', 'gone']);
-    expect(performance.now() - spawnedAt).toBeGreaterThanOrEqual(7450);  // never before 1.5 × 5 s after the CONNECT
+    expect(performance.now() - spawnedAt).toBeGreaterThanOrEqual(7450); // never before 1.5 × 5 s after the CONNECT
   });
 });

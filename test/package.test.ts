@@ -8,7 +8,18 @@
 // untracked-but-not-ignored files, node_modules symlinked): prebuildify's
 // build/ and prebuilds/ are written there, never in the repo.
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,8 +49,10 @@ function run(command: string, args: string[], options: SpawnSyncOptions & { cwd:
   const result = spawnSync(command, args, { encoding: 'utf8', env: childEnv(), ...options });
   if (result.error) throw result.error;
   if (result.status !== 0) {
-    throw new Error(`\`${command} ${args.join(' ')}\` in ${options.cwd} exited with ` +
-      `${result.status ?? result.signal}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`);
+    throw new Error(
+      `\`${command} ${args.join(' ')}\` in ${options.cwd} exited with ` +
+        `${result.status ?? result.signal}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`,
+    );
   }
   return String(result.stdout);
 }
@@ -55,7 +68,7 @@ describe('npm package', () => {
   let scratch = '';
   let tarball = '';
   let tarballFiles: string[] = [];
-  let installed = '';  // <app>/node_modules/iobuf
+  let installed = ''; // <app>/node_modules/iobuf
   let app = '';
   let noCompilerPath = '';
 
@@ -78,7 +91,7 @@ describe('npm package', () => {
     const source = path.join(scratch, 'source');
     const listed = run('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo });
     for (const file of new Set(listed.split('\0').filter(Boolean))) {
-      if (file === 'node_modules' || !existsSync(path.join(repo, file))) continue;  // (deleted in the working tree)
+      if (file === 'node_modules' || !existsSync(path.join(repo, file))) continue; // (deleted in the working tree)
       mkdirSync(path.dirname(path.join(source, file)), { recursive: true });
       cpSync(path.join(repo, file), path.join(source, file));
     }
@@ -139,8 +152,9 @@ describe('npm package', () => {
   it.each(PREBUILDS)('$file is a shared object for $machine that needs no newer glibc than Node 20 does', ({ file, machine, libc }) => {
     const binary = path.join(installed, file);
     expect(run('readelf', ['-h', binary], { cwd: scratch })).toMatch(new RegExp(`Machine:\\s+${machine}`));
-    const needed = [...run('readelf', ['-d', binary], { cwd: scratch }).matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)]
-      .map((match) => match[1]);
+    const needed = [...run('readelf', ['-d', binary], { cwd: scratch }).matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map(
+      (match) => match[1],
+    );
     const symbols = run('readelf', ['-W', '--dyn-syms', binary], { cwd: scratch });
     const glibcVersions = [...symbols.matchAll(/@GLIBC_(\d+)\.(\d+)/g)].map((match) => [Number(match[1]), Number(match[2])]);
     if (libc === 'musl') {
@@ -148,8 +162,11 @@ describe('npm package', () => {
       expect(needed).toEqual(['libc.so']);
       expect(glibcVersions).toEqual([]);
       // Only the Node-API entry points are exported: the C++ runtime inside stays private.
-      const exported = symbols.split('\n').filter((line) => /\s(GLOBAL|WEAK)\s/.test(line) && !/\sUND\s/.test(line))
-        .map((line) => line.trim().split(/\s+/).pop()).sort();
+      const exported = symbols
+        .split('\n')
+        .filter((line) => /\s(GLOBAL|WEAK)\s/.test(line) && !/\sUND\s/.test(line))
+        .map((line) => line.trim().split(/\s+/).pop())
+        .sort();
       expect(exported).toEqual(['napi_register_module_v1', 'node_api_module_get_api_version_v1']);
     } else {
       expect(needed).toContain('libc.so.6');

@@ -15,8 +15,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const DEFAULT_CLASSES = Array.from({ length: 15 }, (_, i) => 256 << i);
 
-const readNumber = (file: string): number | undefined =>
-  existsSync(file) ? Number.parseInt(readFileSync(file, 'utf8'), 10) : undefined;
+const readNumber = (file: string): number | undefined => (existsSync(file) ? Number.parseInt(readFileSync(file, 'utf8'), 10) : undefined);
 
 describe('errno names (no strerrorname_np: musl has none, glibc only from 2.32)', () => {
   // glibc's strerrorname_np names the primary of each alias pair.
@@ -53,7 +52,7 @@ describe('sizes read from the system', () => {
   it('hugePageSize is /proc/meminfo Hugepagesize (else the THP PMD size)', () => {
     const kib = /^Hugepagesize:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
     const thp = readNumber('/sys/kernel/mm/transparent_hugepage/hpage_pmd_size');
-    expect(hugePageSize).toBe(kib !== undefined ? Number(kib) * KiB : thp ?? pageSize);
+    expect(hugePageSize).toBe(kib !== undefined ? Number(kib) * KiB : (thp ?? pageSize));
     expect(hugePageSize).toBeGreaterThanOrEqual(pageSize);
   });
 
@@ -87,15 +86,25 @@ describe('pool layout on other page sizes', () => {
 
   it('x86-64: 4 KiB pages, slabs up to one 2 MiB huge page', () => {
     expect(layout(X86_64)).toEqual([
-      [256, 256, 64 * KiB], [512, 512, 64 * KiB], [1 * KiB, 1 * KiB, 64 * KiB], [2 * KiB, 2 * KiB, 64 * KiB],
-      [4 * KiB, 4 * KiB, 128 * KiB], [8 * KiB, 8 * KiB, 256 * KiB], [16 * KiB, 16 * KiB, 512 * KiB],
-      [32 * KiB, 32 * KiB, 1 * MiB], [64 * KiB, 64 * KiB, 2 * MiB], [128 * KiB, 128 * KiB, 2 * MiB],
-      [256 * KiB, 256 * KiB, 2 * MiB], [512 * KiB, 512 * KiB, 2 * MiB], [1 * MiB, 1 * MiB, 2 * MiB],
-      [2 * MiB, 2 * MiB, 2 * MiB], [4 * MiB, 4 * MiB, 4 * MiB],
+      [256, 256, 64 * KiB],
+      [512, 512, 64 * KiB],
+      [1 * KiB, 1 * KiB, 64 * KiB],
+      [2 * KiB, 2 * KiB, 64 * KiB],
+      [4 * KiB, 4 * KiB, 128 * KiB],
+      [8 * KiB, 8 * KiB, 256 * KiB],
+      [16 * KiB, 16 * KiB, 512 * KiB],
+      [32 * KiB, 32 * KiB, 1 * MiB],
+      [64 * KiB, 64 * KiB, 2 * MiB],
+      [128 * KiB, 128 * KiB, 2 * MiB],
+      [256 * KiB, 256 * KiB, 2 * MiB],
+      [512 * KiB, 512 * KiB, 2 * MiB],
+      [1 * MiB, 1 * MiB, 2 * MiB],
+      [2 * MiB, 2 * MiB, 2 * MiB],
+      [4 * MiB, 4 * MiB, 4 * MiB],
     ]);
   });
 
-  it('the live layout is the one for this machine\'s sizes', () => {
+  it("the live layout is the one for this machine's sizes", () => {
     const here: PageGeometry = { pageSize, hugePageSize, cacheLineSize };
     for (const size of DEFAULT_CLASSES) expect(classLayout(size, BUDGET)).toEqual(classLayout(size, BUDGET, here));
   });

@@ -24,8 +24,18 @@ describe('BufferPool sizes and classes', () => {
   it('returns a Buffer of exactly the requested size, from the smallest class that holds it', () => {
     const pool = makePool({ maxMemory: 64 * MiB });
     const cases: Array<[number, number]> = [
-      [1, 256], [255, 256], [256, 256], [257, 512], [1000, 1024], [4095, 4096], [4096, 4096],
-      [4097, 8192], [65536, 65536], [65537, 131072], [3 * MiB, 4 * MiB], [4 * MiB, 4 * MiB],
+      [1, 256],
+      [255, 256],
+      [256, 256],
+      [257, 512],
+      [1000, 1024],
+      [4095, 4096],
+      [4096, 4096],
+      [4097, 8192],
+      [65536, 65536],
+      [65537, 131072],
+      [3 * MiB, 4 * MiB],
+      [4 * MiB, 4 * MiB],
     ];
     const held: Buffer[] = [];
     for (const [size, classSize] of cases) {
@@ -75,7 +85,7 @@ describe('BufferPool sizes and classes', () => {
     const big = pool.tryAcquire(700 * KiB)!;
     expect(big.length).toBe(700 * KiB);
     expect(pool.stats().classes.at(-1)).toMatchObject({ size: Infinity, acquires: 1, misses: 1, inUse: 1 });
-    expect(pool.tryAcquire(200 * KiB)).toBeNull();  // 700 KiB of 800 are taken: the budget holds
+    expect(pool.tryAcquire(200 * KiB)).toBeNull(); // 700 KiB of 800 are taken: the budget holds
     pool.release(big);
     const whole = pool.tryAcquire(800 * KiB)!;
     expect(whole.length).toBe(800 * KiB);
@@ -90,10 +100,22 @@ describe('BufferPool sizes and classes', () => {
 
   it('honours custom (non-power-of-two) size classes', () => {
     const pool = makePool({ sizeClasses: [100, 1500, 9000], maxMemory: 4 * MiB });
-    const held = [pool.tryAcquire(1)!, pool.tryAcquire(100)!, pool.tryAcquire(101)!, pool.tryAcquire(1500)!, pool.tryAcquire(1501)!, pool.tryAcquire(9000)!];
+    const held = [
+      pool.tryAcquire(1)!,
+      pool.tryAcquire(100)!,
+      pool.tryAcquire(101)!,
+      pool.tryAcquire(1500)!,
+      pool.tryAcquire(1501)!,
+      pool.tryAcquire(9000)!,
+    ];
     expect(held.map((b) => b.length)).toEqual([1, 100, 101, 1500, 1501, 9000]);
     const rows = pool.stats().classes;
-    expect(rows.map((row) => [row.size, row.acquires])).toEqual([[100, 2], [1500, 2], [9000, 2], [Infinity, 0]]);
+    expect(rows.map((row) => [row.size, row.acquires])).toEqual([
+      [100, 2],
+      [1500, 2],
+      [9000, 2],
+      [Infinity, 0],
+    ]);
     for (const buffer of held) pool.release(buffer);
   });
 });
@@ -156,10 +178,10 @@ describe('BufferPool recycling', () => {
     first.fill(0x11);
     pool.release(second);
     pool.release(first);
-    const again = pool.tryAcquire(60 * KiB)!;  // same class, other size: same slot, new view
+    const again = pool.tryAcquire(60 * KiB)!; // same class, other size: same slot, new view
     expect(addressOf(again)).toBe(a1);
     expect(again.length).toBe(60 * KiB);
-    expect(again[0]).toBe(0x11);  // the default mode does not clear recycled memory
+    expect(again[0]).toBe(0x11); // the default mode does not clear recycled memory
     const third = pool.tryAcquire(64 * KiB)!;
     expect(addressOf(third)).toBe(a2);
     const stats = pool.stats().classes.find((row) => row.size === 64 * KiB)!;
@@ -177,24 +199,51 @@ describe('BufferPool recycling', () => {
     const c = pool.tryAcquire(5000)!;
     pool.release(a);
     const d = pool.tryAcquire(600)!;
-    const e = pool.tryAcquire(20_000)!;  // oversize: a dedicated 20480-byte mapping
+    const e = pool.tryAcquire(20_000)!; // oversize: a dedicated 20480-byte mapping
     expect([a, b, c, d, e].map((x) => x.length)).toEqual([1000, 1024, 5000, 600, 20_000]);
 
     let stats = pool.stats();
     const [small, large, oversize] = stats.classes;
     expect(small).toEqual({
-      size: 1024, acquires: 3, releases: 1, recycles: 2, misses: 1, recycleRate: 2 / 3,
-      inUse: 2, inUseBytes: 2048, idleBytes: 65536 - 2048, osBytes: 65536, leaks: 0,
+      size: 1024,
+      acquires: 3,
+      releases: 1,
+      recycles: 2,
+      misses: 1,
+      recycleRate: 2 / 3,
+      inUse: 2,
+      inUseBytes: 2048,
+      idleBytes: 65536 - 2048,
+      osBytes: 65536,
+      leaks: 0,
     });
     expect(large).toEqual({
-      size: 8192, acquires: 1, releases: 0, recycles: 0, misses: 1, recycleRate: 0,
-      inUse: 1, inUseBytes: 8192, idleBytes: 131072 - 8192, osBytes: 131072, leaks: 0,
+      size: 8192,
+      acquires: 1,
+      releases: 0,
+      recycles: 0,
+      misses: 1,
+      recycleRate: 0,
+      inUse: 1,
+      inUseBytes: 8192,
+      idleBytes: 131072 - 8192,
+      osBytes: 131072,
+      leaks: 0,
     });
     expect(oversize).toMatchObject({ size: Infinity, acquires: 1, releases: 0, misses: 1, inUse: 1, inUseBytes: 20480, osBytes: 20480 });
     expect(stats).toMatchObject({
-      maxMemory: MiB, acquires: 5, releases: 1, misses: 3, recycles: 2, inUse: 4,
-      osBytes: 65536 + 131072 + 20480, highWaterBytes: 65536 + 131072 + 20480,
-      leaks: 0, waiters: 0, waits: 0, threads: 1,
+      maxMemory: MiB,
+      acquires: 5,
+      releases: 1,
+      misses: 3,
+      recycles: 2,
+      inUse: 4,
+      osBytes: 65536 + 131072 + 20480,
+      highWaterBytes: 65536 + 131072 + 20480,
+      leaks: 0,
+      waiters: 0,
+      waits: 0,
+      threads: 1,
     });
     expect(stats.recycleRate).toBe(2 / 5);
 
@@ -215,7 +264,7 @@ describe('BufferPool recycling', () => {
     expect(pool.stats().inUse).toBe(1);
     lease[Symbol.dispose]();
     expect(pool.stats().inUse).toBe(0);
-    lease.release();  // a second release of a lease is a no-op
+    lease.release(); // a second release of a lease is a no-op
     expect(pool.stats()).toMatchObject({ inUse: 0, releases: 1 });
 
     const awaited = await pool.lease(5000);
@@ -237,7 +286,7 @@ describe('BufferPool recycling', () => {
     const before = pool.stats();
     expect(before.osBytes).toBe(256 * KiB);
     expect(pool.tryAcquire(65536)).toBeNull();
-    expect(pool.tryAcquire(100_000)).toBeNull();  // oversize needs budget too
+    expect(pool.tryAcquire(100_000)).toBeNull(); // oversize needs budget too
     expect(pool.stats()).toEqual(before);
     for (const buffer of held) pool.release(buffer);
   });

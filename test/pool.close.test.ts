@@ -38,12 +38,16 @@ describe('BufferPool close', () => {
   it('waits until every outstanding buffer is released, then unmaps', async () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     const a = pool.tryAcquire(4096)!;
-    const b = pool.tryAcquire(5 * MiB)!;  // oversize
+    const b = pool.tryAcquire(5 * MiB)!; // oversize
     const c = pool.tryAcquire(100)!;
     const address = addressOf(a);
     const closing = pool.close();
     // Closed at once for new acquires, but the memory stays while buffers are out.
-    expectCode(thrown(() => pool.tryAcquire(4096)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expectCode(
+      thrown(() => pool.tryAcquire(4096)),
+      'IobufError',
+      'ERR_IOBUF_POOL_CLOSED',
+    );
     expect(await settled(closing)).toBe(false);
     a.fill(7);
     expect(a[4095]).toBe(7);
@@ -57,7 +61,7 @@ describe('BufferPool close', () => {
     pool.release(c);
     await closing;
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, idleBytes: 0, acquires: 3, releases: 3 });
-    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped);  // see mappingAt
+    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped); // see mappingAt
   });
 
   it('a close with nothing out resolves at once and unmaps the idle slabs', async () => {
@@ -71,7 +75,7 @@ describe('BufferPool close', () => {
     expect(mapped).not.toBeNull();
     await pool.close();
     expect(pool.stats().osBytes).toBe(0);
-    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped);  // see mappingAt
+    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped); // see mappingAt
   });
 
   it('times out with ERR_IOBUF_CLOSE_TIMEOUT; then force detaches outstanding buffers', async () => {
@@ -92,10 +96,14 @@ describe('BufferPool close', () => {
       expect(buffer[0]).toBeUndefined();
     }
     expect(slice.length).toBe(0);
-    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped);  // see mappingAt
+    if (!sanitized) expect(mappingAt(address)).not.toBe(mapped); // see mappingAt
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, inUseBytes: 0 });
     // Releasing one of them now is a clear error, not a crash or a count change.
-    expectCode(thrown(() => pool.release(held[0])), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expectCode(
+      thrown(() => pool.release(held[0])),
+      'IobufError',
+      'ERR_IOBUF_POOL_CLOSED',
+    );
     expect(pool.stats().inUse).toBe(0);
   });
 
@@ -115,7 +123,11 @@ describe('BufferPool close', () => {
     pool[Symbol.dispose]();
     await turns();
     expect(a.length).toBe(0);
-    expectCode(thrown(() => pool.tryAcquire(1)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expectCode(
+      thrown(() => pool.tryAcquire(1)),
+      'IobufError',
+      'ERR_IOBUF_POOL_CLOSED',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
   });
 });

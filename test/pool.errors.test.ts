@@ -49,11 +49,23 @@ describe('BufferPool argument errors', () => {
     const pool = makePool({ maxMemory: 4 * MiB });
     const held = pool.tryAcquire(100)!;
     expectCode(await rejection(pool.acquire(size as number)), name, code);
-    expectCode(thrown(() => pool.acquireSync(size as number)), name, code);
-    expectCode(thrown(() => pool.tryLease(size as number)), name, code);
+    expectCode(
+      thrown(() => pool.acquireSync(size as number)),
+      name,
+      code,
+    );
+    expectCode(
+      thrown(() => pool.tryLease(size as number)),
+      name,
+      code,
+    );
     expectCode(await rejection(pool.lease(size as number)), name, code);
     expectCode(await rejection(pool.acquireMany(2, size as number)), name, code);
-    expectCode(thrown(() => pool.tryAcquireMany(2, size as number)), name, code);
+    expectCode(
+      thrown(() => pool.tryAcquireMany(2, size as number)),
+      name,
+      code,
+    );
     expect(pool.stats()).toMatchObject({ inUse: 1, waiters: 0, acquires: 1 });
     stillExact(pool, 1);
     pool.release(held);
@@ -72,9 +84,17 @@ describe('BufferPool argument errors', () => {
   it('a size above maxMemory is a RangeError, for a class size and an oversize one', async () => {
     const pool = makePool({ maxMemory: MiB });
     for (const size of [MiB + 1, 2 * MiB, 4 * MiB, 4 * MiB + 1, 64 * MiB]) {
-      expectCode(thrown(() => pool.tryAcquire(size)), 'RangeError', 'ERR_OUT_OF_RANGE');
+      expectCode(
+        thrown(() => pool.tryAcquire(size)),
+        'RangeError',
+        'ERR_OUT_OF_RANGE',
+      );
       expectCode(await rejection(pool.acquire(size)), 'RangeError', 'ERR_OUT_OF_RANGE');
-      expectCode(thrown(() => pool.acquireSync(size)), 'RangeError', 'ERR_OUT_OF_RANGE');
+      expectCode(
+        thrown(() => pool.acquireSync(size)),
+        'RangeError',
+        'ERR_OUT_OF_RANGE',
+      );
     }
     expect(pool.stats()).toMatchObject({ inUse: 0, acquires: 0, osBytes: 0, waiters: 0 });
     // Exactly maxMemory still fits (as one dedicated mapping or one slab).
@@ -88,13 +108,21 @@ describe('BufferPool argument errors', () => {
     const pool = makePool({ maxMemory: MiB });
     for (const count of [0, -1, 1.5, NaN, 2 ** 20 + 1]) {
       expectCode(await rejection(pool.acquireMany(count, 4096)), 'RangeError', 'ERR_OUT_OF_RANGE');
-      expectCode(thrown(() => pool.tryAcquireMany(count, 4096)), 'RangeError', 'ERR_OUT_OF_RANGE');
+      expectCode(
+        thrown(() => pool.tryAcquireMany(count, 4096)),
+        'RangeError',
+        'ERR_OUT_OF_RANGE',
+      );
     }
     expectCode(await rejection(pool.acquireMany('2' as unknown as number, 4096)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(await rejection(pool.acquireMany(257, 4096)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => pool.tryAcquireMany(257, 4096)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => pool.tryAcquireMany(257, 4096)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 0, acquires: 0, osBytes: 0, waiters: 0 });
-    const all = pool.tryAcquireMany(256, 4096)!;  // exactly the budget
+    const all = pool.tryAcquireMany(256, 4096)!; // exactly the budget
     expect(all).toHaveLength(256);
     expect(pool.stats().inUse).toBe(256);
     for (const buffer of all) pool.release(buffer);
@@ -108,15 +136,27 @@ describe('BufferPool argument errors', () => {
     expectCode(await rejection(pool.acquire(10, { timeout: '5' as unknown as number })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(await rejection(pool.acquire(10, { signal: {} as AbortSignal })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expectCode(await rejection(pool.acquire(10, null as unknown as object)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => pool.acquireSync(10, { timeout: -5 })), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => pool.acquireSync(10, { timeout: -5 })),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 0, acquires: 0, waiters: 0 });
   });
 });
 
 describe('BufferPool constructor errors', () => {
   it('a budget smaller than one slab (or one page) of the smallest class', () => {
-    expectCode(thrown(() => new BufferPool({ maxMemory: 100 })), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => new BufferPool({ maxMemory: 4095 })), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => new BufferPool({ maxMemory: 100 })),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => new BufferPool({ maxMemory: 4095 })),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     const error = thrown(() => new BufferPool({ sizeClasses: [8192, 16384], maxMemory: 4096 }));
     expectCode(error, 'RangeError', 'ERR_OUT_OF_RANGE');
     expect(error.message).toContain('options.maxMemory');
@@ -145,11 +185,19 @@ describe('BufferPool constructor errors', () => {
     ['unknown leakDetection', { leakDetection: 'paranoid' }, 'TypeError', 'ERR_INVALID_ARG_VALUE'],
     ['onLeak not a function', { onLeak: 'log' }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
   ])('%s', (_what, options, name, code) => {
-    expectCode(thrown(() => new BufferPool(options)), name, code);
+    expectCode(
+      thrown(() => new BufferPool(options)),
+      name,
+      code,
+    );
   });
 
   it('attach() refuses anything but a handle', () => {
-    expectCode(thrown(() => BufferPool.attach({} as never)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => BufferPool.attach({} as never)),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     const error = thrown(() => BufferPool.attach(null as never));
     expectCode(error, 'TypeError', 'ERR_INVALID_ARG_TYPE');
     expect(error.message).toBe('Expected a BufferPool handle (pool.handle) for handle but received null');
@@ -167,13 +215,17 @@ describe('BufferPool release errors never corrupt the pool', () => {
     const pool = makePool({ maxMemory: MiB });
     const held = pool.tryAcquire(4096)!;
     for (const value of [undefined, null, 42, 'buffer', {}, new ArrayBuffer(8)]) {
-      expectCode(thrown(() => pool.release(value as Buffer)), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+      expectCode(
+        thrown(() => pool.release(value as Buffer)),
+        'TypeError',
+        'ERR_INVALID_ARG_TYPE',
+      );
     }
     stillExact(pool, 1);
     pool.release(held);
   });
 
-  it('ERR_IOBUF_FOREIGN_BUFFER for a plain Buffer, a typed array, another pool\'s buffer, a slice or a copy', () => {
+  it("ERR_IOBUF_FOREIGN_BUFFER for a plain Buffer, a typed array, another pool's buffer, a slice or a copy", () => {
     const pool = makePool({ maxMemory: MiB });
     const other = makePool({ maxMemory: MiB });
     const held = pool.tryAcquire(4096)!;
@@ -228,7 +280,11 @@ describe('BufferPool release errors never corrupt the pool', () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     const big = pool.tryAcquire(5 * MiB)!;
     pool.release(big);
-    expectCode(thrown(() => pool.release(big)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
+    expectCode(
+      thrown(() => pool.release(big)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
     stillExact(pool, 0, 5 * MiB);
   });
@@ -239,8 +295,16 @@ describe('BufferPool release errors never corrupt the pool', () => {
     const b = pool.tryAcquire(65536)!;
     const waiting = pool.acquire(65536);
     expect(pool.stats().waiters).toBe(1);
-    expectCode(thrown(() => pool.release(a.subarray(1))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
-    expectCode(thrown(() => pool.release(Buffer.alloc(65536))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
+    expectCode(
+      thrown(() => pool.release(a.subarray(1))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
+    expectCode(
+      thrown(() => pool.release(Buffer.alloc(65536))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
     await turns();
     expect(pool.stats()).toMatchObject({ inUse: 2, waiters: 1, osBytes: 128 * KiB });
     pool.release(a);

@@ -83,7 +83,7 @@ describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
       const pool = makePool({ maxMemory: 4 * MiB, leakDetection: 'full' });
       dropOne(pool, 3000);
       await collect(() => warnings.length > 0);
-      await turns(3);  // warnings are emitted on the next tick
+      await turns(3); // warnings are emitted on the next tick
       expect(warnings).toHaveLength(1);
       expect(warnings[0].message).toContain('3000 bytes');
       expect(warnings[0].message).toContain('pool.leaks.test');
@@ -105,7 +105,7 @@ describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
     await collect(() => sampled.length > 0);
     await collect();
     expect(sampled.length).toBeGreaterThanOrEqual(1);
-    expect(sampled.length).toBeLessThanOrEqual(4);  // 1 in 128 or 256, not every one
+    expect(sampled.length).toBeLessThanOrEqual(4); // 1 in 128 or 256, not every one
     expect(sampled.every((leak) => leak.size === 256 && leak.stack === undefined)).toBe(true);
     expect(sample.stats()).toMatchObject({ leaks: sampled.length, inUse: 512 - sampled.length });
     expect(off).toEqual([]);

@@ -15,9 +15,11 @@ const CLASSES = [4096, 65536, 262144];
 function xorshift(seed: number): (limit: number) => number {
   let state = seed >>> 0;
   return (limit) => {
-    state ^= state << 13; state >>>= 0;
+    state ^= state << 13;
+    state >>>= 0;
     state ^= state >>> 17;
-    state ^= state << 5; state >>>= 0;
+    state ^= state << 5;
+    state >>>= 0;
     return state % limit;
   };
 }
@@ -28,13 +30,19 @@ describe('BufferPool under stress', () => {
     const pool = new BufferPool({ sizeClasses: CLASSES, maxMemory, retainIdle: 0 });
     const random = xorshift(0x5eed);
     const workerRounds = 300;
-    const workers = [1, 2, 3].map((n) => new Worker(path.join(__dirname, 'fixtures', 'pool-stress-worker.js'), {
-      workerData: { handle: pool.handle, rounds: workerRounds, sizes: SIZES, seed: 1000 + n, signatureBase: n * 50 },
-    }));
-    const workerResults = workers.map((worker) => new Promise<{ served: number; overwritten: unknown[] }>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    }));
+    const workers = [1, 2, 3].map(
+      (n) =>
+        new Worker(path.join(__dirname, 'fixtures', 'pool-stress-worker.js'), {
+          workerData: { handle: pool.handle, rounds: workerRounds, sizes: SIZES, seed: 1000 + n, signatureBase: n * 50 },
+        }),
+    );
+    const workerResults = workers.map(
+      (worker) =>
+        new Promise<{ served: number; overwritten: unknown[] }>((resolve, reject) => {
+          worker.once('message', resolve);
+          worker.once('error', reject);
+        }),
+    );
 
     // Main thread: 40 tasks, each cycling acquire → sign → hold for a random
     // number of turns → check → release.
@@ -79,7 +87,7 @@ describe('BufferPool under stress', () => {
     expect(stats.acquires).toBe(40 * 40 + 3 * workerRounds);
     expect(stats.releases).toBe(stats.acquires);
     expect(stats.highWaterBytes).toBeLessThanOrEqual(maxMemory);
-    expect(stats.waits).toBeGreaterThan(0);  // the budget really was tight
+    expect(stats.waits).toBeGreaterThan(0); // the budget really was tight
     await pool.close();
     expect(pool.stats().osBytes).toBe(0);
   });

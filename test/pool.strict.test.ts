@@ -30,13 +30,17 @@ describe('BufferPool strict mode', () => {
     old.fill(0x11);
     pool.release(old);
     const next = pool.tryAcquire(4096)!;
-    expect(addressOf(next)).toBe(address);  // the same memory, a new view
+    expect(addressOf(next)).toBe(address); // the same memory, a new view
     expect(next === old).toBe(false);
     next.fill(0x42);
     expect(old.length).toBe(0);
     expect(old[0]).toBeUndefined();
-    old[0] = 0x99;  // silently ignored on a detached view
-    try { old.fill(0x99); } catch { /* a detached view may refuse; either way it must not reach next */ }
+    old[0] = 0x99; // silently ignored on a detached view
+    try {
+      old.fill(0x99);
+    } catch {
+      /* a detached view may refuse; either way it must not reach next */
+    }
     expect(next.every((byte) => byte === 0x42)).toBe(true);
     pool.release(next);
   });
@@ -45,19 +49,35 @@ describe('BufferPool strict mode', () => {
     const pool = makePool({ maxMemory: 4 * MiB, strict: true });
     const a = pool.tryAcquire(4096)!;
     pool.release(a);
-    expectCode(thrown(() => pool.release(a)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
-    const b = pool.tryAcquire(4096)!;  // same slot
-    expectCode(thrown(() => pool.release(a)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
+    expectCode(
+      thrown(() => pool.release(a)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
+    const b = pool.tryAcquire(4096)!; // same slot
+    expectCode(
+      thrown(() => pool.release(a)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
     // b is untouched by a's bad release.
     expect(pool.stats().inUse).toBe(1);
     b.fill(3);
     expect(b[4095]).toBe(3);
     pool.release(b);
-    expectCode(thrown(() => pool.release(b)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
+    expectCode(
+      thrown(() => pool.release(b)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 0, acquires: 2, releases: 2 });
     // A slice of a live strict buffer is still foreign.
     const c = pool.tryAcquire(4096)!;
-    expectCode(thrown(() => pool.release(c.subarray(0, 10))), 'IobufError', 'ERR_IOBUF_FOREIGN_BUFFER');
+    expectCode(
+      thrown(() => pool.release(c.subarray(0, 10))),
+      'IobufError',
+      'ERR_IOBUF_FOREIGN_BUFFER',
+    );
     expect(pool.stats().inUse).toBe(1);
     pool.release(c);
   });
@@ -81,20 +101,32 @@ describe('BufferPool strict mode', () => {
     const b = pool.tryAcquire(4096)!;
     expect(b).toBe(a);
     pool.release(b);
-    expectCode(thrown(() => pool.release(a)), 'IobufError', 'ERR_IOBUF_DOUBLE_RELEASE');
+    expectCode(
+      thrown(() => pool.release(a)),
+      'IobufError',
+      'ERR_IOBUF_DOUBLE_RELEASE',
+    );
     expect(pool.stats().inUse).toBe(0);
   });
 });
 
 describe('BufferPool poison', () => {
-  it.each<[boolean | number, number]>([[true, 0xa5], [0, 0], [0x3c, 0x3c]])('poison %s fills released bytes with 0x%s', (poison, byte) => {
+  it.each<[boolean | number, number]>([
+    [true, 0xa5],
+    [0, 0],
+    [0x3c, 0x3c],
+  ])('poison %s fills released bytes with 0x%s', (poison, byte) => {
     const pool = makePool({ maxMemory: 16 * MiB, poison });
     for (const size of [100, 4096, 5 * MiB]) {
       const buffer = pool.tryAcquire(size)!;
       buffer.fill(0x5a);
-      const view = Buffer.from(buffer.buffer, buffer.byteOffset, buffer.length);  // what a stale reader still sees
+      const view = Buffer.from(buffer.buffer, buffer.byteOffset, buffer.length); // what a stale reader still sees
       pool.release(buffer);
-      if (size <= 4096) expect(view.every((x) => x === byte), `size ${size}`).toBe(true);
+      if (size <= 4096)
+        expect(
+          view.every((x) => x === byte),
+          `size ${size}`,
+        ).toBe(true);
       expect(pool.stats().inUse).toBe(0);
     }
   });

@@ -12,7 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BufferPool, type BufferPoolHandle } from '../lib/index';
 import { native } from '../lib/binding';
-import { layout } from '../lib/pool-shared';
+import { layout } from '../lib/pool/shared';
 import { makeFifo } from './fixtures/iovec-helpers';
 import { KiB, PoolWorker, expectCode, rejection, thrown, until, usePools } from './fixtures/pool-helpers';
 
@@ -72,7 +72,7 @@ describe('a terminated worker gives back what it held', () => {
     const request = worker.send('acquireSync', { size: 65536 });
     await request.blocking;
     await until(() => pool.stats().waiters === 1, 'the worker to wait');
-    const mine = pool.acquire(65536);  // queued behind the worker's ticket
+    const mine = pool.acquire(65536); // queued behind the worker's ticket
     await terminate(worker);
     pool.release(held[0]);
     const buffer = await mine;
@@ -99,7 +99,7 @@ describe('a terminated worker gives back what it held', () => {
     pool.release(held[1]);
   });
 
-  it('while the main thread waits with no budget left: the dead holder\'s pages wake it', async () => {
+  it("while the main thread waits with no budget left: the dead holder's pages wake it", async () => {
     const pool = sharedPool(2);
     const worker = await startWorker(pool, 'W');
     await worker.call('tryAcquire', { size: 65536 });
@@ -137,7 +137,8 @@ describe('in-flight I/O of a terminated worker', () => {
     fs.writeFileSync(file, Buffer.alloc(16 * 65536, 7));
     const fifo = makeFifo(dir);
     const child = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'pool-terminate-io.js'), file, fifo, '12'], {
-      encoding: 'utf8', timeout: 50_000,
+      encoding: 'utf8',
+      timeout: 50_000,
     });
     expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
     expect(JSON.parse(child.stdout)).toEqual({ terminated: 13 });
@@ -172,7 +173,11 @@ describe('membership is per thread now, not per attach in a lifetime', () => {
     const pool = sharedPool(8);
     const attached = Array.from({ length: 63 }, () => BufferPool.attach(pool.handle));
     expect(pool.stats().threads).toBe(64);
-    expectCode(thrown(() => BufferPool.attach(pool.handle)), 'IobufError', 'ERR_IOBUF_UNSUPPORTED');
+    expectCode(
+      thrown(() => BufferPool.attach(pool.handle)),
+      'IobufError',
+      'ERR_IOBUF_UNSUPPORTED',
+    );
     expect(pool.stats().threads).toBe(64);
     void attached.pop()!.close();
     expect(BufferPool.attach(pool.handle)).toBeInstanceOf(BufferPool);
@@ -190,10 +195,12 @@ describe('tickets wrap', () => {
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     for (let round = 0; round < 3; round++) {
       const order: number[] = [];
-      const waits = Array.from({ length: 5 }, (_, i) => pool.acquire(65536).then((buffer) => {
-        order.push(i);
-        return buffer;
-      }));
+      const waits = Array.from({ length: 5 }, (_, i) =>
+        pool.acquire(65536).then((buffer) => {
+          order.push(i);
+          return buffer;
+        }),
+      );
       for (let i = 0; i < 5; i++) {
         pool.release(held.pop()!);
         held.unshift(await waits[i]);
@@ -203,7 +210,7 @@ describe('tickets wrap', () => {
       for (const extra of held.splice(0)) pool.release(extra);
       held.push(pool.tryAcquire(65536)!, pool.tryAcquire(65536)!);
     }
-    expect(control[layout.words.nextTicket]).toBeLessThan(0);  // it did wrap
+    expect(control[layout.words.nextTicket]).toBeLessThan(0); // it did wrap
     expect(pool.stats()).toMatchObject({ waiters: 0, inUse: 2 });
     for (const buffer of held) pool.release(buffer);
     expect(pool.tryAcquire(65536)).not.toBeNull();
@@ -216,7 +223,11 @@ describe('attach() trusts nothing it is given', () => {
     ['a number for shared', (h) => ({ ...h, shared: 42 }), 'ERR_INVALID_ARG_TYPE'],
     ['an empty SharedArrayBuffer', (h) => ({ ...h, shared: new SharedArrayBuffer(0) }), 'ERR_INVALID_ARG_VALUE'],
     ['a tiny SharedArrayBuffer', (h) => ({ ...h, shared: new SharedArrayBuffer(64) }), 'ERR_INVALID_ARG_VALUE'],
-    ['a block of the right size with no magic', (h) => ({ ...h, shared: new SharedArrayBuffer(h.shared.byteLength) }), 'ERR_INVALID_ARG_VALUE'],
+    [
+      'a block of the right size with no magic',
+      (h) => ({ ...h, shared: new SharedArrayBuffer(h.shared.byteLength) }),
+      'ERR_INVALID_ARG_VALUE',
+    ],
     ['sizeClasses: []', (h) => ({ ...h, options: { ...h.options, sizeClasses: [] } }), 'ERR_INVALID_ARG_VALUE'],
     ['sizeClasses: [NaN, 65536]', (h) => ({ ...h, options: { ...h.options, sizeClasses: [NaN, 65536] } }), 'ERR_OUT_OF_RANGE'],
     ['sizeClasses: [4096, 2 ** 40]', (h) => ({ ...h, options: { ...h.options, sizeClasses: [4096, 2 ** 40] } }), 'ERR_OUT_OF_RANGE'],
@@ -234,7 +245,11 @@ describe('attach() trusts nothing it is given', () => {
       // Still the only thread: acquireSync refuses rather than blocking forever.
       pool.tryAcquire(65536);
       pool.tryAcquire(65536);
-      expectCode(thrown(() => pool.acquireSync(65536)), 'IobufError', 'ERR_IOBUF_WOULD_DEADLOCK');
+      expectCode(
+        thrown(() => pool.acquireSync(65536)),
+        'IobufError',
+        'ERR_IOBUF_WOULD_DEADLOCK',
+      );
     });
   }
 
@@ -252,7 +267,7 @@ describe('attach() trusts nothing it is given', () => {
     const pool = sharedPool(4, { strict: true });
     const handle = { shared: pool.handle.shared, options: { ...pool.handle.options, sizeClasses: [4096, 65536] } };
     const attached = BufferPool.attach(handle);
-    handle.options.sizeClasses[0] = 1 << 20;  // too late: attach() copied them
+    handle.options.sizeClasses[0] = 1 << 20; // too late: attach() copied them
     const buffer = attached.tryAcquire(4096)!;
     expect(buffer.length).toBe(4096);
     buffer.fill(1);
@@ -262,8 +277,16 @@ describe('attach() trusts nothing it is given', () => {
 
   it('the native view maker checks its range itself', () => {
     const slab = new ArrayBuffer(4096);
-    expectCode(thrown(() => native.viewOf(slab, 4096 - 16, 1 << 20)), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => native.viewOf(slab, -1, 16)), 'RangeError', 'ERR_OUT_OF_RANGE');
+    expectCode(
+      thrown(() => native.viewOf(slab, 4096 - 16, 1 << 20)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => native.viewOf(slab, -1, 16)),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
     expect(native.viewOf(slab, 4080, 16).length).toBe(16);
   });
 
@@ -271,7 +294,11 @@ describe('attach() trusts nothing it is given', () => {
     const pool = sharedPool(2);
     const handle = pool.handle;
     await pool.close();
-    expectCode(thrown(() => BufferPool.attach(handle)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
+    expectCode(
+      thrown(() => BufferPool.attach(handle)),
+      'IobufError',
+      'ERR_IOBUF_POOL_CLOSED',
+    );
     expectCode(await rejection(pool.acquire(4096)), 'IobufError', 'ERR_IOBUF_POOL_CLOSED');
   });
 });
@@ -307,7 +334,7 @@ describe('churn', () => {
         const worker = new Worker(path.join(__dirname, 'fixtures', 'pool-churn-worker.js'), {
           workerData: { handle: pool.handle, file, seed: random(2 ** 30) + 1, ending },
         });
-        worker.on('error', () => {});  // 'throw' ends with an uncaught error on purpose
+        worker.on('error', () => {}); // 'throw' ends with an uncaught error on purpose
         const exited = new Promise<number>((resolve) => worker.on('exit', resolve));
         if (ending === 'terminate') {
           const when = random(3);

@@ -16,7 +16,12 @@ describe('BufferPool waiting order', () => {
     const pool = oneSlotPool(2);
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     const order: number[] = [];
-    const waiters = [0, 1, 2, 3].map((i) => pool.acquire(65536).then((buffer) => { order.push(i); return buffer; }));
+    const waiters = [0, 1, 2, 3].map((i) =>
+      pool.acquire(65536).then((buffer) => {
+        order.push(i);
+        return buffer;
+      }),
+    );
     await turns();
     expect(pool.stats()).toMatchObject({ waiters: 4, inUse: 2 });
     pool.release(held[1]);
@@ -43,8 +48,16 @@ describe('BufferPool waiting order', () => {
     for (let b = pool.tryAcquire(4096); b !== null; b = pool.tryAcquire(4096)) small.push(b);
     expect(small).toHaveLength(128);
     const order: string[] = [];
-    const big = pool.acquire(262144).then((buffer) => { order.push('big'); return buffer; });
-    const later = Array.from({ length: 4 }, (_, i) => pool.acquire(65536).then((buffer) => { order.push(`medium${i}`); return buffer; }));
+    const big = pool.acquire(262144).then((buffer) => {
+      order.push('big');
+      return buffer;
+    });
+    const later = Array.from({ length: 4 }, (_, i) =>
+      pool.acquire(65536).then((buffer) => {
+        order.push(`medium${i}`);
+        return buffer;
+      }),
+    );
     await turns();
     expect(pool.stats().waiters).toBe(5);
     // One whole slab (64 KiB) back: enough for a medium request, not for the large one queued first.
@@ -83,7 +96,10 @@ describe('BufferPool waiting order', () => {
     for (const buffer of all.filter((_, i) => i % 2 === 1)) pool.release(buffer);
     let bigServedAtRound = -1;
     let round = 0;
-    const big = pool.acquire(262144).then((buffer) => { bigServedAtRound = round; return buffer; });
+    const big = pool.acquire(262144).then((buffer) => {
+      bigServedAtRound = round;
+      return buffer;
+    });
     await turns();
     expect(pool.stats()).toMatchObject({ waiters: 1, osBytes: 512 * KiB, inUse: 64 });
     // The users keep cycling: each releases its buffer and takes another, so
@@ -154,7 +170,12 @@ describe('BufferPool abort and timeout', () => {
     const held = pool.tryAcquire(65536)!;
     const controllers = [0, 1, 2].map(() => new AbortController());
     const order: number[] = [];
-    const waiters = controllers.map((c, i) => pool.acquire(65536, { signal: c.signal }).then((b) => { order.push(i); return b; }));
+    const waiters = controllers.map((c, i) =>
+      pool.acquire(65536, { signal: c.signal }).then((b) => {
+        order.push(i);
+        return b;
+      }),
+    );
     await turns();
     controllers[0].abort();
     expectCode(await rejection(waiters[0]), 'AbortError', 'ABORT_ERR');
@@ -206,12 +227,24 @@ describe('BufferPool abort and timeout', () => {
     const held = pool.acquireSync(65536);
     expect(held.length).toBe(65536);
     // Spent, and no other thread attached.
-    expectCode(thrown(() => pool.acquireSync(65536)), 'IobufError', 'ERR_IOBUF_WOULD_DEADLOCK');
-    expectCode(thrown(() => pool.acquireSync(65536, { timeout: 10 })), 'IobufError', 'ERR_IOBUF_WOULD_DEADLOCK');
+    expectCode(
+      thrown(() => pool.acquireSync(65536)),
+      'IobufError',
+      'ERR_IOBUF_WOULD_DEADLOCK',
+    );
+    expectCode(
+      thrown(() => pool.acquireSync(65536, { timeout: 10 })),
+      'IobufError',
+      'ERR_IOBUF_WOULD_DEADLOCK',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 1, waiters: 0 });
     // With this thread's own acquire() queued.
     const waiting = pool.acquire(65536);
-    expectCode(thrown(() => pool.acquireSync(65536)), 'IobufError', 'ERR_IOBUF_WOULD_DEADLOCK');
+    expectCode(
+      thrown(() => pool.acquireSync(65536)),
+      'IobufError',
+      'ERR_IOBUF_WOULD_DEADLOCK',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 1, waiters: 1 });
     pool.release(held);
     pool.release(await waiting);
@@ -240,7 +273,13 @@ describe('BufferPool close and waiters', () => {
 describe('BufferPool acquireMany', () => {
   it('carves count buffers from one contiguous region: buffer i+1 starts one stride after buffer i', () => {
     const pool = makePool({ maxMemory: 16 * MiB });
-    for (const [count, size, stride] of [[8, 4096, 4096], [5, 4000, 4096], [4, 65536, 65536], [3, 100_000, 131072], [16, 300, 512]]) {
+    for (const [count, size, stride] of [
+      [8, 4096, 4096],
+      [5, 4000, 4096],
+      [4, 65536, 65536],
+      [3, 100_000, 131072],
+      [16, 300, 512],
+    ]) {
       const buffers = pool.tryAcquireMany(count, size)!;
       expect(buffers).toHaveLength(count);
       const base = addressOf(buffers[0]);
@@ -296,8 +335,14 @@ describe('BufferPool acquireMany', () => {
     const pool = oneSlotPool(4);
     const held = Array.from({ length: 4 }, () => pool.tryAcquire(65536)!);
     const order: string[] = [];
-    const many = pool.acquireMany(3, 65536).then((b) => { order.push('many'); return b; });
-    const single = pool.acquire(4096).then((b) => { order.push('single'); return b; });
+    const many = pool.acquireMany(3, 65536).then((b) => {
+      order.push('many');
+      return b;
+    });
+    const single = pool.acquire(4096).then((b) => {
+      order.push('single');
+      return b;
+    });
     await turns();
     for (const buffer of held.splice(0, 3)) pool.release(buffer);
     const buffers = await many;

@@ -64,7 +64,8 @@ describe('BufferPool wake-ups across threads', () => {
     const held = pool.tryAcquire(4096)!;
     // Nothing but the acquire keeps this worker's event loop busy (no message
     // listener): a pending Atomics.waitAsync alone would let the thread end.
-    const worker = new Worker(`
+    const worker = new Worker(
+      `
       const { parentPort, workerData } = require('node:worker_threads');
       const { BufferPool } = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
       const pool = BufferPool.attach(workerData);
@@ -74,7 +75,9 @@ describe('BufferPool wake-ups across threads', () => {
         pool.release(buffer);
         return pool.close();
       }, (error) => parentPort.postMessage({ error: error.code }));
-    `, { eval: true, workerData: pool.handle });
+    `,
+      { eval: true, workerData: pool.handle },
+    );
     const messages: unknown[] = [];
     const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
     worker.on('message', (message) => {

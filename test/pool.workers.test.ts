@@ -35,8 +35,10 @@ describe('BufferPool shared by worker threads', () => {
     expect(pool.stats().threads).toBe(3);
     const mine = Array.from({ length: 4 }, () => pool.tryAcquire(65536)!);
     const got = [
-      await a.call('tryAcquire', { size: 65536 }), await a.call('tryAcquire', { size: 65536 }),
-      await b.call('tryAcquire', { size: 65536 }), await b.call('tryAcquire', { size: 65536 }),
+      await a.call('tryAcquire', { size: 65536 }),
+      await a.call('tryAcquire', { size: 65536 }),
+      await b.call('tryAcquire', { size: 65536 }),
+      await b.call('tryAcquire', { size: 65536 }),
     ];
     expect(got.every((x) => x !== null && x.length === 65536)).toBe(true);
     // Distinct memory in each thread.
@@ -104,7 +106,7 @@ describe('BufferPool shared by worker threads', () => {
     await until(() => pool.stats().waiters === 2, 'B to wait');
     first.reply.then(() => events.push('A acquired'));
     second.reply.then(() => events.push('B acquired'));
-    pool.release(held[0]);  // room for exactly one
+    pool.release(held[0]); // room for exactly one
     const fromA = await first.reply;
     expect(fromA.ok).toBe(true);
     await turns(5);
@@ -130,11 +132,19 @@ describe('BufferPool shared by worker threads', () => {
   it('ERR_IOBUF_WOULD_DEADLOCK on the main thread only without workers', async () => {
     const pool = sharedPool(1);
     const held = pool.tryAcquire(65536)!;
-    expectCode(thrown(() => pool.acquireSync(65536)), 'IobufError', 'ERR_IOBUF_WOULD_DEADLOCK');
+    expectCode(
+      thrown(() => pool.acquireSync(65536)),
+      'IobufError',
+      'ERR_IOBUF_WOULD_DEADLOCK',
+    );
     expect(pool.stats()).toMatchObject({ waiters: 0, inUse: 1 });
     // With a worker attached, the main thread may block (with a timeout here, as nothing releases).
     await startWorker(pool, 'W');
-    expectCode(thrown(() => pool.acquireSync(65536, { timeout: 10 })), 'IobufError', 'ERR_IOBUF_BUDGET_TIMEOUT');
+    expectCode(
+      thrown(() => pool.acquireSync(65536, { timeout: 10 })),
+      'IobufError',
+      'ERR_IOBUF_BUDGET_TIMEOUT',
+    );
     expect(pool.stats()).toMatchObject({ waiters: 0, inUse: 1 });
     pool.release(held);
   });

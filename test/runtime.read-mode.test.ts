@@ -46,8 +46,8 @@ function expectOnread(assembler: FrameAssembler, received: Buffer[], pool: Buffe
   expect(Buffer.concat(received).equals(Buffer.concat(payloads))).toBe(true);
   const stats = assembler.stats();
   expect(stats.readMode).toBe('onread');
-  expect(stats.reads).toBeGreaterThan(0);        // the kernel wrote into the assembler's memory
-  expect(stats.directReads).toBeGreaterThan(0);  // and, for the large frame, into the frame itself
+  expect(stats.reads).toBeGreaterThan(0); // the kernel wrote into the assembler's memory
+  expect(stats.directReads).toBeGreaterThan(0); // and, for the large frame, into the frame itself
   expect(pool.stats().inUse).toBe(0);
 }
 
@@ -119,7 +119,7 @@ describe(`read modes on ${process.release.name} ${process.version}`, () => {
     });
     const client = await connect(port);
     client.write(greeting);
-    await new Promise((resolve) => client.once('data', resolve));  // the reply: the server has attached
+    await new Promise((resolve) => client.once('data', resolve)); // the reply: the server has attached
     client.end(stream);
     while (done === undefined) await new Promise((resolve) => setImmediate(resolve));
     const received = await done;
@@ -128,7 +128,7 @@ describe(`read modes on ${process.release.name} ${process.version}`, () => {
     expectOnread(assembler!, received, pool);
   });
 
-  it('a stream that is not a net.Socket reads through \'data\': the same frames, no onread reads', async () => {
+  it("a stream that is not a net.Socket reads through 'data': the same frames, no onread reads", async () => {
     const pool = makePool();
     const duplex = new PassThrough();
     const assembler = new FrameAssembler({ pool }).attach(duplex as unknown as net.Socket);
@@ -140,7 +140,7 @@ describe(`read modes on ${process.release.name} ${process.version}`, () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('a paused stream attached in \'data\' mode is read too (as Bun\'s pauseOnConnect sockets are)', async () => {
+  it("a paused stream attached in 'data' mode is read too (as Bun's pauseOnConnect sockets are)", async () => {
     const pool = makePool();
     const duplex = new PassThrough();
     duplex.pause();

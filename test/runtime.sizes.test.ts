@@ -9,9 +9,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, test } from 'vitest';
 import { native } from '../lib/binding';
-import {
-  BufferPool, FrameAssembler, Gatherer, IoVecArray, IobufError, allocAligned, allocHuge, maxAllocationSize,
-} from '../lib/index';
+import { BufferPool, FrameAssembler, Gatherer, IoVecArray, IobufError, allocAligned, allocHuge, maxAllocationSize } from '../lib/index';
 import { closeOf, connect, listen } from './fixtures/frames-helpers';
 import { GiB, KiB, MiB, expectThrowsCode, lastJsonLine, runFixture, sanitized, statusBytes } from './helpers/memory-proc';
 import { rejection } from './fixtures/pool-helpers';
@@ -48,7 +46,7 @@ function mapsNothing<T>(bytes: number, fn: () => T): T {
   return result;
 }
 
-test('maxAllocationSize is the runtime\'s largest Buffer', () => {
+test("maxAllocationSize is the runtime's largest Buffer", () => {
   expect(maxAllocationSize).toBe(bufferConstants.MAX_LENGTH);
   expect([2 ** 32, Number.MAX_SAFE_INTEGER]).toContain(maxAllocationSize);
 });
@@ -72,14 +70,18 @@ describe('memory', () => {
       expectThrowsCode(() => native.mapAligned(size, 4096, 0), RangeError, 'ERR_OUT_OF_RANGE', message);
       expectThrowsCode(() => native.mapHuge(size, 2, 0), RangeError, 'ERR_OUT_OF_RANGE', message);
       const slab = new ArrayBuffer(4096);
-      expectThrowsCode(() => native.viewOf(slab, 0, size), RangeError, 'ERR_OUT_OF_RANGE',
-        `Expected at most ${maxAllocationSize} bytes (the largest Buffer) for length but received ${size}`);
+      expectThrowsCode(
+        () => native.viewOf(slab, 0, size),
+        RangeError,
+        'ERR_OUT_OF_RANGE',
+        `Expected at most ${maxAllocationSize} bytes (the largest Buffer) for length but received ${size}`,
+      );
     });
   });
 
   test.runIf(largeLimit)('Node 22+: a size the address space cannot hold is ENOMEM from mmap on every path', () => {
     for (const alloc of [
-      () => allocAligned(2 ** 47),                        // heap path first: V8 refuses, then the kernel
+      () => allocAligned(2 ** 47), // heap path first: V8 refuses, then the kernel
       () => allocAligned(2 ** 47, { zero: false }),
       () => allocAligned(2 ** 47, { alignment: 2 * MiB }),
       () => allocHuge(2 ** 47, { fallback: 'normal' }),
@@ -115,7 +117,7 @@ describe('memory', () => {
 
 describe('pool', () => {
   test('every acquire refuses a size above min(maxMemory, maxAllocationSize) with a RangeError, and counts nothing', async () => {
-    const pool = makePool(8 * GiB);  // a budget above Node 20's largest Buffer
+    const pool = makePool(8 * GiB); // a budget above Node 20's largest Buffer
     const limit = Math.min(pool.maxMemory, maxAllocationSize);
     const size = limit + 1;
     const message = `Expected an integer from 1 to ${limit} for size but received ${size}`;
@@ -150,10 +152,16 @@ describe('pool', () => {
   test('acquireMany: buffers that share one region are refused when the region is above the largest Buffer', () => {
     const pool = makePool(8 * GiB);
     const count = 3;
-    const size = 2 * GiB;  // 6 GiB in one region
+    const size = 2 * GiB; // 6 GiB in one region
     if (count * size > maxAllocationSize) {
-      mapsNothing(GiB, () => expectThrowsCode(() => pool.tryAcquireMany(count, size), RangeError, 'ERR_OUT_OF_RANGE',
-        `Expected at most ${maxAllocationSize} bytes (the largest Buffer) for count × size but received ${count * size}`));
+      mapsNothing(GiB, () =>
+        expectThrowsCode(
+          () => pool.tryAcquireMany(count, size),
+          RangeError,
+          'ERR_OUT_OF_RANGE',
+          `Expected at most ${maxAllocationSize} bytes (the largest Buffer) for count × size but received ${count * size}`,
+        ),
+      );
     } else {
       const buffers = pool.tryAcquireMany(count, size)!;
       expect(buffers.map((buffer) => buffer.length)).toEqual([size, size, size]);
@@ -162,25 +170,32 @@ describe('pool', () => {
     expect(pool.stats()).toMatchObject({ inUse: 0 });
   });
 
-  test.runIf(largeLimit && !overcommitAlways)('Node 22+: a size within budget that the machine cannot map is ENOMEM, and the budget is given back', async () => {
-    const pool = makePool(MAX_POOL_MEMORY);
-    const error = mapsNothing(GiB, () => expectThrowsCode(() => pool.tryAcquire(4 * TiB), IobufError, 'ENOMEM'));
-    expect(error.syscall).toBe('mmap');
-    const rejected = await rejection(pool.acquire(4 * TiB));
-    expect({ code: rejected.code, syscall: (rejected as Coded).syscall }).toEqual({ code: 'ENOMEM', syscall: 'mmap' });
-    expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, waiters: 0 });
-    const buffer = pool.tryAcquire(64 * KiB)!;  // the budget still works
-    expect(buffer.length).toBe(64 * KiB);
-    pool.release(buffer);
-  });
+  test.runIf(largeLimit && !overcommitAlways)(
+    'Node 22+: a size within budget that the machine cannot map is ENOMEM, and the budget is given back',
+    async () => {
+      const pool = makePool(MAX_POOL_MEMORY);
+      const error = mapsNothing(GiB, () => expectThrowsCode(() => pool.tryAcquire(4 * TiB), IobufError, 'ENOMEM'));
+      expect(error.syscall).toBe('mmap');
+      const rejected = await rejection(pool.acquire(4 * TiB));
+      expect({ code: rejected.code, syscall: (rejected as Coded).syscall }).toEqual({ code: 'ENOMEM', syscall: 'mmap' });
+      expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0, waiters: 0 });
+      const buffer = pool.tryAcquire(64 * KiB)!; // the budget still works
+      expect(buffer.length).toBe(64 * KiB);
+      pool.release(buffer);
+    },
+  );
 });
 
 describe('frames', () => {
   test('maxFrameSize above min(pool.maxMemory, maxAllocationSize) is a RangeError; that limit itself is accepted', () => {
     const pool = makePool(8 * GiB);
     const limit = Math.min(pool.maxMemory, maxAllocationSize);
-    expectThrowsCode(() => new FrameAssembler({ pool, maxFrameSize: limit + 1 }), RangeError, 'ERR_OUT_OF_RANGE',
-      `Expected an integer from 0 to ${limit} for options.maxFrameSize but received ${limit + 1}`);
+    expectThrowsCode(
+      () => new FrameAssembler({ pool, maxFrameSize: limit + 1 }),
+      RangeError,
+      'ERR_OUT_OF_RANGE',
+      `Expected an integer from 0 to ${limit} for options.maxFrameSize but received ${limit + 1}`,
+    );
     expect(new FrameAssembler({ pool, maxFrameSize: limit }).maxFrameSize).toBe(limit);
   });
 
@@ -195,7 +210,8 @@ describe('frames', () => {
     mapsNothing(GiB, () => assembler.push(Buffer.from([1, 2, 3])));
     await closeOf(assembler);
     expect((assembler.error as Coded).code).toBe(
-      Number.isSafeInteger(maxAllocationSize + 1) ? 'ERR_IOBUF_FRAME_TOO_LARGE' : 'ERR_IOBUF_FRAME_INVALID');
+      Number.isSafeInteger(maxAllocationSize + 1) ? 'ERR_IOBUF_FRAME_TOO_LARGE' : 'ERR_IOBUF_FRAME_INVALID',
+    );
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
   });
 
@@ -207,7 +223,7 @@ describe('frames', () => {
       assembler = new FrameAssembler({
         pool,
         maxFrameSize: Math.min(pool.maxMemory, maxAllocationSize),
-        lengthPrefix: (bytes) => (bytes.length >= 1 ? { headerLength: 1, payloadLength: frameLength } : null),
+        lengthPrefix: (bytes: Buffer) => (bytes.length >= 1 ? { headerLength: 1, payloadLength: frameLength } : null),
       });
       assembler.on('error', () => {});
       assembler.attach(socket);
@@ -218,7 +234,8 @@ describe('frames', () => {
       while (assembler === undefined) await new Promise((resolve) => setImmediate(resolve));
       await closeOf(assembler);
       expect((assembler.error as Coded).code).toBe(
-        frameLength > maxAllocationSize ? 'ERR_IOBUF_FRAME_TOO_LARGE' : 'ERR_IOBUF_FRAME_TRUNCATED');
+        frameLength > maxAllocationSize ? 'ERR_IOBUF_FRAME_TOO_LARGE' : 'ERR_IOBUF_FRAME_TRUNCATED',
+      );
       expect(pool.stats()).toMatchObject({ inUse: 0 });
       client.destroy();
     } finally {
@@ -226,20 +243,23 @@ describe('frames', () => {
     }
   });
 
-  test.runIf(largeLimit && !overcommitAlways)('Node 22+: a frame length the machine cannot map ends the assembler with ENOMEM', async () => {
-    const pool = makePool(MAX_POOL_MEMORY);
-    const assembler = new FrameAssembler({
-      pool,
-      maxFrameSize: Math.min(pool.maxMemory, maxAllocationSize),
-      lengthPrefix: () => ({ headerLength: 1, payloadLength: 4 * TiB }),
-    });
-    assembler.on('error', () => {});
-    mapsNothing(GiB, () => assembler.push(Buffer.from([1, 2, 3])));
-    await closeOf(assembler);
-    const error = assembler.error as Coded;
-    expect([error.code, error.syscall]).toEqual(['ENOMEM', 'mmap']);
-    expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
-  });
+  test.runIf(largeLimit && !overcommitAlways)(
+    'Node 22+: a frame length the machine cannot map ends the assembler with ENOMEM',
+    async () => {
+      const pool = makePool(MAX_POOL_MEMORY);
+      const assembler = new FrameAssembler({
+        pool,
+        maxFrameSize: Math.min(pool.maxMemory, maxAllocationSize),
+        lengthPrefix: () => ({ headerLength: 1, payloadLength: 4 * TiB }),
+      });
+      assembler.on('error', () => {});
+      mapsNothing(GiB, () => assembler.push(Buffer.from([1, 2, 3])));
+      await closeOf(assembler);
+      const error = assembler.error as Coded;
+      expect([error.code, error.syscall]).toEqual(['ENOMEM', 'mmap']);
+      expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
+    },
+  );
 });
 
 /**
@@ -298,7 +318,11 @@ describe('views longer than a Buffer (Node 20)', () => {
 test('IoVecArray: a length above the view (and so above any Buffer) is a RangeError on every runtime', () => {
   const iov = new IoVecArray(1);
   const view = Buffer.alloc(16);
-  expectThrowsCode(() => iov.push(view, 0, maxAllocationSize + 1), RangeError, 'ERR_OUT_OF_RANGE',
-    `Expected an integer from 0 to 16 for length but received ${maxAllocationSize + 1}`);
+  expectThrowsCode(
+    () => iov.push(view, 0, maxAllocationSize + 1),
+    RangeError,
+    'ERR_OUT_OF_RANGE',
+    `Expected an integer from 0 to 16 for length but received ${maxAllocationSize + 1}`,
+  );
   iov.close();
 });

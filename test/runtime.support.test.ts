@@ -27,10 +27,14 @@ describe('tested runtimes', () => {
   it('untestedRuntimeNote: null for each tested major, a note naming the version for anything else', () => {
     for (const node of ['20.0.0', '22.23.5', '24.22.3', '26.12.1']) expect(untestedRuntimeNote({ node })).toBeNull();
     for (const node of ['18.20.4', '19.9.0', '21.7.3', '23.11.0', '25.2.1', '27.0.0', '28.1.0']) {
-      expect(untestedRuntimeNote({ node })).toMatch(new RegExp(`^iobuf is tested on Node 20, 22, 24 and 26; Node ${node.replace(/\./g, '\\.')} is not tested`));
+      expect(untestedRuntimeNote({ node })).toMatch(
+        new RegExp(`^iobuf is tested on Node 20, 22, 24 and 26; Node ${node.replace(/\./g, '\\.')} is not tested`),
+      );
     }
     // Bun reports a tested Node version (26.3.0 in Bun 1.4): Bun is what counts.
-    expect(untestedRuntimeNote({ node: '26.3.0', bun: '1.4.5' })).toMatch(/on Bun 1\.4\.5 only a smoke test of every part runs.*'data' events/);
+    expect(untestedRuntimeNote({ node: '26.3.0', bun: '1.4.5' })).toMatch(
+      /on Bun 1\.4\.5 only a smoke test of every part runs.*'data' events/,
+    );
     expect(untestedRuntimeNote({ node: '22.0.0', deno: '2.5.0' })).toMatch(/Deno 2\.5\.0 is not tested/);
   });
 });

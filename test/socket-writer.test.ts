@@ -8,7 +8,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BufferPool } from '../lib/pool';
-import { SocketWriter } from '../lib/socket-writer';
+import { SocketWriter } from '../lib/gather/socket-writer';
 import { expectCode, rejection, settled, thrown, until } from './fixtures/pool-helpers';
 import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
 
@@ -35,7 +35,12 @@ async function connected() {
 
 /** A stand-in for a Frame: counts its releases. */
 function counted() {
-  return { releases: 0, release() { this.releases++; } };
+  return {
+    releases: 0,
+    release() {
+      this.releases++;
+    },
+  };
 }
 
 /** Message `i`: a u32be sequence number and `size` pattern bytes. */
@@ -86,7 +91,7 @@ describe('SocketWriter: batching and order', () => {
       await nextTurn();
     }
     const bytes = Buffer.concat(expected);
-    expect(writer.stats().writes).toBeLessThan(ticks);  // the peer is not reading: batches merged while they waited
+    expect(writer.stats().writes).toBeLessThan(ticks); // the peer is not reading: batches merged while they waited
     // The kernel took part of a batch directly; the rest went through the stream, in order.
     expect(writer.stats().directWrites).toBeLessThan(writer.stats().writes);
     const received = readBytes(server, bytes.length);
@@ -102,13 +107,19 @@ describe('SocketWriter: batching and order', () => {
     const writer = new SocketWriter(client, { pool });
     const body = pool.tryAcquire(200 * KiB)!;
     body.fill(0x42);
-    const frame = { releases: 0, release() { this.releases++; pool.release(body); } };
+    const frame = {
+      releases: 0,
+      release() {
+        this.releases++;
+        pool.release(body);
+      },
+    };
     writer.batch().putU8(7).putBytes(body);
     writer.releaseAfterWrite(frame);
     const next = counted();
-    await nextTurn();  // the batch has left (the write is in flight or done)
+    await nextTurn(); // the batch has left (the write is in flight or done)
     writer.batch().putU8(8);
-    writer.releaseAfterWrite(next);  // belongs to the second batch
+    writer.releaseAfterWrite(next); // belongs to the second batch
     expect(next.releases).toBe(0);
     const received = readBytes(server, 1 + body.length + 1);
     await writer.flushed();
@@ -127,7 +138,11 @@ describe('SocketWriter: batching and order', () => {
     const blob = pattern(512 * KiB, 3);
     for (let i = 0; i < 8; i++) writer.batch().putU32BE(i).putBytes(blob);
     const ended = writer.end();
-    expectCode(thrown(() => writer.batch()), 'IobufError', 'ERR_IOBUF_WRITER_CLOSED');
+    expectCode(
+      thrown(() => writer.batch()),
+      'IobufError',
+      'ERR_IOBUF_WRITER_CLOSED',
+    );
     // The peer reads only now: everything must arrive, then the end of the stream.
     const chunks: Buffer[] = [];
     server.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -161,7 +176,7 @@ describe('SocketWriter: backpressure', () => {
     const drained = writer.drained();
     const drainEvent = once(writer, 'drain');
     await nextTurn();
-    expect(await settled(drained)).toBe(false);  // the peer is not reading yet
+    expect(await settled(drained)).toBe(false); // the peer is not reading yet
     const received = readBytes(server, produced * blob.length);
     await drained;
     await drainEvent;
@@ -180,7 +195,7 @@ describe('SocketWriter: backpressure', () => {
     let error: (Error & { code?: string }) | null = null;
     for (let i = 0; i < 1000 && error === null; i++) {
       try {
-        writer.batch().putSlice(slice);  // copies into pooled scratch
+        writer.batch().putSlice(slice); // copies into pooled scratch
       } catch (caught) {
         error = caught as Error;
       }
@@ -202,11 +217,18 @@ describe('SocketWriter: errors and close', () => {
     const closed = once(writer, 'close');
     const held = counted();
     const blob = pattern(4 * MiB, 8);
-    writer.batch().putU32BE(1).putSlice(blob.subarray(0, 100 * KiB)).putBytes(blob);
+    writer
+      .batch()
+      .putU32BE(1)
+      .putSlice(blob.subarray(0, 100 * KiB))
+      .putBytes(blob);
     writer.releaseAfterWrite(held);
     const pending = writer.flushed();
     await nextTurn();
-    writer.batch().putU32BE(2).putSlice(blob.subarray(0, 300 * KiB));  // waits behind the first
+    writer
+      .batch()
+      .putU32BE(2)
+      .putSlice(blob.subarray(0, 300 * KiB)); // waits behind the first
     const alsoPending = writer.flushed();
     server.resetAndDestroy();
     const error = await rejection(pending);
@@ -216,7 +238,11 @@ describe('SocketWriter: errors and close', () => {
     expect(reason).toBe(error);
     expect(writer.closed).toBe(true);
     expect(held.releases).toBe(1);
-    expectCode(thrown(() => writer.batch()), error.name, error.code!);
+    expectCode(
+      thrown(() => writer.batch()),
+      error.name,
+      error.code!,
+    );
     expect(pool.stats().inUse).toBe(0);
   });
 
@@ -225,7 +251,10 @@ describe('SocketWriter: errors and close', () => {
     const { client } = await connected();
     const writer = new SocketWriter(client, { pool });
     const held = counted();
-    writer.batch().putU32BE(1).putSlice(pattern(10 * KiB, 1));
+    writer
+      .batch()
+      .putU32BE(1)
+      .putSlice(pattern(10 * KiB, 1));
     writer.releaseAfterWrite(held);
     const ending = writer.end();
     writer.destroy();
@@ -234,7 +263,7 @@ describe('SocketWriter: errors and close', () => {
     await until(() => held.releases > 0 && pool.stats().inUse === 0, 'the batch to come back');
     expect(held.releases).toBe(1);
     const late = counted();
-    writer.releaseAfterWrite(late);  // closed: released at once
+    writer.releaseAfterWrite(late); // closed: released at once
     expect(late.releases).toBe(1);
     expectCode(await rejection(writer.drained()), 'IobufError', 'ERR_IOBUF_SOCKET_CLOSED');
   });
@@ -249,21 +278,53 @@ describe('SocketWriter: errors and close', () => {
     const [reason] = await closed;
     expect(reason).toBeNull();
     expect(writer.error).toBeNull();
-    expectCode(thrown(() => writer.batch()), 'IobufError', 'ERR_IOBUF_WRITER_CLOSED');
-    client.emit('error', new Error('late'));  // the writer's listener keeps it from going unhandled
-    await expect(writer.flushed()).resolves.toBeUndefined();  // nothing was queued
+    expectCode(
+      thrown(() => writer.batch()),
+      'IobufError',
+      'ERR_IOBUF_WRITER_CLOSED',
+    );
+    client.emit('error', new Error('late')); // the writer's listener keeps it from going unhandled
+    await expect(writer.flushed()).resolves.toBeUndefined(); // nothing was queued
   });
 
   it('bad arguments get exact codes', () => {
     const pool = makePool();
-    const sink = new Writable({ write(_chunk, _encoding, callback) { callback(); } });
-    expectCode(thrown(() => new SocketWriter(null as unknown as Writable, { pool })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => new SocketWriter(sink, {} as { pool: BufferPool })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
-    expectCode(thrown(() => new SocketWriter(sink, { pool, highWaterMark: 0 })), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => new SocketWriter(sink, { pool, chunkSize: 8 })), 'RangeError', 'ERR_OUT_OF_RANGE');
-    expectCode(thrown(() => new SocketWriter(sink, { pool, onBudgetExhausted: 'drop' as 'heap' })), 'TypeError', 'ERR_INVALID_ARG_VALUE');
+    const sink = new Writable({
+      write(_chunk, _encoding, callback) {
+        callback();
+      },
+    });
+    expectCode(
+      thrown(() => new SocketWriter(null as unknown as Writable, { pool })),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => new SocketWriter(sink, {} as { pool: BufferPool })),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
+    expectCode(
+      thrown(() => new SocketWriter(sink, { pool, highWaterMark: 0 })),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => new SocketWriter(sink, { pool, chunkSize: 8 })),
+      'RangeError',
+      'ERR_OUT_OF_RANGE',
+    );
+    expectCode(
+      thrown(() => new SocketWriter(sink, { pool, onBudgetExhausted: 'drop' as 'heap' })),
+      'TypeError',
+      'ERR_INVALID_ARG_VALUE',
+    );
     const writer = new SocketWriter(sink, { pool });
-    expectCode(thrown(() => writer.releaseAfterWrite({} as { release(): void })), 'TypeError', 'ERR_INVALID_ARG_TYPE');
+    expectCode(
+      thrown(() => writer.releaseAfterWrite({} as { release(): void })),
+      'TypeError',
+      'ERR_INVALID_ARG_TYPE',
+    );
     writer.destroy();
   });
 
@@ -274,21 +335,24 @@ describe('SocketWriter: errors and close', () => {
       highWaterMark: 1024,
       writev(entries, callback) {
         for (const { chunk } of entries) chunks.push(Buffer.from(chunk as Buffer));
-        setTimeout(callback, 1);  // slow: later batches queue behind
+        setTimeout(callback, 1); // slow: later batches queue behind
       },
     });
     const writer = new SocketWriter(sink, { pool, chunkSize: 256 });
     const expected: Buffer[] = [];
     for (let tick = 0; tick < 20; tick++) {
       for (let i = 0; i < 30; i++) {
-        writer.batch().putU16BE(tick * 30 + i).putStringNul('x'.repeat(i));
+        writer
+          .batch()
+          .putU16BE(tick * 30 + i)
+          .putStringNul('x'.repeat(i));
         expected.push(Buffer.from([(tick * 30 + i) >> 8, (tick * 30 + i) & 0xff]), Buffer.from(`${'x'.repeat(i)}\0`));
       }
       await nextTurn();
     }
     await writer.end();
     expect(Buffer.concat(chunks).equals(Buffer.concat(expected))).toBe(true);
-    expect(writer.stats().directWrites).toBe(0);  // no descriptor: every batch through the stream
+    expect(writer.stats().directWrites).toBe(0); // no descriptor: every batch through the stream
     expect(pool.stats().inUse).toBe(0);
   });
 });

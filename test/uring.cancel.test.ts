@@ -32,11 +32,15 @@ describe.skipIf(uringSkip !== '')('IoRing cancellation', () => {
       const buffer = Buffer.alloc(64);
       const reading = ring.read(fifo.reader, buffer, null, { signal: controller.signal });
       await submitted();
-      expect(await settled(reading)).toBe(false);   // in the kernel, waiting for data
+      expect(await settled(reading)).toBe(false); // in the kernel, waiting for data
       expect(ring.pending).toBe(1);
       controller.abort(new Error('enough'));
       const error = await rejection(reading);
-      expect({ name: error.name, code: error.code, cause: (error.cause as Error).message }).toEqual({ name: 'AbortError', code: 'ABORT_ERR', cause: 'enough' });
+      expect({ name: error.name, code: error.code, cause: (error.cause as Error).message }).toEqual({
+        name: 'AbortError',
+        code: 'ABORT_ERR',
+        cause: 'enough',
+      });
       expect(ring.stats()).toMatchObject({ operations: 1, completions: 1, cancels: 1, pending: 0 });
       expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
       fs.writeSync(fifo.writer, Buffer.from('late bytes'));
@@ -55,8 +59,10 @@ describe.skipIf(uringSkip !== '')('IoRing cancellation', () => {
     const mapped = allocAligned(4 * KiB, { alignment: 64 * KiB });
     try {
       const controller = new AbortController();
-      const reads = [ring.read(fifo.reader, pooled, null, { signal: controller.signal }),
-        ring.read(fifo.reader, mapped, null, { signal: controller.signal })];
+      const reads = [
+        ring.read(fifo.reader, pooled, null, { signal: controller.signal }),
+        ring.read(fifo.reader, mapped, null, { signal: controller.signal }),
+      ];
       await submitted();
       controller.abort();
       for (const read of reads) expectCode(await rejection(read), 'AbortError', 'ABORT_ERR');
@@ -128,7 +134,7 @@ describe.skipIf(uringSkip !== '')('IoRing close', () => {
       expect(await reading).toBe(13);
       expect(buffer.subarray(0, 13).toString()).toBe('the last read');
       await closing;
-      expect(await settled(ring.close())).toBe(true);   // idempotent
+      expect(await settled(ring.close())).toBe(true); // idempotent
       expect(ring.stats()).toMatchObject({ operations: 1, completions: 1, pending: 0 });
     } finally {
       fifo.close();
@@ -140,11 +146,15 @@ describe.skipIf(uringSkip !== '')('IoRing close', () => {
     const ring = makeRing({ entries: 2 });
     const mapped = allocAligned(4 * KiB, { alignment: 64 * KiB });
     try {
-      const reads = [ring.read(fifo.reader, Buffer.alloc(8), null), ring.read(fifo.reader, mapped, null),
-        ring.read(fifo.reader, Buffer.alloc(8), null), ring.read(fifo.reader, Buffer.alloc(8), null)];
+      const reads = [
+        ring.read(fifo.reader, Buffer.alloc(8), null),
+        ring.read(fifo.reader, mapped, null),
+        ring.read(fifo.reader, Buffer.alloc(8), null),
+        ring.read(fifo.reader, Buffer.alloc(8), null),
+      ];
       await submitted();
       expect(ring.pending).toBe(4);
-      const outcomes = reads.map(rejection);   // the queued ones reject inside close()
+      const outcomes = reads.map(rejection); // the queued ones reject inside close()
       await ring.close({ force: true });
       for (const outcome of outcomes) {
         const error = await outcome;
@@ -170,7 +180,7 @@ describe.skipIf(uringSkip !== '')('IoRing close', () => {
       const plain = ring.read(fifo.reader, Buffer.alloc(8), null);
       await submitted();
       const waiting = ring.close();
-      controller.abort();   // its own signal first: ABORT_ERR
+      controller.abort(); // its own signal first: ABORT_ERR
       expectCode(await rejection(aborted), 'AbortError', 'ABORT_ERR');
       expect(await settled(waiting)).toBe(false);
       const forced = ring.close({ force: true });

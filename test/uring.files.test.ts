@@ -4,10 +4,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  BufferPool, IoRing, IoVecArray, allocAligned, allocHuge, free, pageSize,
-} from '../lib/index';
-import { KiB, MiB, expectCode, rejection } from './fixtures/pool-helpers';
+import { BufferPool, IoRing, IoVecArray, allocAligned, allocHuge, free, pageSize } from '../lib/index';
+import { KiB, MiB, expectCode, rejection, thrown } from './fixtures/pool-helpers';
 import { random } from './fixtures/iovec-helpers';
 import { dataFile, submitted, uringSkip, useRings, useScratchDir } from './fixtures/uring-helpers';
 
@@ -69,11 +67,11 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     const fd = fs.openSync(file, O_RDONLY);
     const pool = new BufferPool({ maxMemory: 32 * MiB, hugePages: false });
     const early = pool.tryAcquire(4 * KiB)!;
-    const ring = makeRing({ pool });   // registers the one slab mapped so far, as index 0
+    const ring = makeRing({ pool }); // registers the one slab mapped so far, as index 0
     try {
       expect(ring.stats().fixedBuffers).toBe(1);
       const buffer = pool.tryAcquire(128 * KiB)!;
-      expect(await ring.read(fd, buffer, 0)).toBe(128 * KiB);   // in place (pinned), and registers the slab
+      expect(await ring.read(fd, buffer, 0)).toBe(128 * KiB); // in place (pinned), and registers the slab
       expect(ring.stats()).toMatchObject({ inPlace: 1, fixed: 0, fixedBuffers: 2 });
       expect(pool.fixedBufferOf(buffer)!.index).toBe(1);
       expect(await ring.read(fd, buffer, 128 * KiB)).toBe(128 * KiB);
@@ -123,7 +121,7 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     const pooled = pool.tryAcquire(64 * KiB)!;
     const ring = makeRing({ pool });
     const mapped = allocAligned(64 * KiB, { alignment: 64 * KiB });
-    const heapAligned = allocAligned(64 * KiB);   // V8 heap, page-aligned: bounced at the same alignment
+    const heapAligned = allocAligned(64 * KiB); // V8 heap, page-aligned: bounced at the same alignment
     try {
       expect(await ring.read(fd, pooled, 0)).toBe(64 * KiB);
       expect(await ring.read(fd, mapped, 64 * KiB)).toBe(64 * KiB);
@@ -137,8 +135,12 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       // address modulo 4096, so the kernel refuses it exactly as it would in place).
       for (const view of [pooled.subarray(1, 4097), mapped.subarray(512 + 1, 4096 + 513), heapAligned.subarray(3, 4099)]) {
         const error = await rejection(ring.read(fd, view, 0));
-        expect({ name: error.name, code: error.code, errno: (error as { errno?: number }).errno, syscall: (error as { syscall?: string }).syscall })
-          .toEqual({ name: 'IobufError', code: 'EINVAL', errno: -22, syscall: 'read' });
+        expect({
+          name: error.name,
+          code: error.code,
+          errno: (error as { errno?: number }).errno,
+          syscall: (error as { syscall?: string }).syscall,
+        }).toEqual({ name: 'IobufError', code: 'EINVAL', errno: -22, syscall: 'read' });
       }
       // A misaligned file offset, and a length that is not a multiple of the block size.
       expectCode(await rejection(ring.read(fd, pooled.subarray(0, 4096), 100)), 'IobufError', 'EINVAL');
@@ -165,7 +167,7 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       const heap = Buffer.alloc(8192, 0xee);
       expect(await ring.read(buffered, heap, 8192)).toBe(10000 - 8192);
       expect(heap.subarray(0, 1808).equals(data.subarray(8192))).toBe(true);
-      expect(heap.subarray(1808).every((byte) => byte === 0xee)).toBe(true);   // beyond the bytes read: untouched
+      expect(heap.subarray(1808).every((byte) => byte === 0xee)).toBe(true); // beyond the bytes read: untouched
       expect(await ring.read(buffered, heap, 10000)).toBe(0);
       expect(await ring.read(buffered, heap, 1 << 30)).toBe(0);
       expect(await ring.read(direct, aligned, 8192)).toBe(1808);
@@ -191,7 +193,7 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       expect(await ring.write(fd, pooled, 0)).toBe(8 * KiB);
       expect(await ring.write(fd, mapped, 8 * KiB)).toBe(8 * KiB);
       expect(await ring.write(fd, heap, 16 * KiB)).toBe(8 * KiB);
-      heap.fill(0x44);   // after the write settled: the bytes written were a copy made at the call
+      heap.fill(0x44); // after the write settled: the bytes written were a copy made at the call
       expect(await ring.fsync(fd)).toBe(0);
       expect(await ring.fsync(fd, { datasync: true })).toBe(0);
       const back = fs.readFileSync(file);
@@ -208,7 +210,12 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       } finally {
         fs.closeSync(direct);
       }
-      expect(fs.readFileSync(file).subarray(4096, 12288).every((byte) => byte === 0x22)).toBe(true);
+      expect(
+        fs
+          .readFileSync(file)
+          .subarray(4096, 12288)
+          .every((byte) => byte === 0x22),
+      ).toBe(true);
       pool.release(pooled);
     } finally {
       fs.closeSync(fd);
@@ -229,11 +236,21 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     try {
       const iov = IoVecArray.from([pooled, heap, mapped.subarray(0, 5000)]);
       const reading = ring.readv(fd, iov, 1000);
-      expectCode((() => { try { iov.push(heap); } catch (error) { return error as Error & { code?: string }; } throw new Error('no throw'); })(),
-        'IobufError', 'ERR_IOBUF_IOVEC_BUSY');
+      expectCode(
+        (() => {
+          try {
+            iov.push(heap);
+          } catch (error) {
+            return error as Error & { code?: string };
+          }
+          throw new Error('no throw');
+        })(),
+        'IobufError',
+        'ERR_IOBUF_IOVEC_BUSY',
+      );
       expect(await reading).toBe(4096 + 3000 + 5000);
       expect(Buffer.concat([pooled, heap, mapped.subarray(0, 5000)]).equals(data.subarray(1000, 1000 + 12096))).toBe(true);
-      expect(ring.stats()).toMatchObject({ inPlace: 1, bounced: 1 });   // one call: registered and mapped in place, heap bounced
+      expect(ring.stats()).toMatchObject({ inPlace: 1, bounced: 1 }); // one call: registered and mapped in place, heap bounced
       // A short readv at the end of the file fills the entries in order.
       heap.fill(0);
       expect(await ring.readv(fd, iov, 256 * KiB - 5000)).toBe(5000);
@@ -245,7 +262,7 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       heap.fill(2);
       mapped.fill(3);
       expect(await ring.writev(fd, iov, 0)).toBe(12096);
-      iov.clear();   // repaid: usable again
+      iov.clear(); // repaid: usable again
       const back = fs.readFileSync(file).subarray(0, 12096);
       expect(back.equals(Buffer.concat([Buffer.alloc(4096, 1), Buffer.alloc(3000, 2), Buffer.alloc(5000, 3)]))).toBe(true);
       iov.close();
@@ -268,7 +285,7 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       expect(await ring.read(fd, first)).toBe(3000);
       expect(await ring.read(fd, second, null)).toBe(3000);
       expect(Buffer.concat([first, second]).equals(data.subarray(0, 6000))).toBe(true);
-      expect(await ring.read(fd, first, 0)).toBe(3000);   // a position leaves the file position alone
+      expect(await ring.read(fd, first, 0)).toBe(3000); // a position leaves the file position alone
       expect(await ring.read(fd, second)).toBe(3000);
       expect(second.equals(data.subarray(6000, 9000))).toBe(true);
     } finally {
@@ -285,7 +302,7 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     try {
       const before = ring.stats();
       const reads = buffers.map((buffer, i) => ring.read(fd, buffer, i * 8192));
-      expect(ring.stats().submitCalls).toBe(before.submitCalls);   // nothing submitted yet in this tick
+      expect(ring.stats().submitCalls).toBe(before.submitCalls); // nothing submitted yet in this tick
       expect(ring.pending).toBe(64);
       await submitted();
       expect(ring.stats().submitCalls).toBe(before.submitCalls + 1);
@@ -313,7 +330,9 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       const buffers = Array.from({ length: 200 }, () => Buffer.alloc(1000));
       const results = await Promise.all(buffers.map((buffer, i) => ring.read(fd, buffer, i * 1000)));
       expect(results).toEqual(buffers.map((_, i) => Math.min(1000, 256 * KiB - i * 1000)));
-      buffers.forEach((buffer, i) => expect(buffer.subarray(0, results[i]).equals(data.subarray(i * 1000, i * 1000 + results[i]))).toBe(true));
+      buffers.forEach((buffer, i) =>
+        expect(buffer.subarray(0, results[i]).equals(data.subarray(i * 1000, i * 1000 + results[i]))).toBe(true),
+      );
       expect(ring.stats()).toMatchObject({ operations: 200, completions: 200, pending: 0 });
     } finally {
       fs.closeSync(fd);
@@ -327,8 +346,13 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     fs.closeSync(closedFd);
     const error = await rejection(ring.read(closedFd, Buffer.alloc(10), 0));
     expect(error).toBeInstanceOf(Error);
-    expect({ name: error.name, code: error.code, errno: (error as { errno?: number }).errno, syscall: (error as { syscall?: string }).syscall, message: error.message })
-      .toEqual({ name: 'IobufError', code: 'EBADF', errno: -9, syscall: 'read', message: 'EBADF: Bad file descriptor, read' });
+    expect({
+      name: error.name,
+      code: error.code,
+      errno: (error as { errno?: number }).errno,
+      syscall: (error as { syscall?: string }).syscall,
+      message: error.message,
+    }).toEqual({ name: 'IobufError', code: 'EBADF', errno: -9, syscall: 'read', message: 'EBADF: Bad file descriptor, read' });
     // (Before anything else is opened: the next open would reuse the number.)
     const syncError = await rejection(ring.fsync(closedFd, { datasync: true }));
     expect({ code: syncError.code, syscall: (syncError as { syscall?: string }).syscall }).toEqual({ code: 'EBADF', syscall: 'fdatasync' });
@@ -362,6 +386,16 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
       [ring.close({ force: 'yes' as unknown as boolean }), 'TypeError', 'ERR_INVALID_ARG_TYPE'],
     ];
     for (const [promise, name, code] of cases) expectCode(await rejection(promise), name, code);
+    // One shape for every argument error (lib/errors.ts).
+    expect((await rejection(ring.read(0, Buffer.alloc(1), 0, { signal: 'no' as unknown as AbortSignal }))).message).toBe(
+      'Expected an AbortSignal for options.signal but received "no"',
+    );
+    expect((await rejection(ring.writev(0, null as unknown as IoVecArray))).message).toBe(
+      'Expected an IoVecArray for iov but received null',
+    );
+    expect(thrown(() => new IoRing({ pool: {} as BufferPool })).message).toBe(
+      'Expected a BufferPool for options.pool but received an instance of Object',
+    );
     expect(ring.closed).toBe(false);
     expect(ring.stats()).toMatchObject({ operations: 0, pending: 0 });
     expect(() => new IoRing({ entries: 0 })).toThrow(expect.objectContaining({ code: 'ERR_OUT_OF_RANGE' }));
@@ -398,19 +432,19 @@ describe.skipIf(uringSkip !== '')('IoRing on real files', () => {
     const fd = fs.openSync(file, O_RDONLY);
     const pool = new BufferPool({ maxMemory: 64 * MiB, hugePages: false });
     const next = random(0x5eed);
-    const mapped = allocAligned(300 * 16 * KiB, { alignment: 64 * KiB });   // one 16 KiB region per read
+    const mapped = allocAligned(300 * 16 * KiB, { alignment: 64 * KiB }); // one 16 KiB region per read
     const pooled: Buffer[] = [];
     try {
       const reads = Array.from({ length: 300 }, (_, i) => {
         const length = 1 + next(16 * KiB);
         const position = next(2 * MiB + 100);
         let view: Buffer;
-        if (i % 3 === 0) pooled.push(view = pool.tryAcquire(length)!);
+        if (i % 3 === 0) pooled.push((view = pool.tryAcquire(length)!));
         else if (i % 3 === 1) view = mapped.subarray(i * 16 * KiB, i * 16 * KiB + length);
         else view = Buffer.alloc(length);
         return { view, position, length };
       });
-      const ring = makeRing({ pool, entries: 16 });   // after the pool mapped its slabs: all registered
+      const ring = makeRing({ pool, entries: 16 }); // after the pool mapped its slabs: all registered
       const results = await Promise.all(reads.map(({ view, position }) => ring.read(fd, view, position)));
       reads.forEach(({ view, position, length }, i) => {
         const expected = Math.max(0, Math.min(length, 2 * MiB - position));

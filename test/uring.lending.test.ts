@@ -42,16 +42,16 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
         const address = addressOf(buffer);
         const reading = ring.read(fifo.reader, buffer, null);
         await submitted();
-        free(buffer);   // lent to the kernel: deferred (lib/lending.ts)
+        free(buffer); // lent to the kernel: deferred (lib/lending.ts)
         expect(buffer.length).toBe(SIZE);
-        expect(mappedBytesIn(address, SIZE)).toBe(SIZE);   // nothing else can be placed there
+        expect(mappedBytesIn(address, SIZE)).toBe(SIZE); // nothing else can be placed there
         const fresh = Array.from({ length: 8 }, alloc);
         for (const other of fresh) {
           const start = addressOf(other);
           expect(start + BigInt(SIZE) <= address || start >= address + BigInt(SIZE)).toBe(true);
         }
         fs.writeSync(fifo.writer, Buffer.alloc(SIZE, 0x5a));
-        expect(await reading).toBe(SIZE);   // the kernel wrote into the memory, then it was freed
+        expect(await reading).toBe(SIZE); // the kernel wrote into the memory, then it was freed
         expect(buffer.length).toBe(0);
         for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
         expectUnmapped(address);
@@ -66,16 +66,18 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
     const fifo = blockingFifo(scratch());
     const pool = new BufferPool({ maxMemory: 8 * MiB, hugePages: false });
     const buffer = pool.tryAcquire(SIZE)!;
-    const slabBytes = pool.stats().osBytes;   // the one slab
+    const slabBytes = pool.stats().osBytes; // the one slab
     const ring = makeRing({ pool });
     try {
       const base = addressOf(buffer) - BigInt(pool.fixedBufferOf(buffer)!.offset);
       const reading = ring.read(fifo.reader, buffer, null);
       await submitted();
       let closed = false;
-      const closing = pool.close({ force: true }).then(() => { closed = true; });
+      const closing = pool.close({ force: true }).then(() => {
+        closed = true;
+      });
       await submitted();
-      expect({ closed, length: buffer.length }).toEqual({ closed: false, length: SIZE });  // lent to the kernel
+      expect({ closed, length: buffer.length }).toEqual({ closed: false, length: SIZE }); // lent to the kernel
       expect(mappedBytesIn(base, slabBytes)).toBe(slabBytes);
       const fresh = Array.from({ length: 8 }, () => allocAligned(SIZE, { alignment: 64 * KiB }));
       fs.writeSync(fifo.writer, Buffer.alloc(SIZE, 0x5a));
@@ -84,7 +86,7 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
       expect(buffer.length).toBe(0);
       for (const other of fresh) expect(other.every((byte) => byte === 0)).toBe(true);
       expect(ring.stats().fixed).toBe(1);
-      expect(mappedBytesIn(base, slabBytes)).toBe(slabBytes);   // still registered with the ring
+      expect(mappedBytesIn(base, slabBytes)).toBe(slabBytes); // still registered with the ring
       await ring.close();
       expectUnmapped(base, slabBytes);
       for (const other of fresh) free(other);
@@ -142,7 +144,7 @@ describe.skipIf(uringSkip !== '')('memory under an IoRing operation', () => {
       expectCode(await rejection(reading), 'IobufError', 'ERR_IOBUF_DETACHED');
       expect(mapped.toString()).toBe('01234567');
       expect(moved.every((byte) => byte === 0)).toBe(true);
-      iov.clear();   // repaid
+      iov.clear(); // repaid
       iov.close();
     } finally {
       fifo.close();

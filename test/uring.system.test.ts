@@ -11,9 +11,7 @@ import { BufferPool, IoRing } from '../lib/index';
 import { MiB } from './fixtures/pool-helpers';
 import { dataFile, blockingFifo, uring, uringSkip, useScratchDir } from './fixtures/uring-helpers';
 import { makeFifo } from './fixtures/iovec-helpers';
-import {
-  childEnv, collectGarbage, distDir, fixturesDir, isRoot, lastJsonLine, runFixture, sanitized,
-} from './helpers/memory-proc';
+import { childEnv, collectGarbage, distDir, fixturesDir, isRoot, lastJsonLine, runFixture, sanitized } from './helpers/memory-proc';
 
 const scratch = useScratchDir('uring-system');
 const NOBODY = 65534;
@@ -69,11 +67,19 @@ describe('IoRing.supported()', () => {
         fs.writeFileSync(IO_URING_DISABLED, original);
       }
       expect(fs.readFileSync(IO_URING_DISABLED, 'utf8').trim()).toBe(original);
-      expect(support).toEqual({ ok: false, code: 'EPERM', errno: -1, reason: 'io_uring is switched off (sysctl kernel.io_uring_disabled=2)' });
+      expect(support).toEqual({
+        ok: false,
+        code: 'EPERM',
+        errno: -1,
+        reason: 'io_uring is switched off (sysctl kernel.io_uring_disabled=2)',
+      });
       const error = failure as Error & { code?: string; errno?: number; syscall?: string; reason?: string };
       expect(error).toBeInstanceOf(Error);
       expect({ name: error.name, code: error.code, errno: error.errno, syscall: error.syscall, reason: error.reason }).toEqual({
-        name: 'IobufError', code: 'ERR_IOBUF_URING_UNAVAILABLE', errno: -1, syscall: 'io_uring_setup',
+        name: 'IobufError',
+        code: 'ERR_IOBUF_URING_UNAVAILABLE',
+        errno: -1,
+        syscall: 'io_uring_setup',
         reason: 'io_uring is switched off (sysctl kernel.io_uring_disabled=2)',
       });
       expect(error.message).toContain('kernel.io_uring_disabled=2');
@@ -95,11 +101,14 @@ describe.skipIf(uringSkip !== '')('IoRing and the event loop', () => {
   it('a read in flight keeps the program alive until it completes', async () => {
     const fifo = makeFifo(scratch());
     const child = spawn(process.execPath, [path.join(fixturesDir, 'uring-child.js'), 'inflight', fifo], {
-      env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'],
+      env: childEnv(),
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
     let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => { stderr += chunk; });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+    });
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     await new Promise<void>((resolve) => {
       child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
@@ -156,12 +165,14 @@ describe.skipIf(uringSkip !== '')('examples/o-direct-copy.mjs', () => {
       const { file, data } = dataFile(scratch(), `copy-source-${mode.length}.bin`, 9 * MiB + 12345);
       const copy = path.join(scratch(), `copy-target-${mode.length}.bin`);
       const result = spawnSync(process.execPath, [path.join(__dirname, '..', 'examples', 'o-direct-copy.mjs'), file, copy, ...mode], {
-        encoding: 'utf8', env: childEnv(), timeout: 60_000,
+        encoding: 'utf8',
+        env: childEnv(),
+        timeout: 60_000,
       });
       expect({ status: result.status, stderr: result.stderr }).toEqual({ status: 0, stderr: '' });
       const said = /^copied (\d+) bytes through \w+ pages(, (\d+) fixed-buffer operations)?\n$/.exec(result.stdout);
       expect(said?.[1]).toBe(String(data.length));
-      expect(said?.[3]).toBe(mode.length ? '6' : undefined);   // 3 chunks of 4 MiB, each read and written
+      expect(said?.[3]).toBe(mode.length ? '6' : undefined); // 3 chunks of 4 MiB, each read and written
       expect(fs.readFileSync(copy).equals(data)).toBe(true);
     });
   }
@@ -181,7 +192,7 @@ describe.skipIf(uringSkip !== '' || sanitized)('registered buffers and RLIMIT_ME
     if (isRoot) {
       fs.chmodSync(scratch(), 0o755);
       fs.chmodSync(file, 0o644);
-      for (const name of ['index.js', 'uring.js', 'pool.js']) {
+      for (const name of ['index.js', 'uring', 'uring/ring.js', 'uring/registration.js', 'pool', 'pool/pool.js', 'pooled.js']) {
         const built = path.join(distDir, name);
         expect((fs.statSync(built).mode & 0o004) !== 0, `${built} must be world-readable for the nobody child`).toBe(true);
       }
@@ -192,8 +203,13 @@ describe.skipIf(uringSkip !== '' || sanitized)('registered buffers and RLIMIT_ME
     expect({ status: result.status, signal: result.signal, stderr: result.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
     expect(lastJsonLine(result)).toEqual({
       uid: isRoot ? NOBODY : process.getuid!(),
-      smallBytes: 4 * MiB, smallFixedBuffers: 2, smallVerified: true, smallStats: { fixed: 2, inPlace: 0 },
-      grownVerified: true, grownStats: { fixed: 3, inPlace: 2, fixedBuffers: 3 }, warnings: ['IOBUF_URING_REGISTRATION'],
+      smallBytes: 4 * MiB,
+      smallFixedBuffers: 2,
+      smallVerified: true,
+      smallStats: { fixed: 2, inPlace: 0 },
+      grownVerified: true,
+      grownStats: { fixed: 3, inPlace: 2, fixedBuffers: 3 },
+      warnings: ['IOBUF_URING_REGISTRATION'],
       largeBytes: 12 * MiB,
       large: { name: 'IobufError', code: 'ENOMEM', errno: -12, syscall: 'io_uring_register', memlock: true },
     });

@@ -37,7 +37,11 @@ interface InFlightReport {
   stats: { fixed: number };
 }
 
-function startWorker(workerData: Record<string, unknown>): { worker: Worker; message: Promise<Record<string, unknown>>; exit: Promise<number> } {
+function startWorker(workerData: Record<string, unknown>): {
+  worker: Worker;
+  message: Promise<Record<string, unknown>>;
+  exit: Promise<number>;
+} {
   const worker = new Worker(workerFile, { workerData });
   const message = new Promise<Record<string, unknown>>((resolve, reject) => {
     worker.once('message', resolve);

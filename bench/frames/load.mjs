@@ -30,7 +30,10 @@ const ADDON = createRequire(import.meta.url)('node-gyp-build').path(ROOT);
 
 /** Compiles examples/rpc-*.ts and the lib/ they import into bench/.build/frames/. */
 export function compileServers() {
-  const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(ROOT, 'bench', 'frames', 'tsconfig.json')], { cwd: ROOT, stdio: 'inherit' });
+  const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(ROOT, 'bench', 'frames', 'tsconfig.json')], {
+    cwd: ROOT,
+    stdio: 'inherit',
+  });
   if (tsc.status !== 0) throw new Error('compiling examples/rpc-server*.ts failed');
 }
 
@@ -38,7 +41,9 @@ export function compileServers() {
 export function startServerProcess(file) {
   const compiled = path.join(BUILD, 'examples', file.replace(/\.ts$/, '.js'));
   const child = spawn(process.execPath, [compiled, '--port', '0'], {
-    cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, IOBUF_ADDON_PATH: ADDON },
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, IOBUF_ADDON_PATH: ADDON },
   });
   return new Promise((resolve, reject) => {
     let output = '';
@@ -103,7 +108,9 @@ export async function runLoad({ port, op, size, connections, depth, seconds, war
     };
     const readBuffer = Buffer.allocUnsafe(256 * 1024);
     socket = net.connect({
-      port, host: '127.0.0.1', noDelay: true,
+      port,
+      host: '127.0.0.1',
+      noDelay: true,
       onread: {
         buffer: readBuffer,
         callback(nread, buffer) {
@@ -136,18 +143,22 @@ export async function runLoad({ port, op, size, connections, depth, seconds, war
         },
       },
     });
-    socket.on('error', (error) => { failure ??= error; });
-    clients.push(new Promise((resolve) => {
-      socket.once('connect', () => {
-        socket.cork();
-        for (let slot = 0; slot < depth; slot++) {
-          sentAt[slot] = performance.now();
-          socket.write(requests[slot]);
-        }
-        socket.uncork();
-        resolve(socket);
-      });
-    }));
+    socket.on('error', (error) => {
+      failure ??= error;
+    });
+    clients.push(
+      new Promise((resolve) => {
+        socket.once('connect', () => {
+          socket.cork();
+          for (let slot = 0; slot < depth; slot++) {
+            sentAt[slot] = performance.now();
+            socket.write(requests[slot]);
+          }
+          socket.uncork();
+          resolve(socket);
+        });
+      }),
+    );
   }
   const sockets = await Promise.all(clients);
   await new Promise((resolve) => setTimeout(resolve, warmupSeconds * 1000));

@@ -57,7 +57,9 @@ function counter(port, clientId, onPublish) {
   let seq = 0;
   let waiters = [];
   const socket = net.connect({
-    port, host: '127.0.0.1', noDelay: true,
+    port,
+    host: '127.0.0.1',
+    noDelay: true,
     onread: {
       buffer: Buffer.allocUnsafe(256 * 1024),
       callback(nread, buffer) {
@@ -111,10 +113,14 @@ function counter(port, clientId, onPublish) {
     socket,
     counts,
     /** Resolves once `others` non-PUBLISH packets (CONNACK, SUBACK) have arrived. */
-    acked: (others) => Promise.race([failure, new Promise((resolve) => {
-      if (counts.other >= others) resolve();
-      else waiters.push({ others, resolve });
-    })]),
+    acked: (others) =>
+      Promise.race([
+        failure,
+        new Promise((resolve) => {
+          if (counts.other >= others) resolve();
+          else waiters.push({ others, resolve });
+        }),
+      ]),
     connected: Promise.race([failure, new Promise((resolve) => socket.once('connect', resolve))]),
   };
 }
@@ -141,14 +147,14 @@ export async function runFanout({ port, subscribers, size, seconds, warmupSecond
   }
   await Promise.all(subs.map((s) => s.connected));
   for (const sub of subs) sub.socket.write(Buffer.concat([connectPacket(`sub-${subs.indexOf(sub)}`), subscribePacket()]));
-  await Promise.all(subs.map((s) => s.acked(2)));  // CONNACK, SUBACK
+  await Promise.all(subs.map((s) => s.acked(2))); // CONNACK, SUBACK
 
   const one = publishPacket(size);
-  const seqAt = one.length - size;  // the payload's first byte
+  const seqAt = one.length - size; // the payload's first byte
   // Bytes per subscriber in flight: about 2 MiB (below the example brokers'
   // 4 MiB per-client bound), at least 32 messages.
   const window = Math.max(32, Math.min(8192, Math.floor((2 * 1024 * 1024) / one.length)));
-  const perBurst = Math.max(1, Math.min(64, Math.floor(16 * 1024 / one.length)));
+  const perBurst = Math.max(1, Math.min(64, Math.floor((16 * 1024) / one.length)));
   const template = Buffer.concat(Array.from({ length: perBurst }, () => one));
   // Bursts are written with their own sequence numbers; one goes back to this
   // list when its write has completed (libuv may still read it before that).
@@ -199,7 +205,7 @@ export async function runFanout({ port, subscribers, size, seconds, warmupSecond
   };
 }
 
-const TICKS_PER_SECOND = 100;  // USER_HZ: what /proc reports utime/stime in on Linux
+const TICKS_PER_SECOND = 100; // USER_HZ: what /proc reports utime/stime in on Linux
 
 /** User + system CPU time of process `pid` (all its threads), in ms. */
 export function brokerCpuMs(pid) {
@@ -224,7 +230,10 @@ export async function waitForPort(port, timeoutMs = 20_000) {
   for (;;) {
     const ok = await new Promise((resolve) => {
       const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => { socket.destroy(); resolve(true); });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
       socket.once('error', () => resolve(false));
     });
     if (ok) return;
@@ -236,7 +245,9 @@ export async function waitForPort(port, timeoutMs = 20_000) {
 /** Starts `command args` and resolves with the child once `port` accepts connections. */
 export async function startProcess(command, args, port, options = {}) {
   const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'], ...options });
-  const exited = new Promise((_, reject) => child.once('exit', (code) => reject(new Error(`${command} exited with ${code} before listening`))));
+  const exited = new Promise((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`${command} exited with ${code} before listening`))),
+  );
   exited.catch(() => {});
   await Promise.race([waitForPort(port), exited]);
   return child;

@@ -41,7 +41,7 @@ function treeTicks(root = process.pid) {
     try {
       stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
     } catch {
-      continue;  // exited meanwhile
+      continue; // exited meanwhile
     }
     // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split after the last ')'.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -87,10 +87,10 @@ export function watchConditions() {
       const to = sample();
       samples.push(to);
       const total = to.cpu.total - from.cpu.total;
-      const othersTicks = Math.max(0, (to.cpu.busy - from.cpu.busy) - (to.own - from.own));
+      const othersTicks = Math.max(0, to.cpu.busy - from.cpu.busy - (to.own - from.own));
       // The bench's own CPU use over (at most) the last minute, from the sample nearest a minute back.
-      const minuteAgo = samples.filter((s) => s.at >= from.at && s.at <= to.at - LAST_MINUTE_MS).pop()
-        ?? samples.find((s) => s.at >= from.at) ?? from;
+      const minuteAgo =
+        samples.filter((s) => s.at >= from.at && s.at <= to.at - LAST_MINUTE_MS).pop() ?? samples.find((s) => s.at >= from.at) ?? from;
       const window = to.cpu.total - minuteAgo.cpu.total;
       const ownLastMinute = window > 0 ? ((to.own - minuteAgo.own) / window) * cores : 0;
       const conditions = {
@@ -128,13 +128,15 @@ export function describeStart(load, cores) {
 /** Lines describing `conditions` (from report()), ending with the NOISY RUN note when it applies. */
 export function describeConditions(conditions, what = 'run') {
   const lines = [
-    `load average at the start ${conditions.loadStart.join(' / ')}, at the end ${conditions.loadEnd.join(' / ')} `
-      + `(1 / 5 / 15 min, ${conditions.cores} cores; the bench itself kept ${conditions.ownCoresLastMinute} cores busy over its last minute)`,
-    `other processes used ${conditions.othersCores} cores on average over the ${conditions.seconds} s`
-      + (conditions.stealShare > 0 ? `; the VM's host took ${(100 * conditions.stealShare).toFixed(1)}% of the CPU time (steal)` : ''),
+    `load average at the start ${conditions.loadStart.join(' / ')}, at the end ${conditions.loadEnd.join(' / ')} ` +
+      `(1 / 5 / 15 min, ${conditions.cores} cores; the bench itself kept ${conditions.ownCoresLastMinute} cores busy over its last minute)`,
+    `other processes used ${conditions.othersCores} cores on average over the ${conditions.seconds} s` +
+      (conditions.stealShare > 0 ? `; the VM's host took ${(100 * conditions.stealShare).toFixed(1)}% of the CPU time (steal)` : ''),
   ];
-  lines.push(conditions.noisy
-    ? `NOISY RUN (this ${what}): ${conditions.reasons.join('; ')} (limit: ${NOISY_LOAD_PER_CORE} per core) — the figures are indicative only`
-    : `quiet ${what}: the load of other processes stayed at or below ${NOISY_LOAD_PER_CORE} per core`);
+  lines.push(
+    conditions.noisy
+      ? `NOISY RUN (this ${what}): ${conditions.reasons.join('; ')} (limit: ${NOISY_LOAD_PER_CORE} per core) — the figures are indicative only`
+      : `quiet ${what}: the load of other processes stayed at or below ${NOISY_LOAD_PER_CORE} per core`,
+  );
   return lines;
 }

@@ -36,8 +36,10 @@ export function resolveRuntime(major) {
     if (version?.startsWith(`v${major}.`)) return { major, node, version };
   }
   if (INSTALLABLE.has(major)) {
-    const install = spawnSync('bash', [path.join(ROOT, 'scripts', 'install-runtimes.sh'), `node${major}`],
-      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+    const install = spawnSync('bash', [path.join(ROOT, 'scripts', 'install-runtimes.sh'), `node${major}`], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const [, version, bin] = install.stdout.trim().split(/\s+/);
     if (install.status === 0 && bin) return { major, node: path.join(bin, 'node'), version };
   }
@@ -57,20 +59,70 @@ const formatRate = (v) => (Number.isFinite(v) ? `${(v / 1e6).toFixed(2)} M/s` : 
  * in the mode run.
  */
 export const HEADLINES = [
-  { label: '`tryAcquire` + `release`, 64 KiB', suite: 'pool', table: 'acquire-release', param: 64 * 1024,
-    ours: 'BufferPool', base: 'Buffer.allocUnsafe', format: formatNs },
-  { label: '`tryAcquire` + `release`, protocol-like mix of sizes', suite: 'pool', table: 'varying', param: 'mix',
-    ours: 'BufferPool', base: 'Buffer.allocUnsafe', format: formatNs },
-  { label: '`allocAligned(1 MiB, { zero: false })` + `free`', suite: 'memory', table: 'alloc', param: 2 ** 20,
-    ours: 'allocAligned(zero:false)+free', base: 'Buffer.allocUnsafeSlow', format: formatNs },
-  { label: '`writevSync`, 16 × 4 KiB, prepared `IoVecArray`', suite: 'iovec', table: 'writev', param: 16,
-    ours: 'writevSync (prepared array)', base: 'fs.writevSync', floor: 'C writev (floor)', format: formatNs },
-  { label: 'header + 500 KB blob, sender CPU per GiB: `Gatherer.writeTo`', suite: 'gather', table: 'seed', param: null,
-    ours: 'Gatherer.writeTo', base: 'Buffer.concat+write', format: formatMs },
-  { label: '1 KiB frames, receiver CPU per GiB: `FrameAssembler`', suite: 'frames', table: 'receive', param: 1024,
-    ours: 'FrameAssembler', base: 'plain data + Buffer.concat', format: formatMs },
-  { label: 'RPC echo server, 1 KiB requests (requests/s)', suite: 'frames', table: 'rpc', param: 'echo-1024',
-    ours: 'iobuf server', base: 'plain twin', format: formatRate },
+  {
+    label: '`tryAcquire` + `release`, 64 KiB',
+    suite: 'pool',
+    table: 'acquire-release',
+    param: 64 * 1024,
+    ours: 'BufferPool',
+    base: 'Buffer.allocUnsafe',
+    format: formatNs,
+  },
+  {
+    label: '`tryAcquire` + `release`, protocol-like mix of sizes',
+    suite: 'pool',
+    table: 'varying',
+    param: 'mix',
+    ours: 'BufferPool',
+    base: 'Buffer.allocUnsafe',
+    format: formatNs,
+  },
+  {
+    label: '`allocAligned(1 MiB, { zero: false })` + `free`',
+    suite: 'memory',
+    table: 'alloc',
+    param: 2 ** 20,
+    ours: 'allocAligned(zero:false)+free',
+    base: 'Buffer.allocUnsafeSlow',
+    format: formatNs,
+  },
+  {
+    label: '`writevSync`, 16 × 4 KiB, prepared `IoVecArray`',
+    suite: 'iovec',
+    table: 'writev',
+    param: 16,
+    ours: 'writevSync (prepared array)',
+    base: 'fs.writevSync',
+    floor: 'C writev (floor)',
+    format: formatNs,
+  },
+  {
+    label: 'header + 500 KB blob, sender CPU per GiB: `Gatherer.writeTo`',
+    suite: 'gather',
+    table: 'seed',
+    param: null,
+    ours: 'Gatherer.writeTo',
+    base: 'Buffer.concat+write',
+    format: formatMs,
+  },
+  {
+    label: '1 KiB frames, receiver CPU per GiB: `FrameAssembler`',
+    suite: 'frames',
+    table: 'receive',
+    param: 1024,
+    ours: 'FrameAssembler',
+    base: 'plain data + Buffer.concat',
+    format: formatMs,
+  },
+  {
+    label: 'RPC echo server, 1 KiB requests (requests/s)',
+    suite: 'frames',
+    table: 'rpc',
+    param: 'echo-1024',
+    ours: 'iobuf server',
+    base: 'plain twin',
+    format: formatRate,
+  },
 ];
 
 /**
@@ -130,7 +182,7 @@ export function comparisonTable(runs) {
   }
   const facts = [
     ['`Buffer.poolSize`', (run) => String(run.machine?.bufferPoolSize ?? '–')],
-    ['conditions', (run) => run.conditions ? (run.conditions.noisy ? `**NOISY** (${run.conditions.reasons.join('; ')})` : 'quiet') : '–'],
+    ['conditions', (run) => (run.conditions ? (run.conditions.noisy ? `**NOISY** (${run.conditions.reasons.join('; ')})` : 'quiet') : '–')],
   ];
   for (const [label, value] of facts) rows.push([label, ...runs.map(value)]);
   const line = (cells) => `| ${cells.join(' | ')} |`;

@@ -104,12 +104,12 @@ async function poolSyncWaiter() {
   const { size, rounds } = workerData;
   const pool = BufferPool.attach(workerData.handle);
   for (let round = 0; round < rounds; round++) {
-    waitAtLeast(GO, round + 1);          // the main thread holds the whole budget now
+    waitAtLeast(GO, round + 1); // the main thread holds the whole budget now
     const buffer = pool.acquireSync(size, { timeout: 30_000 });
     times[round * 2 + 1] = now();
     signal(DONE);
     pool.release(buffer);
-    await nextTurn();                     // housekeeping gives the idle slab back to the budget
+    await nextTurn(); // housekeeping gives the idle slab back to the budget
   }
   await pool.close();
 }
@@ -119,10 +119,10 @@ async function poolReleaser() {
   const { size, rounds } = workerData;
   const pool = BufferPool.attach(workerData.handle);
   for (let round = 0; round < rounds; round++) {
-    const buffer = pool.acquireSync(size, { timeout: 30_000 });  // once the main thread gave it back
+    const buffer = pool.acquireSync(size, { timeout: 30_000 }); // once the main thread gave it back
     signal(HELD);
-    waitAtLeast(GO, round + 1);          // the main thread's acquire() is pending
-    spin(1);                              // and its event loop is parked
+    waitAtLeast(GO, round + 1); // the main thread's acquire() is pending
+    spin(1); // and its event loop is parked
     times[round * 2] = now();
     pool.release(buffer);
   }

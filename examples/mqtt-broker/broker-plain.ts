@@ -19,10 +19,33 @@
 import net from 'node:net';
 import path from 'node:path';
 import {
-  ACCEPTED, CONNACK, CONNECT, CONNECT_TIMEOUT_MS, DEFAULTS, DISCONNECT, MAX_QOS, PINGREQ, PINGRESP, PUBACK, PUBLISH,
-  ProtocolError, SUBACK, SUBSCRIBE, SUBSCRIBE_FAILURE, TopicTree, UNSUBACK, UNSUBSCRIBE,
-  listenAddress, parseConnect, parseSubscribe, parseUnsubscribe, validFlags, validTopicFilter, validTopicName,
-  varintLength, willBody,
+  ACCEPTED,
+  CONNACK,
+  CONNECT,
+  CONNECT_TIMEOUT_MS,
+  DEFAULTS,
+  DISCONNECT,
+  MAX_QOS,
+  PINGREQ,
+  PINGRESP,
+  PUBACK,
+  PUBLISH,
+  ProtocolError,
+  SUBACK,
+  SUBSCRIBE,
+  SUBSCRIBE_FAILURE,
+  TopicTree,
+  UNSUBACK,
+  UNSUBSCRIBE,
+  listenAddress,
+  parseConnect,
+  parseSubscribe,
+  parseUnsubscribe,
+  validFlags,
+  validTopicFilter,
+  validTopicName,
+  varintLength,
+  willBody,
 } from './protocol';
 import type { BrokerOptions, BrokerStats, RunningBroker, Will } from './protocol';
 
@@ -90,7 +113,7 @@ class Broker {
     const client = new Client(socket);
     this.connections.add(client);
     socket.on('data', (chunk: Buffer) => this.data(client, chunk));
-    socket.on('error', () => {});  // a reset: 'close' follows and cleans up
+    socket.on('error', () => {}); // a reset: 'close' follows and cleans up
     socket.on('close', () => this.disconnected(client));
     client.timer = setTimeout(expire, CONNECT_TIMEOUT_MS, client);
   }
@@ -103,7 +126,7 @@ class Broker {
     if (client.pending.length > 0) {
       client.pending.push(chunk);
       client.pendingBytes += chunk.length;
-      if (client.pendingBytes < client.needed) return;  // still incomplete: join once, when it is whole
+      if (client.pendingBytes < client.needed) return; // still incomplete: join once, when it is whole
       chunk = Buffer.concat(client.pending, client.pendingBytes);
       client.pending.length = 0;
       client.pendingBytes = 0;
@@ -123,7 +146,7 @@ class Broker {
           break;
         }
         if (i === 4) {
-          client.socket.destroy();  // a Remaining Length past 4 bytes
+          client.socket.destroy(); // a Remaining Length past 4 bytes
           return;
         }
       }
@@ -152,22 +175,32 @@ class Broker {
     }
     try {
       switch (type) {
-        case PUBLISH: this.publish(client, tag, body); break;
-        case CONNECT: this.connect(client, body); break;
-        case SUBSCRIBE: this.subscribe(client, body); break;
+        case PUBLISH:
+          this.publish(client, tag, body);
+          break;
+        case CONNECT:
+          this.connect(client, body);
+          break;
+        case SUBSCRIBE:
+          this.subscribe(client, body);
+          break;
         case UNSUBSCRIBE: {
           const { packetId, filters } = parseUnsubscribe(body);
           for (const filter of filters) if (client.filters.delete(filter)) this.tree.unsubscribe(client, filter);
           client.send(Buffer.from([UNSUBACK << 4, 2, packetId >> 8, packetId & 0xff]));
           break;
         }
-        case PINGREQ: client.send(PINGRESP_PACKET); break;
-        case PUBACK: break;
+        case PINGREQ:
+          client.send(PINGRESP_PACKET);
+          break;
+        case PUBACK:
+          break;
         case DISCONNECT:
           client.will = null;
           client.socket.end();
           break;
-        default: throw new ProtocolError(`packet type ${type} is not supported`);
+        default:
+          throw new ProtocolError(`packet type ${type} is not supported`);
       }
     } catch (error) {
       if (!(error instanceof ProtocolError)) throw error;
@@ -234,7 +267,7 @@ class Broker {
     let atQos0: Buffer | null = null;
     for (const route of routes) {
       const to = route.client;
-      if (to.socket.destroyed) continue;  // disconnected, its 'close' (and leaving the tree) still to come
+      if (to.socket.destroyed) continue; // disconnected, its 'close' (and leaving the tree) still to come
       const outQos = route.qos < qos ? route.qos : qos;
       const length = outQos === qos ? body.length : body.length - 2;
       const queued = to.socket.writableLength;

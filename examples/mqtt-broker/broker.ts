@@ -47,10 +47,34 @@ import path from 'node:path';
 import { BufferPool, FrameAssembler, SocketWriter } from '../../lib/index';
 import type { Frame, Gatherer, SharedBuffer } from '../../lib/index';
 import {
-  ACCEPTED, CONNACK, CONNECT, CONNECT_TIMEOUT_MS, DEFAULTS, DISCONNECT, MAX_QOS, PINGREQ, PINGRESP, PUBACK, PUBLISH,
-  ProtocolError, SUBACK, SUBSCRIBE, SUBSCRIBE_FAILURE, TopicTree, UNSUBACK, UNSUBSCRIBE,
-  decodeFixedHeader, listenAddress, parseConnect, parseSubscribe, parseUnsubscribe, validFlags, validTopicFilter,
-  validTopicName, varintLength, willBody,
+  ACCEPTED,
+  CONNACK,
+  CONNECT,
+  CONNECT_TIMEOUT_MS,
+  DEFAULTS,
+  DISCONNECT,
+  MAX_QOS,
+  PINGREQ,
+  PINGRESP,
+  PUBACK,
+  PUBLISH,
+  ProtocolError,
+  SUBACK,
+  SUBSCRIBE,
+  SUBSCRIBE_FAILURE,
+  TopicTree,
+  UNSUBACK,
+  UNSUBSCRIBE,
+  decodeFixedHeader,
+  listenAddress,
+  parseConnect,
+  parseSubscribe,
+  parseUnsubscribe,
+  validFlags,
+  validTopicFilter,
+  validTopicName,
+  varintLength,
+  willBody,
 } from './protocol';
 import type { BrokerOptions, BrokerStats, RunningBroker, Will } from './protocol';
 
@@ -146,7 +170,7 @@ class Outgoing {
   stageQos0(): void {
     const { data, topicEnd } = this;
     const length = this.qos === 0 ? data.length : data.length - 2;
-    const bodyStart = this.qos === 0 ? 0 : topicEnd + 2;  // the bytes after the topic that go as they are
+    const bodyStart = this.qos === 0 ? 0 : topicEnd + 2; // the bytes after the topic that go as they are
     if (length <= SHARE_BELOW) {
       const size = 1 + varintLength(length) + length;
       const block = this.room(size);
@@ -163,7 +187,7 @@ class Outgoing {
         this.start0 = start;
         this.end0 = start + size;
       }
-      this.prefix0 = EMPTY;  // staged (empty: the packet is in block0)
+      this.prefix0 = EMPTY; // staged (empty: the packet is in block0)
       return;
     }
     let at = writeHeader(this.stage0, PUBLISH << 4, length);
@@ -180,7 +204,7 @@ class Outgoing {
     this.idAt = at;
     at += 2;
     if (data.length <= SHARE_BELOW) at += data.copy(this.stage1, at, topicEnd + 2);
-    else this.bodyAt1 = topicEnd + 2;  // the payload, after the packet id
+    else this.bodyAt1 = topicEnd + 2; // the payload, after the packet id
     this.prefix1 = this.stage1.subarray(0, at);
   }
 
@@ -226,7 +250,10 @@ class Client {
   /** Its writer was ended (DISCONNECT, a refused CONNECT): nothing more is sent to it. */
   ending = false;
 
-  constructor(readonly socket: net.Socket, readonly writer: SocketWriter) {}
+  constructor(
+    readonly socket: net.Socket,
+    readonly writer: SocketWriter,
+  ) {}
 
   /** The client's batch, with its pending range put first: everything it is sent stays in order. */
   out(): Gatherer {
@@ -295,7 +322,10 @@ class Broker {
   accept(socket: net.Socket): void {
     socket.setNoDelay(true);
     const writer = new SocketWriter(socket, {
-      pool: this.pool, chunkSize: 32 * 1024, highWaterMark: this.maxQueuedBytes, onBudgetExhausted: 'throw',
+      pool: this.pool,
+      chunkSize: 32 * 1024,
+      highWaterMark: this.maxQueuedBytes,
+      onBudgetExhausted: 'throw',
     });
     const client = new Client(socket, writer);
     this.connections.add(client);
@@ -308,7 +338,7 @@ class Broker {
       // it all. A held-bytes limit here would let one stalled subscriber stop a publisher.
       highWaterMark: Number.MAX_SAFE_INTEGER,
       onFrame: (frame) => this.packet(client, frame),
-      onError: () => {},  // a malformed stream or a reset: the socket is destroyed, 'close' cleans up
+      onError: () => {}, // a malformed stream or a reset: the socket is destroyed, 'close' cleans up
     }).attach(socket);
     socket.on('close', () => this.disconnected(client));
     client.timer = setTimeout(expire, CONNECT_TIMEOUT_MS, client);
@@ -319,37 +349,48 @@ class Broker {
   // -------------------------------------------------------------------------
 
   private packet(client: Client, frame: Frame): void {
-    const tag = frame.tag;  // the packet's first byte: type << 4 | flags
+    const tag = frame.tag; // the packet's first byte: type << 4 | flags
     const type = tag >> 4;
     client.timer?.refresh();
     if (!validFlags(type, tag & 0x0f) || (client.clientId === null) !== (type === CONNECT)) {
       frame.release();
-      client.socket.destroy();  // malformed, or CONNECT not first / not once
+      client.socket.destroy(); // malformed, or CONNECT not first / not once
       return;
     }
     try {
       if (type === PUBLISH) {
-        this.publish(client, tag, frame);  // takes the frame over
+        this.publish(client, tag, frame); // takes the frame over
         return;
       }
       const out = client.out();
       switch (type) {
-        case CONNECT: this.connect(client, frame.data, out); break;
-        case SUBSCRIBE: this.subscribe(client, frame.data, out); break;
+        case CONNECT:
+          this.connect(client, frame.data, out);
+          break;
+        case SUBSCRIBE:
+          this.subscribe(client, frame.data, out);
+          break;
         case UNSUBSCRIBE: {
           const { packetId, filters } = parseUnsubscribe(frame.data);
           for (const filter of filters) if (client.filters.delete(filter)) this.tree.unsubscribe(client, filter);
-          out.putU8(UNSUBACK << 4).putU8(2).putU16BE(packetId);
+          out
+            .putU8(UNSUBACK << 4)
+            .putU8(2)
+            .putU16BE(packetId);
           break;
         }
-        case PINGREQ: out.putU8(PINGRESP << 4).putU8(0); break;
-        case PUBACK: break;  // every session is clean: nothing to redeliver, nothing to forget
+        case PINGREQ:
+          out.putU8(PINGRESP << 4).putU8(0);
+          break;
+        case PUBACK:
+          break; // every session is clean: nothing to redeliver, nothing to forget
         case DISCONNECT:
-          client.will = null;  // a clean disconnect: no will
+          client.will = null; // a clean disconnect: no will
           client.ending = true;
           void client.writer.end().catch(() => {});
           break;
-        default: throw new ProtocolError(`packet type ${type} is not supported`);
+        default:
+          throw new ProtocolError(`packet type ${type} is not supported`);
       }
       frame.release();
     } catch (error) {
@@ -361,14 +402,18 @@ class Broker {
 
   private connect(client: Client, body: Buffer, out: Gatherer): void {
     const connect = parseConnect(body);
-    out.putU8(CONNACK << 4).putU8(2).putU8(0).putU8(connect.returnCode);  // session present: never
+    out
+      .putU8(CONNACK << 4)
+      .putU8(2)
+      .putU8(0)
+      .putU8(connect.returnCode); // session present: never
     if (connect.returnCode !== ACCEPTED) {
       client.ending = true;
       void client.writer.end().catch(() => {});
       return;
     }
     const clientId = connect.clientId.length > 0 ? connect.clientId : `iobuf-${++this.nextAnonymous}`;
-    this.byId.get(clientId)?.socket.destroy();  // a second connection with the same id takes over
+    this.byId.get(clientId)?.socket.destroy(); // a second connection with the same id takes over
     this.byId.set(clientId, client);
     client.clientId = clientId;
     client.will = connect.will === null ? null : { ...willBody(connect.will), will: connect.will };
@@ -378,7 +423,10 @@ class Broker {
 
   private subscribe(client: Client, body: Buffer, out: Gatherer): void {
     const { packetId, filters } = parseSubscribe(body);
-    out.putU8(SUBACK << 4).putVarint(2 + filters.length).putU16BE(packetId);
+    out
+      .putU8(SUBACK << 4)
+      .putVarint(2 + filters.length)
+      .putU16BE(packetId);
     for (const { filter, qos } of filters) {
       if (!validTopicFilter(filter)) {
         out.putU8(SUBSCRIBE_FAILURE);
@@ -407,9 +455,14 @@ class Broker {
     }
     try {
       this.route(topic, qos, data, topicEnd, frame);
-      if (qos === 1) client.out().putU8(PUBACK << 4).putU8(2).putU16BE((data[topicEnd] << 8) | data[topicEnd + 1]);
+      if (qos === 1)
+        client
+          .out()
+          .putU8(PUBACK << 4)
+          .putU8(2)
+          .putU16BE((data[topicEnd] << 8) | data[topicEnd + 1]);
     } finally {
-      frame.release();  // the subscribers that refer to its bytes hold handles of their own
+      frame.release(); // the subscribers that refer to its bytes hold handles of their own
     }
   }
 
@@ -440,7 +493,7 @@ class Broker {
   }
 
   private deliver(to: Client, qos: number, message: Outgoing): void {
-    if (to.socket.destroyed || to.ending) return;  // leaving: its 'close' (and leaving the tree) still to come
+    if (to.socket.destroyed || to.ending) return; // leaving: its 'close' (and leaving the tree) still to come
     // The Remaining Length: the received body, less the packet id when it goes out at QoS 0.
     const length = qos === message.qos ? message.data.length : message.data.length - 2;
     const writer = to.writer;
@@ -486,7 +539,7 @@ class Broker {
     }
     const out = to.out();
     try {
-      out.putSlice(prefix);  // one put: it takes its scratch whole, or throws having written nothing
+      out.putSlice(prefix); // one put: it takes its scratch whole, or throws having written nothing
     } catch (error) {
       if ((error as { code?: string }).code !== 'ERR_IOBUF_BUDGET_EXHAUSTED') throw error;
       this.overQueued(to, qos);
@@ -495,8 +548,9 @@ class Broker {
     if (bodyAt >= 0) {
       // The rest of the received bytes by reference: no scratch, nothing left to fail.
       const frame = message.frame;
-      if (frame !== null) out.putShared(frame.retain(), bodyAt);  // released after this subscriber's write
-      else out.putBytes(message.data.subarray(bodyAt));  // a will: a heap Buffer nobody changes
+      if (frame !== null)
+        out.putShared(frame.retain(), bodyAt); // released after this subscriber's write
+      else out.putBytes(message.data.subarray(bodyAt)); // a will: a heap Buffer nobody changes
     }
     this.counters.delivered++;
   }

@@ -48,7 +48,7 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 
 /** The flags nibble each packet type must carry (section 2.2.2); PUBLISH's flags are its own. */
 export function validFlags(type: number, flags: number): boolean {
-  if (type === PUBLISH) return (flags & 0b0110) !== 0b0110;  // QoS 3 is malformed
+  if (type === PUBLISH) return (flags & 0b0110) !== 0b0110; // QoS 3 is malformed
   if (type === SUBSCRIBE || type === UNSUBSCRIBE || type === PUBREL) return flags === 0b0010;
   return flags === 0;
 }
@@ -170,15 +170,15 @@ export function parseConnect(body: Buffer): ConnectPacket {
   let will: Will | null = null;
   if ((flags & 0x04) !== 0) {
     const topic = reader.raw();
-    const payload = Buffer.from(reader.binary());  // a copy: the CONNECT's memory goes back now
+    const payload = Buffer.from(reader.binary()); // a copy: the CONNECT's memory goes back now
     const qos = (flags >> 3) & 0x03;
     if (qos === 3 || !validTopicName(topic)) throw new ProtocolError('malformed will');
     will = { topic, payload, qos: Math.min(qos, MAX_QOS) };
   } else if ((flags & 0x38) !== 0) {
     throw new ProtocolError('will QoS or retain without a will');
   }
-  if ((flags & 0x80) !== 0) reader.binary();  // user name: accepted, not checked
-  if ((flags & 0x40) !== 0) reader.binary();  // password
+  if ((flags & 0x80) !== 0) reader.binary(); // user name: accepted, not checked
+  if ((flags & 0x40) !== 0) reader.binary(); // password
   let returnCode = ACCEPTED;
   if (!((protocol === 'MQTT' && level === 4) || (protocol === 'MQIsdp' && level === 3))) returnCode = UNACCEPTABLE_PROTOCOL_VERSION;
   else if (clientId.length === 0 && !cleanSession) returnCode = IDENTIFIER_REJECTED;
@@ -264,7 +264,7 @@ export class TopicTree<C> {
     let level = this.root;
     for (const name of filter.split('/')) {
       let child = level.children.get(name);
-      if (child === undefined) level.children.set(name, child = new Level<C>());
+      if (child === undefined) level.children.set(name, (child = new Level<C>()));
       level = child;
     }
     level.subscribers.set(client, qos);
@@ -313,7 +313,7 @@ export class TopicTree<C> {
   private collect(level: Level<C>, names: string[], depth: number, system: boolean, found: Map<C, number>): void {
     const wildcards = !(system && depth === 0);
     const multi = wildcards ? level.children.get('#') : undefined;
-    if (multi !== undefined) add(found, multi.subscribers);  // 'a/#' matches 'a/b/c' and 'a' itself
+    if (multi !== undefined) add(found, multi.subscribers); // 'a/#' matches 'a/b/c' and 'a' itself
     if (depth === names.length) {
       add(found, level.subscribers);
       return;

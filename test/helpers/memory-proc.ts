@@ -97,8 +97,12 @@ export async function collectGarbage(turns = 3): Promise<void> {
 }
 
 /** Asserts that `fn` throws an instance of `Kind` with this `code` (and message, when given). */
-export function expectThrowsCode(fn: () => unknown, Kind: new (...args: never[]) => Error, code: string,
-  message?: string): Error & { code: string; errno?: number; syscall?: string } {
+export function expectThrowsCode(
+  fn: () => unknown,
+  Kind: new (...args: never[]) => Error,
+  code: string,
+  message?: string,
+): Error & { code: string; errno?: number; syscall?: string } {
   let thrown: unknown;
   try {
     fn();
@@ -143,7 +147,10 @@ export interface ChildResult {
 export function runFixture(fixture: string, args: string[] = [], options: SpawnSyncOptions & { execPath?: string } = {}): ChildResult {
   const { execPath = process.execPath, ...spawnOptions } = options;
   const result = spawnSync(execPath, [path.join(fixturesDir, fixture), ...args], {
-    encoding: 'utf8', env: childEnv(), timeout: 60_000, ...spawnOptions,
+    encoding: 'utf8',
+    env: childEnv(),
+    timeout: 60_000,
+    ...spawnOptions,
   });
   if (result.error) throw result.error;
   return { status: result.status, signal: result.signal, stdout: String(result.stdout), stderr: String(result.stderr) };
@@ -194,7 +201,8 @@ export function nodeRunnableByOthers(): string {
       try {
         renameSync(staging, dir);
       } catch {
-        if (!ready()) {  // a stale folder (not one another test file just made)
+        if (!ready()) {
+          // a stale folder (not one another test file just made)
           rmSync(dir, { recursive: true, force: true });
           renameSync(staging, dir);
         }
@@ -212,8 +220,10 @@ export function lastJsonLine<T>(result: ChildResult): T {
   try {
     return JSON.parse(lines[lines.length - 1]) as T;
   } catch {
-    throw new Error(`child printed no JSON (status ${result.status}, signal ${result.signal})\n` +
-      `--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`);
+    throw new Error(
+      `child printed no JSON (status ${result.status}, signal ${result.signal})\n` +
+        `--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`,
+    );
   }
 }
 
@@ -232,13 +242,14 @@ export class LineChild {
 
   constructor(fixture: string, args: string[] = []) {
     this.child = spawn(process.execPath, [path.join(fixturesDir, fixture), ...args], {
-      env: childEnv(), stdio: ['pipe', 'pipe', 'pipe'],
+      env: childEnv(),
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.pid = this.child.pid!;
     let partial = '';
     this.child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       partial += chunk;
-      let newline;
+      let newline: number;
       while ((newline = partial.indexOf('\n')) >= 0) {
         const line = partial.slice(0, newline);
         partial = partial.slice(newline + 1);
@@ -251,7 +262,9 @@ export class LineChild {
         }
       }
     });
-    this.child.stderr.setEncoding('utf8').on('data', (chunk: string) => { this.stderr += chunk; });
+    this.child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      this.stderr += chunk;
+    });
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (status, signal) => {
         if (this.waiting) this.waiting(`EXITED ${status ?? signal}: ${this.stderr}`);
@@ -264,7 +277,9 @@ export class LineChild {
   next(): Promise<string> {
     const line = this.lines.shift();
     if (line !== undefined) return Promise.resolve(line);
-    return new Promise((resolve) => { this.waiting = resolve; });
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
   }
 
   /** Lets the child go on past its current stop. */

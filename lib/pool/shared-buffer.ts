@@ -1,7 +1,7 @@
 // SharedBuffer: one pooled Buffer held by several owners at once. Each owner
 // holds a handle of its own and releases that handle once; the memory goes
 // back when the last handle is released. A FrameAssembler's frames are such
-// handles (Frame, in frames.ts); pool.share(buffer) makes one of any pooled
+// handles (Frame, in lib/frames/frame.ts); pool.share(buffer) makes one of any pooled
 // Buffer; Gatherer.putShared(handle) sends one by reference.
 //
 // Why handles and not a count on the Buffer: a release() on a handle is
@@ -13,7 +13,7 @@
 // while a handle is the only one (nothing allocated for the common case of a
 // frame released by the one consumer it went to); the first retain() makes one
 // small { count } object shared by every handle over the same data.
-import { IobufError } from './errors';
+import { IobufError } from '../errors';
 
 /** What takes the memory back when the last handle is released: a BufferPool, or a FrameAssembler for its frames. */
 export interface SharedReturn {
@@ -33,7 +33,10 @@ interface Holders {
 export const kTakeOver = Symbol('iobuf.sharedBuffer.takeOver');
 
 function releasedError(): IobufError {
-  return new IobufError('This handle was released: its memory may be another owner\'s by now (retain() before releasing, to keep it)', 'ERR_IOBUF_RELEASED');
+  return new IobufError(
+    "This handle was released: its memory may be another owner's by now (retain() before releasing, to keep it)",
+    'ERR_IOBUF_RELEASED',
+  );
 }
 
 /**
@@ -75,7 +78,7 @@ export class SharedBuffer implements Disposable {
    */
   retain(): this {
     if (this.spent) throw releasedError();
-    const holders = this.holders ??= { count: 1 };
+    const holders = (this.holders ??= { count: 1 });
     holders.count++;
     const handle = this.newHandle();
     handle.holders = holders;

@@ -26,9 +26,9 @@
 // not take through the stream, behind nothing.
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
-import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions } from './errors';
-import { Gatherer } from './gather';
-import type { BufferPool } from './pool';
+import { IobufError, validateInteger, validateOneOf, validateOptions, invalidType } from '../errors';
+import { Gatherer } from './gatherer';
+import type { BufferPool } from '../pool';
 
 export interface SocketWriterOptions {
   /** Where the gatherers' scratch memory comes from. */
@@ -120,7 +120,9 @@ export class SocketWriter extends EventEmitter {
   // Bound once: one pair of handlers for every write.
   private readonly onWritten = () => this.writeDone(null);
   private readonly onWriteFailed = (error: Error) => this.writeDone(error);
-  private readonly onSocketError = (error: Error) => { this.failure ??= error; };
+  private readonly onSocketError = (error: Error) => {
+    this.failure ??= error;
+  };
   private readonly onSocketFinish = () => {
     this.finished = true;
     if (this.endWaiter !== null && this.state !== CLOSED) {
@@ -133,12 +135,22 @@ export class SocketWriter extends EventEmitter {
 
   constructor(socket: Writable, options: SocketWriterOptions) {
     super();
-    if (socket === null || typeof socket !== 'object' || typeof (socket as Writable).write !== 'function' || typeof (socket as Writable).on !== 'function') {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a net.Socket or stream.Writable for socket but received ${describeValue(socket)}`);
+    if (
+      socket === null ||
+      typeof socket !== 'object' ||
+      typeof (socket as Writable).write !== 'function' ||
+      typeof (socket as Writable).on !== 'function'
+    ) {
+      throw invalidType('a net.Socket or stream.Writable', 'socket', socket);
     }
     validateOptions(options, 'options');
-    if (options === undefined || options.pool === null || typeof options.pool !== 'object' || typeof options.pool.tryAcquire !== 'function') {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(options?.pool)}`);
+    if (
+      options === undefined ||
+      options.pool === null ||
+      typeof options.pool !== 'object' ||
+      typeof options.pool.tryAcquire !== 'function'
+    ) {
+      throw invalidType('a BufferPool', 'options.pool', options?.pool);
     }
     const { chunkSize = 16 * KiB, highWaterMark = 1024 * KiB, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
@@ -186,7 +198,7 @@ export class SocketWriter extends EventEmitter {
    */
   releaseAfterWrite(resource: Releasable): void {
     if (resource === null || typeof resource !== 'object' || typeof resource.release !== 'function') {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an object with a release() method for resource but received ${describeValue(resource)}`);
+      throw invalidType('an object with a release() method', 'resource', resource);
     }
     if (this.state === CLOSED) {
       resource.release();
@@ -258,7 +270,9 @@ export class SocketWriter extends EventEmitter {
       return this.endPromise;
     }
     this.state = ENDING;
-    this.endPromise = new Promise<void>((resolve, reject) => { this.endWaiter = { resolve, reject }; });
+    this.endPromise = new Promise<void>((resolve, reject) => {
+      this.endWaiter = { resolve, reject };
+    });
     this.flush();
     if (this.writing === null) this.endSocket();
     return this.endPromise;
@@ -388,9 +402,10 @@ export class SocketWriter extends EventEmitter {
 
   private closedError(): Error {
     if (this.failure !== null) return this.failure;
-    return new IobufError(this.endPromise !== null
-      ? 'The writer was ended; nothing more can be sent'
-      : 'The writer is closed; nothing more can be sent', 'ERR_IOBUF_WRITER_CLOSED');
+    return new IobufError(
+      this.endPromise !== null ? 'The writer was ended; nothing more can be sent' : 'The writer is closed; nothing more can be sent',
+      'ERR_IOBUF_WRITER_CLOSED',
+    );
   }
 }
 

@@ -1,85 +1,38 @@
-// The iovec part: IoVecArray (a `struct iovec[]` in native memory that JS
-// fills in place) and vectored syscalls over it.
+// The iovec part's array: IoVecArray, a `struct iovec[]` in native memory that
+// JS fills in place (the vectored syscalls over it: lib/iovec/calls.ts).
 //
-// Entry layout (native/iovec.h has the full drawing): entry i is bytes
-// [16 i, 16 i + 16) of `buffer`: iov_base (u64) then iov_len (u64), little-
-// endian. push() writes each as two Uint32 halves: no BigInt, no native call
-// for a pooled Buffer (the pool knows its slab addresses), one native call to
-// learn a foreign view's address.
+// Entry layout (native/iovec.h has the full drawing; lib/iovec/entries.ts
+// reads and writes it): entry i is bytes [16 i, 16 i + 16) of `buffer`:
+// iov_base (u64) then iov_len (u64). push() needs no native call for a pooled
+// Buffer (the pool knows its slab addresses), and one to learn a foreign
+// view's address.
 //
 // Safety. Users may write anything into `buffer`. Two checks stand between
 // those bytes and the kernel, both before every syscall:
-// 1. here, checkViews(): every view an entry was made from is still what it
-//    was at push time: a pooled Buffer is still out (pooledAddressOf gives the
-//    same address: not released, slab not unmapped), a foreign view still has
-//    its length (a detached or shrunk buffer reads 0 or less). A property
-//    load and a compare per entry. `length`, not `byteLength`: V8 inlines the
-//    first and calls out for the second (measured: 0.8 vs 8 ns per view), and
-//    `view.buffer` is dearer still; a DataView, which has no `length`, pays
-//    for byteLength (it throws once detached).
+// 1. here, #checkViews() (lib/iovec/views.ts): every view an entry was made
+//    from is still what it was at push time: a pooled Buffer is still out, a
+//    foreign view is attached and has its length. A load and a compare per entry.
 // 2. native/iovec.cc: every entry lies inside the [start, end) recorded at
 //    push time for its view, in a bounds array that only this module writes
 //    (a #private field; never exposed).
 // Together: the kernel only ever sees memory of views this array holds, that
 // are alive and attached right now.
-import os from 'node:os';
-import { native } from './binding';
-import { IobufError, codedError, describeValue, validateInteger, validateView } from './errors';
-import { type Loan, lend, repayAll } from './lending';
-import { isDetached, maxAllocationSize } from './memory';
-import { pooledAddressOf } from './pool';
-
-/** The most entries one readv/writev syscall takes (IOV_MAX, 1024 on Linux). */
-export const IOV_MAX: number = native.iovMax;
-/** Bytes per entry in `IoVecArray#buffer`: sizeof(struct iovec). */
-export const IOVEC_ENTRY_BYTES = 16;
-/** The largest capacity an IoVecArray takes. */
-export const MAX_IOVEC_CAPACITY = 2 ** 20;
-
-
-// Which Uint32 of a 64-bit field holds its low half.
-const LOW = os.endianness() === 'LE' ? 0 : 1;
-const HIGH = 1 - LOW;
-const TWO_32 = 2 ** 32;
-
-// The operations of native/iovec.h IoVecOp.
-const enum Op {
-  READV = 0,
-  WRITEV = 1,
-  PREADV = 2,
-  PWRITEV = 3,
-  WRITEV_ALL = 4,
-  PWRITEV_ALL = 5,
-}
-
-const MAX_POSITION = Number.MAX_SAFE_INTEGER;
-/** native/iovec.h kBoundsHeaderBytes: the bounds block starts with the native state's address. */
-const BOUNDS_HEADER_BYTES = 16;
-
-// How an entry's view is checked before a syscall (see checkViews).
-const enum Kind {
-  TYPED_ARRAY = 0,
-  POOLED = 1,
-  DATA_VIEW = 2,
-}
-
-/** A DataView's byteLength, or -1 once its buffer is detached (the getter throws then). */
-function dataViewLength(view: DataView): number {
-  try {
-    return view.byteLength;
-  } catch {
-    return -1;
-  }
-}
-
-/** A DataView's byteLength throws once its buffer is detached (or shrunk out of reach). */
-function dataViewIntact(view: DataView, byteLength: number): boolean {
-  try {
-    return view.byteLength === byteLength;
-  } catch {
-    return false;
-  }
-}
+import { native } from '../binding';
+import { IobufError, validateArray, validateInteger, validateView } from '../errors';
+import { type Loan, lend, repayAll } from '../lending';
+import { isDetached, maxAllocationSize } from '../memory';
+import { pooledAddressOf } from '../pooled';
+import {
+  BOUNDS_HEADER_BYTES,
+  IOVEC_ENTRY_BYTES,
+  MAX_IOVEC_CAPACITY,
+  Op,
+  entryBase,
+  entryLength,
+  shiftEntries,
+  storeEntry,
+} from './entries';
+import { ViewKind, dataViewLength, firstStaleView, staleError } from './views';
 
 /** An `errno` error from an All call also says how much was written before it. */
 export interface IoVecWriteError extends IobufError {
@@ -95,19 +48,12 @@ function busyError(): IobufError {
   return new IobufError('This IoVecArray is lent to a pending promise call (readv/writev/…) until it settles', 'ERR_IOBUF_IOVEC_BUSY');
 }
 
-function staleError(index: number, pooled: boolean): IobufError {
-  const what = pooled
-    ? 'the pooled Buffer it was made from was released to its pool (or the pool freed its memory)'
-    : 'the view it was made from was detached or changed length';
-  return new IobufError(`iovec entry ${index} is stale: ${what}; no syscall was made`, 'ERR_IOBUF_IOVEC_INVALID');
-}
-
-/** Internal entry points of IoVecArray for this module's functions (not exported from the package). */
-const kTransferSync = Symbol('iobuf.iovec.transferSync');
-const kTransferAsync = Symbol('iobuf.iovec.transferAsync');
+/** Internal entry points of IoVecArray for the vectored calls (lib/iovec/calls.ts; not exported from the package). */
+export const kTransferSync = Symbol('iobuf.iovec.transferSync');
+export const kTransferAsync = Symbol('iobuf.iovec.transferAsync');
 /**
  * Internal entry points for a part that hands the array to the kernel itself
- * (lib/uring.ts; not exported from the package): kLend checks the views and
+ * (lib/uring/ring.ts; not exported from the package): kLend checks the views and
  * lends the array (busy, as a promise call does) and the views' memory
  * (lib/lending.ts) until kRepay; kViewsIntact says whether every view is
  * still attached and unchanged.
@@ -129,7 +75,7 @@ export class IoVecArray {
   /** The address of entry 0 (of `buffer`), for a binding that hands it to the kernel. */
   readonly address: bigint;
 
-  /** `buffer` as Uint32 halves: entry i's base at [4i + LOW, 4i + HIGH], its length at [4i + 2 + LOW, 4i + 2 + HIGH]. */
+  /** `buffer` as Uint32 words (lib/iovec/entries.ts reads and writes entries through it). */
   #words: Uint32Array;
   /**
    * Private bounds in native memory, and the array's handle for native calls:
@@ -142,7 +88,7 @@ export class IoVecArray {
   #views: (ArrayBufferView | undefined)[];
   /** A foreign view's `length` (a DataView's byteLength) at push time. */
   #viewLengths: Float64Array;
-  /** How entry i's view is checked: Kind.TYPED_ARRAY, POOLED or DATA_VIEW. */
+  /** How entry i's view is checked: a ViewKind. */
   #kinds: Uint8Array;
   #length = 0;
   #closed = false;
@@ -156,7 +102,10 @@ export class IoVecArray {
   constructor(capacity: number) {
     validateInteger(capacity, 'capacity', 1, MAX_IOVEC_CAPACITY);
     if (native.iovecEntryBytes !== IOVEC_ENTRY_BYTES) {
-      throw new IobufError(`IoVecArray needs a 64-bit platform (sizeof(struct iovec) is ${native.iovecEntryBytes})`, 'ERR_IOBUF_UNSUPPORTED');
+      throw new IobufError(
+        `IoVecArray needs a 64-bit platform (sizeof(struct iovec) is ${native.iovecEntryBytes})`,
+        'ERR_IOBUF_UNSUPPORTED',
+      );
     }
     const [entries, bounds, address] = native.iovecCreate(capacity);
     this.capacity = capacity;
@@ -172,9 +121,7 @@ export class IoVecArray {
 
   /** An array holding `views` (whole), with room for exactly them. */
   static from(views: readonly ArrayBufferView[]): IoVecArray {
-    if (!Array.isArray(views)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an array of views for views but received ${describeValue(views)}`);
-    }
+    validateArray(views, 'views', 'views');
     const array = new IoVecArray(Math.max(1, views.length));
     for (const view of views) array.push(view);
     return array;
@@ -189,7 +136,7 @@ export class IoVecArray {
   get byteLength(): number {
     const words = this.#words;
     let total = 0;
-    for (let i = 0, w = 2; i < this.#length; i++, w += 4) total += words[w + LOW] + words[w + HIGH] * TWO_32;
+    for (let i = 0; i < this.#length; i++) total += entryLength(words, i);
     return total;
   }
 
@@ -215,19 +162,12 @@ export class IoVecArray {
     if (start >= 0 && offset === undefined && length === undefined) {
       // The common case, inline: a whole pooled Buffer (#write does the same, and the rest).
       const bytes = (view as Buffer).length;
-      const words = this.#words;
-      const w = 4 * index;
-      const startLow = start >>> 0;
-      words[w + LOW] = startLow;
-      words[w + HIGH] = (start - startLow) / TWO_32;
-      const bytesLow = bytes >>> 0;
-      words[w + 2 + LOW] = bytesLow;
-      words[w + 2 + HIGH] = (bytes - bytesLow) / TWO_32;
+      storeEntry(this.#words, index, start, bytes);
       const bounds = this.#bounds;
       bounds[2 * index] = start;
       bounds[2 * index + 1] = start + bytes;
       this.#views[index] = view;
-      this.#kinds[index] = Kind.POOLED;
+      this.#kinds[index] = ViewKind.POOLED;
     } else {
       this.#write(index, view, offset, length);
     }
@@ -271,8 +211,8 @@ export class IoVecArray {
     const bounds = this.#bounds;
     this.#checkViews(this.#length);
     for (let i = 0; i < this.#length; i++) {
-      const base = words[4 * i + LOW] + words[4 * i + HIGH] * TWO_32;
-      const length = words[4 * i + 2 + LOW] + words[4 * i + 2 + HIGH] * TWO_32;
+      const base = entryBase(words, i);
+      const length = entryLength(words, i);
       const start = bounds[2 * i];
       if (base < start || base + length > bounds[2 * i + 1]) {
         throw new IobufError(`iovec entry ${i} is not inside the view it was made from`, 'ERR_IOBUF_IOVEC_INVALID');
@@ -314,11 +254,11 @@ export class IoVecArray {
   #write(index: number, view: ArrayBufferView, offset: number | undefined, length: number | undefined): void {
     let start = pooledAddressOf(view);
     let viewLength: number;
-    let kind: Kind;
+    let kind: ViewKind;
     let checkLength = 0;
     if (start >= 0) {
-      viewLength = (view as Buffer).length;  // a pooled view is a Buffer: length is bytes
-      kind = Kind.POOLED;
+      viewLength = (view as Buffer).length; // a pooled view is a Buffer: length is bytes
+      kind = ViewKind.POOLED;
     } else {
       validateView(view, 'view');
       viewLength = view instanceof DataView ? dataViewLength(view) : view.byteLength;
@@ -327,10 +267,10 @@ export class IoVecArray {
         throw new IobufError('view was freed or detached', 'ERR_IOBUF_DETACHED');
       }
       if (view instanceof DataView) {
-        kind = Kind.DATA_VIEW;
+        kind = ViewKind.DATA_VIEW;
         checkLength = viewLength;
       } else {
-        kind = Kind.TYPED_ARRAY;
+        kind = ViewKind.TYPED_ARRAY;
         checkLength = (view as Uint8Array).length;
       }
       // An empty view needs no address: its entry is {0, 0}, bounds [0, 0).
@@ -346,15 +286,7 @@ export class IoVecArray {
     // entries() gives each entry back as a Buffer (a DataView can be longer on Node 20).
     if (length > maxAllocationSize) validateInteger(length, 'length', 0, maxAllocationSize);
 
-    const base = start + offset;
-    const words = this.#words;
-    const w = 4 * index;
-    const baseLow = base >>> 0;
-    words[w + LOW] = baseLow;
-    words[w + HIGH] = (base - baseLow) / TWO_32;
-    const lengthLow = length >>> 0;
-    words[w + 2 + LOW] = lengthLow;
-    words[w + 2 + HIGH] = (length - lengthLow) / TWO_32;
+    storeEntry(this.#words, index, start + offset, length);
     const bounds = this.#bounds;
     bounds[2 * index] = start;
     bounds[2 * index + 1] = start + viewLength;
@@ -368,21 +300,8 @@ export class IoVecArray {
    * time. Throws ERR_IOBUF_IOVEC_INVALID for the first stale one.
    */
   #checkViews(count: number): void {
-    const views = this.#views;
-    const kinds = this.#kinds;
-    const bounds = this.#bounds;
-    const lengths = this.#viewLengths;
-    for (let i = 0; i < count; i++) {
-      const view = views[i]!;
-      const kind = kinds[i];
-      if (kind === Kind.POOLED) {
-        if (pooledAddressOf(view) !== bounds[2 * i]) throw staleError(i, true);
-      } else if (kind === Kind.TYPED_ARRAY) {
-        if ((view as Uint8Array).length !== lengths[i]) throw staleError(i, false);
-      } else if (!dataViewIntact(view as DataView, lengths[i])) {
-        throw staleError(i, false);
-      }
-    }
+    const stale = firstStaleView(this.#views, this.#kinds, this.#bounds, this.#viewLengths, count);
+    if (stale >= 0) throw staleError(stale, this.#kinds[stale]);
   }
 
   #advance(bytes: number): void {
@@ -391,14 +310,13 @@ export class IoVecArray {
     let left = bytes;
     let dropped = 0;
     while (dropped < count) {
-      const w = 4 * dropped + 2;
-      const length = words[w + LOW] + words[w + HIGH] * TWO_32;
-      if (left < length) break;  // (zero-length entries at the front go too)
+      const length = entryLength(words, dropped);
+      if (left < length) break; // (zero-length entries at the front go too)
       left -= length;
       dropped++;
     }
     if (dropped > 0) {
-      words.copyWithin(0, 4 * dropped, 4 * count);
+      shiftEntries(words, dropped, count);
       this.#bounds.copyWithin(0, 2 * dropped, 2 * count);
       this.#viewLengths.copyWithin(0, dropped, count);
       this.#kinds.copyWithin(0, dropped, count);
@@ -407,16 +325,7 @@ export class IoVecArray {
       views.fill(undefined, count - dropped, count);
       this.#length = count - dropped;
     }
-    if (left > 0) {
-      const base = words[LOW] + words[HIGH] * TWO_32 + left;
-      const length = words[2 + LOW] + words[2 + HIGH] * TWO_32 - left;
-      const baseLow = base >>> 0;
-      words[LOW] = baseLow;
-      words[HIGH] = (base - baseLow) / TWO_32;
-      const lengthLow = length >>> 0;
-      words[2 + LOW] = lengthLow;
-      words[2 + HIGH] = (length - lengthLow) / TWO_32;
-    }
+    if (left > 0) storeEntry(words, 0, entryBase(words, 0) + left, entryLength(words, 0) - left);
   }
 
   /** After an All call: success empties the array; a failure drops what was written. */
@@ -455,7 +364,7 @@ export class IoVecArray {
     }
   }
 
-  /** The body of every sync call (see readvSync etc. below). */
+  /** The body of every sync call (readvSync etc., lib/iovec/calls.ts). */
   [kTransferSync](op: Op, fd: number, position: number): number {
     if (this.#unusable) this.#throwUnusable();
     const count = this.#length;
@@ -493,116 +402,17 @@ export class IoVecArray {
       this[kRepay]();
       throw error;
     }
-    return pending.then((bytes) => {
-      this[kRepay]();
-      if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
-      return bytes;
-    }, (error: Partial<IoVecWriteError>) => {
-      this[kRepay]();
-      if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);
-      throw error;
-    });
+    return pending.then(
+      (bytes) => {
+        this[kRepay]();
+        if (op >= Op.WRITEV_ALL) this.#settleAll(-1);
+        return bytes;
+      },
+      (error: Partial<IoVecWriteError>) => {
+        this[kRepay]();
+        if (op >= Op.WRITEV_ALL) this.#settleAll(error.bytesWritten ?? 0);
+        throw error;
+      },
+    );
   }
-}
-
-// ---------------------------------------------------------------------------
-// Vectored I/O. Sync calls run on this thread; promise calls on the libuv
-// thread pool (the event loop never blocks). Each returns bytes transferred.
-// ---------------------------------------------------------------------------
-
-function checkArguments(fd: unknown, iov: unknown): void {
-  validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
-  if (!(iov instanceof IoVecArray)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
-  }
-}
-
-function sync(op: Op, fd: number, iov: IoVecArray, position: number): number {
-  checkArguments(fd, iov);
-  if (op === Op.PREADV || op === Op.PWRITEV || op === Op.PWRITEV_ALL) validateInteger(position, 'position', 0, MAX_POSITION);
-  return iov[kTransferSync](op, fd, position);
-}
-
-function async(op: Op, fd: number, iov: IoVecArray, position: number): Promise<number> {
-  try {
-    checkArguments(fd, iov);
-    if (op === Op.PREADV || op === Op.PWRITEV || op === Op.PWRITEV_ALL) validateInteger(position, 'position', 0, MAX_POSITION);
-    return iov[kTransferAsync](op, fd, position);
-  } catch (error) {
-    return Promise.reject(error);
-  }
-}
-
-/**
- * readv(2) into the live entries (at most IOV_MAX of them per call). EINTR is
- * retried; EAGAIN on a non-blocking fd throws with code 'EAGAIN' (as
- * fs.readSync does); 0 means end of file.
- */
-export function readvSync(fd: number, iov: IoVecArray): number {
-  return sync(Op.READV, fd, iov, 0);
-}
-
-/** writev(2) of the live entries (at most IOV_MAX). May write less than byteLength; EAGAIN throws. */
-export function writevSync(fd: number, iov: IoVecArray): number {
-  return sync(Op.WRITEV, fd, iov, 0);
-}
-
-/** preadv(2) at `position`; the file offset is not changed. */
-export function preadvSync(fd: number, iov: IoVecArray, position: number): number {
-  return sync(Op.PREADV, fd, iov, position);
-}
-
-/** pwritev(2) at `position`; the file offset is not changed. */
-export function pwritevSync(fd: number, iov: IoVecArray, position: number): number {
-  return sync(Op.PWRITEV, fd, iov, position);
-}
-
-/**
- * Writes every byte of the live entries, in order: resumes after short
- * writes, splits arrays of more than IOV_MAX entries, and on EAGAIN (a
- * non-blocking fd that is full) waits in poll() for room — blocking this
- * thread. Returns the bytes written (= byteLength before the call) and leaves
- * the array empty. On an error the array is advanced past what was written
- * and the error carries `bytesWritten`.
- */
-export function writevAllSync(fd: number, iov: IoVecArray): number {
-  return sync(Op.WRITEV_ALL, fd, iov, 0);
-}
-
-/** writevAllSync with pwritev at position, position + written so far, … */
-export function pwritevAllSync(fd: number, iov: IoVecArray, position: number): number {
-  return sync(Op.PWRITEV_ALL, fd, iov, position);
-}
-
-/** readvSync on the libuv thread pool. The array is busy until the promise settles. */
-export function readv(fd: number, iov: IoVecArray): Promise<number> {
-  return async(Op.READV, fd, iov, 0);
-}
-
-/** writevSync on the libuv thread pool. */
-export function writev(fd: number, iov: IoVecArray): Promise<number> {
-  return async(Op.WRITEV, fd, iov, 0);
-}
-
-/** preadvSync on the libuv thread pool. */
-export function preadv(fd: number, iov: IoVecArray, position: number): Promise<number> {
-  return async(Op.PREADV, fd, iov, position);
-}
-
-/** pwritevSync on the libuv thread pool. */
-export function pwritev(fd: number, iov: IoVecArray, position: number): Promise<number> {
-  return async(Op.PWRITEV, fd, iov, position);
-}
-
-/**
- * writevAllSync on the libuv thread pool: the waiting for room on a
- * non-blocking fd happens in a pool thread (poll), never on the event loop.
- */
-export function writevAll(fd: number, iov: IoVecArray): Promise<number> {
-  return async(Op.WRITEV_ALL, fd, iov, 0);
-}
-
-/** pwritevAllSync on the libuv thread pool. */
-export function pwritevAll(fd: number, iov: IoVecArray, position: number): Promise<number> {
-  return async(Op.PWRITEV_ALL, fd, iov, position);
 }

@@ -7,18 +7,27 @@
 // an SQE (no syscall), and a slot in #operations. Per tick in which
 // operations started: one microtask that submits them all with one
 // io_uring_enter. Per batch of completions: one call from native code into
-// #dispatch, which reads {slot, result} pairs from the control block.
+// #settle, which reads {slot, result} pairs from the control block.
 //
 // Memory that is not native iobuf memory (a V8-heap Buffer) goes through a
 // native bounce buffer; after a read, its bytes are copied to the view only
 // if the view is still attached at the same address (uringCopyOut checks).
-import { native } from './binding';
+import { native } from '../binding';
 import {
-  IobufError, abortError, codedError, describeValue, validateBoolean, validateInteger, validateOptions, validateView,
-} from './errors';
-import { IOV_MAX, IoVecArray, kLend, kRepay, kViewsIntact } from './iovec';
-import { type Loan, lend } from './lending';
-import { BufferPool, inUnregisteredSlab } from './pool';
+  IobufError,
+  abortError,
+  validateAbortSignal,
+  validateBoolean,
+  validateInstance,
+  validateInteger,
+  validateOptions,
+  validateView,
+} from '../errors';
+import { IoVecArray, kLend, kRepay, kViewsIntact } from '../iovec/array';
+import { IOV_MAX } from '../iovec/calls';
+import { type Loan, lend } from '../lending';
+import { BufferPool } from '../pool';
+import { inUnregisteredSlab } from './registration';
 
 // native/uring.h UringOp.
 const enum Op {
@@ -59,14 +68,14 @@ const SMALL_SLAB = 64 * 1024;
 export type IoRingSupport =
   | { ok: true }
   | {
-    ok: false;
-    /** The errno's name (`EPERM`, `ENOSYS`, …), or `ERR_IOBUF_UNSUPPORTED` for a kernel too old. */
-    code: string;
-    /** Negative, as Node reports it, when the kernel refused. */
-    errno?: number;
-    /** Why, in words: what switched io_uring off, or what is missing. */
-    reason: string;
-  };
+      ok: false;
+      /** The errno's name (`EPERM`, `ENOSYS`, …), or `ERR_IOBUF_UNSUPPORTED` for a kernel too old. */
+      code: string;
+      /** Negative, as Node reports it, when the kernel refused. */
+      errno?: number;
+      /** Why, in words: what switched io_uring off, or what is missing. */
+      reason: string;
+    };
 
 export interface IoRingOptions {
   /** Submission queue entries: operations in the kernel at once (more wait in a queue). 1–4096, default 256. */
@@ -151,11 +160,17 @@ function closedError(): IobufError {
 }
 
 function forcedError(syscall: string): IobufError {
-  return new IobufError(`The IoRing was closed with { force: true } while this ${syscall} was in flight; it may or may not have transferred bytes`, 'ERR_IOBUF_URING_CLOSED');
+  return new IobufError(
+    `The IoRing was closed with { force: true } while this ${syscall} was in flight; it may or may not have transferred bytes`,
+    'ERR_IOBUF_URING_CLOSED',
+  );
 }
 
 function detachedError(): IobufError {
-  return new IobufError('The buffer was detached (transferred or freed) while the read was in flight; the bytes read were dropped', 'ERR_IOBUF_DETACHED');
+  return new IobufError(
+    'The buffer was detached (transferred or freed) while the read was in flight; the bytes read were dropped',
+    'ERR_IOBUF_DETACHED',
+  );
 }
 
 function validatePosition(position: unknown): number {
@@ -168,9 +183,7 @@ function validateSignal(options: IoRingOperationOptions | undefined): AbortSigna
   if (options === undefined) return undefined;
   validateOptions(options, 'options');
   const { signal } = options;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an AbortSignal for options.signal but received ${describeValue(signal)}`);
-  }
+  validateAbortSignal(signal, 'options.signal');
   return signal;
 }
 
@@ -209,14 +222,15 @@ export class IoRing {
   #fixedBuffers = 0;
   /** No more registrations: one failed (RLIMIT_MEMLOCK) or the table is full. */
   #registrationStopped = false;
+  /** #submit for queueMicrotask, and #settle for native code (the ring's dispatcher), bound to this ring. */
+  #flush = (): void => this.#submit();
+  #dispatch = (count: number): void => this.#settle(count);
 
   constructor(options: IoRingOptions = {}) {
     validateOptions(options, 'options');
     const { entries = DEFAULT_ENTRIES, pool } = options;
     validateInteger(entries, 'options.entries', 1, MAX_ENTRIES);
-    if (pool !== undefined && !(pool instanceof BufferPool)) {
-      throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected a BufferPool for options.pool but received ${describeValue(pool)}`);
-    }
+    if (pool !== undefined) validateInstance(pool, BufferPool, 'options.pool', 'a BufferPool');
     // Registered slabs are never unmapped while the pool lives, so the
     // budget bounds how many there can be.
     const problem = runtimeProblem();
@@ -310,14 +324,16 @@ export class IoRing {
       this.#closing = true;
       if (force && !this.#forced && !this.#shut) {
         this.#forced = true;
-        for (let dropped; (dropped = native.uringCancelAll(this.#handle)) > 0;) this.#dispatch(dropped);
+        for (let dropped: number; (dropped = native.uringCancelAll(this.#handle)) > 0; ) this.#settle(dropped);
         this.#scheduleFlush();
       }
       if (this.#pending === 0) {
         this.#shutdown();
         return Promise.resolve();
       }
-      return this.#closed ??= new Promise<void>((resolve) => { this.#resolveClosed = resolve; });
+      return (this.#closed ??= new Promise<void>((resolve) => {
+        this.#resolveClosed = resolve;
+      }));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -348,8 +364,14 @@ export class IoRing {
   // Internals
   // -------------------------------------------------------------------------
 
-  #transfer(op: Op, syscall: string, fd: number, buffer: ArrayBufferView, position: number | null | undefined,
-    options: IoRingOperationOptions | undefined): Promise<number> {
+  #transfer(
+    op: Op,
+    syscall: string,
+    fd: number,
+    buffer: ArrayBufferView,
+    position: number | null | undefined,
+    options: IoRingOperationOptions | undefined,
+  ): Promise<number> {
     try {
       validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
       validateView(buffer, 'buffer');
@@ -358,26 +380,34 @@ export class IoRing {
       const early = this.#refuse(signal);
       if (early !== null) return early;
       const submitted = native.uringTransfer(this.#handle, op, fd, buffer, offset);
-      if ((submitted & SUBMIT_IN_PLACE) !== 0 && this.pool !== null && !this.#registrationStopped &&
-          inUnregisteredSlab(this.pool, buffer)) {
+      if (
+        (submitted & SUBMIT_IN_PLACE) !== 0 &&
+        this.pool !== null &&
+        !this.#registrationStopped &&
+        inUnregisteredSlab(this.pool, buffer)
+      ) {
         // A slab mapped since the last registration: register it for the next operations.
         this.#registerLater(this.pool);
       }
       const operation = new Operation(syscall, buffer, null, op === Op.READ && (submitted & SUBMIT_BOUNCED) !== 0, signal);
-      operation.loan = lend(buffer);  // release()/free()/a pool's close of it wait for the kernel
+      operation.loan = lend(buffer); // release()/free()/a pool's close of it wait for the kernel
       return this.#started(submitted, operation);
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  #vectored(op: Op, syscall: string, fd: number, iov: IoVecArray, position: number | null | undefined,
-    options: IoRingOperationOptions | undefined): Promise<number> {
+  #vectored(
+    op: Op,
+    syscall: string,
+    fd: number,
+    iov: IoVecArray,
+    position: number | null | undefined,
+    options: IoRingOperationOptions | undefined,
+  ): Promise<number> {
     try {
       validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
-      if (!(iov instanceof IoVecArray)) {
-        throw codedError(TypeError, 'ERR_INVALID_ARG_TYPE', `Expected an IoVecArray for iov but received ${describeValue(iov)}`);
-      }
+      validateInstance(iov, IoVecArray, 'iov', 'an IoVecArray');
       const offset = validatePosition(position);
       const signal = validateSignal(options);
       const early = this.#refuse(signal);
@@ -428,16 +458,16 @@ export class IoRing {
   }
 
   /** Every operation started in this tick goes to the kernel in one io_uring_enter. */
-  #flush = (): void => {
+  #submit(): void {
     this.#flushQueued = false;
     if (!this.#shut) native.uringSubmit(this.#handle);
-  };
+  }
 
   #abort(slot: number, operation: Operation): void {
     if (this.#operations[slot] !== operation || operation.aborted) return;
     operation.aborted = true;
     const dropped = native.uringCancel(this.#handle, slot);
-    if (dropped > 0) this.#dispatch(dropped);
+    if (dropped > 0) this.#settle(dropped);
     else this.#scheduleFlush();
   }
 
@@ -446,7 +476,7 @@ export class IoRing {
    * code wrote into the control block. Called by native code (one call per
    * batch reaped after a wakeup) and by cancellations of queued operations.
    */
-  #dispatch = (count: number): void => {
+  #settle(count: number): void {
     const completions = this.#completions;
     for (let i = 0; i < count; i++) {
       const slot = completions[2 * i];
@@ -471,7 +501,7 @@ export class IoRing {
       else operation.resolve(result);
     }
     if (this.#pending === 0 && this.#closing) this.#shutdown();
-  };
+  }
 
   #shutdown(): void {
     if (this.#shut) return;
@@ -489,7 +519,7 @@ export class IoRing {
       const [registered, error] = native.uringRegister(this.#handle, registration.buffer, this.#fixedBuffers, wanted);
       this.#fixedBuffers += registered;
       if (error !== null) throw error;
-      if (registered < wanted) this.#registrationStopped = true;   // the table is full
+      if (registered < wanted) this.#registrationStopped = true; // the table is full
     } finally {
       registration.close();
     }
@@ -501,8 +531,10 @@ export class IoRing {
       this.#register(pool);
     } catch (error) {
       this.#registrationStopped = true;
-      process.emitWarning(`IoRing: registering the pool's new slabs failed (${(error as Error).message}); operations on them use plain READ/WRITE`,
-        { code: 'IOBUF_URING_REGISTRATION' });
+      process.emitWarning(
+        `IoRing: registering the pool's new slabs failed (${(error as Error).message}); operations on them use plain READ/WRITE`,
+        { code: 'IOBUF_URING_REGISTRATION' },
+      );
     }
   }
 }
