@@ -30,6 +30,7 @@
 // per segment, uncork), lent to libuv until the write's callback.
 import net from 'node:net';
 import type { Writable } from 'node:stream';
+import { isNative } from './binding';
 import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
@@ -267,6 +268,7 @@ const kDirectBytes = Symbol('iobuf.gather.directBytes');
  * for 'drain', or for their callback): writeTo promises settle in call order.
  */
 function directDescriptor(socket: Writable): number {
+  if (!isNative) return -1;  // portable mode has no writev: every message goes through the stream
   const candidate = socket as NodeSocket;
   if (!(candidate instanceof net.Socket) || candidate.connecting || candidate.encrypted === true) return -1;
   if (candidate.writableLength !== 0 || candidate.writableCorked !== 0 || !candidate.writable || candidate.destroyed) return -1;
