@@ -30,7 +30,7 @@
 // per segment, uncork), lent to libuv until the write's callback.
 import net from 'node:net';
 import type { Writable } from 'node:stream';
-import { isNative } from './binding';
+import { isNative, portableReason } from './binding';
 import type { BufferPool } from './pool';
 import { poolOf } from './pool';
 import { IobufError, codedError, describeValue, validateInteger, validateOneOf, validateOptions, validateView } from './errors';
@@ -1347,6 +1347,10 @@ export class Gatherer {
   /** Validates, marks the gatherer busy and fills its IoVecArray; null when there is nothing to write. */
   private beginFdWrite(fd: number): IoVecArray | null {
     validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
+    if (!isNative) {
+      // Nothing changes: the gatherer keeps its message, which writeTo(socket) can still send.
+      throw new IobufError(`Not supported in portable mode: writeToFd() and writeToFdSync() (writev(2) needs the native addon; writeTo(socket) works). Portable mode because ${portableReason}`, 'ERR_IOBUF_UNSUPPORTED');
+    }
     if (this.state !== OPEN) throw this.stateError();
     this.flush();
     const count = this.bufs.length;

@@ -1,6 +1,13 @@
 // `npm test`: compile the TypeScript (worker-thread tests and the package test
 // load dist/), run vitest, and end with the plain line "N passed, N failed"
 // that CI reads. Extra arguments go to vitest (e.g. `npm test -- test/memory`).
+//
+// Two runs, one summary: every test file with the native addon, then the
+// pure-JS parts' test files (PORTABLE_FILES) again in portable mode
+// (IOBUF_PORTABLE=1: lib/portable.ts instead of the addon). With arguments,
+// only the first run, over them; `npm test -- --portable [files…]` runs only
+// the portable run (over the given files, else PORTABLE_FILES). Sanitizer runs
+// (IOBUF_ASAN) skip the portable run: it loads no native code.
 import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -16,28 +23,55 @@ if (run(bin('tsc'), ['-p', 'tsconfig.build.json']) !== 0) {
   process.exit(1);
 }
 
-const results = path.join(root, '.vitest-results.json');
-rmSync(results, { force: true });
-const status = run(bin('vitest'), [
-  'run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...process.argv.slice(2),
-]);
+/** The pure-JS parts' test files that run a second time in portable mode. */
+const PORTABLE_FILES = [
+  'test/portable.test.ts',
+  'test/pool.basic.test.ts', 'test/pool.close.test.ts', 'test/pool.errors.test.ts', 'test/pool.leaks.test.ts',
+  'test/pool.strict.test.ts', 'test/pool.waiting.test.ts', 'test/pool.wakeups.test.ts', 'test/pool.workers.test.ts',
+  'test/pool.threads.test.ts',
+  'test/gather.socket.test.ts', 'test/gather.puts.test.ts', 'test/gather.strings.test.ts', 'test/gather.ownership.test.ts',
+  'test/frames.order.test.ts', 'test/frames.split.test.ts', 'test/frames.takeover.test.ts', 'test/frames.backpressure.test.ts',
+  'test/frames.errors.test.ts', 'test/frames.sharing.test.ts',
+  'test/socket-writer.test.ts', 'test/lending.sockets.test.ts', 'test/mqtt.backpressure.test.ts',
+];
 
+const given = process.argv.slice(2);
+const portableOnly = given.includes('--portable');
+const vitestArgs = given.filter((arg) => arg !== '--portable');
+const runs = [];
+if (!portableOnly) runs.push({ env: {}, args: vitestArgs });
+if (portableOnly || (given.length === 0 && !process.env.IOBUF_ASAN)) {
+  runs.push({ env: { IOBUF_PORTABLE: '1' }, args: portableOnly && vitestArgs.length > 0 ? vitestArgs : PORTABLE_FILES });
+}
+
+const results = path.join(root, '.vitest-results.json');
 let passed = 0;
 let failed = 0;
 let skipped = 0;
-try {
-  const report = JSON.parse(readFileSync(results, 'utf8'));
-  passed = report.numPassedTests;
-  failed = report.numFailedTests;
-  skipped = report.numPendingTests + report.numTodoTests;
-  // A file that failed to load has no tests in the count: count it as a failure.
-  failed += report.testResults.filter((file) => file.status === 'failed' && file.assertionResults.length === 0).length;
-} catch {
-  failed = Math.max(failed, 1);
+let allOk = true;
+for (const { env, args } of runs) {
+  if (env.IOBUF_PORTABLE) console.log('\n=== portable mode (IOBUF_PORTABLE=1): the pure-JS parts\' tests again');
+  rmSync(results, { force: true });
+  const status = spawnSync(bin('vitest'), [
+    'run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...args,
+  ], { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } }).status ?? 1;
+  let runFailed = 0;
+  try {
+    const report = JSON.parse(readFileSync(results, 'utf8'));
+    passed += report.numPassedTests;
+    runFailed = report.numFailedTests;
+    skipped += report.numPendingTests + report.numTodoTests;
+    // A file that failed to load has no tests in the count: count it as a failure.
+    runFailed += report.testResults.filter((file) => file.status === 'failed' && file.assertionResults.length === 0).length;
+  } catch {
+    runFailed = Math.max(runFailed, 1);
+  }
+  if (status !== 0 && runFailed === 0) runFailed = 1;
+  failed += runFailed;
+  if (status !== 0 || runFailed !== 0) allOk = false;
 }
-if (status !== 0 && failed === 0) failed = 1;
 const summary = `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`;
 console.log(summary);
 // .ci/run prints this file as its own closing line.
 writeFileSync(path.join(root, '.test-summary'), `${summary}\n`);
-process.exit(status === 0 && failed === 0 ? 0 : 1);
+process.exit(allOk && failed === 0 ? 0 : 1);

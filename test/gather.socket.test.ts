@@ -11,6 +11,7 @@ import { BufferPool } from '../lib/pool';
 import { Gatherer } from '../lib/gather';
 import { expectCode, rejection, settled } from './fixtures/pool-helpers';
 import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const MiB = 1 << 20;
 const cleanups: Array<() => Promise<void>> = [];
@@ -222,7 +223,7 @@ describe('Gatherer.writeTo(socket)', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('pipelined: 30 gatherers written without waiting arrive in order, on one shared listener per event, all released', async () => {
+  itNative(NEEDS.writev)('pipelined: 30 gatherers written without waiting arrive in order, on one shared listener per event, all released', async () => {
     const pool = makePool();
     const { client, server } = await connected();
     const warnings: Error[] = [];
@@ -305,7 +306,7 @@ describe('Gatherer.writeTo(socket)', () => {
 describe('Gatherer.writeTo(socket): the direct path', () => {
   const listeners = (socket: net.Socket) => ['error', 'close', 'drain'].map((event) => socket.listenerCount(event));
 
-  it('a message the kernel takes whole leaves during the call: settled and released before the promise is returned, no listener attached, socket.bytesWritten counts it', async () => {
+  itNative(NEEDS.writev)('a message the kernel takes whole leaves during the call: settled and released before the promise is returned, no listener attached, socket.bytesWritten counts it', async () => {
     const pool = makePool();
     const { client, server } = await connected();
     const before = listeners(client);
@@ -327,7 +328,7 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     expect(client.bytesWritten).toBe(expected.length + 1);
   });
 
-  it('more than the kernel takes: the rest goes through the stream, in order, byte-exact, and each byte is counted once', async () => {
+  itNative(NEEDS.writev)('more than the kernel takes: the rest goes through the stream, in order, byte-exact, and each byte is counted once', async () => {
     const pool = makePool();
     const { client, server } = await connected();
     const owned = pool.tryAcquire(MiB)!.fill(0x24);
@@ -398,7 +399,7 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     expect((await received).equals(Buffer.concat([pattern(16 * MiB, 7), Buffer.from('small')]))).toBe(true);
   });
 
-  it('a reset the socket has not noticed yet: the kernel\'s error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back', async () => {
+  itNative(NEEDS.writev)('a reset the socket has not noticed yet: the kernel\'s error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back', async () => {
     const pool = makePool();
     const { client, server } = await connected();
     // The accepted side was paused on connect: libuv does not poll it, so it learns of the reset only by writing.

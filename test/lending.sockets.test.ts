@@ -9,6 +9,7 @@ import { BufferPool, FrameAssembler, Gatherer, allocAligned, free } from '../lib
 import { closeOf, connect, listen } from './fixtures/frames-helpers';
 import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
 import { rejection, until } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -152,7 +153,7 @@ describe('a Gatherer write in flight', () => {
 });
 
 describe('a Gatherer write on the direct path', () => {
-  it('a message the kernel took whole is not lent after the call (free() takes effect at once); the rest of one it took in part is lent until sent', async () => {
+  itNative(NEEDS.writev)('a message the kernel took whole is not lent after the call (free() takes effect at once); the rest of one it took in part is lent until sent', async () => {
     const pool = track(new BufferPool({ maxMemory: 16 * MiB }));
     const pair = await socketPair();
     cleanups.push(() => pair.close());

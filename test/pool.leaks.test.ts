@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { BufferPool, addressOf, type LeakReport } from '../lib/index';
 import { MiB, turns, usePools } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
@@ -25,7 +26,7 @@ function dropOne(pool: BufferPool, size: number): bigint {
 }
 
 describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
-  it("'full': reports size and the acquiring stack, counts the leak and reclaims the slot", async () => {
+  itNative(NEEDS.addresses)("'full': reports size and the acquiring stack, counts the leak and reclaims the slot", async () => {
     const leaks: LeakReport[] = [];
     const pool = makePool({ maxMemory: 4 * MiB, leakDetection: 'full', onLeak: (leak) => leaks.push(leak) });
     const kept = pool.tryAcquire(1000)!;
@@ -51,7 +52,7 @@ describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
     await pool.close();
   });
 
-  it('reclaims a leaked oversize buffer (its mapping and budget)', async () => {
+  itNative(NEEDS.addresses)('reclaims a leaked oversize buffer (its mapping and budget)', async () => {
     const leaks: LeakReport[] = [];
     const pool = makePool({ maxMemory: 16 * MiB, leakDetection: 'full', onLeak: (leak) => leaks.push(leak) });
     dropOne(pool, 5 * MiB);
@@ -73,7 +74,7 @@ describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('without onLeak, emits a process warning with code IOBUF_LEAK', async () => {
+  itNative(NEEDS.addresses)('without onLeak, emits a process warning with code IOBUF_LEAK', async () => {
     const warnings: Array<Error & { code?: string }> = [];
     const onWarning = (warning: Error & { code?: string }) => {
       if (warning.code === 'IOBUF_LEAK') warnings.push(warning);
@@ -93,7 +94,7 @@ describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
     }
   });
 
-  it("'sample' reports some of many leaked buffers; 'off' reports none and keeps them counted in use", async () => {
+  itNative(NEEDS.addresses)("'sample' reports some of many leaked buffers; 'off' reports none and keeps them counted in use", async () => {
     const sampled: LeakReport[] = [];
     const sample = makePool({ maxMemory: 16 * MiB, onLeak: (leak) => sampled.push(leak) });
     const off: LeakReport[] = [];
@@ -123,7 +124,7 @@ describe.skipIf(!gc)('BufferPool leak detection (--expose-gc)', () => {
     expect(pool.stats()).toMatchObject({ inUse: 0, leaks: 0, releases: 1 });
   });
 
-  it('strict mode: a leaked buffer is reclaimed too', async () => {
+  itNative(NEEDS.addresses)('strict mode: a leaked buffer is reclaimed too', async () => {
     const leaks: LeakReport[] = [];
     const pool = makePool({ maxMemory: 4 * MiB, strict: true, leakDetection: 'full', onLeak: (leak) => leaks.push(leak) });
     const address = dropOne(pool, 8192);

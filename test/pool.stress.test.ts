@@ -8,6 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { BufferPool, addressOf } from '../lib/index';
 import { KiB, turns } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const SIZES = [300, 4096, 10_000, 65536, 200_000];
 const CLASSES = [4096, 65536, 262144];
@@ -23,7 +24,7 @@ function xorshift(seed: number): (limit: number) => number {
 }
 
 describe('BufferPool under stress', () => {
-  it('async waiters and blocking workers on a tight budget: FIFO, one owner per buffer, counts back to 0', async () => {
+  itNative(NEEDS.addresses)('async waiters and blocking workers on a tight budget: FIFO, one owner per buffer, counts back to 0', async () => {
     const maxMemory = 1024 * KiB;
     const pool = new BufferPool({ sizeClasses: CLASSES, maxMemory, retainIdle: 0 });
     const random = xorshift(0x5eed);

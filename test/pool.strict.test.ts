@@ -2,6 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { addressOf } from '../lib/index';
 import { MiB, expectCode, thrown, usePools } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const makePool = usePools();
 
@@ -23,7 +24,7 @@ describe('BufferPool strict mode', () => {
     }
   });
 
-  it("a use after release can neither read nor write the next owner's bytes", () => {
+  itNative(NEEDS.addresses)("a use after release can neither read nor write the next owner's bytes", () => {
     const pool = makePool({ maxMemory: 4 * MiB, strict: true });
     const old = pool.tryAcquire(4096)!;
     const address = addressOf(old);
@@ -62,7 +63,7 @@ describe('BufferPool strict mode', () => {
     pool.release(c);
   });
 
-  it('strict buffers are page-aligned and recycled like the others', () => {
+  itNative(NEEDS.addresses)('strict buffers are page-aligned and recycled like the others', () => {
     const pool = makePool({ maxMemory: 4 * MiB, strict: true });
     const a = pool.tryAcquire(8192)!;
     expect(addressOf(a) % 4096n).toBe(0n);

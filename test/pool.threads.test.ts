@@ -15,6 +15,7 @@ import { native } from '../lib/binding';
 import { layout } from '../lib/pool-shared';
 import { makeFifo } from './fixtures/iovec-helpers';
 import { KiB, PoolWorker, expectCode, rejection, thrown, until, usePools } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const makePool = usePools();
 const workers: PoolWorker[] = [];
@@ -51,7 +52,7 @@ async function terminate(worker: PoolWorker): Promise<void> {
 const MAIN_ONLY = { threads: 1, waiters: 0 };
 
 describe('a terminated worker gives back what it held', () => {
-  it('its pooled buffers: the budget, its statistics and its thread slot come back', async () => {
+  itNative(NEEDS.terminate)('its pooled buffers: the budget, its statistics and its thread slot come back', async () => {
     const pool = sharedPool(4);
     const worker = await startWorker(pool, 'W');
     for (let i = 0; i < 3; i++) expect(await worker.call('tryAcquire', { size: 65536 })).not.toBeNull();
@@ -65,7 +66,7 @@ describe('a terminated worker gives back what it held', () => {
     expect(pool.stats()).toMatchObject({ acquires: 7, inUse: 4 });
   });
 
-  it('its place at the head of the queue (acquireSync): the queue moves on for every thread', async () => {
+  itNative(NEEDS.terminate)('its place at the head of the queue (acquireSync): the queue moves on for every thread', async () => {
     const pool = sharedPool(2);
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     const worker = await startWorker(pool, 'W');
@@ -84,7 +85,7 @@ describe('a terminated worker gives back what it held', () => {
     expect(pool.tryAcquire(65536)).not.toBeNull();
   });
 
-  it('its pending acquire() (the async waiter): later waiters are served', async () => {
+  itNative(NEEDS.terminate)('its pending acquire() (the async waiter): later waiters are served', async () => {
     const pool = sharedPool(2);
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     const worker = await startWorker(pool, 'W');
@@ -99,7 +100,7 @@ describe('a terminated worker gives back what it held', () => {
     pool.release(held[1]);
   });
 
-  it('while the main thread waits with no budget left: the dead holder\'s pages wake it', async () => {
+  itNative(NEEDS.terminate)('while the main thread waits with no budget left: the dead holder\'s pages wake it', async () => {
     const pool = sharedPool(2);
     const worker = await startWorker(pool, 'W');
     await worker.call('tryAcquire', { size: 65536 });
@@ -132,7 +133,7 @@ describe('a terminated worker gives back what it held', () => {
 });
 
 describe('in-flight I/O of a terminated worker', () => {
-  it('the process lives: late completions are dropped and their memory returned (child process)', () => {
+  itNative(NEEDS.iovec)('the process lives: late completions are dropped and their memory returned (child process)', () => {
     const file = path.join(dir, 'data.bin');
     fs.writeFileSync(file, Buffer.alloc(16 * 65536, 7));
     const fifo = makeFifo(dir);
@@ -145,7 +146,7 @@ describe('in-flight I/O of a terminated worker', () => {
 });
 
 describe('membership is per thread now, not per attach in a lifetime', () => {
-  it('70 short-lived workers attach and leave one after another: only 64 at once is a limit', async () => {
+  itNative(NEEDS.terminate)('70 short-lived workers attach and leave one after another: only 64 at once is a limit', async () => {
     const pool = sharedPool(8);
     for (let i = 0; i < 70; i++) {
       const worker = await startWorker(pool, `W${i}`);
@@ -277,7 +278,7 @@ describe('attach() trusts nothing it is given', () => {
 });
 
 describe('churn', () => {
-  it('200 short-lived workers hold, wait and read, and end every way at random moments: stats stay exact', async () => {
+  itNative(NEEDS.terminate)('200 short-lived workers hold, wait and read, and end every way at random moments: stats stay exact', async () => {
     const file = path.join(dir, 'churn.bin');
     fs.writeFileSync(file, Buffer.alloc(16 * 65536, 3));
     const pool = makePool({ sizeClasses: [4096, 65536, 131072], maxMemory: 8 * 1024 * KiB, retainIdle: 0 });
