@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { addressOf } from '../lib/index';
 import { MiB, expectCode, thrown, usePools } from './fixtures/pool-helpers';
-import { NEEDS, itNative } from './helpers/portable';
+import { NEEDS, itNative, portable } from './helpers/portable';
 
 const makePool = usePools();
 
@@ -24,14 +24,15 @@ describe('BufferPool strict mode', () => {
     }
   });
 
-  itNative(NEEDS.addresses)("a use after release can neither read nor write the next owner's bytes", () => {
+  it("a use after release can neither read nor write the next owner's bytes", () => {
     const pool = makePool({ maxMemory: 4 * MiB, strict: true });
     const old = pool.tryAcquire(4096)!;
-    const address = addressOf(old);
+    const address = portable ? null : addressOf(old);
     old.fill(0x11);
     pool.release(old);
     const next = pool.tryAcquire(4096)!;
-    expect(addressOf(next)).toBe(address);  // the same memory, a new view
+    if (portable) expect(next[0]).toBe(0x11);  // the same slot's bytes (moved to a new ArrayBuffer: no addresses here)
+    else expect(addressOf(next)).toBe(address);  // the same memory, a new view
     expect(next === old).toBe(false);
     next.fill(0x42);
     expect(old.length).toBe(0);
