@@ -8,6 +8,7 @@
 // - Any other OS, or IOBUF_PORTABLE=1: nothing to build.
 'use strict';
 const { spawnSync } = require('node:child_process');
+const path = require('node:path');
 
 const platform = `${process.platform}-${process.arch}`;
 const portable = (why) => {
@@ -18,11 +19,23 @@ const portable = (why) => {
 if (process.env.IOBUF_PORTABLE === '1') portable('IOBUF_PORTABLE=1 is set, so the native addon is not built');
 if (process.platform !== 'linux') portable(`the native addon is for Linux only and this is ${platform}`);
 
+let loadAddon;
 let bin;
 try {
+  loadAddon = require('node-gyp-build');
   bin = require.resolve('node-gyp-build/bin.js');
 } catch {
   portable('node-gyp-build is not installed');
+}
+// A build (build/Release) or a prebuild that loads here: done. In this
+// process, as node-gyp-build's own check does (it loads the addon), and
+// without starting another node: under an emulator (qemu-user, no binfmt)
+// process.execPath cannot be started directly.
+try {
+  loadAddon(path.join(__dirname, '..'));
+  process.exit(0);
+} catch {
+  // none loads: build from source
 }
 const result = spawnSync(process.execPath, [bin], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
 if (result.status === 0) process.exit(0);
