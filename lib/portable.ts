@@ -96,10 +96,15 @@ export function portableBinding(why: string): NativeBinding {
     return address;
   }
 
-  /** Moves the memory to a new ArrayBuffer (returned): every view of `arrayBuffer` reads as empty. */
-  function transfer(arrayBuffer: ArrayBuffer): ArrayBuffer {
-    return structuredClone(arrayBuffer, { transfer: [arrayBuffer] });
-  }
+  /**
+   * Moves the memory to a new ArrayBuffer (returned): every view of
+   * `arrayBuffer` reads as empty. ArrayBuffer#transfer where the runtime has
+   * it (Node 22 and later), else a structuredClone that transfers (Node 20).
+   */
+  const transfer: (arrayBuffer: ArrayBuffer) => ArrayBuffer =
+    typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === 'function'
+      ? (arrayBuffer) => (arrayBuffer as ArrayBuffer & { transfer(): ArrayBuffer }).transfer()
+      : (arrayBuffer) => structuredClone(arrayBuffer, { transfer: [arrayBuffer] });
 
   function checkLength(length: number, name: string): void {
     if (length > maxBufferLength) {
