@@ -76,6 +76,33 @@ export function iobuf() {
   return iobufModule;
 }
 
+let portableModule;
+/**
+ * The built package again, in portable mode (lib/portable.ts instead of the
+ * addon): a second copy of DIST's modules, loaded with IOBUF_PORTABLE=1 set
+ * for the moment it takes, so that both modes run in one process and one run.
+ */
+export function iobufPortable() {
+  if (portableModule) return portableModule;
+  const load = createRequire(import.meta.url);
+  iobuf();
+  const inDist = (file) => file.startsWith(DIST + path.sep);
+  const nativeCopy = Object.fromEntries(Object.entries(load.cache).filter(([file]) => inDist(file)));
+  for (const file of Object.keys(nativeCopy)) delete load.cache[file];
+  const before = process.env.IOBUF_PORTABLE;
+  process.env.IOBUF_PORTABLE = '1';
+  try {
+    portableModule = load(path.join(DIST, 'index.js'));
+  } finally {
+    if (before === undefined) delete process.env.IOBUF_PORTABLE;
+    else process.env.IOBUF_PORTABLE = before;
+    for (const file of Object.keys(load.cache)) if (inDist(file)) delete load.cache[file];
+    Object.assign(load.cache, nativeCopy);
+  }
+  if (portableModule.native !== false) throw new Error('the portable copy of iobuf loaded the native addon');
+  return portableModule;
+}
+
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 
 // ---------------------------------------------------------------------------

@@ -4,12 +4,14 @@
 // (within a class, and a protocol-like mix), with the old-space heap across
 // 10M such pairs; GCs in a steady state; two worker threads sharing one pool;
 // and how long a waiter takes to resume after a release in another thread.
-// The worker side is bench/workers/pool-worker.mjs.
+// The worker side is bench/workers/pool-worker.mjs. The hot-path tables also
+// run the pool in portable mode (lib/portable.ts, a second copy of the package
+// in the same process: what macOS and Windows get) and in strict mode.
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
-import { BENCH_DIR, formatBytes, formatNs, gcCounter, iobuf, median, timeOps } from './harness.mjs';
+import { BENCH_DIR, formatBytes, formatNs, gcCounter, iobuf, iobufPortable, median, timeOps } from './harness.mjs';
 
 const KiB = 1024;
 const WORKER = path.join(BENCH_DIR, 'workers', 'pool-worker.mjs');
@@ -35,8 +37,9 @@ function freeList(size, count = 32) {
   };
 }
 
-function bufferPool(options) {
-  const pool = new (iobuf().BufferPool)(options);
+/** A BufferPool of the native build, or (`load` iobufPortable) of portable mode, in the same process. */
+function bufferPool(options, load = iobuf) {
+  const pool = new (load().BufferPool)(options);
   return {
     acquire: (size) => pool.tryAcquire(size),
     release: (buffer) => pool.release(buffer),
@@ -74,6 +77,10 @@ const FREE_LIST = 'JS free list';
 const TYPEDARRAY_POOL = 'typedarray-pool';
 const TYPEDARRAY_POOL_EXACT = 'typedarray-pool, exact size';
 const ALLOC_UNSAFE = 'Buffer.allocUnsafe';
+// Portable mode (lib/portable.ts, what macOS and Windows get) beside the native pool.
+const POOL_PORTABLE = 'BufferPool, portable mode';
+const POOL_STRICT = 'BufferPool (strict)';
+const POOL_STRICT_PORTABLE = 'BufferPool (strict), portable mode';
 
 const MAKERS = {
   [FREE_LIST]: (size) => freeList(size),
@@ -82,6 +89,9 @@ const MAKERS = {
   [TYPEDARRAY_POOL]: () => typedarrayPool(),
   [TYPEDARRAY_POOL_EXACT]: () => typedarrayPoolExact(),
   [ALLOC_UNSAFE]: () => allocUnsafe(),
+  [POOL_PORTABLE]: () => bufferPool({}, iobufPortable),
+  [POOL_STRICT]: () => bufferPool({ strict: true }),
+  [POOL_STRICT_PORTABLE]: () => bufferPool({ strict: true }, iobufPortable),
 };
 
 // ---------------------------------------------------------------------------
@@ -118,7 +128,10 @@ const batchTrial = (name) => async (size, ctx) => {
   };
 };
 
-const HOT_COMPETITORS = [FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, TYPEDARRAY_POOL_EXACT, ALLOC_UNSAFE];
+const HOT_COMPETITORS = [
+  FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, TYPEDARRAY_POOL_EXACT, ALLOC_UNSAFE,
+  POOL_PORTABLE, POOL_STRICT, POOL_STRICT_PORTABLE,
+];
 
 const cpuRatio = (cell, base) => {
   const r = cell.extras.cpuNs / base.extras.cpuNs;
@@ -325,7 +338,7 @@ const varyingTrial = (name) => async (param, ctx) => {
   return { ...result, extras: { ...result.extras, scavengesPerMillion: result.extras.scavenges * 1000 } };
 };
 
-const VARYING_COMPETITORS = [ALLOC_UNSAFE, POOL, POOL_NO_LEAKS, VIEW_FLOOR, VIEW_PROPERTY];
+const VARYING_COMPETITORS = [ALLOC_UNSAFE, POOL, POOL_NO_LEAKS, VIEW_FLOOR, VIEW_PROPERTY, POOL_PORTABLE, POOL_STRICT, POOL_STRICT_PORTABLE];
 
 /** The pool's cost for `param` ÷ its same-size cost, with the bare view beside it: at most `factor`. */
 const varyingTarget = (param, factor) => ({

@@ -1,3 +1,4 @@
+export { isNative as native, portableReason } from './binding';
 export {
   allocAligned,
   allocHuge,

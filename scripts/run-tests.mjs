@@ -1,13 +1,22 @@
 // `npm test`: compile the TypeScript (worker-thread tests and the package test
 // load dist/), run the checks, run vitest, and end with the plain line
 // "N passed, N failed" that CI reads. Extra arguments go to vitest (e.g.
-// `npm test -- test/memory`); a run given test files skips the checks.
+// `npm test -- test/memory`).
 //
 // The checks, each counted as one test in the closing line:
 //   typecheck     tsc -p tsconfig.json --noEmit: lib/, test/, bench/, examples/
 //   biome         biome check (lint, with the import-cycle rule, and format) of
 //                 lib/, test/, bench/, examples/, scripts/ (biome.json)
 //   clang-format  clang-format --dry-run -Werror of native/ (.clang-format)
+// A run given test files skips them, and so do sanitizer runs (IOBUF_ASAN) and
+// IOBUF_NO_CHECKS=1 (CI runs them once, not under every Node major).
+//
+// Two vitest runs, one summary: every test file with the native addon, then
+// the pure-JS parts' test files (PORTABLE_FILES) again in portable mode
+// (IOBUF_PORTABLE=1: lib/portable.ts instead of the addon). With arguments,
+// only the first run, over them; `npm test -- --portable [files…]` runs only
+// the portable run (over the given files, else PORTABLE_FILES). Sanitizer runs
+// skip the portable run: it loads no native code.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -26,9 +35,39 @@ if (run(bin('tsc'), ['-p', 'tsconfig.build.json']) !== 0) {
   process.exit(1);
 }
 
-const vitestArgs = process.argv.slice(2);
+/** The pure-JS parts' test files that run a second time in portable mode. */
+const PORTABLE_FILES = [
+  'test/portable.test.ts',
+  'test/pool.basic.test.ts',
+  'test/pool.close.test.ts',
+  'test/pool.errors.test.ts',
+  'test/pool.leaks.test.ts',
+  'test/pool.strict.test.ts',
+  'test/pool.waiting.test.ts',
+  'test/pool.wakeups.test.ts',
+  'test/pool.workers.test.ts',
+  'test/pool.threads.test.ts',
+  'test/gather.socket.test.ts',
+  'test/gather.puts.test.ts',
+  'test/gather.strings.test.ts',
+  'test/gather.ownership.test.ts',
+  'test/frames.order.test.ts',
+  'test/frames.split.test.ts',
+  'test/frames.takeover.test.ts',
+  'test/frames.backpressure.test.ts',
+  'test/frames.errors.test.ts',
+  'test/frames.sharing.test.ts',
+  'test/socket-writer.test.ts',
+  'test/lending.sockets.test.ts',
+  'test/mqtt.backpressure.test.ts',
+];
+
+const given = process.argv.slice(2);
+const portableOnly = given.includes('--portable');
+const vitestArgs = given.filter((arg) => arg !== '--portable');
 const selection = vitestArgs.some((arg) => !arg.startsWith('-'));
-const native = readdirSync(path.join(root, 'native'))
+
+const nativeSources = readdirSync(path.join(root, 'native'))
   .filter((name) => /\.(cc|h)$/.test(name))
   .map((name) => path.join('native', name));
 const checks = [
@@ -38,12 +77,12 @@ const checks = [
     command: bin('biome'),
     args: ['check', 'lib', 'test', 'bench', 'examples', 'scripts'],
   },
-  { name: 'clang-format --dry-run -Werror native/', command: bin('clang-format'), args: ['--dry-run', '-Werror', ...native] },
+  { name: 'clang-format --dry-run -Werror native/', command: bin('clang-format'), args: ['--dry-run', '-Werror', ...nativeSources] },
 ];
 let checksPassed = 0;
 let checksFailed = 0;
-if (selection) {
-  console.log('checks: skipped (test files were given; the full `npm test` runs them)');
+if (selection || portableOnly || process.env.IOBUF_ASAN || process.env.IOBUF_NO_CHECKS === '1') {
+  console.log('checks: skipped (test files given, a sanitizer or portable-only run, or IOBUF_NO_CHECKS=1)');
 } else {
   for (const check of checks) {
     console.log(`\ncheck: ${check.name}`);
@@ -58,28 +97,43 @@ if (selection) {
   console.log(`\nchecks: ${checksPassed} passed, ${checksFailed} failed\n`);
 }
 
-const results = path.join(root, '.vitest-results.json');
-rmSync(results, { force: true });
-const status = run(bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...vitestArgs]);
-
-let passed = 0;
-let failed = 0;
-let skipped = 0;
-try {
-  const report = JSON.parse(readFileSync(results, 'utf8'));
-  passed = report.numPassedTests;
-  failed = report.numFailedTests;
-  skipped = report.numPendingTests + report.numTodoTests;
-  // A file that failed to load has no tests in the count: count it as a failure.
-  failed += report.testResults.filter((file) => file.status === 'failed' && file.assertionResults.length === 0).length;
-} catch {
-  failed = Math.max(failed, 1);
+const runs = [];
+if (!portableOnly) runs.push({ env: {}, args: vitestArgs });
+if (portableOnly || (given.length === 0 && !process.env.IOBUF_ASAN)) {
+  runs.push({ env: { IOBUF_PORTABLE: '1' }, args: portableOnly && vitestArgs.length > 0 ? vitestArgs : PORTABLE_FILES });
 }
-if (status !== 0 && failed === 0) failed = 1;
-passed += checksPassed;
-failed += checksFailed;
+
+const results = path.join(root, '.vitest-results.json');
+let passed = checksPassed;
+let failed = checksFailed;
+let skipped = 0;
+let allOk = checksFailed === 0;
+for (const { env, args } of runs) {
+  if (env.IOBUF_PORTABLE) console.log("\n=== portable mode (IOBUF_PORTABLE=1): the pure-JS parts' tests again");
+  rmSync(results, { force: true });
+  const status =
+    spawnSync(bin('vitest'), ['run', '--reporter=default', '--reporter=json', `--outputFile.json=${results}`, ...args], {
+      cwd: root,
+      stdio: 'inherit',
+      env: { ...process.env, ...env },
+    }).status ?? 1;
+  let runFailed = 0;
+  try {
+    const report = JSON.parse(readFileSync(results, 'utf8'));
+    passed += report.numPassedTests;
+    runFailed = report.numFailedTests;
+    skipped += report.numPendingTests + report.numTodoTests;
+    // A file that failed to load has no tests in the count: count it as a failure.
+    runFailed += report.testResults.filter((file) => file.status === 'failed' && file.assertionResults.length === 0).length;
+  } catch {
+    runFailed = Math.max(runFailed, 1);
+  }
+  if (status !== 0 && runFailed === 0) runFailed = 1;
+  failed += runFailed;
+  if (status !== 0 || runFailed !== 0) allOk = false;
+}
 const summary = `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`;
 console.log(summary);
 // .ci/run prints this file as its own closing line.
 writeFileSync(path.join(root, '.test-summary'), `${summary}\n`);
-process.exit(status === 0 && failed === 0 ? 0 : 1);
+process.exit(allOk && failed === 0 ? 0 : 1);

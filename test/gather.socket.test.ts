@@ -11,6 +11,7 @@ import { BufferPool } from '../lib/pool';
 import { Gatherer } from '../lib/gather';
 import { expectCode, rejection, settled } from './fixtures/pool-helpers';
 import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const MiB = 1 << 20;
 const cleanups: Array<() => Promise<void>> = [];
@@ -248,38 +249,41 @@ describe('Gatherer.writeTo(socket)', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('pipelined: 30 gatherers written without waiting arrive in order, on one shared listener per event, all released', async () => {
-    const pool = makePool();
-    const { client, server } = await connected();
-    const warnings: Error[] = [];
-    const onWarning = (warning: Error) => warnings.push(warning);
-    process.on('warning', onWarning);
-    const count = () => ['error', 'close', 'drain'].map((event) => client.listenerCount(event));
-    const listeners = count();
-    const expected: Buffer[] = [];
-    const writes: Promise<void>[] = [];
-    // 30 MB to a peer that reads nothing yet: more than the kernel's socket buffers
-    // take, so most writes are pending (the first ones may go directly, with no listener).
-    for (let i = 0; i < 30; i++) {
-      const blob = pattern(1_000_000 + i, i);
-      const gatherer = new Gatherer({ pool });
-      gatherer.putU32BE(i).putBytes(blob);
-      expected.push(Buffer.from([0, 0, 0, i]), blob);
-      writes.push(gatherer.writeTo(client));
-    }
-    expect(client.writableLength).toBeGreaterThan(0);
-    // Each listener once, however many writes are pending.
-    expect(count()).toEqual(listeners.map((n) => n + 1));
-    const all = Buffer.concat(expected);
-    const received = readBytes(server, all.length);
-    await Promise.all(writes);
-    expect((await received).equals(all)).toBe(true);
-    expect(pool.stats().inUse).toBe(0);
-    expect(count()).toEqual(listeners);
-    await new Promise((resolve) => setImmediate(resolve));
-    process.off('warning', onWarning);
-    expect(warnings.map((w) => w.name)).toEqual([]);
-  });
+  itNative(NEEDS.writev)(
+    'pipelined: 30 gatherers written without waiting arrive in order, on one shared listener per event, all released',
+    async () => {
+      const pool = makePool();
+      const { client, server } = await connected();
+      const warnings: Error[] = [];
+      const onWarning = (warning: Error) => warnings.push(warning);
+      process.on('warning', onWarning);
+      const count = () => ['error', 'close', 'drain'].map((event) => client.listenerCount(event));
+      const listeners = count();
+      const expected: Buffer[] = [];
+      const writes: Promise<void>[] = [];
+      // 30 MB to a peer that reads nothing yet: more than the kernel's socket buffers
+      // take, so most writes are pending (the first ones may go directly, with no listener).
+      for (let i = 0; i < 30; i++) {
+        const blob = pattern(1_000_000 + i, i);
+        const gatherer = new Gatherer({ pool });
+        gatherer.putU32BE(i).putBytes(blob);
+        expected.push(Buffer.from([0, 0, 0, i]), blob);
+        writes.push(gatherer.writeTo(client));
+      }
+      expect(client.writableLength).toBeGreaterThan(0);
+      // Each listener once, however many writes are pending.
+      expect(count()).toEqual(listeners.map((n) => n + 1));
+      const all = Buffer.concat(expected);
+      const received = readBytes(server, all.length);
+      await Promise.all(writes);
+      expect((await received).equals(all)).toBe(true);
+      expect(pool.stats().inUse).toBe(0);
+      expect(count()).toEqual(listeners);
+      await new Promise((resolve) => setImmediate(resolve));
+      process.off('warning', onWarning);
+      expect(warnings.map((w) => w.name)).toEqual([]);
+    },
+  );
 
   it('pipelined writes and a peer reset: every write not completed before it rejects, every pooled buffer is back', async () => {
     const pool = makePool();
@@ -334,46 +338,52 @@ describe('Gatherer.writeTo(socket)', () => {
 describe('Gatherer.writeTo(socket): the direct path', () => {
   const listeners = (socket: net.Socket) => ['error', 'close', 'drain'].map((event) => socket.listenerCount(event));
 
-  it('a message the kernel takes whole leaves during the call: settled and released before the promise is returned, no listener attached, socket.bytesWritten counts it', async () => {
-    const pool = makePool();
-    const { client, server } = await connected();
-    const before = listeners(client);
-    const owned = pool.tryAcquire(3000)!.fill(0x42);
-    const blob = pattern(10_000, 4);
-    const gatherer = new Gatherer({ pool }).putU32BE(7).putBytes(blob).putOwned(owned).putStringNul('end');
-    const expected = Buffer.concat([Buffer.from([0, 0, 0, 7]), blob, Buffer.alloc(3000, 0x42), Buffer.from('end\0')]);
-    const write = gatherer.writeTo(client);
-    expect(gatherer.writing).toBe(false);
-    expect(pool.stats().inUse).toBe(0);
-    expect(listeners(client)).toEqual(before);
-    expect(client.writableLength).toBe(0);
-    expect(client.bytesWritten).toBe(expected.length);
-    await write;
-    expect((await readBytes(server, expected.length)).equals(expected)).toBe(true);
-    // Node's own writes count on top, and the count outlives the handle.
-    client.end('!');
-    await once(client, 'close');
-    expect(client.bytesWritten).toBe(expected.length + 1);
-  });
+  itNative(NEEDS.writev)(
+    'a message the kernel takes whole leaves during the call: settled and released before the promise is returned, no listener attached, socket.bytesWritten counts it',
+    async () => {
+      const pool = makePool();
+      const { client, server } = await connected();
+      const before = listeners(client);
+      const owned = pool.tryAcquire(3000)!.fill(0x42);
+      const blob = pattern(10_000, 4);
+      const gatherer = new Gatherer({ pool }).putU32BE(7).putBytes(blob).putOwned(owned).putStringNul('end');
+      const expected = Buffer.concat([Buffer.from([0, 0, 0, 7]), blob, Buffer.alloc(3000, 0x42), Buffer.from('end\0')]);
+      const write = gatherer.writeTo(client);
+      expect(gatherer.writing).toBe(false);
+      expect(pool.stats().inUse).toBe(0);
+      expect(listeners(client)).toEqual(before);
+      expect(client.writableLength).toBe(0);
+      expect(client.bytesWritten).toBe(expected.length);
+      await write;
+      expect((await readBytes(server, expected.length)).equals(expected)).toBe(true);
+      // Node's own writes count on top, and the count outlives the handle.
+      client.end('!');
+      await once(client, 'close');
+      expect(client.bytesWritten).toBe(expected.length + 1);
+    },
+  );
 
-  it('more than the kernel takes: the rest goes through the stream, in order, byte-exact, and each byte is counted once', async () => {
-    const pool = makePool();
-    const { client, server } = await connected();
-    const owned = pool.tryAcquire(MiB)!.fill(0x24);
-    const blob = pattern(16 * MiB, 5);
-    const gatherer = new Gatherer({ pool }).putString('head').putBytes(blob).putOwned(owned).putU8(9);
-    const expected = Buffer.concat([Buffer.from('head'), blob, Buffer.alloc(MiB, 0x24), Buffer.from([9])]);
-    const write = gatherer.writeTo(client);
-    expect(gatherer.writing).toBe(true);
-    // The kernel took a part (a fresh socket has room), the stream holds the rest.
-    expect(client.writableLength).toBeGreaterThan(0);
-    expect(client.writableLength).toBeLessThan(expected.length);
-    expect(client.bytesWritten).toBe(expected.length);
-    const received = readBytes(server, expected.length);
-    await write;
-    expect(pool.stats().inUse).toBe(0);
-    expect((await received).equals(expected)).toBe(true); // the pool poisons released memory: an early release would show
-  });
+  itNative(NEEDS.writev)(
+    'more than the kernel takes: the rest goes through the stream, in order, byte-exact, and each byte is counted once',
+    async () => {
+      const pool = makePool();
+      const { client, server } = await connected();
+      const owned = pool.tryAcquire(MiB)!.fill(0x24);
+      const blob = pattern(16 * MiB, 5);
+      const gatherer = new Gatherer({ pool }).putString('head').putBytes(blob).putOwned(owned).putU8(9);
+      const expected = Buffer.concat([Buffer.from('head'), blob, Buffer.alloc(MiB, 0x24), Buffer.from([9])]);
+      const write = gatherer.writeTo(client);
+      expect(gatherer.writing).toBe(true);
+      // The kernel took a part (a fresh socket has room), the stream holds the rest.
+      expect(client.writableLength).toBeGreaterThan(0);
+      expect(client.writableLength).toBeLessThan(expected.length);
+      expect(client.bytesWritten).toBe(expected.length);
+      const received = readBytes(server, expected.length);
+      await write;
+      expect(pool.stats().inUse).toBe(0);
+      expect((await received).equals(expected)).toBe(true); // the pool poisons released memory: an early release would show
+    },
+  );
 
   it('more segments than IOV_MAX: the first 1024 leave directly, the rest through the stream, in order', async () => {
     const pool = makePool();
@@ -427,21 +437,24 @@ describe('Gatherer.writeTo(socket): the direct path', () => {
     expect((await received).equals(Buffer.concat([pattern(16 * MiB, 7), Buffer.from('small')]))).toBe(true);
   });
 
-  it("a reset the socket has not noticed yet: the kernel's error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back", async () => {
-    const pool = makePool();
-    const { client, server } = await connected();
-    // The accepted side was paused on connect: libuv does not poll it, so it learns of the reset only by writing.
-    client.resetAndDestroy();
-    await once(client, 'close');
-    await new Promise((resolve) => setImmediate(resolve));
-    const gatherer = new Gatherer({ pool }).putU32BE(1).putOwned(pool.tryAcquire(4096)!);
-    const error = (await rejection(gatherer.writeTo(server))) as Error & { code?: string; errno?: number; syscall?: string };
-    expect(['ECONNRESET', 'EPIPE']).toContain(error.code);
-    expect(typeof error.errno).toBe('number');
-    expect(error.syscall).toBe('writev');
-    expect(server.destroyed).toBe(true);
-    expect(server.errored).toBe(error);
-    expect(pool.stats().inUse).toBe(0);
-    expect(listeners(server)).toEqual([0, 0, 0]); // the watch let go once the socket closed
-  });
+  itNative(NEEDS.writev)(
+    "a reset the socket has not noticed yet: the kernel's error rejects the write and destroys the socket with it; nothing unhandled, every pooled buffer back",
+    async () => {
+      const pool = makePool();
+      const { client, server } = await connected();
+      // The accepted side was paused on connect: libuv does not poll it, so it learns of the reset only by writing.
+      client.resetAndDestroy();
+      await once(client, 'close');
+      await new Promise((resolve) => setImmediate(resolve));
+      const gatherer = new Gatherer({ pool }).putU32BE(1).putOwned(pool.tryAcquire(4096)!);
+      const error = (await rejection(gatherer.writeTo(server))) as Error & { code?: string; errno?: number; syscall?: string };
+      expect(['ECONNRESET', 'EPIPE']).toContain(error.code);
+      expect(typeof error.errno).toBe('number');
+      expect(error.syscall).toBe('writev');
+      expect(server.destroyed).toBe(true);
+      expect(server.errored).toBe(error);
+      expect(pool.stats().inUse).toBe(0);
+      expect(listeners(server)).toEqual([0, 0, 0]); // the watch let go once the socket closed
+    },
+  );
 });

@@ -1,7 +1,9 @@
 // The published package: `npm pack` (prepack builds prebuilds/ with
 // prebuildify), install the tarball into a scratch project with no compiler on
 // PATH, and load it in a child process. This is what `npm install iobuf` does
-// for a user, so it must work from the prebuilt binary alone.
+// for a user, so it must work from the prebuilt binary alone. Where the addon
+// cannot load (a corrupt binary; no prebuild for the platform and no compiler)
+// the install still succeeds and the package runs in portable mode.
 //
 // Other test files load the repo's build/Release/iobuf.node while this runs,
 // so packing happens in a scratch copy of the repository (tracked and
@@ -202,5 +204,72 @@ describe('npm package', () => {
       offsetInPage: '0',
       addons: [realpathSync(path.join(installed, 'prebuilds', 'linux-x64', 'iobuf.node'))],
     });
+  });
+
+  it('where the addon cannot load (a corrupt .node) it still imports: native false, the reason, one warning, a working pool', () => {
+    const copy = path.join(app, 'node_modules', 'iobuf-corrupt');
+    cpSync(installed, copy, { recursive: true });
+    for (const { file } of PREBUILDS) writeFileSync(path.join(copy, file), 'not a shared object');
+    const script = `
+      const iobuf = require(${JSON.stringify(copy)});
+      const pool = new iobuf.BufferPool({ maxMemory: 65536 });
+      const buffer = pool.tryAcquire(1000);
+      buffer.fill(7);
+      pool.release(buffer);
+      console.log(JSON.stringify({ native: iobuf.native, reason: iobuf.portableReason, inUse: pool.stats().inUse, aligned: iobuf.allocAligned(4096).length }));
+    `;
+    const result = spawnSync(path.join(noCompilerPath, 'node'), ['-e', script], {
+      cwd: app,
+      encoding: 'utf8',
+      env: childEnv({ PATH: noCompilerPath }),
+    });
+    expect(result.status, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({
+      native: false,
+      reason: expect.stringMatching(/^the native addon did not load for linux-x64: /),
+      inUse: 0,
+      aligned: 4096,
+    });
+    expect(
+      result.stderr.match(/\[IOBUF_PORTABLE_MODE\] Warning: iobuf runs in portable mode: the native addon did not load/g),
+    ).toHaveLength(1);
+  });
+
+  it('without a prebuild for the platform and without a compiler, npm install succeeds with one line, and iobuf runs in portable mode', () => {
+    // The same tarball without prebuilds/: what a platform with no prebuild gets.
+    const unpacked = path.join(scratch, 'unpacked');
+    mkdirSync(unpacked);
+    run('tar', ['-xzf', tarball, '-C', unpacked], { cwd: scratch });
+    rmSync(path.join(unpacked, 'package', 'prebuilds'), { recursive: true, force: true });
+    const bare = path.join(scratch, 'iobuf-without-prebuilds.tgz');
+    run('tar', ['-czf', bare, '-C', unpacked, 'package'], { cwd: scratch });
+
+    const portableApp = path.join(scratch, 'app-portable');
+    mkdirSync(portableApp);
+    writeFileSync(path.join(portableApp, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
+    const install = spawnSync('npm', ['install', bare, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], {
+      cwd: portableApp,
+      encoding: 'utf8',
+      env: childEnv({ PATH: noCompilerPath }),
+    });
+    const output = `${install.stdout}\n${install.stderr}`;
+    expect(install.status, output).toBe(0);
+    expect(output.match(/^iobuf: .*$/gm)).toEqual([
+      expect.stringMatching(
+        /^iobuf: no prebuild for linux-x64 loaded and building the native addon from source failed \(.+\); iobuf will run in portable mode/,
+      ),
+    ]);
+    const stdout = run(
+      path.join(noCompilerPath, 'node'),
+      [
+        '-e',
+        'const iobuf = require("iobuf"); console.log(JSON.stringify({ native: iobuf.native, supported: iobuf.IoRing.supported().code }))',
+      ],
+      {
+        cwd: portableApp,
+        env: childEnv({ PATH: noCompilerPath }),
+      },
+    );
+    expect(JSON.parse(stdout)).toEqual({ native: false, supported: 'ERR_IOBUF_UNSUPPORTED' });
   });
 });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addressOf, pageSize } from '../lib/index';
 import { KiB, MiB, thrown, turns, usePools } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const makePool = usePools();
 
@@ -53,7 +54,7 @@ describe('BufferPool sizes and classes', () => {
     expect(pool.stats().inUse).toBe(0);
   });
 
-  it('gives a size above the largest class a dedicated mapping, counted as a miss in the oversize row', () => {
+  itNative(NEEDS.addresses)('gives a size above the largest class a dedicated mapping, counted as a miss in the oversize row', () => {
     const pool = makePool({ maxMemory: 64 * MiB });
     const size = 4 * MiB + 1;
     const buffer = pool.tryAcquire(size)!;
@@ -121,7 +122,7 @@ describe('BufferPool sizes and classes', () => {
 });
 
 describe('BufferPool alignment', () => {
-  it('page-aligns every buffer of 4 KiB and more, in every slot of a slab', () => {
+  itNative(NEEDS.addresses)('page-aligns every buffer of 4 KiB and more, in every slot of a slab', () => {
     const pool = makePool({ maxMemory: 256 * MiB });
     for (const size of [4096, 4097, 6000, 8192, 65536, 100_000, MiB, 4 * MiB]) {
       const held = Array.from({ length: 5 }, () => pool.tryAcquire(size)!);
@@ -135,7 +136,7 @@ describe('BufferPool alignment', () => {
     }
   });
 
-  it('does a real O_DIRECT write and read through pooled buffers on the repository disk', () => {
+  itNative(NEEDS.kernel)('does a real O_DIRECT write and read through pooled buffers on the repository disk', () => {
     const dir = mkdtempSync(path.join(__dirname, '.pool-odirect-'));
     try {
       // 0x01021994 is tmpfs, which does not support O_DIRECT; this must be a real disk.
@@ -168,7 +169,7 @@ describe('BufferPool alignment', () => {
 });
 
 describe('BufferPool recycling', () => {
-  it('hands the same memory out again after release (most recently released first)', () => {
+  itNative(NEEDS.addresses)('hands the same memory out again after release (most recently released first)', () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     const first = pool.tryAcquire(64 * KiB)!;
     const second = pool.tryAcquire(64 * KiB)!;

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { addressOf } from '../lib/index';
 import { KiB, MiB, expectCode, rejection, settled, thrown, turns, usePools } from './fixtures/pool-helpers';
 import { sanitized } from './helpers/memory-proc';
+import { NEEDS, itNative } from './helpers/portable';
 
 const makePool = usePools();
 
@@ -35,7 +36,7 @@ function rss(): number {
 }
 
 describe('BufferPool close', () => {
-  it('waits until every outstanding buffer is released, then unmaps', async () => {
+  itNative(NEEDS.addresses)('waits until every outstanding buffer is released, then unmaps', async () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     const a = pool.tryAcquire(4096)!;
     const b = pool.tryAcquire(5 * MiB)!; // oversize
@@ -64,7 +65,7 @@ describe('BufferPool close', () => {
     if (!sanitized) expect(mappingAt(address)).not.toBe(mapped); // see mappingAt
   });
 
-  it('a close with nothing out resolves at once and unmaps the idle slabs', async () => {
+  itNative(NEEDS.addresses)('a close with nothing out resolves at once and unmaps the idle slabs', async () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     const a = pool.tryAcquire(65536)!;
     const address = addressOf(a);
@@ -78,7 +79,7 @@ describe('BufferPool close', () => {
     if (!sanitized) expect(mappingAt(address)).not.toBe(mapped); // see mappingAt
   });
 
-  it('times out with ERR_IOBUF_CLOSE_TIMEOUT; then force detaches outstanding buffers', async () => {
+  itNative(NEEDS.addresses)('times out with ERR_IOBUF_CLOSE_TIMEOUT; then force detaches outstanding buffers', async () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     const held = [pool.tryAcquire(4096)!, pool.tryAcquire(300)!, pool.tryAcquire(5 * MiB)!];
     held.forEach((buffer) => buffer.fill(9));
@@ -133,7 +134,7 @@ describe('BufferPool close', () => {
 });
 
 describe('BufferPool retainIdle', () => {
-  it('unmaps idle slabs beyond retainIdle after release (gone from /proc/self/maps, osBytes drops)', async () => {
+  itNative(NEEDS.addresses)('unmaps idle slabs beyond retainIdle after release (gone from /proc/self/maps, osBytes drops)', async () => {
     // 1 MiB class: slabs of 2 MiB (two slots) capped at maxMemory / 8 = 1 MiB here: one slot per slab.
     const pool = makePool({ sizeClasses: [4096, MiB], maxMemory: 8 * MiB, retainIdle: MiB, hugePages: false });
     const held = Array.from({ length: 4 }, () => pool.tryAcquire(MiB)!);
@@ -153,7 +154,7 @@ describe('BufferPool retainIdle', () => {
     pool.release(again);
   });
 
-  it('keeps idle slabs mapped within retainIdle', async () => {
+  itNative(NEEDS.addresses)('keeps idle slabs mapped within retainIdle', async () => {
     const pool = makePool({ sizeClasses: [4096, MiB], maxMemory: 8 * MiB, retainIdle: 8 * MiB, hugePages: false });
     const held = Array.from({ length: 4 }, () => pool.tryAcquire(MiB)!);
     const addresses = held.map((b) => addressOf(b));
@@ -163,7 +164,7 @@ describe('BufferPool retainIdle', () => {
     expect(addresses.every((address) => isMapped(address))).toBe(true);
   });
 
-  it('gives touched memory back to the OS: RSS drops with retainIdle 0', async () => {
+  itNative(NEEDS.kernel)('gives touched memory back to the OS: RSS drops with retainIdle 0', async () => {
     // hugePages: false — hugetlb pages (reserved system-wide while
     // test/memory.huge-pages runs, in any checkout on the machine) are not counted in RSS.
     const pool = makePool({ sizeClasses: [4 * MiB], maxMemory: 64 * MiB, retainIdle: 0, hugePages: false });

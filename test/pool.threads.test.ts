@@ -15,6 +15,7 @@ import { native } from '../lib/binding';
 import { layout } from '../lib/pool/shared';
 import { makeFifo } from './fixtures/iovec-helpers';
 import { KiB, PoolWorker, expectCode, rejection, thrown, until, usePools } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const makePool = usePools();
 const workers: PoolWorker[] = [];
@@ -51,7 +52,7 @@ async function terminate(worker: PoolWorker): Promise<void> {
 const MAIN_ONLY = { threads: 1, waiters: 0 };
 
 describe('a terminated worker gives back what it held', () => {
-  it('its pooled buffers: the budget, its statistics and its thread slot come back', async () => {
+  itNative(NEEDS.terminate)('its pooled buffers: the budget, its statistics and its thread slot come back', async () => {
     const pool = sharedPool(4);
     const worker = await startWorker(pool, 'W');
     for (let i = 0; i < 3; i++) expect(await worker.call('tryAcquire', { size: 65536 })).not.toBeNull();
@@ -65,7 +66,7 @@ describe('a terminated worker gives back what it held', () => {
     expect(pool.stats()).toMatchObject({ acquires: 7, inUse: 4 });
   });
 
-  it('its place at the head of the queue (acquireSync): the queue moves on for every thread', async () => {
+  itNative(NEEDS.terminate)('its place at the head of the queue (acquireSync): the queue moves on for every thread', async () => {
     const pool = sharedPool(2);
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     const worker = await startWorker(pool, 'W');
@@ -84,7 +85,7 @@ describe('a terminated worker gives back what it held', () => {
     expect(pool.tryAcquire(65536)).not.toBeNull();
   });
 
-  it('its pending acquire() (the async waiter): later waiters are served', async () => {
+  itNative(NEEDS.terminate)('its pending acquire() (the async waiter): later waiters are served', async () => {
     const pool = sharedPool(2);
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     const worker = await startWorker(pool, 'W');
@@ -99,7 +100,7 @@ describe('a terminated worker gives back what it held', () => {
     pool.release(held[1]);
   });
 
-  it("while the main thread waits with no budget left: the dead holder's pages wake it", async () => {
+  itNative(NEEDS.terminate)("while the main thread waits with no budget left: the dead holder's pages wake it", async () => {
     const pool = sharedPool(2);
     const worker = await startWorker(pool, 'W');
     await worker.call('tryAcquire', { size: 65536 });
@@ -132,7 +133,7 @@ describe('a terminated worker gives back what it held', () => {
 });
 
 describe('in-flight I/O of a terminated worker', () => {
-  it('the process lives: late completions are dropped and their memory returned (child process)', () => {
+  itNative(NEEDS.iovec)('the process lives: late completions are dropped and their memory returned (child process)', () => {
     const file = path.join(dir, 'data.bin');
     fs.writeFileSync(file, Buffer.alloc(16 * 65536, 7));
     const fifo = makeFifo(dir);
@@ -146,16 +147,20 @@ describe('in-flight I/O of a terminated worker', () => {
 });
 
 describe('membership is per thread now, not per attach in a lifetime', () => {
-  it('70 short-lived workers attach and leave one after another: only 64 at once is a limit', async () => {
-    const pool = sharedPool(8);
-    for (let i = 0; i < 70; i++) {
-      const worker = await startWorker(pool, `W${i}`);
-      expect(await worker.call('tryAcquire', { size: 4096 })).not.toBeNull();
-      if (i % 2 === 0) await worker.call('close', { force: true });
-      await terminate(worker);
-    }
-    expect(pool.stats()).toMatchObject({ ...MAIN_ONLY, inUse: 0, acquires: 70, releases: 0 });
-  }, 120_000);
+  itNative(NEEDS.terminate)(
+    '70 short-lived workers attach and leave one after another: only 64 at once is a limit',
+    async () => {
+      const pool = sharedPool(8);
+      for (let i = 0; i < 70; i++) {
+        const worker = await startWorker(pool, `W${i}`);
+        expect(await worker.call('tryAcquire', { size: 4096 })).not.toBeNull();
+        if (i % 2 === 0) await worker.call('close', { force: true });
+        await terminate(worker);
+      }
+      expect(pool.stats()).toMatchObject({ ...MAIN_ONLY, inUse: 0, acquires: 70, releases: 0 });
+    },
+    120_000,
+  );
 
   it('attach and close in one thread leave no listener behind, and the counters still add up', async () => {
     const pool = sharedPool(8);
@@ -304,55 +309,59 @@ describe('attach() trusts nothing it is given', () => {
 });
 
 describe('churn', () => {
-  it('200 short-lived workers hold, wait and read, and end every way at random moments: stats stay exact', async () => {
-    const file = path.join(dir, 'churn.bin');
-    fs.writeFileSync(file, Buffer.alloc(16 * 65536, 3));
-    const pool = makePool({ sizeClasses: [4096, 65536, 131072], maxMemory: 8 * 1024 * KiB, retainIdle: 0 });
-    const endings = ['terminate', 'terminate', 'terminate', 'return', 'exit', 'throw', 'close'];
-    let seed = 7;
-    const random = (n: number) => {
-      seed = (seed * 1103515245 + 12345) % 2 ** 31;
-      return seed % n;
-    };
-    for (let round = 0; round < 25; round++) {
-      // The main thread keeps using the pool meanwhile.
-      let running = true;
-      const mainHeld: Buffer[] = [];
-      const mainLoop = (async () => {
-        while (running) {
-          try {
-            mainHeld.push(await pool.acquire(65536, { timeout: 20 }));
-          } catch (error) {
-            expect((error as { code?: string }).code).toBe('ERR_IOBUF_BUDGET_TIMEOUT');
+  itNative(NEEDS.terminate)(
+    '200 short-lived workers hold, wait and read, and end every way at random moments: stats stay exact',
+    async () => {
+      const file = path.join(dir, 'churn.bin');
+      fs.writeFileSync(file, Buffer.alloc(16 * 65536, 3));
+      const pool = makePool({ sizeClasses: [4096, 65536, 131072], maxMemory: 8 * 1024 * KiB, retainIdle: 0 });
+      const endings = ['terminate', 'terminate', 'terminate', 'return', 'exit', 'throw', 'close'];
+      let seed = 7;
+      const random = (n: number) => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed % n;
+      };
+      for (let round = 0; round < 25; round++) {
+        // The main thread keeps using the pool meanwhile.
+        let running = true;
+        const mainHeld: Buffer[] = [];
+        const mainLoop = (async () => {
+          while (running) {
+            try {
+              mainHeld.push(await pool.acquire(65536, { timeout: 20 }));
+            } catch (error) {
+              expect((error as { code?: string }).code).toBe('ERR_IOBUF_BUDGET_TIMEOUT');
+            }
+            if (mainHeld.length > 4) pool.release(mainHeld.shift()!);
+            await new Promise((resolve) => setImmediate(resolve));
           }
-          if (mainHeld.length > 4) pool.release(mainHeld.shift()!);
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-      })();
-      const exits = Array.from({ length: 8 }, async () => {
-        const ending = endings[random(endings.length)];
-        const worker = new Worker(path.join(__dirname, 'fixtures', 'pool-churn-worker.js'), {
-          workerData: { handle: pool.handle, file, seed: random(2 ** 30) + 1, ending },
+        })();
+        const exits = Array.from({ length: 8 }, async () => {
+          const ending = endings[random(endings.length)];
+          const worker = new Worker(path.join(__dirname, 'fixtures', 'pool-churn-worker.js'), {
+            workerData: { handle: pool.handle, file, seed: random(2 ** 30) + 1, ending },
+          });
+          worker.on('error', () => {}); // 'throw' ends with an uncaught error on purpose
+          const exited = new Promise<number>((resolve) => worker.on('exit', resolve));
+          if (ending === 'terminate') {
+            const when = random(3);
+            if (when > 0) await new Promise((resolve) => worker.once('message', resolve));
+            for (let i = random(when === 2 ? 40 : 1); i > 0; i--) await new Promise((resolve) => setImmediate(resolve));
+            await worker.terminate();
+          }
+          return exited;
         });
-        worker.on('error', () => {}); // 'throw' ends with an uncaught error on purpose
-        const exited = new Promise<number>((resolve) => worker.on('exit', resolve));
-        if (ending === 'terminate') {
-          const when = random(3);
-          if (when > 0) await new Promise((resolve) => worker.once('message', resolve));
-          for (let i = random(when === 2 ? 40 : 1); i > 0; i--) await new Promise((resolve) => setImmediate(resolve));
-          await worker.terminate();
-        }
-        return exited;
-      });
-      await Promise.all(exits);
-      running = false;
-      await mainLoop;
-      for (const buffer of mainHeld.splice(0)) pool.release(buffer);
-      expect({ round, ...pool.stats() }).toMatchObject({ round, threads: 1, waiters: 0, inUse: 0 });
-      // The whole budget can be taken by the one thread left.
-      const all = await pool.acquireMany(64, 131072, { timeout: 10_000 });
-      expect(all.length).toBe(64);
-      for (const buffer of all) pool.release(buffer);
-    }
-  }, 120_000);
+        await Promise.all(exits);
+        running = false;
+        await mainLoop;
+        for (const buffer of mainHeld.splice(0)) pool.release(buffer);
+        expect({ round, ...pool.stats() }).toMatchObject({ round, threads: 1, waiters: 0, inUse: 0 });
+        // The whole budget can be taken by the one thread left.
+        const all = await pool.acquireMany(64, 131072, { timeout: 10_000 });
+        expect(all.length).toBe(64);
+        for (const buffer of all) pool.release(buffer);
+      }
+    },
+    120_000,
+  );
 });

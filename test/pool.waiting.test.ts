@@ -3,6 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { BufferPool, addressOf } from '../lib/index';
 import { KiB, MiB, expectCode, rejection, settled, thrown, turns, until, usePools } from './fixtures/pool-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const makePool = usePools();
 
@@ -85,7 +86,7 @@ describe('BufferPool waiting order', () => {
     expect(pool.stats()).toMatchObject({ inUse: 0, waiters: 0 });
   });
 
-  it('a large request is not starved by a steady stream of small acquire/release cycles', async () => {
+  itNative(NEEDS.addresses)('a large request is not starved by a steady stream of small acquire/release cycles', async () => {
     // 4 KiB slots in 64 KiB slabs (16 each), a 512 KiB budget: 8 small slabs fill it.
     const pool = makePool({ sizeClasses: [4096, 262144], maxMemory: 512 * KiB, retainIdle: 0 });
     const all: Buffer[] = [];
@@ -271,7 +272,7 @@ describe('BufferPool close and waiters', () => {
 });
 
 describe('BufferPool acquireMany', () => {
-  it('carves count buffers from one contiguous region: buffer i+1 starts one stride after buffer i', () => {
+  itNative(NEEDS.addresses)('carves count buffers from one contiguous region: buffer i+1 starts one stride after buffer i', () => {
     const pool = makePool({ maxMemory: 16 * MiB });
     for (const [count, size, stride] of [
       [8, 4096, 4096],
@@ -296,7 +297,7 @@ describe('BufferPool acquireMany', () => {
     }
   });
 
-  it('page-aligns acquireMany buffers of 4 KiB and more, and oversize ones are contiguous too', () => {
+  itNative(NEEDS.addresses)('page-aligns acquireMany buffers of 4 KiB and more, and oversize ones are contiguous too', () => {
     const pool = makePool({ sizeClasses: [4096, 8192], maxMemory: 16 * MiB });
     const buffers = pool.tryAcquireMany(3, 10_000)!;
     const base = addressOf(buffers[0]);
@@ -308,7 +309,7 @@ describe('BufferPool acquireMany', () => {
     expect(pool.stats()).toMatchObject({ inUse: 0, osBytes: 0 });
   });
 
-  it('reserves the whole region at once: nothing partial is handed out while it waits', async () => {
+  itNative(NEEDS.addresses)('reserves the whole region at once: nothing partial is handed out while it waits', async () => {
     const pool = oneSlotPool(4);
     const held = [pool.tryAcquire(65536)!, pool.tryAcquire(65536)!];
     expect(pool.tryAcquireMany(4, 65536)).toBeNull();

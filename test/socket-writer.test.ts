@@ -11,6 +11,7 @@ import { BufferPool } from '../lib/pool';
 import { SocketWriter } from '../lib/gather/socket-writer';
 import { expectCode, rejection, settled, thrown, until } from './fixtures/pool-helpers';
 import { pattern, readBytes, socketPair } from './fixtures/gather-helpers';
+import { NEEDS, itNative } from './helpers/portable';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -51,7 +52,7 @@ function message(i: number, size: number): Buffer {
 }
 
 describe('SocketWriter: batching and order', () => {
-  it('sends everything put in one tick in one write, byte for byte', async () => {
+  itNative(NEEDS.writev)('sends everything put in one tick in one write, byte for byte', async () => {
     const pool = makePool();
     const { client, server } = await connected();
     const writer = new SocketWriter(client, { pool });

@@ -35,6 +35,7 @@
 // varints, bytes by copy, reference or handover) <- Gatherer (this file:
 // putGatherer and the writes; socket-write.ts has the socket side).
 import type { Writable } from 'node:stream';
+import { isNative, portableReason } from '../binding';
 import { IobufError, validateInteger, invalidType, invalidValue } from '../errors';
 import { IoVecArray } from '../iovec/array';
 import { IOV_MAX, writevAll, writevAllSync, writevSync } from '../iovec/calls';
@@ -365,6 +366,13 @@ export class Gatherer extends GatherBytes {
   /** Validates, marks the gatherer busy and fills its IoVecArray; null when there is nothing to write. */
   protected beginFdWrite(fd: number): IoVecArray | null {
     validateInteger(fd, 'fd', 0, 2 ** 31 - 1);
+    if (!isNative) {
+      // Nothing changes: the gatherer keeps its message, which writeTo(socket) can still send.
+      throw new IobufError(
+        `Not supported in portable mode: writeToFd() and writeToFdSync() (writev(2) needs the native addon; writeTo(socket) works). Portable mode because ${portableReason}`,
+        'ERR_IOBUF_UNSUPPORTED',
+      );
+    }
     if (this.state !== OPEN) throw this.stateError();
     this.flush();
     const count = this.bufs.length;

@@ -4,6 +4,7 @@
 // writev(2) on its descriptor during the call).
 import net from 'node:net';
 import type { Writable } from 'node:stream';
+import { isNative } from '../binding';
 import { IoVecArray } from '../iovec/array';
 
 /**
@@ -128,6 +129,7 @@ const kDirectBytes = Symbol('iobuf.gather.directBytes');
  * for 'drain', or for their callback): writeTo promises settle in call order.
  */
 export function directDescriptor(socket: Writable): number {
+  if (!isNative) return -1; // portable mode has no writev: every message goes through the stream
   const candidate = socket as NodeSocket;
   if (!(candidate instanceof net.Socket) || candidate.connecting || candidate.encrypted === true) return -1;
   if (candidate.writableLength !== 0 || candidate.writableCorked !== 0 || !candidate.writable || candidate.destroyed) return -1;
