@@ -129,8 +129,15 @@ const batchTrial = (name) => async (size, ctx) => {
 };
 
 const HOT_COMPETITORS = [
-  FREE_LIST, POOL, POOL_NO_LEAKS, TYPEDARRAY_POOL, TYPEDARRAY_POOL_EXACT, ALLOC_UNSAFE,
-  POOL_PORTABLE, POOL_STRICT, POOL_STRICT_PORTABLE,
+  FREE_LIST,
+  POOL,
+  POOL_NO_LEAKS,
+  TYPEDARRAY_POOL,
+  TYPEDARRAY_POOL_EXACT,
+  ALLOC_UNSAFE,
+  POOL_PORTABLE,
+  POOL_STRICT,
+  POOL_STRICT_PORTABLE,
 ];
 
 const cpuRatio = (cell, base) => {
@@ -338,7 +345,16 @@ const varyingTrial = (name) => async (param, ctx) => {
   return { ...result, extras: { ...result.extras, scavengesPerMillion: result.extras.scavenges * 1000 } };
 };
 
-const VARYING_COMPETITORS = [ALLOC_UNSAFE, POOL, POOL_NO_LEAKS, VIEW_FLOOR, VIEW_PROPERTY, POOL_PORTABLE, POOL_STRICT, POOL_STRICT_PORTABLE];
+const VARYING_COMPETITORS = [
+  ALLOC_UNSAFE,
+  POOL,
+  POOL_NO_LEAKS,
+  VIEW_FLOOR,
+  VIEW_PROPERTY,
+  POOL_PORTABLE,
+  POOL_STRICT,
+  POOL_STRICT_PORTABLE,
+];
 
 /** The pool's cost for `param` ÷ its same-size cost, with the bare view beside it: at most `factor`. */
 const varyingTarget = (param, factor) => ({
