@@ -6,7 +6,9 @@
 // and how long a waiter takes to resume after a release in another thread.
 // The worker side is bench/workers/pool-worker.mjs. The hot-path tables also
 // run the pool in portable mode (lib/portable.ts, a second copy of the package
-// in the same process: what macOS and Windows get) and in strict mode.
+// in the same process: what macOS and Windows get) and in strict mode; the
+// threads and waiting tables run a portable shared pool too (its workers load
+// the package with IOBUF_PORTABLE=1).
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import v8 from 'node:v8';
@@ -591,57 +593,61 @@ async function stopWorkers(workers, failures) {
   if (failures.length) throw failures[0];
 }
 
-const throughputTrial = (kind) => async (threads, ctx) => {
-  const size = 64 * KiB;
-  const rounds = ctx.full ? 9 : 5;
-  const count = ctx.full ? 4_000_000 : 2_000_000;
-  const ctrl = controlWords();
-  const times = new BigInt64Array(new SharedArrayBuffer(8 * 2 * threads * rounds));
-  const pool = kind === 'pool' ? new (iobuf().BufferPool)() : null;
-  const failures = [];
-  const workers = startWorkers(
-    threads,
-    {
-      role: 'throughput',
-      kind,
-      size,
-      count,
-      rounds,
+const throughputTrial =
+  (kind, portable = false) =>
+  async (threads, ctx) => {
+    const size = 64 * KiB;
+    const rounds = ctx.full ? 9 : 5;
+    const count = ctx.full ? 4_000_000 : 2_000_000;
+    const ctrl = controlWords();
+    const times = new BigInt64Array(new SharedArrayBuffer(8 * 2 * threads * rounds));
+    const pool = kind === 'pool' ? new ((portable ? iobufPortable : iobuf)().BufferPool)() : null;
+    const failures = [];
+    const workers = startWorkers(
       threads,
-      warmup: 200_000,
-      handle: pool?.handle,
-      ctrlBuffer: ctrl.buffer,
-      timesBuffer: times.buffer,
-    },
-    failures,
-  );
-  const rates = [];
-  const perThread = [];
-  try {
-    for (let round = 0; round < rounds; round++) {
-      await reach(ctrl, CONTROL.READY, threads * (round + 1)); // every worker warmed up and at the barrier
-      Atomics.store(ctrl, CONTROL.GO, round + 1);
-      Atomics.notify(ctrl, CONTROL.GO);
-      await reach(ctrl, CONTROL.DONE, threads * (round + 1));
-      let first = Infinity;
-      let last = -Infinity;
-      for (let t = 0; t < threads; t++) {
-        const start = Number(times[(round * threads + t) * 2]);
-        const end = Number(times[(round * threads + t) * 2 + 1]);
-        first = Math.min(first, start);
-        last = Math.max(last, end);
-        perThread.push(count / ((end - start) / 1e3));
+      {
+        role: 'throughput',
+        kind,
+        size,
+        count,
+        rounds,
+        threads,
+        warmup: 200_000,
+        portable,
+        handle: pool?.handle,
+        ctrlBuffer: ctrl.buffer,
+        timesBuffer: times.buffer,
+      },
+      failures,
+    );
+    const rates = [];
+    const perThread = [];
+    try {
+      for (let round = 0; round < rounds; round++) {
+        await reach(ctrl, CONTROL.READY, threads * (round + 1)); // every worker warmed up and at the barrier
+        Atomics.store(ctrl, CONTROL.GO, round + 1);
+        Atomics.notify(ctrl, CONTROL.GO);
+        await reach(ctrl, CONTROL.DONE, threads * (round + 1));
+        let first = Infinity;
+        let last = -Infinity;
+        for (let t = 0; t < threads; t++) {
+          const start = Number(times[(round * threads + t) * 2]);
+          const end = Number(times[(round * threads + t) * 2 + 1]);
+          first = Math.min(first, start);
+          last = Math.max(last, end);
+          perThread.push(count / ((end - start) / 1e3));
+        }
+        rates.push((threads * count) / ((last - first) / 1e3)); // pairs per µs = millions per second
       }
-      rates.push((threads * count) / ((last - first) / 1e3)); // pairs per µs = millions per second
+    } finally {
+      await stopWorkers(workers, failures);
     }
-  } finally {
-    await stopWorkers(workers, failures);
-  }
-  return { value: median(rates), extras: { perThread: median(perThread) } };
-};
+    return { value: median(rates), extras: { perThread: median(perThread) } };
+  };
 
 const THREADS_POOL = 'BufferPool, one pool shared';
 const THREADS_FREE_LIST = 'JS free list, one per thread';
+const THREADS_POOL_PORTABLE = 'BufferPool, one pool shared, portable mode';
 
 const threadsTable = {
   id: 'threads',
@@ -656,6 +662,7 @@ const threadsTable = {
   competitors: [
     { name: THREADS_FREE_LIST, run: throughputTrial('freelist') },
     { name: THREADS_POOL, run: throughputTrial('pool') },
+    { name: THREADS_POOL_PORTABLE, run: throughputTrial('pool', true) },
   ],
   extras: [{ key: 'perThread', label: 'million pairs per second, each thread', format: (v) => `${v.toFixed(1)} M/s` }],
   targets: [
@@ -689,7 +696,7 @@ function spin(ms) {
 }
 
 /** A pool whose whole budget is one buffer of `size`: whoever holds it makes the other wait. */
-const onePoolOf = (size) => new (iobuf().BufferPool)({ maxMemory: size, retainIdle: 0, leakDetection: 'off' });
+const onePoolOf = (size, load = iobuf) => new (load().BufferPool)({ maxMemory: size, retainIdle: 0, leakDetection: 'off' });
 
 function percentile(values, p) {
   const sorted = [...values].sort((a, b) => a - b);
@@ -697,7 +704,7 @@ function percentile(values, p) {
 }
 
 /** Runs `rounds` of `round(r)`, which returns one latency in ns; reports median and p99. */
-async function latencyTrial(role, size, ctx, prepare, round) {
+async function latencyTrial(role, size, ctx, prepare, round, portable = false) {
   const rounds = ctx.full ? 1000 : 200;
   const ctrl = controlWords();
   const times = new BigInt64Array(new SharedArrayBuffer(8 * 2 * rounds));
@@ -705,7 +712,7 @@ async function latencyTrial(role, size, ctx, prepare, round) {
   const failures = [];
   const [worker] = startWorkers(
     1,
-    { role, size, rounds, handle: state.pool?.handle, ctrlBuffer: ctrl.buffer, timesBuffer: times.buffer },
+    { role, size, rounds, portable, handle: state.pool?.handle, ctrlBuffer: ctrl.buffer, timesBuffer: times.buffer },
     failures,
   );
   const latencies = [];
@@ -725,12 +732,12 @@ const signalWord = (ctrl, word, value) => {
 };
 
 /** Main thread holds the budget; a worker blocks in acquireSync; the main thread releases. */
-const poolSyncWake = (size, ctx) =>
+const poolSyncWake = (portable) => (size, ctx) =>
   latencyTrial(
     'poolSyncWaiter',
     size,
     ctx,
-    (n) => ({ pool: onePoolOf(n) }),
+    (n) => ({ pool: onePoolOf(n, portable ? iobufPortable : iobuf) }),
     async (r, { ctrl, times, pool }) => {
       // Once the worker gave the budget back. Polled rather than `await
       // pool.acquire()`, whose wake-up can be lost when the budget comes back
@@ -751,15 +758,16 @@ const poolSyncWake = (size, ctx) =>
       await reach(ctrl, CONTROL.DONE, r + 1);
       return Number(times[r * 2 + 1] - released);
     },
+    portable,
   );
 
 /** A worker holds the budget; the main thread awaits acquire(); the worker releases. */
-const poolAsyncWake = (size, ctx) =>
+const poolAsyncWake = (portable) => (size, ctx) =>
   latencyTrial(
     'poolReleaser',
     size,
     ctx,
-    (n) => ({ pool: onePoolOf(n) }),
+    (n) => ({ pool: onePoolOf(n, portable ? iobufPortable : iobuf) }),
     async (r, { ctrl, times, pool }) => {
       await reach(ctrl, CONTROL.HELD, r + 1);
       const pending = pool.acquire(size, { timeout: 30_000 });
@@ -769,6 +777,7 @@ const poolAsyncWake = (size, ctx) =>
       pool.release(buffer); // the worker's next acquireSync gets it when this thread's housekeeping runs
       return Number(resumed - times[r * 2]);
     },
+    portable,
   );
 
 /** Floor: a worker in Atomics.wait, woken by Atomics.notify from the main thread. */
@@ -796,6 +805,8 @@ const FLOOR_SYNC = 'floor: Atomics.wait in a worker ← notify';
 const POOL_SYNC = 'acquireSync in a worker ← release on main';
 const FLOOR_ASYNC = 'floor: await waitAsync on main ← notify';
 const POOL_ASYNC = 'await acquire() on main ← release in a worker';
+const POOL_SYNC_PORTABLE = `${POOL_SYNC}, portable mode`;
+const POOL_ASYNC_PORTABLE = `${POOL_ASYNC}, portable mode`;
 
 const wakeTable = {
   id: 'wake',
@@ -808,9 +819,11 @@ const wakeTable = {
   baseline: FLOOR_SYNC,
   competitors: [
     { name: FLOOR_SYNC, run: floorSyncWake },
-    { name: POOL_SYNC, run: poolSyncWake },
+    { name: POOL_SYNC, run: poolSyncWake(false) },
     { name: FLOOR_ASYNC, run: floorAsyncWake },
-    { name: POOL_ASYNC, vs: FLOOR_ASYNC, run: poolAsyncWake },
+    { name: POOL_ASYNC, vs: FLOOR_ASYNC, run: poolAsyncWake(false) },
+    { name: POOL_SYNC_PORTABLE, run: poolSyncWake(true) },
+    { name: POOL_ASYNC_PORTABLE, vs: FLOOR_ASYNC, run: poolAsyncWake(true) },
   ],
   extras: [
     { key: 'p99', label: 'p99', format: formatNs },

@@ -11,7 +11,10 @@ import { workerData } from 'node:worker_threads';
 // The same build as the parent loaded (harness.mjs: DIST, IOBUF_BENCH_DIST).
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const DIST = path.resolve(process.env.IOBUF_BENCH_DIST ?? path.join(ROOT, 'dist'));
-const { BufferPool } = createRequire(import.meta.url)(path.join(DIST, 'index.js'));
+// workerData.portable: the package in portable mode, as the parent's iobufPortable() loads it.
+if (workerData.portable) process.env.IOBUF_PORTABLE = '1';
+const { BufferPool, native } = createRequire(import.meta.url)(path.join(DIST, 'index.js'));
+if (workerData.portable && native !== false) throw new Error('the worker was to load iobuf in portable mode');
 
 // Control words: the same indices as CONTROL in bench/pool.mjs.
 const READY = 0;
