@@ -50,21 +50,30 @@ export class LeakTracker {
     slot.owner = null; // held weakly through slot.tracked
     slot.view = null;
     slot.stack = this.mode === 'full' ? acquireStack() : undefined;
-    // Registered only while this tracked acquire is out (release unregisters
-    // it): the registry holds as many entries as tracked buffers are out,
-    // however many views varying sizes make. 1 acquire in 256 pays for it.
-    slot.generation++;
-    slot.tracked = new WeakRef(view);
-    this.registry.register(view, { slot, generation: slot.generation }, slot);
+    // A view is registered once, the first time it goes out tracked, and stays
+    // registered: tracking the same view again (one size, handed out again)
+    // costs a deref and a few stores, not a register/unregister pair per
+    // sample. A view the slot has replaced (another size) is garbage; its entry
+    // goes with it, its late report carries an old generation and is ignored.
+    // So the registry holds about one entry per slot, plus the sampled views
+    // of varying sizes that the next collections have not reached yet.
+    let registered = slot.registered;
+    if (registered === null || registered.deref() !== view) {
+      slot.generation++;
+      registered = slot.registered = new WeakRef(view);
+      this.registry.register(view, { slot, generation: slot.generation }, slot);
+    }
+    slot.tracked = registered;
   }
 
   /**
    * When `buffer` is the tracked Buffer of `slot` (a release of it), makes it
    * the slot's owner again, as an untracked one would be, and returns true.
+   * (Its registry entry stays: a collection of it while untracked cannot
+   * happen, the slot holds it strongly as its view.)
    */
   untrack(slot: Slot, buffer: Buffer): boolean {
     if (slot.tracked === null || slot.tracked.deref() !== buffer) return false;
-    this.registry.unregister(slot);
     slot.tracked = null;
     slot.stack = undefined;
     slot.view = buffer;
@@ -72,9 +81,10 @@ export class LeakTracker {
     return true;
   }
 
-  /** The slot's memory is gone (close): a tracked Buffer of it is no longer watched. */
+  /** The slot's memory is gone (close): none of its views is watched any more. */
   forget(slot: Slot): void {
-    if (slot.tracked !== null) this.registry.unregister(slot);
+    if (slot.registered !== null) this.registry.unregister(slot);
+    slot.registered = null;
   }
 
   /**

@@ -73,7 +73,12 @@ export interface Slot extends PooledSlot {
   /** view.length, kept here because a field load is cheaper than the typed-array getter. */
   viewLength: number;
   stack: string | undefined;
-  /** Bumped whenever the slot is tracked, so a late leak report for an earlier owner is ignored. */
+  /**
+   * The view registered with the leak registry, held weakly: a later tracked
+   * acquire of the same view registers nothing again.
+   */
+  registered: WeakRef<Buffer> | null;
+  /** Bumped whenever another view is registered, so a late leak report for an earlier view is ignored. */
   generation: number;
   /** Loans of this slot's memory now; release() while lent defers the slot's return (see lib/lending.ts). */
   loans: number;

@@ -135,6 +135,7 @@ export class SlabStore implements Iterable<Slab> {
         viewLength: 0,
         owner: null,
         tracked: null,
+        registered: null,
         stack: undefined,
         generation: 0,
         loans: 0,
