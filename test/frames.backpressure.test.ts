@@ -69,11 +69,11 @@ describe('FrameAssembler backpressure', () => {
     const { server, exited } = await fromSender(frameSize, total, (socket) => {
       assembler = new FrameAssembler({ pool, highWaterMark }).attach(socket);
       consumed = (async () => {
-        // Slow: hold 16 frames (1 MiB) and release them only after a 4 ms timer, so at most
-        // ~250 MiB/s: slower than any sender on loopback, also under AddressSanitizer (a
-        // 1 ms timer let a sanitized run consume as fast as it was sent: no pause at all).
-        // (A consumer that waits for more frames while holding more than highWaterMark
-        // waits forever.)
+        // Slow: hold 16 frames (1 MiB) and release them only after a timer: 4 ms, so at
+        // most ~250 MiB/s, slower than any sender on loopback; 16 ms under AddressSanitizer,
+        // where the sender (sanitized too) managed ~80 MiB/s against a 4 ms pace and reading
+        // paused only 6 times. (A consumer that waits for more frames while holding more
+        // than highWaterMark waits forever.)
         let batch: Frame[] = [];
         for await (const frame of assembler) {
           if (frame.data.readUInt32BE(0) !== received || frame.data.compare(template, 4, frameSize, 4, frameSize) !== 0) bad++;
@@ -81,7 +81,7 @@ describe('FrameAssembler backpressure', () => {
           batch.push(frame);
           if (batch.length === 16) {
             maxHeld = Math.max(maxHeld, assembler.stats().heldBytes);
-            await sleep(4);
+            await sleep(sanitized ? 16 : 4);
             for (const held of batch) held.release();
             batch = [];
             if ((received & 1023) === 0) rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
