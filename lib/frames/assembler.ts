@@ -2,10 +2,12 @@
 // straight into pooled buffers and handed to the consumer, who owns each one
 // until frame.release() gives its memory back to the pool.
 //
-// This file is the input side: sockets (onread or 'data'), push()/end(),
-// waiting for memory, backpressure and the end. Turning bytes into frames (the
-// parse loop, headers, delivery, the async iterator) is its base class,
-// FrameParser (parser.ts); Frame is frame.ts; the send side is encode.ts.
+// Three layers make one FrameAssembler object: FrameParser (parser.ts) turns
+// bytes into frames (the parse loop, headers, delivery, the async iterator);
+// FrameInput (input.ts) takes bytes in (push()/end(), waiting for memory,
+// backpressure, the end); this file reads them from a socket (onread or
+// 'data', the read buffers, attach(), close). Frame is frame.ts; the send side
+// is encode.ts.
 //
 // Where the bytes go (a payload byte is copied at most once after the kernel):
 //   - A socket is read through net's `onread` option: the kernel writes into a
@@ -43,10 +45,11 @@
 // unreleased frames hold more than highWaterMark bytes; it starts again once
 // memory came and the held bytes fell to half the mark.
 import type net from 'node:net';
-import { codedError, validateInteger, validateView, invalidType } from '../errors';
+import { codedError, invalidType, validateInteger } from '../errors';
 import { type Borrower, type Loan, lend, repayAll } from '../lending';
 import { frameError } from './frame';
-import { EMPTY, type FrameAssemblerOptions, FrameParser, KiB, MiB } from './parser';
+import { FrameInput } from './input';
+import { type FrameAssemblerOptions, KiB, MiB } from './parser';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
 
@@ -76,19 +79,12 @@ const INTO_SPARE = 2;
 // FrameAssembler
 // ---------------------------------------------------------------------------
 
-export class FrameAssembler extends FrameParser {
-  readonly highWaterMark: number;
+export class FrameAssembler extends FrameInput {
   readonly readBufferSize: number;
 
   private readonly onError: ((error: Error) => void) | null;
-  /** Reading starts again when held bytes fall to this (half the mark: no stop/start per frame). */
-  private readonly resumeMark: number;
   /** A read goes straight into the frame when at least this much of it is outstanding. */
   private readonly directThreshold: number;
-
-  /** A header was read but the pool had no memory for its payload: its length, else -1. */
-  private waitingFor = -1;
-  private readonly memoryAbort = new AbortController();
 
   // Socket reading. The unparsed bytes of the read buffer are [parsePos, fillEnd):
   // empty except while waiting for memory (the socket is paused then).
@@ -111,18 +107,6 @@ export class FrameAssembler extends FrameParser {
   private parsePos = 0;
   private fillEnd = 0;
   private readTarget = INTO_STAGING;
-  private paused = false;
-  /**
-   * Bytes to parse after the current ones, in order: chunks given to push()
-   * while waiting for memory (held by reference), and copies of chunks
-   * pushed from inside onFrame while a chunk was being parsed.
-   */
-  private backlog: Buffer[] = [];
-  /** A chunk is being parsed (onFrame may be running): push() and end() queue behind it. */
-  private parsing = false;
-  private needDrain = false;
-
-  private inputEnded = false;
 
   // Bound once: Node calls these for every read.
   // (After close the buffer function returns undefined: Node then keeps the old buffer, and no read comes.)
@@ -132,16 +116,13 @@ export class FrameAssembler extends FrameParser {
 
   constructor(options: FrameAssemblerOptions) {
     super(options);
-    const { highWaterMark = 4 * MiB, readBufferSize = 64 * KiB } = options;
-    validateInteger(highWaterMark, 'options.highWaterMark', 0, Number.MAX_SAFE_INTEGER);
+    const { readBufferSize = 64 * KiB } = options;
     validateInteger(readBufferSize, 'options.readBufferSize', 1 * KiB, 16 * MiB);
     for (const name of ['onFrame', 'onError'] as const) {
       if (options[name] !== undefined && typeof options[name] !== 'function') {
         throw invalidType('a function', `options.${name}`, options[name]);
       }
     }
-    this.highWaterMark = highWaterMark;
-    this.resumeMark = Math.floor(highWaterMark / 2);
     this.readBufferSize = readBufferSize;
     this.directThreshold = Math.max(1, readBufferSize >> 1);
     this.onFrame = options.onFrame ?? null;
@@ -204,7 +185,7 @@ export class FrameAssembler extends FrameParser {
       // Another kind of stream, or a runtime without the fields (socket-takeover.ts): the same frames, one copy more.
       this.readMode = 'data';
       socket.on('data', (chunk: Buffer) => {
-        if (!this.push(chunk) && !this.isClosed) this.pauseSocket();
+        if (!this.push(chunk) && !this.isClosed) this.pauseInput();
       });
       this.on('drain', () => this.resumeSocket());
       // A 'data' listener does not start a stream that was paused (pauseOnConnect,
@@ -212,52 +193,6 @@ export class FrameAssembler extends FrameParser {
       if (!this.paused && !this.isClosed) socket.resume();
     }
     return this;
-  }
-
-  /**
-   * Takes bytes from anywhere. The payloads are copied out before push()
-   * returns, except while the pool has no memory for a frame: then the rest of
-   * `chunk` is kept by reference until memory comes (do not reuse it before
-   * 'drain'). Returns false when the caller should wait for 'drain': memory is
-   * short or unreleased frames hold more than highWaterMark bytes.
-   *
-   * Called from inside onFrame (while a chunk is being parsed), the bytes are
-   * copied and parsed after the rest of that chunk: frames come out in the
-   * order their bytes went in.
-   */
-  push(chunk: Uint8Array): boolean {
-    validateView(chunk, 'chunk');
-    if (this.isClosed || this.inputEnded) return false;
-    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    this.counters.bytes += bytes.length;
-    if (this.parsing) {
-      if (bytes.length > 0) this.backlog.push(Buffer.from(bytes));
-    } else if (this.waitingFor >= 0) {
-      if (bytes.length > 0) this.backlog.push(bytes);
-    } else {
-      this.parsing = true;
-      try {
-        const end = bytes.length;
-        const stop = this.parse(bytes, 0, end);
-        // The rest waits for memory, ahead of what onFrame pushed meanwhile
-        // (the backlog was empty before: it is parsed whenever memory is there).
-        if (stop >= 0 && stop < end && !this.isClosed) this.backlog.unshift(bytes.subarray(stop));
-        this.parseBacklog();
-      } catch (error) {
-        this.destroy(error as Error); // a throwing onFrame
-      } finally {
-        this.parsing = false;
-      }
-      this.endIfAsked();
-    }
-    const ok = !this.isClosed && this.waitingFor < 0 && this.counters.heldBytes <= this.highWaterMark;
-    if (!ok) this.needDrain = true;
-    return ok;
-  }
-
-  /** No more input: ends cleanly at a frame boundary, else ERR_IOBUF_FRAME_TRUNCATED. */
-  end(): void {
-    this.endInput();
   }
 
   // -------------------------------------------------------------------------
@@ -354,132 +289,35 @@ export class FrameAssembler extends FrameParser {
   }
 
   // -------------------------------------------------------------------------
-  // Memory and backpressure
+  // The source of bytes, for FrameInput
   // -------------------------------------------------------------------------
 
-  /** The pool had no memory for a payload of `length` bytes: wait for it in the pool's FIFO queue. */
-  protected waitForMemory(length: number): void {
-    this.waitingFor = length;
-    this.pauseSocket();
-    this.pool.acquire(length, { signal: this.memoryAbort.signal }).then(
-      (buffer) => {
-        if (this.isClosed) {
-          this.releaseQuietly(buffer);
-          return;
-        }
-        this.waitingFor = -1;
-        this.frame = buffer;
-        this.frameLength = length;
-        this.frameFill = 0;
-        this.drainWaiting();
-      },
-      (error: Error) => {
-        if (!this.isClosed) this.destroy(error);
-      },
-    );
-  }
-
-  /**
-   * Memory came: parse what waited, in stream order (bytes kept in scratch,
-   * the read buffer's rest, the backlog), then read on.
-   */
-  private drainWaiting(): void {
-    this.parsing = true;
-    try {
-      if (this.scratchFill > 0) this.parse(EMPTY, 0, 0);
-      if (!this.isClosed && this.waitingFor < 0 && this.parsePos < this.fillEnd) {
-        const stop = this.parse(this.staging!, this.parsePos, this.fillEnd);
-        if (!this.isClosed) this.parsePos = stop;
-      }
-      this.parseBacklog();
-    } catch (error) {
-      this.destroy(error as Error);
-    } finally {
-      this.parsing = false;
-    }
-    if (this.isClosed || this.waitingFor >= 0) return;
-    if (this.inputEnded) this.finish();
-    else this.maybeResume();
-  }
-
-  /** Parses the backlog in order, until it is empty or memory is short again. */
-  private parseBacklog(): void {
-    while (this.waitingFor < 0 && this.backlog.length > 0 && !this.isClosed) {
-      const chunk = this.backlog.shift()!;
-      const stop = this.parse(chunk, 0, chunk.length);
-      if (stop >= 0 && stop < chunk.length && !this.isClosed) this.backlog.unshift(chunk.subarray(stop));
-    }
-  }
-
-  private pauseSocket(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.counters.pauses++;
+  protected stopReading(): void {
     if (this.socket !== null && !this.socket.destroyed) this.socket.pause();
+  }
+
+  protected restartReading(): void {
+    if (this.readMode === 'onread') this.resumeSocket();
   }
 
   private resumeSocket(): void {
     if (this.socket !== null && !this.socket.destroyed && !this.isClosed) this.socket.resume();
   }
 
-  /** Reading may start again: memory is there and the held bytes fell to the resume mark. */
-  private maybeResume(): void {
-    if (this.isClosed || this.waitingFor >= 0 || this.counters.heldBytes > this.resumeMark) return;
-    if (this.paused) {
-      this.paused = false;
-      if (this.readMode === 'onread') this.resumeSocket();
-    }
-    if (this.needDrain) {
-      this.needDrain = false;
-      this.emit('drain');
+  protected parseWaitingRead(): void {
+    if (this.parsePos < this.fillEnd) {
+      const stop = this.parse(this.staging!, this.parsePos, this.fillEnd);
+      if (!this.isClosed) this.parsePos = stop;
     }
   }
 
-  /** The last handle of a frame was released: its memory goes back. */
-  protected frameReleased(data: Buffer): void {
-    this.counters.heldBytes -= data.length;
-    if (this.paused || this.needDrain) this.maybeResume();
-    this.pool.release(data);
+  protected inputFinished(): void {
+    if (this.socket === null || this.socket.destroyed) this.close();
   }
 
   // -------------------------------------------------------------------------
   // Ending
   // -------------------------------------------------------------------------
-
-  private endInput(): void {
-    if (this.inputEnded || this.isClosed) return;
-    this.inputEnded = true;
-    // From inside onFrame: the bytes pushed before end() are parsed first (endIfAsked).
-    if (this.waitingFor < 0 && !this.parsing) this.finish();
-  }
-
-  /** end() came while a chunk was being parsed: finish now that it (and the backlog) is parsed. */
-  private endIfAsked(): void {
-    if (this.inputEnded && !this.done && !this.isClosed && this.waitingFor < 0) this.finish();
-  }
-
-  /** Input ended and everything was parsed: a clean end at a frame boundary, or a truncated frame. */
-  private finish(): void {
-    if (this.isClosed) return;
-    if (this.frame !== null || this.scratchFill > 0 || this.waitingFor >= 0) {
-      const message =
-        this.frame !== null
-          ? `The stream ended inside a frame: ${this.frameFill} of its ${this.frameLength} payload bytes arrived`
-          : this.waitingFor >= 0
-            ? `The stream ended inside a frame of ${this.waitingFor} bytes`
-            : `The stream ended inside a frame header (${this.scratchFill} bytes of it arrived)`;
-      this.destroy(frameError('ERR_IOBUF_FRAME_TRUNCATED', message));
-      return;
-    }
-    this.done = true;
-    if (this.waiter !== null && this.queueHead === this.queue.length) {
-      const waiter = this.waiter;
-      this.waiter = null;
-      waiter.resolve({ value: undefined, done: true });
-    }
-    process.nextTick(() => this.emit('end'));
-    if (this.socket === null || this.socket.destroyed) this.close();
-  }
 
   /** The socket closed. Without a clean end first, that ends the assembler too. */
   private socketClosed(): void {
@@ -545,14 +383,5 @@ export class FrameAssembler extends FrameParser {
       }
       this.emit('close');
     });
-  }
-
-  /** Gives a buffer the assembler owns back; a pool closed with force has freed it already. */
-  private releaseQuietly(buffer: Buffer): void {
-    try {
-      this.pool.release(buffer);
-    } catch (error) {
-      if ((error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') throw error;
-    }
   }
 }
