@@ -170,6 +170,9 @@ export default {
   name: 'mqtt',
   title: 'MQTT broker example: fan-out against the plain twin, aedes and mosquitto',
   setup() {
+    // From scratch: a file left from an older layout (lib/gather.js beside lib/gather/)
+    // would be loaded instead of the folder that replaced it.
+    rmSync(BUILD, { recursive: true, force: true });
     const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(BENCH_DIR, 'mqtt', 'tsconfig.json')], {
       cwd: ROOT,
       stdio: 'inherit',

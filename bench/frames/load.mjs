@@ -10,6 +10,7 @@
 // corked, in one writev.
 import net from 'node:net';
 import { spawn, spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +31,9 @@ const ADDON = createRequire(import.meta.url)('node-gyp-build').path(ROOT);
 
 /** Compiles examples/rpc-*.ts and the lib/ they import into bench/.build/frames/. */
 export function compileServers() {
+  // From scratch: a file left from an older layout (lib/gather.js beside lib/gather/)
+  // would be loaded instead of the folder that replaced it.
+  rmSync(BUILD, { recursive: true, force: true });
   const tsc = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', path.join(ROOT, 'bench', 'frames', 'tsconfig.json')], {
     cwd: ROOT,
     stdio: 'inherit',
