@@ -3,7 +3,7 @@
 // socket callback.
 import type net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { BufferPool, FrameAssembler, IobufError } from '../lib/index';
+import { type BufferPool, FrameAssembler, IobufError } from '../lib/index';
 import type { Frame, FrameAssemblerOptions, LengthPrefix } from '../lib/index';
 import { expectCode, rejection, thrown, usePools } from './fixtures/pool-helpers';
 import { KiB, MiB, closeOf, closeServer, connect, encodeLength, encodeStream, listen, makePayloads } from './fixtures/frames-helpers';

@@ -534,7 +534,10 @@ describe('sharing over real sockets', () => {
     expectCode(error, 'IobufError', 'ERR_IOBUF_FRAME_TOO_LARGE');
     await closeOf(assembler);
     expect(kept.length).toBe(payloads.filter((payload) => payload[0] % 2 === 0).length);
-    expect(pool.stats().inUse).toBe(kept.length);
+    // The kept frames arrived whole in socket reads: they are views of the read buffers
+    // they arrived in, which stay out of the pool until the last such frame is released.
+    expect(pool.stats().inUse).toBeGreaterThan(0);
+    expect(pool.stats().inUse).toBeLessThanOrEqual(kept.length);
     for (const frame of kept) {
       const i = frame.length - 100;
       expect(frame.data.equals(payloads[i])).toBe(true);

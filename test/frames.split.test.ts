@@ -3,7 +3,7 @@
 // frames that come out are exactly the frames sent, byte for byte, each in a
 // pooled Buffer of exactly its payload.
 import { describe, expect, it } from 'vitest';
-import { BufferPool, Frame, FrameAssembler, MAX_HEADER_LENGTH } from '../lib/index';
+import { type BufferPool, Frame, FrameAssembler, MAX_HEADER_LENGTH } from '../lib/index';
 import type { FrameHeader, LengthPrefix } from '../lib/index';
 import { pooledAddressOf } from '../lib/pooled';
 import { usePools } from './fixtures/pool-helpers';

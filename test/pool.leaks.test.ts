@@ -2,7 +2,7 @@
 // collected is reported (with the acquiring stack in 'full' mode) and its
 // slot is reclaimed.
 import { describe, expect, it } from 'vitest';
-import { BufferPool, addressOf, type LeakReport } from '../lib/index';
+import { type BufferPool, addressOf, type LeakReport } from '../lib/index';
 import { MiB, turns, usePools } from './fixtures/pool-helpers';
 import { portable } from './helpers/portable';
 

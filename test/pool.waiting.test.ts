@@ -1,7 +1,7 @@
 // Waiting for budget: FIFO order, large requests not starved, abort, timeout,
 // close, and acquireMany (contiguous, reserved all at once).
 import { describe, expect, it } from 'vitest';
-import { BufferPool, addressOf } from '../lib/index';
+import { type BufferPool, addressOf } from '../lib/index';
 import { KiB, MiB, expectCode, rejection, settled, thrown, turns, until, usePools } from './fixtures/pool-helpers';
 import { NEEDS, itNative } from './helpers/portable';
 

@@ -11,8 +11,10 @@
 //
 // Where the bytes go (a payload byte is copied at most once after the kernel):
 //   - A socket is read through net's `onread` option: the kernel writes into a
-//     pooled read buffer ("staging", one per assembler), and each payload is
-//     copied once from there into its frame's buffer.
+//     pooled read buffer ("staging"), and each payload is copied once from
+//     there into its frame's buffer — except a small one (up to VIEW_MAX) that
+//     lies whole in it: that frame is a view of the read buffer, which is then
+//     kept from later reads until the frame is released (read-block.ts).
 //   - While the rest of a large payload is outstanding (at least half a read
 //     buffer), the next read goes straight into the frame's buffer instead (a
 //     view of its unfilled tail): no copy at all.
@@ -20,7 +22,8 @@
 //   - When the pool has no memory for a frame, the bytes after its header stay
 //     in the read buffer until memory comes; the read Node already has a
 //     buffer for then goes to a second ("spare") read buffer.
-// A Frame's `data` is the very Buffer pool.tryAcquire(length) returned. A
+// A Frame's `data` is the very Buffer pool.tryAcquire(length) returned, or a
+// view of a read buffer (above). A
 // Frame is a handle (SharedBuffer, lib/pool/shared-buffer.ts): a new one per frame,
 // never recycled, so a late second release() cannot reach a later frame;
 // retain() makes more handles, and the memory goes back with the last one.
@@ -36,7 +39,9 @@
 // kinds, and runtimes without those fields, are read through 'data'.
 //
 // Ownership. The assembler owns: the read buffer, the frame being assembled,
-// and completed frames queued for the async iterator. It hands a frame over
+// and completed frames queued for the async iterator. A read buffer that
+// frames handed out are views of becomes theirs when reading moves on (the
+// last one's release gives it back). It hands a frame over
 // when onFrame is called with it or next() resolves with it, and never touches
 // it after that. destroy() (and every error) releases what it still owns.
 //
@@ -46,10 +51,11 @@
 // memory came and the held bytes fell to half the mark.
 import type net from 'node:net';
 import { codedError, invalidType, validateInteger } from '../errors';
-import { type Borrower, type Loan, lend, repayAll } from '../lending';
+import { type Borrower, type Loan, UNLENT, lend } from '../lending';
 import { frameError } from './frame';
 import { FrameInput } from './input';
 import { type FrameAssemblerOptions, KiB, MiB } from './parser';
+import { ReadBlock, type ReadBlockOwner } from './read-block';
 import { readsThrough, takeOverReads } from './socket-takeover';
 import type { OnreadTarget } from './socket-takeover';
 
@@ -79,7 +85,7 @@ const INTO_SPARE = 2;
 // FrameAssembler
 // ---------------------------------------------------------------------------
 
-export class FrameAssembler extends FrameInput {
+export class FrameAssembler extends FrameInput implements ReadBlockOwner {
   readonly readBufferSize: number;
 
   private readonly onError: ((error: Error) => void) | null;
@@ -90,18 +96,16 @@ export class FrameAssembler extends FrameInput {
   // empty except while waiting for memory (the socket is paused then).
   private socket: net.Socket | null = null;
   private readMode: 'onread' | 'data' | null = null;
-  private staging: Buffer | null = null;
+  private staging: ReadBlock | null = null;
   /** A second read buffer, taken only when bytes had to wait for memory (see nextReadBuffer). */
-  private spare: Buffer | null = null;
-  private readonly pooledReadBuffers = new Set<Buffer>();
+  private spare: ReadBlock | null = null;
   /**
-   * Memory the socket may read into is lent to it (lib/lending.ts): the read
-   * buffers for as long as the assembler reads, a frame's buffer while it is
-   * the next read's target. A pool that closes with { force } ends the
-   * assembler (ERR_IOBUF_POOL_CLOSED) and gets the memory back once the
-   * socket no longer reads.
+   * Memory the socket may read into is lent to it (lib/lending.ts): a read
+   * buffer until it is retired (read-block.ts) or the assembler closes, a
+   * frame's buffer while it is the next read's target. A pool that closes
+   * with { force } ends the assembler (ERR_IOBUF_POOL_CLOSED) and gets the
+   * memory back once the socket no longer reads.
    */
-  private readonly readLoans: Loan[] = [];
   private targetLoan: Loan | null = null;
   private readonly borrower: Borrower = { stopBorrowing: (reason) => this.destroy(reason) };
   private parsePos = 0;
@@ -215,29 +219,66 @@ export class FrameAssembler extends FrameInput {
       // is stopped. Node asks for the next read's buffer now, before they are
       // parsed: give it the spare, so that read cannot land on them.
       this.readTarget = INTO_SPARE;
-      this.spare ??= this.takeReadBuffer();
-      return this.spare;
+      this.spare = this.readable(this.spare);
+      return this.spare.buffer;
     }
     this.readTarget = INTO_STAGING;
-    this.staging ??= this.takeReadBuffer();
+    this.staging = this.readable(this.staging);
     this.parsePos = 0;
     this.fillEnd = 0;
-    return this.staging;
+    return this.staging.buffer;
+  }
+
+  /**
+   * `block` when the next read may land in it; else (frames that are views of
+   * it are out) it is retired and a new block is taken.
+   */
+  private readable(block: ReadBlock | null): ReadBlock {
+    if (block !== null) {
+      if (block.frames === 0) return block;
+      this.retire(block);
+    }
+    return this.takeReadBlock();
   }
 
   /** A read buffer from the pool; from the heap when the pool has none (or is closed: the first frame reports that). */
-  private takeReadBuffer(): Buffer {
+  private takeReadBlock(): ReadBlock {
     let buffer: Buffer | null = null;
     try {
       buffer = this.pool.tryAcquire(this.readBufferSize);
     } catch {
       // a closed pool: the first frame will report it
     }
-    if (buffer !== null) {
-      this.pooledReadBuffers.add(buffer);
-      this.readLoans.push(lend(buffer, this.borrower));
+    if (buffer === null) return new ReadBlock(Buffer.allocUnsafeSlow(this.readBufferSize), false, UNLENT, this);
+    return new ReadBlock(buffer, true, lend(buffer, this.borrower), this);
+  }
+
+  /** No read lands in `block` any more; it goes back when its last frame is released. */
+  private retire(block: ReadBlock): void {
+    block.retired = true;
+    block.loan.repay();
+    block.pinnedBytes = block.buffer.length - block.frameBytes;
+    this.counters.heldBytes += block.pinnedBytes;
+  }
+
+  /** @internal ReadBlockOwner: a frame that is a view of `block` was released. */
+  blockFrameReleased(block: ReadBlock, length: number): void {
+    this.counters.heldBytes -= length;
+    if (block.retired && block.frames === 0) {
+      this.counters.heldBytes -= block.pinnedBytes;
+      if (block.pooled) this.releaseQuietly(block.buffer);
     }
-    return buffer ?? Buffer.allocUnsafeSlow(this.readBufferSize);
+    if (this.paused || this.needDrain) this.maybeResume();
+  }
+
+  /** Parses block.buffer[from, to); payloads that lie whole in it become views of it. */
+  private parseBlock(block: ReadBlock, from: number, to: number): number {
+    this.readBlock = block;
+    try {
+      return this.parse(block.buffer, from, to);
+    } finally {
+      this.readBlock = null;
+    }
   }
 
   private onRead(nread: number, _buffer: Uint8Array): boolean {
@@ -254,7 +295,7 @@ export class FrameAssembler extends FrameInput {
         if (this.frameFill === this.frameLength) this.completeFrame();
       } else if (this.readTarget === INTO_STAGING) {
         this.fillEnd += nread;
-        if (this.waitingFor < 0) this.parsePos = this.parse(this.staging!, this.parsePos, this.fillEnd);
+        if (this.waitingFor < 0) this.parsePos = this.parseBlock(this.staging!, this.parsePos, this.fillEnd);
       } else if (this.waitingFor < 0 && this.parsePos === this.fillEnd) {
         // The first read after a wait for memory: the spare becomes the read buffer.
         const spare = this.spare!;
@@ -262,11 +303,11 @@ export class FrameAssembler extends FrameInput {
         this.staging = spare;
         this.parsePos = 0;
         this.fillEnd = nread;
-        this.parsePos = this.parse(spare, 0, nread);
+        this.parsePos = this.parseBlock(spare, 0, nread);
       } else {
         // Reading should be stopped while bytes wait (someone resumed the socket):
         // keep these too, in order, in a copy of their own.
-        this.backlog.push(Buffer.from(this.spare!.subarray(0, nread)));
+        this.backlog.push(Buffer.from(this.spare!.buffer.subarray(0, nread)));
       }
       this.parseBacklog();
     } catch (error) {
@@ -306,7 +347,7 @@ export class FrameAssembler extends FrameInput {
 
   protected parseWaitingRead(): void {
     if (this.parsePos < this.fillEnd) {
-      const stop = this.parse(this.staging!, this.parsePos, this.fillEnd);
+      const stop = this.parseBlock(this.staging!, this.parsePos, this.fillEnd);
       if (!this.isClosed) this.parsePos = stop;
     }
   }
@@ -357,11 +398,17 @@ export class FrameAssembler extends FrameInput {
     // never attached: no read can land in these any more.
     this.targetLoan?.repay();
     this.targetLoan = null;
-    repayAll(this.readLoans);
     if (this.frame !== null) this.releaseQuietly(this.frame);
     this.frame = null;
-    for (const buffer of this.pooledReadBuffers) this.releaseQuietly(buffer);
-    this.pooledReadBuffers.clear();
+    for (const block of [this.staging, this.spare]) {
+      if (block === null) continue;
+      if (block.frames > 0)
+        this.retire(block); // frames out keep it until their release
+      else {
+        block.loan.repay();
+        if (block.pooled) this.releaseQuietly(block.buffer);
+      }
+    }
     this.staging = null;
     this.spare = null;
     this.backlog.length = 0;

@@ -6,7 +6,7 @@
 import type { BufferPool } from '../pool';
 import { IobufError, validateInteger, validateOneOf, validateOptions, invalidType } from '../errors';
 import { IoVecArray } from '../iovec/array';
-import { type SharedReturn } from '../pool/shared-buffer';
+import type { SharedReturn } from '../pool/shared-buffer';
 import { maxAllocationSize } from '../memory';
 
 export interface GathererOptions {

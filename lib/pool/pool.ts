@@ -21,6 +21,7 @@ import { IobufError, invalidType, validateFunction, validateInteger, validateOpt
 import type { IoVecArray } from '../iovec/array';
 import type { Borrower, Loan } from '../lending';
 import { maxAllocationSize } from '../memory';
+import { NodeBuffer } from '../node-buffer';
 import { kSlot as pooledSlotKey, poolOf, rememberStrictView } from '../pooled';
 import { FixedBufferRegistration, fixedBufferOf } from '../uring/registration';
 import { type CloseOptions, PoolCloser } from './closing';
@@ -55,29 +56,6 @@ const kSlabKeepAlive = Symbol('iobuf.slabKeepAlive');
 
 /** Every view the pool hands out carries its slot: one property load finds it again (see release). */
 type PooledView = Buffer & { [kSlot]?: Slot };
-
-/**
- * Node's own Buffer class (Buffer[Symbol.species]): `new NodeBuffer(ab, offset,
- * length)` is what Buffer.from(ab, offset, length) does after its argument
- * checks, at about half the cost — the view made when an acquire's size
- * differs from the slot's last one. Falls back to Buffer.from where a runtime
- * does not expose it.
- */
-const NodeBuffer: new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer = (() => {
-  const species = (Buffer as unknown as Record<symbol, unknown>)[Symbol.species];
-  if (typeof species === 'function' && species !== Buffer) {
-    const Species = species as new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
-    const probe = new Species(new ArrayBuffer(2), 1, 1);
-    if (Buffer.isBuffer(probe) && probe.length === 1 && probe.byteOffset === 1) return Species;
-  }
-  return function (arrayBuffer: ArrayBuffer, offset: number, length: number) {
-    return Buffer.from(arrayBuffer, offset, length);
-  } as unknown as new (
-    arrayBuffer: ArrayBuffer,
-    offset: number,
-    length: number,
-  ) => Buffer;
-})();
 
 /** `buffer` as a Lease: its release() (or the end of its scope) releases it to `pool` once. */
 function leaseOf(pool: BufferPool, buffer: Buffer): Lease {

@@ -1,0 +1,55 @@
+// ReadBlock: one read buffer of a FrameAssembler, and the frames handed out
+// as views of it.
+//
+// A frame whose payload arrived whole in one socket read is not copied: its
+// `data` is a view of the read buffer (like a 'data' chunk's subarray, but
+// without a chunk allocated per read). While any such frame is unreleased,
+// the buffer must not be read into again, so the assembler *retires* the block
+// at the next read (the socket no longer reads into it: its loan is repaid)
+// and reads into a fresh one. A retired block goes back to the pool when its
+// last frame is released.
+//
+// Accounting (FrameAssembler stats().heldBytes, which drives backpressure): a
+// frame counts its payload bytes while its block is still read into; a
+// retired block with frames out counts all of its bytes, since all of them
+// are kept from the pool until the last frame is released.
+import type { Loan } from '../lending';
+import type { SharedReturn } from '../pool/shared-buffer';
+
+/** What a block tells its assembler. */
+export interface ReadBlockOwner {
+  /** A frame of `block` of `length` bytes was released (its last handle). */
+  blockFrameReleased(block: ReadBlock, length: number): void;
+}
+
+export class ReadBlock implements SharedReturn {
+  /** The buffer's ArrayBuffer and offset, read once: frame views are made from them (Buffer#buffer costs). */
+  readonly arrayBuffer: ArrayBuffer;
+  readonly byteOffset: number;
+  /** Frames out as views of this buffer and not yet released, and their payload bytes. */
+  frames = 0;
+  frameBytes = 0;
+  /** Not read into any more: the buffer goes back when the last frame is released. */
+  retired = false;
+  /** Bytes added to heldBytes at retirement (the buffer's bytes that its frames did not count). */
+  pinnedBytes = 0;
+
+  constructor(
+    readonly buffer: Buffer,
+    /** From the pool (else the heap, when the pool had none). */
+    readonly pooled: boolean,
+    /** The socket's loan of the buffer; repaid when the block is retired or the assembler closes. */
+    readonly loan: Loan,
+    private readonly owner: ReadBlockOwner,
+  ) {
+    this.arrayBuffer = buffer.buffer as ArrayBuffer;
+    this.byteOffset = buffer.byteOffset;
+  }
+
+  /** SharedReturn: the last handle of one of this block's frames was released. */
+  release(data: Buffer): void {
+    this.frames--;
+    this.frameBytes -= data.length;
+    this.owner.blockFrameReleased(this, data.length);
+  }
+}
