@@ -202,4 +202,27 @@ describe('frames that are views of the read buffer', () => {
     expect(pool.stats().inUse).toBe(0);
     await closeServer(server);
   });
+
+  it('pool.close({ force }) with frames out (views and copies): their data is detached, their release is harmless, heldBytes ends at 0', async () => {
+    const pool = pools({ maxMemory: 16 * MiB });
+    // 20 small frames (views of the read buffer) and 3 of 1 KiB (copied into buffers of their own).
+    const payloads = [...smallPayloads(20, 8), ...makePayloads(3, () => KiB)];
+    const frames: Frame[] = [];
+    let assembler!: FrameAssembler;
+    const { server, port } = await listen((socket) => {
+      assembler = new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
+    });
+    const client = await connect(port);
+    client.on('error', () => {});
+    client.write(encodeStream('u32be', payloads));
+    await until(() => frames.length === payloads.length, 'every frame');
+    expect(assembler.stats().heldBytes).toBeGreaterThanOrEqual(payloads.reduce((sum, payload) => sum + payload.length, 0));
+    await pool.close({ force: true });
+    await closeOf(assembler);
+    expect((assembler.error as { code?: string } | null)?.code).toBe('ERR_IOBUF_POOL_CLOSED');
+    for (const frame of frames) expect(frame.data.length).toBe(0);
+    for (const frame of frames) frame.release();
+    expect(assembler.stats().heldBytes).toBe(0);
+    await closeServer(server);
+  });
 });

@@ -18,13 +18,13 @@ export class Frame extends SharedBuffer {
   readonly tag: number;
 
   /** @internal Frames are made by a FrameAssembler. */
-  constructor(data: Buffer, tag: number, returnTo: SharedReturn | null) {
-    super(data, returnTo);
+  constructor(data: Buffer, tag: number, returnTo: SharedReturn | null, size = data.length) {
+    super(data, returnTo, size);
     this.tag = tag;
   }
 
   protected newHandle(): Frame {
-    return new Frame(this.data, this.tag, this.returnTo);
+    return new Frame(this.data, this.tag, this.returnTo, this.size);
   }
 }
 

@@ -161,10 +161,10 @@ export abstract class FrameInput extends FrameParser {
   }
 
   /** The last handle of a frame was released: its memory goes back. */
-  protected frameReleased(data: Buffer): void {
-    this.counters.heldBytes -= data.length;
+  protected frameReleased(data: Buffer, length: number): void {
+    this.counters.heldBytes -= length;
     if (this.paused || this.needDrain) this.maybeResume();
-    this.pool.release(data);
+    this.releaseQuietly(data); // after a forced close there is nothing to give back, and no error
   }
 
   // -------------------------------------------------------------------------

@@ -147,7 +147,7 @@ export abstract class FrameParser extends EventEmitter implements AsyncIterable<
   /** Set by a custom decoder's header: the tag of the frame being assembled (0 for built-in prefixes). */
   private headerTag = 0;
   /** Where released frames' memory goes (Frame.release() of the last handle). */
-  private readonly frameReturn: SharedReturn = { release: (data) => this.frameReleased(data) };
+  private readonly frameReturn: SharedReturn = { release: (data, length = 0) => this.frameReleased(data, length) };
 
   /**
    * Set while the parse loop reads the assembler's own read buffer (and only
@@ -508,5 +508,5 @@ export abstract class FrameParser extends EventEmitter implements AsyncIterable<
   protected abstract waitForMemory(length: number): void;
 
   /** The last handle of a frame was released: its memory goes back. */
-  protected abstract frameReleased(data: Buffer): void;
+  protected abstract frameReleased(data: Buffer, length: number): void;
 }

@@ -47,9 +47,9 @@ export class ReadBlock implements SharedReturn {
   }
 
   /** SharedReturn: the last handle of one of this block's frames was released. */
-  release(data: Buffer): void {
+  release(_data: Buffer, length = 0): void {
     this.frames--;
-    this.frameBytes -= data.length;
-    this.owner.blockFrameReleased(this, data.length);
+    this.frameBytes -= length;
+    this.owner.blockFrameReleased(this, length);
   }
 }

@@ -17,7 +17,8 @@ import { IobufError } from '../errors';
 
 /** What takes the memory back when the last handle is released: a BufferPool, or a FrameAssembler for its frames. */
 export interface SharedReturn {
-  release(buffer: Buffer): void;
+  /** `length`: the buffer's length when the handle was made (its memory may be detached by now: a pool closed with force). */
+  release(buffer: Buffer, length?: number): void;
 }
 
 /** The number of unreleased handles over one Buffer. */
@@ -53,13 +54,16 @@ export class SharedBuffer implements Disposable {
   /** Shared by every handle over `data`; null while this is the only one. */
   protected holders: Holders | null;
   protected spent: boolean;
+  /** data.length when the first handle was made, for returnTo (data reads 0 once detached). */
+  protected readonly size: number;
 
   /** @internal pool.share() and FrameAssembler make handles; the constructor is not part of the API. */
-  constructor(data: Buffer, returnTo: SharedReturn | null) {
+  constructor(data: Buffer, returnTo: SharedReturn | null, size = data.length) {
     this.data = data;
     this.returnTo = returnTo;
     this.holders = null;
     this.spent = false;
+    this.size = size;
   }
 
   /** data.length. */
@@ -91,7 +95,7 @@ export class SharedBuffer implements Disposable {
     this.spent = true;
     const holders = this.holders;
     if (holders !== null && --holders.count > 0) return;
-    if (this.returnTo !== null) this.returnTo.release(this.data);
+    if (this.returnTo !== null) this.returnTo.release(this.data, this.size);
   }
 
   [Symbol.dispose](): void {
@@ -109,6 +113,6 @@ export class SharedBuffer implements Disposable {
 
   /** A fresh handle of the same kind over the same data (holders set by the caller). */
   protected newHandle(): SharedBuffer {
-    return new SharedBuffer(this.data, this.returnTo);
+    return new SharedBuffer(this.data, this.returnTo, this.size);
   }
 }
