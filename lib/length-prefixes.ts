@@ -57,98 +57,70 @@ export function malformedReason(status: number): string {
   return status === MALFORMED_TOO_LARGE ? 'the varint length is above 2^32 - 1' : 'the varint length runs past 5 bytes';
 }
 
-const U8: LengthPrefixFormat = {
-  name: 'u8',
-  width: 1,
-  fixedWidth: true,
-  limit: 0xff,
-  widthOf: () => 1,
-  decode(bytes, pos, end, into) {
-    if (end - pos < 1) return NEED_MORE;
-    into.headerLength = 1;
-    return bytes[pos];
-  },
-  encode(bytes, at, length) {
-    bytes[at] = length;
-    return 1;
-  },
+// A fixed-width prefix's reader and writer, one per width and byte order,
+// picked once by fixedPrefix(): decode() makes one call, with no loop over
+// the bytes. The caller has checked that bytes[at, at + width) is there. A
+// write stores each byte unmasked: a Uint8Array keeps the low 8 bits.
+type ReadFixed = (bytes: Uint8Array, at: number) => number;
+type WriteFixed = (bytes: Uint8Array, at: number, length: number) => void;
+
+const readU8: ReadFixed = (bytes, at) => bytes[at];
+const readU16BE: ReadFixed = (bytes, at) => (bytes[at] << 8) | bytes[at + 1];
+const readU16LE: ReadFixed = (bytes, at) => bytes[at] | (bytes[at + 1] << 8);
+const readU32BE: ReadFixed = (bytes, at) => ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+const readU32LE: ReadFixed = (bytes, at) => (bytes[at] | (bytes[at + 1] << 8) | (bytes[at + 2] << 16) | (bytes[at + 3] << 24)) >>> 0;
+
+const writeU8: WriteFixed = (bytes, at, length) => {
+  bytes[at] = length;
+};
+const writeU16BE: WriteFixed = (bytes, at, length) => {
+  bytes[at] = length >>> 8;
+  bytes[at + 1] = length;
+};
+const writeU16LE: WriteFixed = (bytes, at, length) => {
+  bytes[at] = length;
+  bytes[at + 1] = length >>> 8;
+};
+const writeU32BE: WriteFixed = (bytes, at, length) => {
+  bytes[at] = length >>> 24;
+  bytes[at + 1] = length >>> 16;
+  bytes[at + 2] = length >>> 8;
+  bytes[at + 3] = length;
+};
+const writeU32LE: WriteFixed = (bytes, at, length) => {
+  bytes[at] = length;
+  bytes[at + 1] = length >>> 8;
+  bytes[at + 2] = length >>> 16;
+  bytes[at + 3] = length >>> 24;
 };
 
-const U16BE: LengthPrefixFormat = {
-  name: 'u16be',
-  width: 2,
-  fixedWidth: true,
-  limit: 0xffff,
-  widthOf: () => 2,
-  decode(bytes, pos, end, into) {
-    if (end - pos < 2) return NEED_MORE;
-    into.headerLength = 2;
-    return (bytes[pos] << 8) | bytes[pos + 1];
-  },
-  encode(bytes, at, length) {
-    bytes[at] = length >>> 8;
-    bytes[at + 1] = length;
-    return 2;
-  },
-};
+/** The prefix `name`: every length in `width` bytes, least significant first if `littleEndian` (ignored for 1 byte). */
+function fixedPrefix(name: Exclude<LengthPrefix, 'varint'>, width: 1 | 2 | 4, littleEndian: boolean): LengthPrefixFormat {
+  const read = width === 1 ? readU8 : width === 2 ? (littleEndian ? readU16LE : readU16BE) : littleEndian ? readU32LE : readU32BE;
+  const write = width === 1 ? writeU8 : width === 2 ? (littleEndian ? writeU16LE : writeU16BE) : littleEndian ? writeU32LE : writeU32BE;
+  return {
+    name,
+    width,
+    fixedWidth: true,
+    limit: 2 ** (8 * width) - 1,
+    widthOf: () => width,
+    decode(bytes, pos, end, into) {
+      if (end - pos < width) return NEED_MORE;
+      into.headerLength = width;
+      return read(bytes, pos);
+    },
+    encode(bytes, at, length) {
+      write(bytes, at, length);
+      return width;
+    },
+  };
+}
 
-const U16LE: LengthPrefixFormat = {
-  name: 'u16le',
-  width: 2,
-  fixedWidth: true,
-  limit: 0xffff,
-  widthOf: () => 2,
-  decode(bytes, pos, end, into) {
-    if (end - pos < 2) return NEED_MORE;
-    into.headerLength = 2;
-    return bytes[pos] | (bytes[pos + 1] << 8);
-  },
-  encode(bytes, at, length) {
-    bytes[at] = length;
-    bytes[at + 1] = length >>> 8;
-    return 2;
-  },
-};
-
-const U32BE: LengthPrefixFormat = {
-  name: 'u32be',
-  width: 4,
-  fixedWidth: true,
-  limit: 0xffffffff,
-  widthOf: () => 4,
-  decode(bytes, pos, end, into) {
-    if (end - pos < 4) return NEED_MORE;
-    into.headerLength = 4;
-    return ((bytes[pos] << 24) | (bytes[pos + 1] << 16) | (bytes[pos + 2] << 8) | bytes[pos + 3]) >>> 0;
-  },
-  encode(bytes, at, length) {
-    bytes[at] = length >>> 24;
-    bytes[at + 1] = length >>> 16;
-    bytes[at + 2] = length >>> 8;
-    bytes[at + 3] = length;
-    return 4;
-  },
-};
-
-const U32LE: LengthPrefixFormat = {
-  name: 'u32le',
-  width: 4,
-  fixedWidth: true,
-  limit: 0xffffffff,
-  widthOf: () => 4,
-  decode(bytes, pos, end, into) {
-    if (end - pos < 4) return NEED_MORE;
-    into.headerLength = 4;
-    return (bytes[pos] | (bytes[pos + 1] << 8) | (bytes[pos + 2] << 16) | (bytes[pos + 3] << 24)) >>> 0;
-  },
-  encode(bytes, at, length) {
-    bytes[at] = length;
-    bytes[at + 1] = length >>> 8;
-    bytes[at + 2] = length >>> 16;
-    bytes[at + 3] = length >>> 24;
-    return 4;
-  },
-};
+const U8 = fixedPrefix('u8', 1, false);
+const U16BE = fixedPrefix('u16be', 2, false);
+const U16LE = fixedPrefix('u16le', 2, true);
+const U32BE = fixedPrefix('u32be', 4, false);
+const U32LE = fixedPrefix('u32le', 4, true);
 
 const VARINT: LengthPrefixFormat = {
   name: 'varint',

@@ -429,16 +429,23 @@ export function empty(array: unknown[]): void {
   while (array.length > 0) array.pop();
 }
 
-/**
- * Releases one buffer; returns the first error to rethrow once every buffer
- * is released. A pool that was force-closed has freed the memory already
- * (ERR_IOBUF_POOL_CLOSED): nothing to give back, not an error here.
- */
+/** Releases one buffer; returns the first error to rethrow once every buffer is released (see firstReleaseError). */
 export function release(buffer: Buffer, pool: SharedReturn, first: unknown): unknown {
   try {
     pool.release(buffer);
   } catch (error) {
-    if (first === null && (error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') return error;
+    return firstReleaseError(error, first);
   }
   return first;
+}
+
+/**
+ * For a loop that releases everything it holds, each once, even after one
+ * throws: given the error a release threw and the first error kept so far
+ * (null for none), the first error to rethrow once the loop is done. A pool
+ * that was force-closed has freed the memory already (ERR_IOBUF_POOL_CLOSED):
+ * nothing to give back, not an error here.
+ */
+export function firstReleaseError(error: unknown, first: unknown): unknown {
+  return first === null && (error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED' ? error : first;
 }

@@ -28,6 +28,7 @@ import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
 import { IobufError, validateInteger, validateOneOf, validateOptions, invalidType } from '../errors';
 import { Gatherer } from './gatherer';
+import { firstReleaseError } from './segments';
 import type { BufferPool } from '../pool';
 
 export interface SocketWriterOptions {
@@ -411,16 +412,15 @@ export class SocketWriter extends EventEmitter {
 
 /**
  * Releases every resource (each once, even if one throws) and empties the
- * array. Returns the first error to rethrow; a pool closed with force has
- * freed the memory already (ERR_IOBUF_POOL_CLOSED), which is not one.
+ * array. Returns the first error to rethrow (see firstReleaseError), or null.
  */
-function releaseAll(resources: Releasable[]): Error | null {
-  let first: Error | null = null;
+function releaseAll(resources: Releasable[]): unknown {
+  let first: unknown = null;
   for (let i = 0; i < resources.length; i++) {
     try {
       resources[i].release();
     } catch (error) {
-      if (first === null && (error as { code?: string }).code !== 'ERR_IOBUF_POOL_CLOSED') first = error as Error;
+      first = firstReleaseError(error, first);
     }
   }
   while (resources.length > 0) resources.pop();
