@@ -7,7 +7,7 @@
 // (Sent on by reference with putShared: the fan-out tests in
 // frames.sharing.test.ts, whose small frames are such views.)
 import { describe, expect, it } from 'vitest';
-import { type Frame, FrameAssembler } from '../lib/index';
+import { type BufferPool, type Frame, FrameAssembler } from '../lib/index';
 import {
   KiB,
   MiB,
@@ -51,17 +51,28 @@ function pieceSizes(total: number, seed: number): number[] {
   return sizes;
 }
 
+/**
+ * A server whose FrameAssembler keeps every frame it gets, and a client that
+ * sent `payloads` (u32be frames); resolves once every frame has arrived.
+ */
+async function keepFrames(pool: BufferPool, payloads: Buffer[]) {
+  const frames: Frame[] = [];
+  let assembler!: FrameAssembler;
+  const { server, port } = await listen((socket) => {
+    assembler = new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
+  });
+  const client = await connect(port);
+  client.on('error', () => {});
+  client.write(encodeStream('u32be', payloads));
+  await until(() => frames.length === payloads.length, 'every frame');
+  return { frames, assembler, client, server };
+}
+
 describe('frames that are views of the read buffer', () => {
   it('are views of pooled memory: no frame buffer is acquired for a payload that arrived whole', async () => {
     const pool = pools({ maxMemory: 16 * MiB });
     const payloads = smallPayloads(40, 1);
-    const frames: Frame[] = [];
-    const { server, port } = await listen((socket) => {
-      new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
-    });
-    const client = await connect(port);
-    client.write(encodeStream('u32be', payloads));
-    await until(() => frames.length === payloads.length, 'every frame');
+    const { frames, client, server } = await keepFrames(pool, payloads);
     // One read buffer holds all 40 frames, and the next read goes to a second one
     // (the first is kept for the frames): two slots out, not 41.
     expect(pool.stats().inUse).toBe(2);
@@ -156,15 +167,7 @@ describe('frames that are views of the read buffer', () => {
   it('destroy() with frames out: the read buffer stays theirs and goes back with the last one', async () => {
     const pool = pools({ maxMemory: 16 * MiB });
     const payloads = smallPayloads(10, 5);
-    const frames: Frame[] = [];
-    let assembler!: FrameAssembler;
-    const { server, port } = await listen((socket) => {
-      assembler = new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
-    });
-    const client = await connect(port);
-    client.on('error', () => {});
-    client.write(encodeStream('u32be', payloads));
-    await until(() => frames.length === payloads.length, 'every frame');
+    const { frames, assembler, server } = await keepFrames(pool, payloads);
     assembler.destroy();
     await closeOf(assembler);
     expect(pool.stats().inUse).toBe(1);
@@ -182,14 +185,7 @@ describe('frames that are views of the read buffer', () => {
   it('in a strict pool, every view is detached when the read buffer goes back (after the last frame)', async () => {
     const pool = pools({ maxMemory: 16 * MiB, strict: true });
     const payloads = smallPayloads(3, 6);
-    const frames: Frame[] = [];
-    let assembler!: FrameAssembler;
-    const { server, port } = await listen((socket) => {
-      assembler = new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
-    });
-    const client = await connect(port);
-    client.write(encodeStream('u32be', payloads));
-    await until(() => frames.length === 3, 'every frame');
+    const { frames, assembler, client, server } = await keepFrames(pool, payloads);
     const [a, b, c] = frames;
     client.destroy();
     await closeOf(assembler); // the read buffer the next read would have used is back
@@ -207,15 +203,7 @@ describe('frames that are views of the read buffer', () => {
     const pool = pools({ maxMemory: 16 * MiB });
     // 20 small frames (views of the read buffer) and 3 of 1 KiB (copied into buffers of their own).
     const payloads = [...smallPayloads(20, 8), ...makePayloads(3, () => KiB)];
-    const frames: Frame[] = [];
-    let assembler!: FrameAssembler;
-    const { server, port } = await listen((socket) => {
-      assembler = new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
-    });
-    const client = await connect(port);
-    client.on('error', () => {});
-    client.write(encodeStream('u32be', payloads));
-    await until(() => frames.length === payloads.length, 'every frame');
+    const { frames, assembler, server } = await keepFrames(pool, payloads);
     expect(assembler.stats().heldBytes).toBeGreaterThanOrEqual(payloads.reduce((sum, payload) => sum + payload.length, 0));
     await pool.close({ force: true });
     await closeOf(assembler);
