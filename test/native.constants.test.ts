@@ -1,8 +1,8 @@
 // The numbers and names lib/ and native/ both know, written once on each side:
 // the iovec entry layout (lib/iovec/entries.ts, native/iovec.h), the pool's
-// shared-block layout (lib/pool/shared.ts, native/pool.h) and the error codes
-// (lib/errors.ts and docs/api.md, native/*.cc). The addon reports its layouts;
-// the codes are read from native/'s text.
+// shared-block layout (lib/pool/shared.ts and lib/portable.ts, native/pool.h)
+// and the error codes (lib/errors.ts and docs/api.md, native/*.cc). The addon
+// reports its layouts; what it does not report is read from native/'s text.
 // A change on one side only fails here, not as corrupted memory or as a code
 // no list or document names.
 import { readFileSync, readdirSync } from 'node:fs';
@@ -12,6 +12,7 @@ import { native } from '../lib/binding';
 import { IOBUF_ERROR_CODES } from '../lib/errors';
 import { BOUNDS_HEADER_BYTES, IOVEC_ENTRY_BYTES, MAX_IOVEC_CAPACITY, Op } from '../lib/iovec/entries';
 import { LAYOUT_VERSION, MAGIC, MAX_CLASS_ROWS, MAX_THREADS, RING, layout } from '../lib/pool/shared';
+import { MAX_CLASS_ROWS as PORTABLE_MAX_CLASS_ROWS, MIN_CLASS_ROWS as PORTABLE_MIN_CLASS_ROWS, portableBinding } from '../lib/portable';
 
 const root = path.join(__dirname, '..');
 const read = (file: string) => readFileSync(path.join(root, file), 'utf8');
@@ -51,6 +52,64 @@ function errorsSection(): string {
   return docs.slice(start, end < 0 ? undefined : end);
 }
 
+/**
+ * native/pool.h's `constexpr int… kName = expression;` values and `enum Word`'s
+ * members, by name. The expressions are integers, names defined above them,
+ * `+ - * <<` and parentheses.
+ */
+function poolHeader(): { constants: Map<string, number>; words: Map<string, number> } {
+  const text = read('native/pool.h');
+  const constants = new Map<string, number>();
+  for (const [, name, expression] of text.matchAll(/^constexpr int(?:32_t)? (k\w+) = ([^;]+);/gm)) {
+    constants.set(name, evaluate(expression, constants));
+  }
+  const body = /^enum Word : int \{([^}]*)\}/m.exec(text)?.[1] ?? '';
+  const words = new Map<string, number>();
+  for (const [, name, value] of body.matchAll(/(k\w+) = (\d+),/g)) words.set(name, Number(value));
+  return { constants, words };
+}
+
+function evaluate(expression: string, names: Map<string, number>): number {
+  const tokens = expression.match(/0x[\da-fA-F]+|\d+|k\w+|<<|[-+*()]|\S/g) ?? [];
+  let at = 0;
+  const atom = (): number => {
+    const token = tokens[at++];
+    if (token === '(') {
+      const value = shift();
+      if (tokens[at++] !== ')') throw new Error(`pool.h: expected ) in ${expression}`);
+      return value;
+    }
+    if (/^(0x[\da-fA-F]+|\d+)$/.test(token)) return Number(token);
+    const value = names.get(token);
+    if (value === undefined) throw new Error(`pool.h: cannot evaluate ${token} in ${expression}`);
+    return value;
+  };
+  const product = (): number => {
+    let value = atom();
+    while (tokens[at] === '*') {
+      at++;
+      value *= atom();
+    }
+    return value;
+  };
+  const sum = (): number => {
+    let value = product();
+    while (tokens[at] === '+' || tokens[at] === '-') value = tokens[at++] === '+' ? value + product() : value - product();
+    return value;
+  };
+  const shift = (): number => {
+    let value = sum();
+    while (tokens[at] === '<<') {
+      at++;
+      value *= 2 ** sum();
+    }
+    return value;
+  };
+  const value = shift();
+  if (at !== tokens.length) throw new Error(`pool.h: cannot evaluate ${expression}`);
+  return value;
+}
+
 describe('constants mirrored between lib/ and native/', () => {
   it('the iovec entry layout: entry size, bounds header, largest capacity and the operation numbers', () => {
     expect(native.iovecLayout).toEqual({
@@ -76,6 +135,48 @@ describe('constants mirrored between lib/ and native/', () => {
     expect(layout.ring).toBe(RING);
     expect(layout.maxThreads).toBe(MAX_THREADS);
     expect(MAX_CLASS_ROWS).toBe(65);
+  });
+
+  it("lib/portable.ts's copy of the shared block's layout (it cannot import lib/pool/shared.ts: an import cycle)", () => {
+    expect(portableBinding('a test').poolLayout).toEqual(layout);
+    expect(portableBinding('a test').poolLayout).toEqual(native.poolLayout);
+  });
+
+  it('native/pool.h as text: its constants and control words, including those the addon does not report', () => {
+    const { constants, words } = poolHeader();
+    // Found at all (a changed declaration style would otherwise check nothing).
+    expect(constants.size).toBeGreaterThanOrEqual(10);
+    expect(words.size).toBe(12);
+    expect({
+      magic: constants.get('kMagic'),
+      version: constants.get('kVersion'),
+      controlWords: constants.get('kControlWords'),
+      ring: constants.get('kRing'),
+      maxThreads: constants.get('kMaxThreads'),
+      regionStates: constants.get('kRegionStates'),
+      classFields: constants.get('kClassFields'),
+      threadFields: constants.get('kThreadFields'),
+    }).toEqual({
+      magic: layout.magic,
+      version: layout.version,
+      controlWords: layout.controlWords,
+      ring: layout.ring,
+      maxThreads: layout.maxThreads,
+      regionStates: layout.regionStates,
+      classFields: layout.classFields,
+      threadFields: layout.threadFields,
+    });
+    // Not in the addon's poolLayout: the class rows a block may have.
+    expect(constants.get('kMinClassRows')).toBe(PORTABLE_MIN_CLASS_ROWS);
+    expect(constants.get('kMaxClassRows')).toBe(PORTABLE_MAX_CLASS_ROWS);
+    expect(constants.get('kMaxClassRows')).toBe(MAX_CLASS_ROWS);
+    // enum Word: kClosed → closed, …; the magic and version words are 0 and 1.
+    const named = new Map([...words].map(([name, value]) => [name[1].toLowerCase() + name.slice(2), value]));
+    expect(named.get('magicWord')).toBe(0);
+    expect(named.get('versionWord')).toBe(1);
+    named.delete('magicWord');
+    named.delete('versionWord');
+    expect(Object.fromEntries(named)).toEqual(layout.words);
   });
 });
 
