@@ -2,33 +2,41 @@
 // Argument errors are TypeError/RangeError with Node's own codes and a message
 // of the form "Expected X for Y but received Z".
 
-/** Every `code` iobuf itself defines. OS failures use the errno name ("ENOMEM"). */
-export type IobufErrorCode =
-  | 'ERR_IOBUF_DOUBLE_FREE'
-  | 'ERR_IOBUF_FOREIGN_BUFFER'
-  | 'ERR_IOBUF_DETACHED'
-  | 'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE'
-  | 'ERR_IOBUF_UNSUPPORTED'
-  | 'ERR_IOBUF_POOL_CLOSED'
-  | 'ERR_IOBUF_BUDGET_TIMEOUT'
-  | 'ERR_IOBUF_CLOSE_TIMEOUT'
-  | 'ERR_IOBUF_DOUBLE_RELEASE'
-  | 'ERR_IOBUF_RELEASED'
-  | 'ERR_IOBUF_WOULD_DEADLOCK'
-  | 'ERR_IOBUF_IOVEC_INVALID'
-  | 'ERR_IOBUF_IOVEC_CLOSED'
-  | 'ERR_IOBUF_IOVEC_FULL'
-  | 'ERR_IOBUF_IOVEC_BUSY'
-  | 'ERR_IOBUF_FRAME_TOO_LARGE'
-  | 'ERR_IOBUF_FRAME_TRUNCATED'
-  | 'ERR_IOBUF_FRAME_INVALID'
-  | 'ERR_IOBUF_GATHERER_BUSY'
-  | 'ERR_IOBUF_GATHERER_SPENT'
-  | 'ERR_IOBUF_SOCKET_CLOSED'
-  | 'ERR_IOBUF_BUDGET_EXHAUSTED'
-  | 'ERR_IOBUF_WRITER_CLOSED'
-  | 'ERR_IOBUF_URING_UNAVAILABLE'
-  | 'ERR_IOBUF_URING_CLOSED';
+/**
+ * Every `code` iobuf itself defines (docs/api.md "Errors" lists each; test/native.constants.test.ts
+ * checks that the native addon throws no other). OS failures use the errno name ("ENOMEM").
+ */
+export const IOBUF_ERROR_CODES = [
+  'ERR_IOBUF_DOUBLE_FREE',
+  'ERR_IOBUF_FOREIGN_BUFFER',
+  'ERR_IOBUF_DETACHED',
+  'ERR_IOBUF_HUGE_PAGES_UNAVAILABLE',
+  'ERR_IOBUF_UNSUPPORTED',
+  'ERR_IOBUF_POOL_CLOSED',
+  'ERR_IOBUF_BUDGET_TIMEOUT',
+  'ERR_IOBUF_CLOSE_TIMEOUT',
+  'ERR_IOBUF_DOUBLE_RELEASE',
+  'ERR_IOBUF_RELEASED',
+  'ERR_IOBUF_WOULD_DEADLOCK',
+  'ERR_IOBUF_IOVEC_INVALID',
+  'ERR_IOBUF_IOVEC_CLOSED',
+  'ERR_IOBUF_IOVEC_FULL',
+  'ERR_IOBUF_IOVEC_BUSY',
+  'ERR_IOBUF_FRAME_TOO_LARGE',
+  'ERR_IOBUF_FRAME_TRUNCATED',
+  'ERR_IOBUF_FRAME_INVALID',
+  'ERR_IOBUF_GATHERER_BUSY',
+  'ERR_IOBUF_GATHERER_SPENT',
+  'ERR_IOBUF_SOCKET_CLOSED',
+  'ERR_IOBUF_BUDGET_EXHAUSTED',
+  'ERR_IOBUF_WRITER_CLOSED',
+  'ERR_IOBUF_INTERNAL',
+  'ERR_IOBUF_URING_UNAVAILABLE',
+  'ERR_IOBUF_URING_CLOSED',
+] as const;
+
+/** One of IOBUF_ERROR_CODES. */
+export type IobufErrorCode = (typeof IOBUF_ERROR_CODES)[number];
 
 export class IobufError extends Error {
   /** Stable identifier: an `ERR_IOBUF_*` code, or an errno name such as `ENOMEM`. */

@@ -24,6 +24,7 @@ import { getSystemErrorName } from 'node:util';
 import { isMainThread } from 'node:worker_threads';
 import type { NativeBinding } from './native-api';
 import { IobufError, codedError } from './errors';
+import { IOVEC_ENTRY_BYTES } from './iovec/entries';
 
 /** What portable mode reports for the sizes the native addon reads from the system. */
 export const PORTABLE_PAGE_SIZE = 4096;
@@ -33,7 +34,9 @@ export const PORTABLE_CACHE_LINE_SIZE = 64;
 const ADDRESS_STEP = 2 ** 30;
 const ADDRESS_SLOTS = 2 ** 22; // ADDRESS_STEP * ADDRESS_SLOTS = 2^52 < Number.MAX_SAFE_INTEGER
 
-// native/pool.h, mirrored (lib/pool-shared.ts mirrors it too; the layout test checks both).
+// native/pool.h, mirrored. lib/pool/shared.ts mirrors it too, but cannot be
+// imported here: it imports lib/binding.ts, which imports this file.
+// test/native.constants.test.ts checks both against the addon and native/pool.h.
 const MAGIC = 0x696f6266;
 const VERSION = 2;
 const CONTROL_WORDS = 16;
@@ -42,8 +45,8 @@ const MAX_THREADS = 64;
 const REGION_STATES = CONTROL_WORDS + RING;
 const CLASS_FIELDS = 8;
 const THREAD_FIELDS = 5 + 512;
-const MIN_CLASS_ROWS = 2;
-const MAX_CLASS_ROWS = 65;
+export const MIN_CLASS_ROWS = 2;
+export const MAX_CLASS_ROWS = 65;
 const STATS_OFFSET = (CONTROL_WORDS + RING + MAX_THREADS) * 4;
 const W = {
   magic: 0,
@@ -426,7 +429,7 @@ export function portableBinding(why: string): NativeBinding {
     ...pool,
 
     iovMax: 1024,
-    iovecEntryBytes: 16,
+    iovecEntryBytes: IOVEC_ENTRY_BYTES,
     // No iovec arrays in portable mode; test/native.constants.test.ts checks the addon's layout.
     iovecLayout: {},
     iovecCreate: thrower('IoVecArray', IOVEC),

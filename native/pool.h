@@ -1,6 +1,7 @@
 // The pool part's shared block: the layout every thread sharing a BufferPool
-// reads and writes, mirrored by lib/pool/shared.ts (test/pool.layout.test.ts
-// checks the two agree through the constants InitPool exports).
+// reads and writes, mirrored by lib/pool/shared.ts and lib/portable.ts
+// (test/native.constants.test.ts checks they agree, through the constants
+// InitPool exports and this file's text).
 //
 // One SharedArrayBuffer, made by the owning thread's `new BufferPool`:
 //
