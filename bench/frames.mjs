@@ -15,9 +15,10 @@
 //   push:    the same mix (and 41-byte frames, its mean size) given to push()
 //            in process: CPU per frame without the socket, so the assembler's
 //            per-frame work and the decoder call show apart from syscalls.
-//   copy:    the payload copy of the receive path (lib/frames.ts
-//            copyPayload: a JS loop up to 32 bytes, the addon's copyBytes
-//            above) from a read buffer into a pooled frame, beside
+//   copy:    the payload copy of the receive path (lib/frames/parser.ts
+//            copyPayload: a JS loop up to 32 bytes, above it Buffer#copy
+//            from Node 22 on, else the addon's copyBytes) from a read
+//            buffer into a pooled frame, beside
 //            Buffer#copy and Uint8Array#set, with C memcpy of the same sizes
 //            as the floor (bench/floor.c).
 //   rpc:     examples/rpc-server.ts vs examples/rpc-server-plain.ts under the
@@ -370,22 +371,8 @@ const pushTable = {
 // The payload copy: memcpy-bound, with the C floor
 // ---------------------------------------------------------------------------
 
-/**
- * lib/frames.ts copyPayload, as the receive path runs it (the module keeps it
- * private): a JS loop up to SMALL_COPY bytes, above that the addon's
- * copyBytes (memmove behind one Node-API call, no allocation).
- */
-const SMALL_COPY = 32;
-function framesCopy() {
-  const { copyBytes } = createRequire(import.meta.url)(path.join(DIST, 'binding.js')).native;
-  return (src, from, target, at, length) => {
-    if (length <= SMALL_COPY) {
-      for (let i = 0; i < length; i++) target[at + i] = src[from + i];
-    } else {
-      copyBytes(src, target, at, from, from + length);
-    }
-  };
-}
+/** lib/frames/parser.ts copyPayload, the receive path's own (exported for this bench). */
+const framesCopy = () => createRequire(import.meta.url)(path.join(DIST, 'frames', 'parser.js')).copyPayload;
 
 const COPIES = {
   framesCopy: () => {
