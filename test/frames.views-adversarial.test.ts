@@ -298,51 +298,59 @@ describe('views sent by reference', () => {
     await closeServer(server);
   });
 
-  it('pool.close({ force }) with a view lent to a write libuv has, another handed out and the rest queued for for-await', async () => {
-    const pool = pools({ maxMemory: 16 * MiB });
-    const writePool = pools({ maxMemory: 16 * MiB });
-    const out = await stalledPair();
-    let assembler!: FrameAssembler;
-    const { server, port } = await listen((socket) => {
-      assembler = new FrameAssembler({ pool, readBufferSize: 4 * KiB }).attach(socket);
-    });
-    const client = await connect(port);
-    const payloads = makePayloads(30, (i) => 50 + i);
-    client.write(encodeStream('u32be', payloads));
-    await until(() => assembler !== undefined && assembler.stats().frames === payloads.length, 'every frame');
-    const frames = assembler[Symbol.asyncIterator]();
-    const first = (await frames.next()).value as Frame;
-    const second = (await frames.next()).value as Frame;
-    const gatherer = new Gatherer({ pool: writePool });
-    gatherer.putShared(first.retain());
-    const write = gatherer.writeTo(out.sender).then(
-      () => 'done',
-      (error) => String(error.code),
-    );
-    first.release();
+  const forceCases = [
+    { name: 'plain pool', options: {} },
+    { name: 'strict pool, every buffer leak-tracked', options: { strict: true, leakDetection: 'full' as const } },
+  ];
+  for (const { name, options } of forceCases) {
+    it(`pool.close({ force }) with a view lent to a write libuv has, another handed out and the rest queued for for-await (${name})`, async () => {
+      const pool = pools({ maxMemory: 16 * MiB, ...options });
+      const writePool = pools({ maxMemory: 16 * MiB });
+      const out = await stalledPair();
+      let assembler!: FrameAssembler;
+      const { server, port } = await listen((socket) => {
+        assembler = new FrameAssembler({ pool, readBufferSize: 4 * KiB }).attach(socket);
+      });
+      const client = await connect(port);
+      const payloads = makePayloads(30, (i) => 50 + i);
+      client.write(encodeStream('u32be', payloads));
+      await until(() => assembler !== undefined && assembler.stats().frames === payloads.length, 'every frame');
+      const frames = assembler[Symbol.asyncIterator]();
+      const first = (await frames.next()).value as Frame;
+      const second = (await frames.next()).value as Frame;
+      const gatherer = new Gatherer({ pool: writePool });
+      gatherer.putShared(first.retain());
+      const write = gatherer.writeTo(out.sender).then(
+        () => 'done',
+        (error) => String(error.code),
+      );
+      first.release();
 
-    let closed = false;
-    const closing = pool.close({ force: true }).then(() => {
-      closed = true;
-    });
-    await closeOf(assembler);
-    expect((assembler.error as { code?: string } | null)?.code).toBe('ERR_IOBUF_POOL_CLOSED');
-    await expect(frames.next()).rejects.toMatchObject({ code: 'ERR_IOBUF_POOL_CLOSED' });
-    expect(codeOf(() => second.release())).toBe('none');
-    expect(codeOf(() => first.release())).toBe('none');
-    await sleep(20);
-    expect(closed).toBe(false); // the slab libuv sends from stays mapped
+      let closed = false;
+      const closing = pool.close({ force: true }).then(() => {
+        closed = true;
+      });
+      await closeOf(assembler);
+      expect((assembler.error as { code?: string } | null)?.code).toBe('ERR_IOBUF_POOL_CLOSED');
+      await expect(frames.next()).rejects.toMatchObject({ code: 'ERR_IOBUF_POOL_CLOSED' });
+      expect(codeOf(() => second.release())).toBe('none');
+      expect(codeOf(() => first.release())).toBe('none');
+      await sleep(20);
+      expect(closed).toBe(false); // the slab libuv sends from stays mapped
 
-    const arrived = out.drain();
-    expect(await write).toBe('done');
-    out.sender.end();
-    expect((await arrived).equals(payloads[0])).toBe(true);
-    await closing;
-    expect(assembler.stats().heldBytes).toBe(0);
-    client.destroy();
-    await out.close();
-    await closeServer(server);
-  });
+      const arrived = out.drain();
+      expect(await write).toBe('done');
+      out.sender.end();
+      expect((await arrived).equals(payloads[0])).toBe(true);
+      await closing;
+      // The slab libuv sent from is unmapped now: every view of it reads as empty.
+      expect([first.data.byteLength, second.data.byteLength]).toEqual([0, 0]);
+      expect(assembler.stats().heldBytes).toBe(0);
+      client.destroy();
+      await out.close();
+      await closeServer(server);
+    });
+  }
 
   it('destroy() while a view is lent to a write: the write completes with its bytes, the read buffer goes back after it', async () => {
     const pool = pools({ maxMemory: 16 * MiB });
@@ -603,6 +611,12 @@ describe('pool.close({ force }) in a strict pool whose buffers are leak-tracked'
     expect(assembler.stats().heldBytes).toBe(0);
     client.destroy();
     await closeServer(server);
+  });
+  it("the default leakDetection ('sample') tracks 1 acquire in 256: a forced close detaches those too", async () => {
+    const pool = pools({ maxMemory: 16 * MiB, strict: true });
+    const buffers = Array.from({ length: 600 }, () => pool.tryAcquire(4 * KiB)!);
+    await pool.close({ force: true });
+    expect(buffers.filter((buffer) => buffer.byteLength !== 0).length).toBe(0);
   });
 });
 
