@@ -31,9 +31,9 @@ const pools = usePools();
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Waits, turn by turn (socket I/O runs between turns), until `condition` holds; fails after 10 s. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
+/** Waits, turn by turn (socket I/O runs between turns), until `condition` holds; fails after `ms`. */
+async function until(condition: () => boolean, what: string, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setImmediate(resolve));
@@ -586,6 +586,43 @@ describe("a frame's data where a pooled Buffer is expected", () => {
   });
 });
 
+describe('pool.close() without force while the assembler reads', () => {
+  // Every frame but an empty one is in pooled memory, so a frame after close() reports
+  // ERR_IOBUF_POOL_CLOSED (docs/api.md Errors: "a frame needed memory after any close"),
+  // and the connection ends, giving the read buffer back to the closing pool. A view must
+  // not go on reading into the pooled read buffer the pool is waiting for.
+  for (const size of [100, 600]) {
+    it(`the first frame of ${size} B after close() ends the assembler with ERR_IOBUF_POOL_CLOSED; close() resolves once the consumer's frames are back`, async () => {
+      const pool = pools({ maxMemory: 16 * MiB });
+      const frames: Frame[] = [];
+      let assembler!: FrameAssembler;
+      const { server, port } = await listen((socket) => {
+        assembler = new FrameAssembler({ pool, onFrame: (frame) => frames.push(frame) }).attach(socket);
+      });
+      const client = await connect(port);
+      client.on('error', () => {});
+      client.write(encodeStream('u32be', [Buffer.alloc(size, 1)]));
+      await until(() => frames.length === 1, 'the first frame');
+      let closed = false;
+      const closing = pool.close().then(() => {
+        closed = true;
+      });
+      client.write(encodeStream('u32be', [Buffer.alloc(size, 2), Buffer.alloc(size, 3)]));
+      await until(() => assembler.closed, 'the assembler to end', 2000);
+      expect((assembler.error as { code?: string } | null)?.code).toBe('ERR_IOBUF_POOL_CLOSED');
+      expect(frames.length).toBe(1);
+      expect(frames[0].data.equals(Buffer.alloc(size, 1))).toBe(true);
+      await sleep(10);
+      expect(closed).toBe(false); // the consumer's frame is still out
+      frames[0].release();
+      await closing;
+      expect(assembler.stats().heldBytes).toBe(0);
+      client.destroy();
+      await closeServer(server);
+    });
+  }
+});
+
 describe('pool.close({ force }) in a strict pool whose buffers are leak-tracked', () => {
   // leakDetection 'sample' (the default) tracks one acquire in 256, 'full' every one: a
   // tracked buffer is held by the pool only through a WeakRef (slot.view is null).
@@ -680,6 +717,71 @@ describe('read buffers from the heap (the pool has no memory for one)', () => {
     expect(assembler.stats().heldBytes).toBe(0);
     await closeServer(server);
   });
+});
+
+describe('errors and waits around views', () => {
+  it('an error after views and a copy in the same read: pool.stats().inUse is exactly what the consumer holds', async () => {
+    const pool = pools({ maxMemory: 16 * MiB });
+    const frames: Frame[] = [];
+    let assembler!: FrameAssembler;
+    const { server, port } = await listen((socket) => {
+      assembler = new FrameAssembler({
+        pool,
+        maxFrameSize: 1 * MiB,
+        readBufferSize: 4 * KiB,
+        onFrame: (frame) => frames.push(frame),
+      }).attach(socket);
+    });
+    const client = await connect(port);
+    client.on('error', () => {});
+    const payloads = [...makePayloads(3, (i) => 100 + i), Buffer.alloc(1000, 1)];
+    const tooLarge = Buffer.alloc(4);
+    tooLarge.writeUInt32BE(2 * MiB);
+    client.write(Buffer.concat([encodeStream('u32be', payloads), tooLarge]));
+    await closeOf(assembler);
+    expect((assembler.error as { code?: string } | null)?.code).toBe('ERR_IOBUF_FRAME_TOO_LARGE');
+    expect(frames.length).toBe(payloads.length);
+    for (const [i, frame] of frames.entries()) expect(frame.data.equals(payloads[i])).toBe(true);
+    expect(pool.stats().inUse).toBe(2); // the read buffer of the three views, and the copy
+    expect(assembler.stats().heldBytes).toBe(4 * KiB + 1000);
+    for (const frame of frames) frame.release();
+    expect(pool.stats().inUse).toBe(0);
+    expect(assembler.stats().heldBytes).toBe(0);
+    await closeServer(server);
+  });
+
+  for (const free of [0, 1]) {
+    it(`a frame waiting for memory between views, the next read in the spare buffer (${free === 0 ? 'heap' : 'pooled'} read buffer)`, async () => {
+      const pool = pools({ maxMemory: 1 * MiB, sizeClasses: [4 * KiB] });
+      const taken = exhaust(pool, 4 * KiB);
+      for (let i = 0; i < free; i++) pool.release(taken.pop()!);
+      const frames: Frame[] = [];
+      let assembler!: FrameAssembler;
+      const { server, port } = await listen((socket) => {
+        assembler = new FrameAssembler({ pool, readBufferSize: 4 * KiB, onFrame: (frame) => frames.push(frame) }).attach(socket);
+      });
+      const client = await connect(port);
+      // One read: a 3000 B frame (no memory for it: it waits) and five views after it; then a second read.
+      const first = [Buffer.alloc(3000, 0xaa), ...makePayloads(5, (i) => 100 + i)];
+      const second = makePayloads(8, (i) => 200 + i);
+      client.write(encodeStream('u32be', first));
+      await until(() => assembler !== undefined && assembler.stats().pauses > 0, 'the wait for memory');
+      client.write(encodeStream('u32be', second));
+      await sleep(20);
+      expect(frames.length).toBe(0);
+      pool.release(taken.pop()!);
+      await until(() => frames.length === first.length + second.length, 'every frame');
+      const all = [...first, ...second];
+      for (const [i, frame] of frames.entries()) expect(frame.data.equals(all[i])).toBe(true);
+      for (const frame of frames) frame.release();
+      for (const buffer of taken) pool.release(buffer);
+      client.destroy();
+      await closeOf(assembler);
+      expect(pool.stats().inUse).toBe(0);
+      expect(assembler.stats().heldBytes).toBe(0);
+      await closeServer(server);
+    });
+  }
 });
 
 describe('for await', () => {

@@ -264,7 +264,7 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
     if (block.pooled) this.releaseQuietly(block.buffer);
   }
 
-  /** A read buffer from the pool; from the heap when the pool has none (or is closed: the first frame reports that). */
+  /** A read buffer from the pool; from the heap when the pool has none (or is closed: the first frame reports that, see parseBlock). */
   private takeReadBlock(): ReadBlock {
     let buffer: Buffer | null = null;
     try {
@@ -294,9 +294,14 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
     if (this.paused || this.needDrain) this.maybeResume();
   }
 
-  /** Parses block.buffer[from, to); payloads that lie whole in it become views of it. */
+  /**
+   * Parses block.buffer[from, to); payloads that lie whole in it become views
+   * of it. Not once the pool is closing: a frame then needs memory of its own,
+   * and the first one ends the assembler with ERR_IOBUF_POOL_CLOSED (its read
+   * buffer goes back to the pool, which waits for it), as a copied one does.
+   */
   private parseBlock(block: ReadBlock, from: number, to: number): number {
-    this.readBlock = block;
+    this.readBlock = this.pool.closing ? null : block;
     try {
       return this.parse(block.buffer, from, to);
     } finally {
