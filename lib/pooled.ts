@@ -47,6 +47,8 @@ export interface PooledSlot {
   /** The Buffer now out; null when free, and while a leak-tracked Buffer is out (held weakly in `tracked`). */
   owner: Buffer | null;
   tracked: WeakRef<Buffer> | null;
+  /** Loans of this slot's memory now (lib/lending.ts): while any, the kernel or libuv may use it. */
+  readonly loans: number;
 }
 
 /** A view the pool handed out. */
@@ -81,6 +83,12 @@ export function slotOfView(view: ArrayBufferView): PooledSlot | null {
   const slab = slabOfMemory.get(arrayBuffer);
   if (slab === undefined) return null;
   return slab.slots[Math.min(slab.slots.length - 1, Math.floor(view.byteOffset / slab.stride))];
+}
+
+/** Loans of the memory of the slot `view` lies in, now; 0 for memory no pool lends (the heap). */
+export function loansOf(view: ArrayBufferView): number {
+  const slot = slotOfView(view);
+  return slot === null ? 0 : slot.loans;
 }
 
 /**

@@ -52,6 +52,7 @@
 import type net from 'node:net';
 import { codedError, invalidType, validateInteger } from '../errors';
 import { type Borrower, type Loan, UNLENT, lend } from '../lending';
+import { loansOf } from '../pooled';
 import { frameError } from './frame';
 import { FrameInput } from './input';
 import { type FrameAssemblerOptions, KiB, MiB } from './parser';
@@ -230,18 +231,40 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
   }
 
   /**
-   * `block` when the next read may land in it; else (frames that are views of
-   * it are out) it is retired and a new block is taken.
+   * `block` when the next read may land in it; else it is retired (frames
+   * that are views of it are out) or given back (see reusable), and a new
+   * block is taken.
    */
   private readable(block: ReadBlock | null): ReadBlock {
     if (block !== null) {
-      if (block.frames === 0) return block;
-      this.retire(block);
+      if (block.frames === 0 && this.reusable(block)) return block;
+      if (block.frames > 0) this.retire(block);
+      else this.giveBack(block);
     }
     return this.takeReadBlock();
   }
 
-  /** A read buffer from the pool; from the heap when the pool has none (or is closed: the first frame reports that). */
+  /**
+   * Whether a read may land in `block`, whose frames are all released. Not
+   * while a released frame's data is still lent (put in a write libuv has not
+   * finished): the pool keeps lent memory from reuse, and so must the
+   * assembler. Heap memory cannot tell (nobody lends it), and in a strict pool
+   * a released view must read as empty before its memory is reused: such a
+   * block that handed out views goes back instead (detached, in a strict pool).
+   */
+  private reusable(block: ReadBlock): boolean {
+    if (!block.viewed) return true;
+    if (!block.pooled || this.pool.strict) return false;
+    return loansOf(block.buffer) <= 1; // the socket's own loan
+  }
+
+  /** A block no frame is out of goes back to the pool (the pool keeps it until any other loan of it is repaid). */
+  private giveBack(block: ReadBlock): void {
+    block.loan.repay();
+    if (block.pooled) this.releaseQuietly(block.buffer);
+  }
+
+  /** A read buffer from the pool; from the heap when the pool has none (or is closed: the first frame reports that, see parseBlock). */
   private takeReadBlock(): ReadBlock {
     let buffer: Buffer | null = null;
     try {
@@ -271,9 +294,14 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
     if (this.paused || this.needDrain) this.maybeResume();
   }
 
-  /** Parses block.buffer[from, to); payloads that lie whole in it become views of it. */
+  /**
+   * Parses block.buffer[from, to); payloads that lie whole in it become views
+   * of it. Not once the pool is closing: a frame then needs memory of its own,
+   * and the first one ends the assembler with ERR_IOBUF_POOL_CLOSED (its read
+   * buffer goes back to the pool, which waits for it), as a copied one does.
+   */
   private parseBlock(block: ReadBlock, from: number, to: number): number {
-    this.readBlock = block;
+    this.readBlock = this.pool.closing ? null : block;
     try {
       return this.parse(block.buffer, from, to);
     } finally {
@@ -404,10 +432,7 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
       if (block === null) continue;
       if (block.frames > 0)
         this.retire(block); // frames out keep it until their release
-      else {
-        block.loan.repay();
-        if (block.pooled) this.releaseQuietly(block.buffer);
-      }
+      else this.giveBack(block);
     }
     this.staging = null;
     this.spare = null;

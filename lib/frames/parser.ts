@@ -280,6 +280,7 @@ export abstract class FrameParser extends EventEmitter implements AsyncIterable<
             const view = new NodeBuffer(block.arrayBuffer, block.byteOffset + pos, length);
             block.frames++;
             block.frameBytes += length;
+            block.viewed = true;
             pos += length;
             this.counters.heldBytes += length;
             this.deliver(new Frame(view, this.headerTag, block));

@@ -9,6 +9,14 @@
 // and reads into a fresh one. A retired block goes back to the pool when its
 // last frame is released.
 //
+// A block whose frames were all released is read into again only when nothing
+// else may still use its memory: a released frame's data can be in a pending
+// write (lent to libuv, lib/lending.ts), which the pool's loan count tells for
+// pooled memory; heap memory nobody lends cannot tell, and a strict pool must
+// detach a released view before its memory is reused. Such a block goes back
+// (detached, in a strict pool; at the loan's end, when lent) and a fresh one
+// is read into.
+//
 // Accounting (FrameAssembler stats().heldBytes, which drives backpressure): a
 // frame counts its payload bytes while its block is still read into; a
 // retired block with frames out counts all of its bytes, since all of them
@@ -31,6 +39,8 @@ export class ReadBlock implements SharedReturn {
   frameBytes = 0;
   /** Not read into any more: the buffer goes back when the last frame is released. */
   retired = false;
+  /** A frame went out as a view of it (released or not): see FrameAssembler's reusable(). */
+  viewed = false;
   /** Bytes added to heldBytes at retirement (the buffer's bytes that its frames did not count). */
   pinnedBytes = 0;
 

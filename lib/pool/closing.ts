@@ -8,7 +8,7 @@ import { native } from '../binding';
 import { IobufError, validateBoolean, validateInteger, validateOptions } from '../errors';
 import type { LeakTracker } from './leaks';
 import type { SharedState } from './shared';
-import type { SizeClass } from './size-classes';
+import { type SizeClass, viewOfSlot } from './size-classes';
 import type { SlabStore } from './slabs';
 
 export interface CloseOptions {
@@ -131,8 +131,11 @@ export class PoolCloser {
         slot.owner = null; // a release after this finds no owner: ERR_IOBUF_POOL_CLOSED
         // Strict views have ArrayBuffers of their own; the others go with the
         // slab's. A lent one stays attached (libuv may still send from it)
-        // until its loans are repaid.
-        if (pool.strict && slot.view !== null && slot.loans === 0) native.detach(slot.view.buffer as ArrayBuffer);
+        // until its loans are repaid. A leak-tracked one is found through its
+        // WeakRef (slot.view is null then): left attached, it would read the
+        // unmapped pages.
+        const view = pool.strict && slot.loans === 0 ? viewOfSlot(slot) : null;
+        if (view !== null) native.detach(view.buffer as ArrayBuffer);
       }
       pool.slabs.unmap(slab);
     }

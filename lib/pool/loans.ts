@@ -8,7 +8,7 @@ import { native } from '../binding';
 import { IobufError } from '../errors';
 import type { Borrower, Loan } from '../lending';
 import { closedError } from './shared';
-import type { Slab, Slot } from './size-classes';
+import { type Slab, type Slot, viewOfSlot } from './size-classes';
 
 /** What lending needs of its pool (BufferPool). */
 export interface LendingPool {
@@ -73,7 +73,10 @@ export class PoolLoans {
         slot.sizeClass.awaitingRepay--;
         if (!pool.freed) pool.finishRelease(slot, slot.view!);
       }
-      if (pool.freed && pool.strict && slot.view !== null) native.detach(slot.view.buffer as ArrayBuffer);
+      if (pool.freed && pool.strict) {
+        const view = viewOfSlot(slot); // also a leak-tracked one (held weakly)
+        if (view !== null) native.detach(view.buffer as ArrayBuffer);
+      }
     }
     if (slab.loans === 0 && slab.unmapWhenRepaid) {
       slab.unmapWhenRepaid = false;

@@ -389,6 +389,14 @@ export class BufferPool {
     return this.queue.acquireSync(size, options);
   }
 
+  /**
+   * @internal close() has begun — on this pool object, or on the one made
+   * with `new` (in any thread): every acquire throws ERR_IOBUF_POOL_CLOSED.
+   */
+  get closing(): boolean {
+    return this.control[Word.CLOSED] !== 0 || this.closedHere;
+  }
+
   /** @internal Whether release() can take the plain path. */
   updateQuiet(): void {
     this.quiet = this.queue.length === 0 && !this.closedHere && !this.strict && this.poisonByte < 0;

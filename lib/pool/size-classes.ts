@@ -86,6 +86,15 @@ export interface Slot extends PooledSlot {
   returnWhenRepaid: boolean;
 }
 
+/**
+ * The Buffer `slot` has out (or handed out last), also while it is
+ * leak-tracked: the slot then holds it only weakly (slot.view is null), and a
+ * strict pool must still find it to detach it. Null when none is known.
+ */
+export function viewOfSlot(slot: Slot): Buffer | null {
+  return slot.view ?? slot.tracked?.deref() ?? null;
+}
+
 const slotAddress = (slot: Slot) => slot.slab.address + slot.offset;
 const byAddressDescending = (a: Slot, b: Slot) => slotAddress(b) - slotAddress(a);
 
