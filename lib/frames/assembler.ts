@@ -65,8 +65,14 @@ export interface FrameAssemblerStats {
   frames: number;
   /** Bytes taken in (headers and payloads). */
   bytes: number;
-  /** Bytes of completed frames not yet released (queued or with the consumer). */
+  /** Payload bytes of completed frames not yet released (queued or with the consumer): what highWaterMark bounds. */
   heldBytes: number;
+  /**
+   * Bytes of read buffers kept from reuse because unreleased frames are views
+   * of them. Views are made only while this is below highWaterMark; past it,
+   * small payloads are copied as larger ones are.
+   */
+  keptReadBytes: number;
   /** Socket reads, and those that landed directly in a frame's buffer (and their bytes). */
   reads: number;
   directReads: number;
@@ -280,15 +286,14 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
   private retire(block: ReadBlock): void {
     block.retired = true;
     block.loan.repay();
-    block.pinnedBytes = block.buffer.length - block.frameBytes;
-    this.counters.heldBytes += block.pinnedBytes;
+    this.counters.keptReadBytes += block.buffer.length;
   }
 
   /** @internal ReadBlockOwner: a frame that is a view of `block` was released. */
   blockFrameReleased(block: ReadBlock, length: number): void {
     this.counters.heldBytes -= length;
     if (block.retired && block.frames === 0) {
-      this.counters.heldBytes -= block.pinnedBytes;
+      this.counters.keptReadBytes -= block.buffer.length;
       if (block.pooled) this.releaseQuietly(block.buffer);
     }
     if (this.paused || this.needDrain) this.maybeResume();
@@ -296,12 +301,15 @@ export class FrameAssembler extends FrameInput implements ReadBlockOwner {
 
   /**
    * Parses block.buffer[from, to); payloads that lie whole in it become views
-   * of it. Not once the pool is closing: a frame then needs memory of its own,
-   * and the first one ends the assembler with ERR_IOBUF_POOL_CLOSED (its read
-   * buffer goes back to the pool, which waits for it), as a copied one does.
+   * of it, unless the read buffers kept for views already reach highWaterMark
+   * (read-block.ts, Accounting) or the pool is closing: a frame then needs
+   * memory of its own, and the first one ends the assembler with
+   * ERR_IOBUF_POOL_CLOSED (its read buffer goes back to the pool, which waits
+   * for it), as a copied one does.
    */
   private parseBlock(block: ReadBlock, from: number, to: number): number {
-    this.readBlock = this.pool.closing ? null : block;
+    const viewsAllowed = this.counters.keptReadBytes < this.highWaterMark && !this.pool.closing;
+    this.readBlock = viewsAllowed ? block : null;
     try {
       return this.parse(block.buffer, from, to);
     } finally {

@@ -176,7 +176,7 @@ export abstract class FrameParser extends EventEmitter implements AsyncIterable<
   protected errorDelivered = false;
   protected failure: Error | null = null;
 
-  protected counters = { frames: 0, bytes: 0, heldBytes: 0, reads: 0, directReads: 0, directBytes: 0, pauses: 0 };
+  protected counters = { frames: 0, bytes: 0, heldBytes: 0, keptReadBytes: 0, reads: 0, directReads: 0, directBytes: 0, pauses: 0 };
 
   constructor(options: FrameAssemblerOptions) {
     super();

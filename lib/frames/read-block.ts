@@ -17,10 +17,13 @@
 // (detached, in a strict pool; at the loan's end, when lent) and a fresh one
 // is read into.
 //
-// Accounting (FrameAssembler stats().heldBytes, which drives backpressure): a
-// frame counts its payload bytes while its block is still read into; a
-// retired block with frames out counts all of its bytes, since all of them
-// are kept from the pool until the last frame is released.
+// Accounting. A frame counts its payload bytes in stats().heldBytes, which
+// drives backpressure (highWaterMark), whatever it is a view of. A retired
+// block counts all its bytes in stats().keptReadBytes until its last frame is
+// released; while those reach highWaterMark, no more views are made (small
+// payloads are copied into buffers of their own). So a consumer holding a few
+// small frames that each came in a read of their own never stops the reading
+// (their bytes are few), and the read buffers they keep are bounded.
 import type { Loan } from '../lending';
 import type { SharedReturn } from '../pool/shared-buffer';
 
@@ -41,8 +44,6 @@ export class ReadBlock implements SharedReturn {
   retired = false;
   /** A frame went out as a view of it (released or not): see FrameAssembler's reusable(). */
   viewed = false;
-  /** Bytes added to heldBytes at retirement (the buffer's bytes that its frames did not count). */
-  pinnedBytes = 0;
 
   constructor(
     readonly buffer: Buffer,
