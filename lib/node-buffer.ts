@@ -7,16 +7,23 @@
  * checks, at about half the cost. Falls back to Buffer.from where a runtime
  * does not expose it.
  */
-export const NodeBuffer: new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer = (() => {
+type BufferViewClass = new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
+
+export const NodeBuffer: BufferViewClass = (() => {
   const species = (Buffer as unknown as Record<symbol, unknown>)[Symbol.species];
   if (typeof species === 'function' && species !== Buffer) {
-    const Species = species as new (arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer;
+    const Species = species as BufferViewClass;
     const probe = new Species(new ArrayBuffer(2), 1, 1);
     if (Buffer.isBuffer(probe) && probe.length === 1 && probe.byteOffset === 1) return Species;
   }
-  return ((arrayBuffer: ArrayBuffer, offset: number, length: number) => Buffer.from(arrayBuffer, offset, length)) as unknown as new (
-    arrayBuffer: ArrayBuffer,
-    offset: number,
-    length: number,
-  ) => Buffer;
+  return BufferFrom as unknown as BufferViewClass;
 })();
+
+/**
+ * The stand-in where there is no species (Bun): callers use `new` on it, so it
+ * must stay a function declaration (an arrow function is not a constructor;
+ * Biome's useArrowFunction fix made it one once, and Bun's smoke test failed).
+ */
+function BufferFrom(arrayBuffer: ArrayBuffer, offset: number, length: number): Buffer {
+  return Buffer.from(arrayBuffer, offset, length);
+}
