@@ -20,10 +20,10 @@ export const NodeBuffer: BufferViewClass = (() => {
 })();
 
 /**
- * The stand-in where there is no species (Bun): callers use `new` on it, so it
+ * @internal The stand-in where there is no species (Bun): callers use `new` on it, so it
  * must stay a function declaration (an arrow function is not a constructor;
  * Biome's useArrowFunction fix made it one once, and Bun's smoke test failed).
  */
-function BufferFrom(arrayBuffer: ArrayBuffer, offset: number, length: number): Buffer {
+export function BufferFrom(arrayBuffer: ArrayBuffer, offset: number, length: number): Buffer {
   return Buffer.from(arrayBuffer, offset, length);
 }
