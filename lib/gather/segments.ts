@@ -85,15 +85,7 @@ export class GatherSegments {
   protected iov: IoVecArray | null = null;
 
   constructor(options: GathererOptions) {
-    validateOptions(options, 'options');
-    if (
-      options === undefined ||
-      options.pool === null ||
-      typeof options.pool !== 'object' ||
-      typeof options.pool.tryAcquire !== 'function'
-    ) {
-      throw invalidType('a BufferPool', 'options.pool', options?.pool);
-    }
+    validatePoolOption(options);
     const { chunkSize = 4096, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
     validateOneOf(onBudgetExhausted, 'options.onBudgetExhausted', ['heap', 'throw'] as const);
@@ -425,6 +417,17 @@ export class GatherSegments {
 }
 
 /** Empties an array in place. (`array.length = 0` costs ~30 ns in V8; pops keep the backing store and cost ~1 ns.) */
+/**
+ * `options` is an options object whose `pool` is a BufferPool. Checked by shape
+ * (tryAcquire), not instanceof: a pool from another copy of iobuf serves too.
+ */
+export function validatePoolOption(options: { pool: BufferPool } | undefined): void {
+  validateOptions(options, 'options');
+  if (options === undefined || options.pool === null || typeof options.pool !== 'object' || typeof options.pool.tryAcquire !== 'function') {
+    throw invalidType('a BufferPool', 'options.pool', options?.pool);
+  }
+}
+
 export function empty(array: unknown[]): void {
   while (array.length > 0) array.pop();
 }

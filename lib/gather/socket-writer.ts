@@ -26,9 +26,9 @@
 // not take through the stream, behind nothing.
 import { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
-import { IobufError, validateInteger, validateOneOf, validateOptions, invalidType } from '../errors';
+import { IobufError, validateInteger, validateOneOf, invalidType } from '../errors';
 import { Gatherer } from './gatherer';
-import { firstReleaseError } from './segments';
+import { firstReleaseError, validatePoolOption } from './segments';
 import type { BufferPool } from '../pool';
 
 export interface SocketWriterOptions {
@@ -144,15 +144,7 @@ export class SocketWriter extends EventEmitter {
     ) {
       throw invalidType('a net.Socket or stream.Writable', 'socket', socket);
     }
-    validateOptions(options, 'options');
-    if (
-      options === undefined ||
-      options.pool === null ||
-      typeof options.pool !== 'object' ||
-      typeof options.pool.tryAcquire !== 'function'
-    ) {
-      throw invalidType('a BufferPool', 'options.pool', options?.pool);
-    }
+    validatePoolOption(options);
     const { chunkSize = 16 * KiB, highWaterMark = 1024 * KiB, onBudgetExhausted = 'heap' } = options;
     validateInteger(chunkSize, 'options.chunkSize', 64, 2 ** 30);
     validateInteger(highWaterMark, 'options.highWaterMark', 1, Number.MAX_SAFE_INTEGER);
